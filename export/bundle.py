@@ -1,0 +1,343 @@
+"""The deployable artifact: one folder (and a zip of it) per target, model and precision.
+
+    <out>/<target>-<arch>-<precision>/
+        model.tflite | model.onnx   the shipped model; other precisions as model_<precision>.<ext>
+        labels.txt                  one class per line, in output order
+        manifest.json               docs/ARCHITECTURE.md "manifest" (edgexray.artifact/1)
+        run.py                      edgexray.bench.harness_template.render_run_py()
+        README.md                   device, Android (Kotlin) and iOS (Swift) instructions
+        report.html                 self-contained report, plots as base64 PNG
+    <out>/<target>-<arch>-<precision>.zip
+
+Atomic: everything is built in a hidden temporary folder next to the destination and renamed
+at the end; the zip is written under a temporary name and renamed after the folder. A killed
+build leaves only hidden `.<name>.*.partial` entries. No patient image is ever written: the
+only image-derived content allowed is Grad-CAM of synthetic data (`images_are_synthetic`).
+
+The bundle reads model input/output details with edgexray.bench.device_runners (the code run.py
+itself runs), so it imports edgexray.bench lazily; both are torch-free.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from string import Template
+from typing import Callable
+
+from edgexray.devices import DeviceProfile
+from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import refuse_existing, replace_dir, sha256_file
+from edgexray.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgexray.artifact/1"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+# distribution names whose versions go into every manifest
+TOOLS = ("edgexray", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxsim",
+         "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
+# keys write_artifact sets itself; manifest_fields may not override them
+RESERVED = ("schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
+            "threads", "profile", "arch", "variants", "tool_versions", "files")
+_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+_RUNTIME = {"tflite": "litert", "onnx": "onnxruntime"}  # manifest model.runtime (run.py's runners)
+
+
+def tool_versions() -> dict:
+    """{distribution: version or None when not installed}, via importlib.metadata."""
+    out = {}
+    for dist in TOOLS:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def artifact_name(target: DeviceProfile, arch: str, precision: str) -> str:
+    return f"{target.name}-{arch}-{precision}"
+
+
+def model_io_spec(path: str | os.PathLike) -> dict:
+    """{"input": ..., "output": ...} of a .tflite or .onnx file, as manifest.json stores them."""
+    from edgexray.bench.device_runners import LiteRTRunner, OrtRunner
+
+    path = Path(path)
+    if path.suffix == ".tflite":
+        runner = LiteRTRunner(path, threads=1)
+    elif path.suffix == ".onnx":
+        runner = OrtRunner(path, threads=1, kind="onnxruntime-cpu")
+    else:
+        raise EdgeXrayError(f"model file {str(path)!r} is neither .tflite nor .onnx; "
+                            "pass the files edgexray export wrote")
+    return {"input": runner.input_spec.to_dict(), "output": runner.output_spec.to_dict()}
+
+
+def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: str, precision: str,
+                   model_files: dict, manifest_fields: dict, class_names, preprocess,
+                   report_assets: dict | None = None, images_are_synthetic: bool = False,
+                   output_kind: str = "logits", verify: Callable[[Path], dict] | None = None,
+                   force: bool = False) -> Path:
+    """Write <out_root>/<target>-<arch>-<precision>/ and its .zip; return the folder.
+
+    model_files: {precision: path}; `precision` is the shipped one, the others ride along.
+    manifest_fields: everything the pipeline measured (see docs/ARCHITECTURE.md "bundle"); merged
+        into manifest.json at the top level and shown in report.html.
+    report_assets: {"plots": {title: PNG bytes | matplotlib Figure},
+                    "gradcam": {title: PNG bytes | Figure}} (Grad-CAM kept only when
+        images_are_synthetic; otherwise the report says it was left out for privacy).
+    verify: called with the finished temporary folder before the report is written (e.g. the
+        emulated-ARM check); its result appears in the report, and whatever it stored in
+        manifest.json is kept.
+    """
+    out_root = Path(out_root)
+    name = artifact_name(target, arch, precision)
+    final_dir, final_zip = out_root / name, out_root / f"{name}.zip"
+    refuse_existing(final_dir, force, "artifact")
+    refuse_existing(final_zip, force, "artifact zip")
+    _check_inputs(target, precision, model_files, manifest_fields, class_names, output_kind)
+    preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess)
+    report_assets = dict(report_assets or {})
+    unknown = set(report_assets) - {"plots", "gradcam"}
+    if unknown:
+        raise ValueError(f"report_assets keys {sorted(unknown)}; allowed: plots, gradcam")
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_root))
+    tmp_zip = None
+    try:
+        manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
+                             list(class_names), preprocess, output_kind)
+        _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
+        _write_text(tmp / "run.py", _render_run_py(), executable=True)
+        _write_text(tmp / "README.md", render_readme(manifest))
+        _write_manifest(tmp, manifest)
+        if verify is not None:
+            result = verify(tmp)
+            manifest = json.loads((tmp / "manifest.json").read_text(encoding="utf-8"))
+            manifest.setdefault("arm_verification", result)
+        html = render_report_html(manifest, report_assets, images_are_synthetic=images_are_synthetic)
+        _write_text(tmp / "report.html", html)
+        _write_manifest(tmp, manifest)
+
+        tmp_zip = out_root / f".{name}.zip.{os.getpid()}.partial"
+        _zip_folder(tmp, name, tmp_zip)
+        if force:
+            final_zip.unlink(missing_ok=True)  # never leave a new folder beside an old zip
+        replace_dir(tmp, final_dir, force)
+        os.replace(tmp_zip, final_zip)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_zip is not None:
+            tmp_zip.unlink(missing_ok=True)
+        raise
+    log.info("artifact %s (%d files) and %s", final_dir, len(manifest["files"]), final_zip.name)
+    return final_dir
+
+
+# ----------------------------------------------------------------------------- manifest
+
+def _check_inputs(target, precision, model_files, manifest_fields, class_names, output_kind):
+    if precision not in model_files:
+        raise EdgeXrayError(f"the shipped precision {precision!r} has no model file; got files "
+                            f"for {sorted(model_files)}; export it first (edgexray export)")
+    for prec, path in model_files.items():
+        path = Path(path)
+        if not path.is_file():
+            raise EdgeXrayError(f"model file {str(path)!r} ({prec}) does not exist")
+        if path.suffix != _SUFFIX.get(target.model_format):
+            raise EdgeXrayError(f"target {target.name!r} runs {target.runtime} and needs a "
+                                f"{target.model_format} model; got {path.name!r} for {prec}")
+    clash = sorted(set(manifest_fields) & set(RESERVED))
+    if clash:
+        raise ValueError(f"manifest_fields may not set {clash}; the bundle writes those")
+    names = list(class_names)
+    if not names or any(not isinstance(c, str) or not c or "\n" in c for c in names):
+        raise EdgeXrayError(f"class names {names!r}; need non-empty single-line strings")
+    if output_kind not in ("logits", "probabilities"):
+        raise ValueError(f"output_kind {output_kind!r}; allowed: logits, probabilities")
+
+
+def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, class_names,
+              preprocess, output_kind) -> dict:
+    from edgexray.export.formats import file_name
+
+    variants = {}
+    for prec, src in sorted(model_files.items(), key=lambda kv: kv[0] != precision):
+        fname = f"model{_SUFFIX[target.model_format]}" if prec == precision else \
+            file_name(target.model_format, prec)
+        shutil.copyfile(src, tmp / fname)
+        spec = model_io_spec(tmp / fname)
+        _check_io(spec, preprocess, class_names, fname)
+        spec["output"]["kind"] = output_kind
+        variants[prec] = {"file": fname, "bytes": (tmp / fname).stat().st_size, **spec}
+    shipped = variants[precision]
+    profile = target.to_dict()
+    profile["source"] = Path(target.source).name if target.source else ""
+    model = {"file": shipped["file"], "runtime": _RUNTIME[target.model_format],
+             "precision": precision, "arch": arch}
+    if target.execution_provider:
+        model["execution_provider"] = target.execution_provider
+    if target.delegate:
+        model["delegate"] = target.delegate
+    return {
+        "schema": SCHEMA,
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": model,
+        "input": shipped["input"],
+        "output": shipped["output"],
+        "preprocess": preprocess.to_dict(),
+        "class_names": class_names,
+        "threads": target.threads,
+        "profile": profile,
+        "arch": arch,
+        "variants": variants,
+        "tool_versions": tool_versions(),
+        **json.loads(json.dumps(fields, default=_jsonable)),
+        "files": {},
+    }
+
+
+def _check_io(spec: dict, pre: Preprocess, class_names: list, fname: str) -> None:
+    shape, layout = spec["input"]["shape"], spec["input"]["layout"]
+    want = [1, pre.size, pre.size, pre.channels] if layout == "NHWC" else \
+        [1, pre.channels, pre.size, pre.size]
+    if [abs(d) for d in shape][1:] != want[1:]:
+        raise EdgeXrayError(f"{fname}: model input {shape} ({layout}) does not match the "
+                            f"pre-processing (size {pre.size}, {pre.channels} channel(s)); "
+                            "export the model from the same checkpoint")
+    out = spec["output"]["shape"]
+    if not out or out[-1] != len(class_names):
+        raise EdgeXrayError(f"{fname}: model output {out} does not have one value per class "
+                            f"({len(class_names)}: {class_names})")
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"manifest field of type {type(obj).__name__} is not JSON-serializable")
+
+
+def _write_text(path: Path, text: str, executable: bool = False) -> None:
+    path.write_text(text, encoding="utf-8")
+    if executable:
+        path.chmod(0o755)
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    """Record sha256 and size of every file but manifest.json, then write it."""
+    manifest["files"] = {
+        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _render_run_py() -> str:
+    try:
+        from edgexray.bench.harness_template import render_run_py
+    except ImportError as e:
+        raise EdgeXrayError(f"cannot write run.py: edgexray.bench.harness_template is missing "
+                            f"({e}); reinstall edgexray") from None
+    return render_run_py()
+
+
+def _zip_folder(folder: Path, arc_root: str, dest: Path) -> None:
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{arc_root}/{p.relative_to(folder).as_posix()}")
+    with open(dest, "rb") as f:
+        os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------- README
+
+def _fmt_float(x) -> str:
+    return repr(float(x))
+
+
+def render_readme(manifest: dict) -> str:
+    """README.md of an artifact, from its manifest (pure)."""
+    prof, model, inp, out = manifest["profile"], manifest["model"], manifest["input"], manifest["output"]
+    pre = manifest["preprocess"]
+    names = manifest["class_names"]
+    qin, qout = inp.get("quantization"), out.get("quantization")
+    model_bytes = manifest["variants"][model["precision"]]["bytes"]
+    install = prof["install"] if prof["install"].startswith("pip ") else \
+        "pip install numpy==1.26.4 " + ("ai-edge-litert==2.1.0" if model["runtime"] == "litert"
+                                        else "onnxruntime==1.23.0")
+    if qin:
+        lo, hi = (-128, 127) if inp["dtype"] == "int8" else (0, 255)
+        quant_step = (f"Quantize to {inp['dtype']}: `q = clip(round_half_even(x / {qin['scale']!r}) "
+                      f"+ {qin['zero_point']}, {lo}, {hi})` (scale and zero point of the model input).")
+    else:
+        quant_step = f"No quantization: the model takes {inp['dtype']} values as they are."
+    kind = out.get("kind", "logits")
+    deq = (f"dequantize `real = {qout['scale']!r} * (q - {qout['zero_point']})`, then "
+           if qout else "")
+    output_step = f"{deq}{'softmax over the classes gives probabilities' if kind == 'logits' else 'the values are probabilities'}."
+    accel = f", {model.get('delegate') or model.get('execution_provider')}" \
+        if model.get("delegate") or model.get("execution_provider") else ""
+
+    def spec_text(s):
+        q = s.get("quantization")
+        qt = f", scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else ""
+        return f"{s['shape']} {s.get('layout', '')} {s['dtype']}{qt}".replace("  ", " ")
+
+    values = dict(
+        name=manifest["name"], edgexray_version=manifest["tool_versions"].get("edgexray") or "?",
+        target_name=prof["name"], target_description=prof["description"],
+        model_file=model["file"], model_format=prof["model_format"], precision=model["precision"],
+        model_bytes=model_bytes, arch=manifest["arch"], class_list=", ".join(names),
+        input_summary=spec_text(inp), output_summary=spec_text(out) + f" ({kind})",
+        runtime=prof["runtime"], threads=manifest.get("threads", prof["threads"]), accel=accel,
+        created=manifest["created"], install_python=install, size=pre["size"],
+        channels=pre["channels"], mean=pre["mean"], std=pre["std"], quant_step=quant_step,
+        layout=inp["layout"], input_shape=inp["shape"], input_dtype=inp["dtype"],
+        output_step=output_step,
+    )
+    if model["runtime"] == "litert":
+        mobile = Template((TEMPLATES / "mobile_tflite.md.tmpl").read_text()).substitute(
+            name=manifest["name"], model_file=model["file"], model_stem=Path(model["file"]).stem,
+            size=pre["size"], channels=pre["channels"],
+            mean_f=", ".join(f"{_fmt_float(m)}f" for m in pre["mean"]),
+            std_f=", ".join(f"{_fmt_float(s)}f" for s in pre["std"]),
+            input_int8=str(bool(qin) and inp["dtype"] == "int8").lower(),
+            in_scale=_fmt_float(qin["scale"]) if qin else "1.0",
+            in_zero=int(qin["zero_point"]) if qin else 0,
+            output_int8=str(bool(qout) and out["dtype"] == "int8").lower(),
+            out_scale=_fmt_float(qout["scale"]) if qout else "1.0",
+            out_zero=int(qout["zero_point"]) if qout else 0,
+            output_is_logits=str(kind == "logits").lower(),
+            labels_quoted=", ".join(json.dumps(n) for n in names), threads=prof["threads"])
+        if qin and inp["dtype"] != "int8":
+            raise EdgeXrayError(f"input dtype {inp['dtype']} is not covered by the mobile code; "
+                                "export full-integer int8 or float models")
+    else:
+        mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(
+            runtime=prof["runtime"])
+    values["mobile"] = mobile
+    return Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
+
+
+# ----------------------------------------------------------------------------- report.html
+
+def render_report_html(manifest: dict, report_assets: dict | None = None, *,
+                       images_are_synthetic: bool = False) -> str:
+    """A self-contained HTML report (pure: returns the text, writes nothing)."""
+    from edgexray.export import report_html
+
+    return report_html.render(manifest, report_assets or {}, images_are_synthetic, TEMPLATES)

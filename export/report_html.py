@@ -1,0 +1,326 @@
+"""report.html of an artifact: one self-contained page, every plot embedded as a base64 PNG.
+
+Rendered from the manifest (what the build measured; keys described in docs/ARCHITECTURE.md
+"bundle") and the pipeline's images. Sections whose data is missing say so instead of vanishing.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from string import Template
+
+# manifest keys this report draws itself; every other build key is listed as JSON at the end
+_DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
+          "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
+          "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
+          "config"}
+
+
+def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
+    models = [m for m in manifest.get("models") or [] if isinstance(m, dict)]
+    sections = [
+        _section("Before and after", _comparison(models)),
+        _section("Budgets", _budgets(manifest.get("budgets"), manifest.get("fallbacks"))),
+        _section("Channels kept per layer", _channels(manifest.get("channels_kept"))),
+        _section("Confusion matrices (held-out split)", _confusions(models)),
+        _section("Grad-CAM: original beside deployed model",
+                 _gradcam(assets.get("gradcam") or {}, images_are_synthetic)),
+        _section("Parity of the exported files with PyTorch", _parity(manifest.get("parity"))),
+        _section("ARM verification", _arm(manifest.get("arm_verification"))),
+    ]
+    if assets.get("plots"):
+        sections.append(_section("More plots", _figures(assets["plots"])))
+    sections.append(_section("Model, pre-processing and target", _deployment(manifest)))
+    sections.append(_section("Files, versions and configuration", _provenance(manifest)))
+    model = manifest["model"]
+    subtitle = (f"{html.escape(manifest['arch'])} for {html.escape(manifest['profile']['name'])}"
+                f" &middot; {html.escape(model['file'])} ({html.escape(model['precision'])}, "
+                f"{html.escape(model['runtime'])}) &middot; classes: "
+                f"{html.escape(', '.join(manifest['class_names']))}")
+    return Template((templates / "report.html.tmpl").read_text(encoding="utf-8")).substitute(
+        name=html.escape(manifest["name"]), subtitle=subtitle, cards=_cards(manifest, models),
+        sections="\n".join(sections), created=html.escape(manifest["created"]),
+        edgexray_version=html.escape(str(manifest.get("tool_versions", {}).get("edgexray"))))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n{body}"
+
+
+def _missing(what: str) -> str:
+    return f'<p class="sub">{html.escape(what)}</p>'
+
+
+def _png_b64(image) -> str:
+    """PNG bytes or a matplotlib Figure -> base64 text."""
+    if hasattr(image, "savefig"):
+        buf = io.BytesIO()
+        image.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        image = buf.getvalue()
+    if not isinstance(image, (bytes, bytearray)) or not bytes(image[:8]) == b"\x89PNG\r\n\x1a\n":
+        raise ValueError("report images must be PNG bytes or matplotlib figures")
+    return base64.b64encode(bytes(image)).decode("ascii")
+
+
+def _img(image, caption: str) -> str:
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+            f'{_png_b64(image)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _figures(images: dict) -> str:
+    return '<div class="figs">' + "".join(_img(v, k) for k, v in images.items()) + "</div>"
+
+
+def _num(v, digits=4) -> str:
+    if v is None:
+        return "&ndash;"
+    if isinstance(v, bool):
+        return '<span class="ok">yes</span>' if v else '<span class="bad">no</span>'
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    if isinstance(v, (dict, list)):
+        return f"<code>{html.escape(json.dumps(v))}</code>"
+    return html.escape(str(v))
+
+
+def _table(rows: list, columns: list | None = None) -> str:
+    if not rows:
+        return ""
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"num" if isinstance(r.get(c), (int, float)) else ""}">'
+                         f"{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _kv(d: dict) -> str:
+    return _table([{"key": k, "value": v} for k, v in d.items()], ["key", "value"])
+
+
+def _figure(width=6.0, height=3.2):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=(width, height))
+
+
+def _latency(m: dict):
+    v = m.get("latency_ms")
+    return v.get("p50") if isinstance(v, dict) else v
+
+
+def _accuracy(m: dict):
+    if m.get("accuracy") is not None:
+        return m["accuracy"]
+    return (m.get("metrics") or {}).get("accuracy")
+
+
+def _bars(title: str, unit: str, labels: list, values: list, highlight: int | None):
+    fig = _figure()
+    ax = fig.add_subplot()
+    colors = ["#8aa1bd"] * len(values)
+    if highlight is not None:
+        colors[highlight] = "#1f5fa8"
+    ax.barh(range(len(values)), values, color=colors)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(title, fontsize=10)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
+    ax.margins(x=0.15)
+    return fig
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _cards(manifest: dict, models: list) -> str:
+    cards = []
+    ref = models[0] if models else {}
+    shipped = next((m for m in models if m.get("shipped")), models[-1] if models else {})
+
+    def card(value, key):
+        cards.append(f'<div class="card"><div class="v">{value}</div>'
+                     f'<div class="k">{html.escape(key)}</div></div>')
+
+    for key, label in (("params", "fewer parameters"), ("macs", "fewer MACs")):
+        if ref.get(key) and shipped.get(key) is not None:
+            card(f"{100 * (1 - shipped[key] / ref[key]):.1f}%", label)
+    if ref.get("size_bytes") and shipped.get("size_bytes"):
+        card(f"{ref['size_bytes'] / 1e6:.2f} &rarr; {shipped['size_bytes'] / 1e6:.2f} MB", "model size")
+    if _latency(ref) and _latency(shipped):
+        card(f"{_latency(ref) / _latency(shipped):.1f}x", "faster on the build host (p50)")
+    if _accuracy(ref) is not None and _accuracy(shipped) is not None:
+        card(f"{100 * _accuracy(ref):.1f} &rarr; {100 * _accuracy(shipped):.1f}%", "held-out accuracy")
+    arm = manifest.get("arm_verification")
+    if isinstance(arm, dict):
+        status = _arm_status(arm)
+        card(f'<span class="{"ok" if status == "passed" else "bad"}">{html.escape(status)}</span>',
+             "ARM verification")
+    return f'<div class="cards">{"".join(cards)}</div>' if cards else ""
+
+
+def _comparison(models: list) -> str:
+    if not models:
+        return _missing("The build recorded no model comparison (manifest key 'models').")
+    labels = [str(m.get("label", f"model {i}")) for i, m in enumerate(models)]
+    hi = next((i for i, m in enumerate(models) if m.get("shipped")), None)
+    plots = {}
+    for title, unit, get in (
+            ("File size", "MB", lambda m: m.get("size_bytes") and m["size_bytes"] / 1e6),
+            ("Latency on the build host, batch 1 (p50)", "ms", _latency),
+            ("Accuracy on the held-out split", "%", lambda m: None if _accuracy(m) is None
+             else 100 * _accuracy(m))):
+        pairs = [(l, v, i == hi) for i, (l, v) in enumerate(zip(labels, map(get, models))) if v]
+        if pairs:
+            h = next((j for j, p in enumerate(pairs) if p[2]), None)
+            plots[f"{title} ({unit})"] = _bars(title, unit, [p[0] for p in pairs],
+                                                [float(p[1]) for p in pairs], h)
+    rows = [{"model": l, "format": m.get("format"), "precision": m.get("precision"),
+             "params": m.get("params"), "MACs": m.get("macs"), "size (bytes)": m.get("size_bytes"),
+             "latency p50 (ms)": _latency(m), "accuracy": _accuracy(m),
+             "shipped": bool(m.get("shipped"))} for l, m in zip(labels, models)]
+    note = ('<p class="sub">Latency is measured on the build host, not on the device; run '
+            '<code>python run.py bench</code> on the device for its own numbers.</p>')
+    return (_figures(plots) if plots else "") + _table(rows) + note
+
+
+def _budgets(budgets, fallbacks) -> str:
+    out = ""
+    if isinstance(budgets, dict) and budgets:
+        rows = []
+        for k, v in budgets.items():
+            row = {"budget": k}
+            row.update(v if isinstance(v, dict) else {"value": v})
+            rows.append(row)
+        out += _table(rows)
+    if fallbacks:
+        out += "<p>The build changed course to meet its budgets:</p><ul>" + "".join(
+            f"<li>{html.escape(str(f))}</li>" for f in fallbacks) + "</ul>"
+    return out or _missing("No budgets were recorded.")
+
+
+def _channels(kept) -> str:
+    if not kept:
+        return _missing("No pruning record (manifest key 'channels_kept').")
+    layers = list(kept)
+    before = [int(kept[k][0]) for k in layers]
+    after = [int(kept[k][1]) for k in layers]
+    fig = _figure(7.5, max(2.5, 0.22 * len(layers) + 1))
+    ax = fig.add_subplot()
+    y = range(len(layers))
+    ax.barh(y, before, color="#d5dde8", label="before")
+    ax.barh(y, after, color="#1f5fa8", label="kept")
+    ax.set_yticks(y, layers, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("output channels")
+    ax.legend(fontsize=8, loc="lower right")
+    total_b, total_a = sum(before), sum(after)
+    ax.set_title(f"{total_a:,} of {total_b:,} channels kept ({100 * total_a / total_b:.1f}%)",
+                 fontsize=10)
+    return _figures({"Channels per layer, before and after pruning": fig})
+
+
+def _confusions(models: list) -> str:
+    figs = {}
+    for m in models:
+        metrics = m.get("metrics") or {}
+        cm = metrics.get("confusion_matrix") or m.get("confusion_matrix")
+        if not cm:
+            continue
+        names = metrics.get("class_names") or [str(i) for i in range(len(cm))]
+        fig = _figure(3.6, 3.2)
+        ax = fig.add_subplot()
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        peak = max(max(r) for r in cm) or 1
+        for i, row in enumerate(cm):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=9,
+                        color="white" if v > peak / 2 else "black")
+        figs[str(m.get("label", "model"))] = fig
+    return _figures(figs) if figs else _missing("No confusion matrices were recorded.")
+
+
+def _gradcam(images: dict, synthetic: bool) -> str:
+    if images and synthetic:
+        return ('<p class="sub">Computed on synthetic images (no patient data).</p>'
+                + _figures(images))
+    if images:
+        return ('<p class="note">Grad-CAM overlays are derived from patient images, so they were '
+                "left out of this artifact for privacy. They are in the build's own report, "
+                "outside the artifact.</p>")
+    return _missing("Grad-CAM was not computed for this build.")
+
+
+def _parity(parity) -> str:
+    if not parity:
+        return _missing("No parity check was recorded.")
+    if isinstance(parity, dict) and all(isinstance(v, dict) for v in parity.values()):
+        rows = [{"file": k, **{c: v for c, v in row.items() if not isinstance(v, (dict, list))}}
+                for k, row in parity.items()]
+    elif isinstance(parity, list):
+        rows = [{c: v for c, v in r.items() if not isinstance(v, (dict, list))} for r in parity]
+    else:
+        return _kv(parity)
+    return _table(rows)
+
+
+def _arm_status(arm: dict) -> str:
+    if "status" in arm:
+        return str(arm["status"])
+    if "passed" in arm:
+        return "passed" if arm["passed"] else "failed"
+    return "unknown"
+
+
+def _arm(arm) -> str:
+    if not isinstance(arm, dict):
+        return _missing("Not run: the artifact was not executed on (emulated) ARM. "
+                        "`edgexray verify ARTIFACT` does it.")
+    status = _arm_status(arm)
+    head = (f'<p>Status: <span class="{"ok" if status == "passed" else "bad"}">'
+            f"{html.escape(status)}</span></p>")
+    checks = arm.get("checks")
+    rows = ""
+    if isinstance(checks, dict):
+        rows = _table([{"check": k, **(v if isinstance(v, dict) else {"value": v})}
+                       for k, v in checks.items()])
+    rest = {k: v for k, v in arm.items() if k not in ("checks", "status")}
+    return head + rows + (_kv(rest) if rest else "")
+
+
+def _deployment(manifest: dict) -> str:
+    inp, out = manifest["input"], manifest["output"]
+    io_rows = [{"tensor": "input", **inp}, {"tensor": "output", **out}]
+    prof = {k: v for k, v in manifest["profile"].items() if k != "prune"}
+    return (_table(io_rows) + "<p>Pre-processing</p>" + _kv(manifest["preprocess"])
+            + "<p>Target profile</p>" + _kv(prof))
+
+
+def _provenance(manifest: dict) -> str:
+    files = [{"file": k, **v} for k, v in (manifest.get("files") or {}).items()]
+    parts = ["<p>Files (manifest.json is authoritative; <code>python run.py verify</code> "
+             "checks them)</p>" + (_table(files) or _missing("none recorded yet")),
+             "<p>Tool versions</p>" + _kv(manifest.get("tool_versions") or {})]
+    if manifest.get("config") is not None:
+        parts.append(_details("Resolved build configuration", manifest["config"]))
+    other = {k: v for k, v in manifest.items() if k not in _DRAWN}
+    if other:
+        parts.append(_details("Other build data", other))
+    return "\n".join(parts)
+
+
+def _details(title: str, obj) -> str:
+    return (f"<details><summary>{html.escape(title)}</summary><pre>"
+            f"{html.escape(json.dumps(obj, indent=2, default=str))}</pre></details>")
