@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""run.py of an edgexray artifact: verify, predict with and benchmark the model next to it.
+
+Needs only Python 3.9+, numpy and the model's runtime:
+    pip install numpy ai-edge-litert      # model.runtime "litert" (.tflite)
+    pip install numpy onnxruntime         # model.runtime "onnxruntime" (.onnx)
+Pillow is used for JPEG and other formats when installed; PNG, NPY and PGM are read without it.
+
+    python run.py verify                      # sha256 + size of every file vs manifest.json
+    python run.py predict IMAGES_OR_DIRS... [--format json|csv] [--out FILE] [--raw]
+    python run.py bench [--seconds S | --runs N] [--threads T] [--data DIR] [--out FILE]
+    python run.py ops                         # runtime, version, op list (DELEGATE = XNNPACK)
+
+Exit status: 0 ok, 2 bad usage or input, 3 integrity failure (a file differs from the
+manifest; predict and bench refuse to run then).
+
+manifest.json ("edgexray.artifact/1"; the same text is in docs/ARCHITECTURE.md, "manifest").
+Unknown top-level keys are allowed and ignored; the keys below are required unless optional.
+
+    {
+      "schema": "edgexray.artifact/1",
+      "model": {"file": "model.tflite",         # relative path, also listed in "files"
+                "runtime": "litert",            # "litert" (.tflite) | "onnxruntime" (.onnx)
+                "precision": "int8"},           # "int8" | "fp16" | "fp32" (informational)
+      "input": {"shape": [1, 224, 224, 1],      # batch 1 first
+                "layout": "NHWC",               # "NHWC" ([1,S,S,C]) | "NCHW" ([1,C,S,S])
+                "dtype": "int8",                # "int8" | "uint8" | "float32"
+                "quantization": {"scale": 0.0392, "zero_point": -1}},   # null for float32
+      "output": {"shape": [1, 2], "dtype": "int8",
+                 "quantization": {"scale": 0.1, "zero_point": 3},        # null for float32
+                 "kind": "logits"},             # optional: "logits" (default) | "probabilities"
+      "preprocess": {"size": 224, "channels": 1, "mean": [0.5], "std": [0.25],
+                     "resize": "triangle"},     # Preprocess.to_dict(); matches input shape
+      "class_names": ["NORMAL", "PNEUMONIA"],   # output index order
+      "threads": 4,                             # optional default thread count
+      "files": {"model.tflite": {"sha256": "<64 hex>", "bytes": 123456},
+                "run.py": {"sha256": "<64 hex>", "bytes": 45678}}   # every file but manifest.json
+    }
+
+Quantization: real = scale * (q - zero_point). The normalized NCHW float input is transposed
+to the layout, then q = clip(round(x / scale) + zero_point); the output is dequantized likewise.
+The model's own tensors must agree with input/output above; run.py checks that on load.
+
+The host builds this file with edgexray.bench.harness_template.render_run_py(), which inlines the
+modules named on the ">>> inline" line below in place of their imports.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+# >>> inline: edgexray/errors.py edgexray/preprocess.py edgexray/metrics.py bench/latency.py bench/environment.py bench/record.py bench/device_runners.py bench/accuracy.py
+from edgexray.bench.accuracy import evaluate, labeled_images, list_images, load_batch
+from edgexray.bench.device_runners import (LiteRTRunner, OrtRunner, Runner, TensorSpec,
+                                           default_threads, dequantize)
+from edgexray.bench.environment import environment, peak_rss_mb
+from edgexray.bench.latency import Stopwatch, measure_latency
+from edgexray.bench.record import bench_document, bench_entry, utc_now
+from edgexray.errors import EdgeXrayError
+from edgexray.metrics import softmax
+from edgexray.preprocess import Preprocess
+# <<< inline
+
+EDGEXRAY_VERSION = None  # set by render_run_py
+MANIFEST_SCHEMA = "edgexray.artifact/1"
+MANIFEST_NAME = "manifest.json"
+EXIT_USAGE, EXIT_INTEGRITY = 2, 3
+MODEL_RUNTIMES = {"litert": ".tflite", "onnxruntime": ".onnx"}
+LAYOUTS = ("NHWC", "NCHW")
+TENSOR_DTYPES = ("int8", "uint8", "float32")
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+class IntegrityError(EdgeXrayError):
+    """A file of the artifact differs from its manifest (exit status 3)."""
+
+
+# ---------------------------------------------------------------- manifest
+
+def _tensor_problems(where: str, t) -> list:
+    if not isinstance(t, dict):
+        return [f"{where} must be an object"]
+    problems = []
+    shape = t.get("shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape)):
+        problems.append(f"{where}.shape must be a list of integers, got {shape!r}")
+    if t.get("dtype") not in TENSOR_DTYPES:
+        problems.append(f"{where}.dtype is {t.get('dtype')!r}; allowed: {list(TENSOR_DTYPES)}")
+    q = t.get("quantization", "absent")
+    if q == "absent":
+        problems.append(f"{where}.quantization missing (null for float tensors)")
+    elif q is None:
+        if t.get("dtype") in ("int8", "uint8"):
+            problems.append(f"{where} is {t.get('dtype')} but has no quantization")
+    elif not (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
+              and isinstance(q.get("zero_point"), int)):
+        problems.append(f"{where}.quantization must be {{'scale': >0, 'zero_point': int}} or null, "
+                        f"got {q!r}")
+    return problems
+
+
+def manifest_problems(manifest) -> list:
+    """Everything wrong with a manifest dict, as readable strings ([] when valid)."""
+    if not isinstance(manifest, dict):
+        return ["manifest must be a JSON object"]
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        return [f"schema is {manifest.get('schema')!r}; this run.py reads {MANIFEST_SCHEMA!r}"]
+    problems = []
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("file"), str):
+        problems.append("model must be an object with a 'file' string")
+    elif model.get("runtime") not in MODEL_RUNTIMES:
+        problems.append(f"model.runtime is {model.get('runtime')!r}; allowed: {list(MODEL_RUNTIMES)}")
+    elif not model["file"].endswith(MODEL_RUNTIMES[model["runtime"]]):
+        problems.append(f"model.file {model['file']!r} does not end in "
+                        f"{MODEL_RUNTIMES[model['runtime']]} for runtime {model['runtime']!r}")
+    problems += _tensor_problems("input", manifest.get("input"))
+    problems += _tensor_problems("output", manifest.get("output"))
+    inp = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
+    if inp.get("layout") not in LAYOUTS:
+        problems.append(f"input.layout is {inp.get('layout')!r}; allowed: {list(LAYOUTS)}")
+    out = manifest.get("output") if isinstance(manifest.get("output"), dict) else {}
+    if out.get("kind", "logits") not in OUTPUT_KINDS:
+        problems.append(f"output.kind is {out.get('kind')!r}; allowed: {list(OUTPUT_KINDS)}")
+    names = manifest.get("class_names")
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
+        problems.append(f"class_names must list at least two class names, got {names!r}")
+    try:
+        pre = Preprocess.from_dict(manifest.get("preprocess") or {})
+    except (TypeError, ValueError) as e:
+        problems.append(f"preprocess: {e}")
+        pre = None
+    shape = inp.get("shape")
+    if pre is not None and isinstance(shape, list) and len(shape) == 4 and inp.get("layout") in LAYOUTS:
+        c, h, w = (shape[1], shape[2], shape[3]) if inp["layout"] == "NCHW" else (shape[3], shape[1], shape[2])
+        if (c, h, w) != (pre.channels, pre.size, pre.size):
+            problems.append(f"input.shape {shape} ({inp['layout']}) does not match preprocess "
+                            f"size {pre.size} and channels {pre.channels}")
+    elif isinstance(shape, list) and len(shape) != 4:
+        problems.append(f"input.shape {shape} must have 4 dimensions")
+    if isinstance(names, list) and isinstance(out.get("shape"), list) and out["shape"] \
+            and out["shape"][-1] != len(names):
+        problems.append(f"output.shape {out['shape']} does not have one value per class {names}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        problems.append("files must map every file of the artifact to {'sha256', 'bytes'}")
+    else:
+        for name, info in files.items():
+            if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
+                    and len(info["sha256"]) == 64 and isinstance(info.get("bytes"), int)):
+                problems.append(f"files[{name!r}] must be {{'sha256': 64 hex chars, 'bytes': int}}")
+            if not _safe_relpath(name):
+                problems.append(f"files key {name!r} must be a relative path inside the artifact")
+        if isinstance(model, dict) and model.get("file") not in files:
+            problems.append(f"model.file {model.get('file')!r} is not listed in files")
+    return problems
+
+
+def _safe_relpath(name: str) -> bool:
+    p = PurePosixPath(name)
+    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise EdgeXrayError(f"{str(path)!r} not found; run.py must sit in an artifact folder next "
+                            "to its manifest.json (rebuild the artifact with `edgexray build`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{str(path)!r} is not valid JSON ({e}); the artifact is damaged") from None
+    problems = manifest_problems(manifest)
+    if problems:
+        raise EdgeXrayError(f"{str(path)!r} is not a valid {MANIFEST_SCHEMA} manifest: "
+                            + "; ".join(problems))
+    return manifest
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(folder, manifest) -> tuple:
+    """-> (problems, unlisted): files that are missing or differ; files the manifest lacks."""
+    folder = Path(folder)
+    problems = []
+    for name, info in sorted(manifest["files"].items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            problems.append(f"{name}: {size} bytes, manifest says {info['bytes']}")
+            continue
+        digest = sha256_of(path)
+        if digest != info["sha256"]:
+            problems.append(f"{name}: sha256 {digest[:16]}..., manifest says {info['sha256'][:16]}...")
+    listed = set(manifest["files"]) | {MANIFEST_NAME}
+    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts
+                      and p.relative_to(folder).as_posix() not in listed)
+    return problems, unlisted
+
+
+def checked_manifest(folder) -> dict:
+    """The manifest, after every listed file matched it; IntegrityError otherwise."""
+    manifest = read_manifest(folder)
+    problems, _ = verify_files(folder, manifest)
+    if problems:
+        raise IntegrityError(f"artifact {str(folder)!r} does not match its manifest, refusing to "
+                             "run: " + "; ".join(problems) + " (copy the artifact again or rebuild it)")
+    return manifest
+
+
+# ---------------------------------------------------------------- model
+
+def _manifest_spec(t: dict, layout: str) -> TensorSpec:
+    q = t.get("quantization")
+    return TensorSpec(shape=tuple(t["shape"]), dtype=t["dtype"], layout=layout,
+                      scale=float(q["scale"]) if q else None,
+                      zero_point=int(q["zero_point"]) if q else None)
+
+
+def _spec_mismatch(where: str, declared: TensorSpec, actual: TensorSpec) -> list:
+    problems = []
+    shape_ok = len(declared.shape) == len(actual.shape) and all(
+        a < 0 or a == d for d, a in zip(declared.shape, actual.shape))
+    if not shape_ok:
+        problems.append(f"{where} shape {list(declared.shape)} vs model {list(actual.shape)}")
+    if declared.dtype != actual.dtype:
+        problems.append(f"{where} dtype {declared.dtype} vs model {actual.dtype}")
+    elif declared.quantized and not (
+            math.isclose(declared.scale, actual.scale or 0.0, rel_tol=1e-5)
+            and declared.zero_point == actual.zero_point):
+        problems.append(f"{where} quantization ({declared.scale}, {declared.zero_point}) vs model "
+                        f"({actual.scale}, {actual.zero_point})")
+    return problems
+
+
+def load_model(folder, manifest: dict, threads=None) -> Runner:
+    """Load the manifest's model and check its tensors against the manifest."""
+    path = Path(folder) / manifest["model"]["file"]
+    threads = threads or manifest.get("threads") or default_threads()
+    if manifest["model"]["runtime"] == "litert":
+        runner = LiteRTRunner(path, threads)
+    else:
+        runner = OrtRunner(path, threads, kind="onnxruntime-cpu")
+    declared_in = _manifest_spec(manifest["input"], manifest["input"]["layout"])
+    declared_out = _manifest_spec(manifest["output"], "NC")
+    problems = (_spec_mismatch("input", declared_in, runner.input_spec)
+                + _spec_mismatch("output", declared_out, runner.output_spec))
+    if problems:
+        raise EdgeXrayError(f"manifest.json does not describe {path.name}: " + "; ".join(problems)
+                            + "; rebuild the artifact")
+    runner.input_spec = declared_in  # the manifest decides the layout when the shape is ambiguous
+    return runner
+
+
+def _preprocess(manifest) -> Preprocess:
+    return Preprocess.from_dict(manifest["preprocess"])
+
+
+def _probabilities(manifest, logits: np.ndarray) -> np.ndarray:
+    if manifest["output"].get("kind", "logits") == "probabilities":
+        return logits.astype(np.float32)
+    return softmax(logits)
+
+
+def _write_text(out, text: str) -> None:
+    """To stdout, or atomically to a file."""
+    if not out:
+        sys.stdout.write(text)
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_verify(folder, args) -> int:
+    manifest = read_manifest(folder)
+    problems, unlisted = verify_files(folder, manifest)
+    for name in unlisted:
+        print(f"note: {name} is not in the manifest (not checked, not used)", file=sys.stderr)
+    if problems:
+        for p in problems:
+            print(f"MISMATCH {p}", file=sys.stderr)
+        print(f"FAILED: {len(problems)} of {len(manifest['files'])} files differ from {MANIFEST_NAME}")
+        return EXIT_INTEGRITY
+    print(f"OK: {len(manifest['files'])} files match {MANIFEST_NAME}")
+    return 0
+
+
+def predictions(folder, manifest, images, threads=None, raw=False) -> dict:
+    paths = []
+    for item in images:
+        found = list_images(item)
+        if not found:
+            raise EdgeXrayError(f"no images under {item!r}; pass image files or folders of images")
+        paths += found
+    runner = load_model(folder, manifest, threads)
+    pre, names = _preprocess(manifest), manifest["class_names"]
+    rows = []
+    for path in paths:
+        q = runner.run_raw(runner.prepare(load_batch([path], pre)))
+        probs = _probabilities(manifest, dequantize(q, runner.output_spec))[0]
+        index = int(probs.argmax())
+        row = {"image": str(path), "label": names[index], "index": index,
+               "probabilities": {n: float(p) for n, p in zip(names, probs)}}
+        if raw:
+            row["raw"] = q[0].tolist()
+        rows.append(row)
+    return {"schema": "edgexray.predictions/1", "model": manifest["model"]["file"],
+            "class_names": names, "predictions": rows}
+
+
+def cmd_predict(folder, args) -> int:
+    manifest = checked_manifest(folder)
+    result = predictions(folder, manifest, args.images, args.threads, args.raw)
+    if args.format == "json":
+        text = json.dumps(result, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        names = result["class_names"]
+        writer.writerow(["image", "label", "index"] + [f"p_{n}" for n in names]
+                        + (["raw"] if args.raw else []))
+        for row in result["predictions"]:
+            writer.writerow([row["image"], row["label"], row["index"]]
+                            + [f"{row['probabilities'][n]:.6f}" for n in names]
+                            + ([" ".join(str(v) for v in row["raw"])] if args.raw else []))
+        text = buf.getvalue()
+    _write_text(args.out, text)
+    return 0
+
+
+def probe_memory(folder, threads: int, runs: int = 20, timeout: float = 600) -> dict:
+    """Peak RSS of a fresh process that loads and runs the model, and of one with only the
+    runtime imported; both are new interpreters started from this file."""
+    figures = {}
+    for mode in ("empty", "model"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--dir", str(folder), "_memprobe",
+               "--mode", mode, "--threads", str(threads), "--runs", str(runs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise EdgeXrayError(f"memory probe ({mode}) failed: {proc.stderr.strip()[-500:]}")
+        figures[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return {"peak_rss": figures["model"], "baseline_rss": figures["empty"],
+            "increment": figures["model"] - figures["empty"], "device_peak": None,
+            "method": "fresh-process"}
+
+
+def cmd_memprobe(folder, args) -> int:
+    """Internal: one fresh process for probe_memory; prints {"peak_rss_mb": ...}."""
+    manifest = read_manifest(folder)
+    if args.mode == "empty":
+        if manifest["model"]["runtime"] == "litert":
+            import ai_edge_litert.interpreter  # noqa: F401
+        else:
+            import onnxruntime  # noqa: F401
+    else:
+        runner = load_model(folder, manifest, args.threads)
+        pre = _preprocess(manifest)
+        x = np.zeros((1, pre.channels, pre.size, pre.size), np.float32)
+        for _ in range(args.runs):
+            runner.predict(x)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+    return 0
+
+
+def bench_result(folder, manifest, *, seconds=5.0, runs=None, threads=None, data=None,
+                 limit=None, memory=True, label="artifact", warmup=5) -> dict:
+    """One edgexray.bench/1 entry for this artifact's model."""
+    pre = _preprocess(manifest)
+    with Stopwatch() as load:
+        runner = load_model(folder, manifest, threads)
+    items = labeled_images(data, manifest["class_names"], limit) if data else None
+    if items:
+        x = load_batch([items[0][0]], pre)  # time a real image
+    else:
+        x = np.random.default_rng(0).normal(size=(1, pre.channels, pre.size, pre.size)).astype(np.float32)
+    if runs:
+        latency = measure_latency(lambda: runner.predict(x), seconds=0.0, warmup=warmup,
+                                  min_runs=runs, max_runs=runs, load_ms=load.ms)
+    else:
+        latency = measure_latency(lambda: runner.predict(x), seconds=seconds, warmup=warmup,
+                                  load_ms=load.ms)
+    accuracy = None
+    if items:
+        accuracy, _ = evaluate(runner, items, pre, manifest["class_names"],
+                               manifest["output"].get("kind", "logits"), data_label=str(data))
+    model_file = manifest["model"]["file"]
+    return bench_entry(
+        label=label, model_file=model_file, model_sha256=manifest["files"][model_file]["sha256"],
+        size_bytes=manifest["files"][model_file]["bytes"], runtime=runner.kind,
+        runtime_version=runner.version, device=runner.device,
+        precision=manifest["model"].get("precision"), threads=runner.threads, batch=1,
+        input=runner.input_spec.to_dict(), latency_ms=latency,
+        memory_mb=probe_memory(folder, runner.threads) if memory else None, accuracy=accuracy)
+
+
+def cmd_bench(folder, args) -> int:
+    manifest = checked_manifest(folder)
+    entry = bench_result(folder, manifest, seconds=args.seconds, runs=args.runs,
+                         threads=args.threads, data=args.data, limit=args.limit,
+                         memory=not args.no_memory, label=args.label, warmup=args.warmup)
+    producer = f"run.py (edgexray {EDGEXRAY_VERSION})" if EDGEXRAY_VERSION else "run.py"
+    doc = bench_document([entry], environment(), producer)
+    _write_text(args.out, json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+def cmd_ops(folder, args) -> int:
+    manifest = checked_manifest(folder)
+    runner = load_model(folder, manifest, args.threads)
+    ops = runner.ops()
+    print(json.dumps({"runtime": runner.kind, "version": runner.version, "ops": ops,
+                      "delegated": "DELEGATE" in ops}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default=None, help="artifact folder (default: where run.py is)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("verify", help="check every file against manifest.json (exit 3 on mismatch)")
+    p = sub.add_parser("predict", help="label and class probabilities per image")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--out", default=None, help="write here instead of stdout")
+    p.add_argument("--raw", action="store_true", help="add the raw output tensor as stored")
+    p.add_argument("--threads", type=int, default=None)
+    b = sub.add_parser("bench", help="latency, memory and (with --data) accuracy, as JSON")
+    b.add_argument("--seconds", type=float, default=5.0, help="time budget for the timed runs")
+    b.add_argument("--runs", type=int, default=None, help="a fixed number of timed runs instead")
+    b.add_argument("--warmup", type=int, default=5, help="untimed runs after the first")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--data", default=None, help="folder with one subfolder of images per class")
+    b.add_argument("--limit", type=int, default=None, help="at most this many images per class")
+    b.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probe")
+    b.add_argument("--label", default="artifact")
+    b.add_argument("--out", default=None, help="write the JSON here instead of stdout")
+    o = sub.add_parser("ops", help="runtime, version and op list as JSON")
+    o.add_argument("--threads", type=int, default=None)
+    m = sub.add_parser("_memprobe", help=argparse.SUPPRESS)
+    m.add_argument("--mode", choices=("empty", "model"), required=True)
+    m.add_argument("--threads", type=int, required=True)
+    m.add_argument("--runs", type=int, default=20)
+    return parser
+
+
+COMMANDS = {"verify": cmd_verify, "predict": cmd_predict, "bench": cmd_bench, "ops": cmd_ops,
+            "_memprobe": cmd_memprobe}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    folder = Path(args.dir) if args.dir else Path(__file__).resolve().parent
+    for name in ("seconds", "runs", "threads", "limit", "warmup"):
+        value = getattr(args, name, None)
+        if value is not None and (value < 0 or (value == 0 and name != "warmup")):
+            print(f"error: --{name} must be positive, got {value}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](folder, args)
+    except IntegrityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INTEGRITY
+    except EdgeXrayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# >>> host only: render_run_py builds run.py from this file and leaves this block out
+def render_run_py() -> str:
+    """The source of an artifact's run.py (see edgexray.bench.harness.render_run_py)."""
+    from edgexray.bench.harness import render_run_py as render
+    return render()
+# <<< host only
+
+
+if __name__ == "__main__":
+    sys.exit(main())
