@@ -1,0 +1,658 @@
+"""ARM verification without a board: run an artifact's run.py on the aarch64 instruction set
+under user-mode QEMU, emulating the target's core, and compare it with the host.
+
+How (checked on these machines, see issue 7):
+- an arm64 Debian userland with python3 is laid out without emulating anything:
+  `debootstrap --foreign` downloads the .deb files, `dpkg -x` unpacks them;
+- the aarch64 wheels of numpy and the runtime come from the host's pip with `--platform`;
+- `qemu-aarch64-static` runs the userland's python3 with the userland as its library prefix
+  (QEMU_LD_PREFIX) and the profile's core (QEMU_CPU; `max` changes int8 results);
+- QEMU hands the host's x86 /proc/cpuinfo to the guest and LiteRT's CPU detection crashes on
+  it, so every run gets its own prefix holding an ARM cpuinfo of the target's core (QEMU looks
+  the file up in the prefix first).
+
+Userland and wheels are cached under ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured), built in
+a temporary folder and renamed into place under a lock, so two runs never see half a cache.
+Emulated timings are 100-500x slower than the device and are never reported as speed.
+Standard library only at module level (this package runs on devices).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.fsutil import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+SUITE = "bookworm"  # Debian release of the guest userland (Python 3.11, like Raspberry Pi OS 12)
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+HOST_PACKAGES = ("qemu-user-static", "debootstrap")  # what apt-get installs when missing
+DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4, the reference target
+FLOAT_TOLERANCE = 1e-4  # max abs output difference allowed for float models
+NUM_INPUTS = 6  # synthetic images per verification
+INPUT_SEED = 0
+GUEST_TIMEOUT_S = 1800  # one emulated run.py call; emulation is 100-500x slower than native
+CACHE_FORMAT = 1  # bump when the cache layout changes; older caches are rebuilt
+
+# Core -> (MIDR part number, /proc/cpuinfo features as the Linux kernel prints them).
+# Features follow what QEMU's model of the core advertises (AT_HWCAP); v8.2 cores add dotprod.
+_V80 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_V82 = _V80 + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp"
+CORES = {
+    "cortex-a53": (0xD03, _V80),
+    "cortex-a55": (0xD05, _V82),
+    "cortex-a72": (0xD08, _V80),
+    "cortex-a76": (0xD0B, _V82),
+    "cortex-a78": (0xD41, _V82),
+}
+
+# runtime -> (pip package, import that proves it loads, pinned default version)
+RUNTIME_PACKAGES = {
+    "litert": ("ai-edge-litert", "ai_edge_litert.interpreter", "2.1.0"),
+    "onnxruntime": ("onnxruntime", "onnxruntime", "1.23.0"),
+}
+NUMPY_VERSION = "1.26.4"
+EMULATED_NOTE = "emulated, not device speed"
+
+
+# --------------------------------------------------------------------------- host capability
+
+def arm_verification_available(runtime: str = "litert", version: str | None = None,
+                               cache_dir: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """(True, "") when this host can verify, else (False, why). Cheap: starts no emulation."""
+    try:
+        _check_host(runtime, version or RUNTIME_PACKAGES.get(runtime, ("", "", ""))[2], cache_dir)
+    except EdgeXrayError as e:
+        return False, str(e)
+    return True, ""
+
+
+def _check_host(runtime: str, version: str, cache_dir) -> None:
+    if runtime not in RUNTIME_PACKAGES:
+        raise EdgeXrayError(f"ARM verification supports the runtimes {', '.join(RUNTIME_PACKAGES)}; "
+                            f"this artifact uses {runtime!r}")
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise EdgeXrayError(f"ARM verification needs an x86-64 Linux host (user-mode QEMU); this is "
+                            f"{sys.platform}/{platform.machine()}; run the artifact's run.py on "
+                            "the device instead")
+    cache = ArmCache(cache_dir)
+    need_build = not cache.rootfs_dir.is_dir() or not cache.site_dir(runtime, version).is_dir()
+    need_tools = shutil.which("qemu-aarch64-static") is None or (
+        not cache.rootfs_dir.is_dir() and shutil.which("debootstrap") is None)
+    if (need_tools or not cache.rootfs_dir.is_dir()) and os.geteuid() != 0:
+        what = "install qemu-user-static and debootstrap" if need_tools else \
+            "lay out the arm64 userland with debootstrap"
+        raise EdgeXrayError(f"ARM verification must {what}, which needs root; this is uid "
+                            f"{os.geteuid()}. Run once as root (sudo edgexray verify ...) to fill the "
+                            f"cache {cache.root}, or install qemu-user-static and debootstrap")
+    if need_tools and shutil.which("apt-get") is None:
+        raise EdgeXrayError("ARM verification needs qemu-user-static and debootstrap, and this "
+                            "host has no apt-get to install them; install them with the system's "
+                            "package manager")
+    if need_build and not cache.rootfs_dir.is_dir():
+        host = DEBIAN_MIRROR.split("/")[2]
+        try:
+            socket.create_connection((host, 80), timeout=5).close()
+        except OSError as e:
+            raise EdgeXrayError(f"ARM verification downloads an arm64 Debian userland from "
+                                f"{DEBIAN_MIRROR}, which is not reachable from here ({e}); connect "
+                                f"to the network once to fill the cache {cache.root}") from None
+
+
+def ensure_host_tools() -> None:
+    """qemu-user-static and debootstrap, installed with apt-get when missing (needs root)."""
+    missing = [p for p, exe in zip(HOST_PACKAGES, ("qemu-aarch64-static", "debootstrap"))
+               if shutil.which(exe) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise EdgeXrayError(f"ARM verification needs {' and '.join(missing)}; they are not "
+                            f"installed and this process cannot apt-get install them (uid "
+                            f"{os.geteuid()}); run: sudo apt-get install {' '.join(missing)}")
+    log.info("installing %s with apt-get", " ".join(missing))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt-get (a user's, a test's) may hold the lock
+    for cmd in (["apt-get", *wait, "update", "-q"],
+                ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *missing]):
+        _run(cmd, env=env, what="apt-get (installing " + " ".join(missing) + ")", timeout=900)
+
+
+# --------------------------------------------------------------------------- the cache
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgexray" / "arm64"
+
+
+@dataclass(frozen=True)
+class ArmCache:
+    """Where the userland (one per Debian suite) and the wheels (one per runtime version) live."""
+
+    root: Path  # the cache folder (default ~/.cache/edgexray/arm64)
+    suite: str = SUITE  # Debian suite of the userland
+
+    def __init__(self, root: str | os.PathLike | None = None, suite: str = SUITE):
+        object.__setattr__(self, "root", Path(root).expanduser() if root else default_cache_dir())
+        object.__setattr__(self, "suite", suite)
+
+    @property
+    def rootfs_dir(self) -> Path:
+        return self.root / f"{self.suite}-rootfs"
+
+    def site_dir(self, runtime: str, version: str) -> Path:
+        return self.root / f"{self.suite}-{RUNTIME_PACKAGES[runtime][0]}-{version}"
+
+    def ensure_rootfs(self) -> Path:
+        return _build_once(self.rootfs_dir, lambda tmp: _build_rootfs(tmp, self.suite))
+
+    def ensure_site(self, runtime: str, version: str) -> Path:
+        rootfs = self.ensure_rootfs()
+        py = guest_python_version(rootfs)
+        return _build_once(self.site_dir(runtime, version),
+                           lambda tmp: _build_site(tmp, runtime, version, py))
+
+
+def _build_once(final: Path, build) -> Path:
+    """Build `final` with build(tmp_dir) unless present; atomic, and safe when runs race."""
+    stamp = final / "edgexray-cache.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("format") == CACHE_FORMAT:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a racing run waits here, then finds the cache built
+        if stamp.is_file() and json.loads(stamp.read_text()).get("format") == CACHE_FORMAT:
+            return final
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+        try:
+            t0 = time.monotonic()
+            build(tmp)
+            atomic_write_json(tmp / stamp.name, {
+                "format": CACHE_FORMAT, "built": _now(), "seconds": round(time.monotonic() - t0, 1)})
+            if final.exists():  # an outdated format: moved aside, then dropped
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _build_rootfs(dest: Path, suite: str) -> None:
+    ensure_host_tools()
+    log.info("laying out the arm64 %s userland in %s (about 250 MB)", suite, dest)
+    cmd = ["debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", "--include=python3"]
+    if Path(DEBIAN_KEYRING).is_file():
+        cmd.append(f"--keyring={DEBIAN_KEYRING}")
+    _run(cmd + [suite, str(dest), DEBIAN_MIRROR], what="debootstrap (downloading the arm64 "
+         f"userland from {DEBIAN_MIRROR})", timeout=1800)
+    archives = dest / "var/cache/apt/archives"
+    debs = sorted(archives.glob("*.deb"))
+    if not debs:
+        raise EdgeXrayError(f"debootstrap downloaded no packages into {archives}")
+    for deb in debs:  # no maintainer scripts, no emulation: just the files
+        _run(["dpkg", "-x", str(deb), str(dest)], what=f"dpkg -x {deb.name}", timeout=300)
+        deb.unlink()
+    shutil.rmtree(dest / "debootstrap", ignore_errors=True)
+    version = guest_python_version(dest)
+    _precompile(dest / "usr/lib" / f"python{version}", version)
+
+
+def _build_site(dest: Path, runtime: str, version: str, py_version: str) -> None:
+    package = RUNTIME_PACKAGES[runtime][0]
+    abi = "cp" + py_version.replace(".", "")
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", "--target", str(dest),
+           "--only-binary=:all:", "--python-version", py_version, "--implementation", "cp",
+           "--abi", abi, "--platform", "manylinux_2_28_aarch64",
+           "--platform", "manylinux_2_27_aarch64", "--platform", "manylinux2014_aarch64",
+           f"numpy=={NUMPY_VERSION}", f"{package}=={version}"]
+    log.info("downloading aarch64 wheels: numpy==%s %s==%s", NUMPY_VERSION, package, version)
+    _run(cmd, what=f"pip (aarch64 wheels of numpy=={NUMPY_VERSION} and {package}=={version}; is "
+         "the package index reachable and does that version exist for aarch64?)", timeout=1800)
+    _precompile(dest, py_version)
+
+
+def _precompile(folder: Path, py_version: str) -> None:
+    """Byte-compile with the host's Python when it is the guest's version: the guest would
+    otherwise recompile every import under emulation on every run (pyc files are portable)."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" != py_version:
+        return
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def guest_python_version(rootfs: Path) -> str:
+    """"3.11" from the userland's /usr/bin/python3.X."""
+    found = sorted(p.name for p in (rootfs / "usr/bin").glob("python3.*")
+                   if re.fullmatch(r"python3\.\d+", p.name))
+    if not found:
+        raise EdgeXrayError(f"the arm64 userland {rootfs} has no python3; delete it so it is rebuilt")
+    return found[-1][len("python"):]
+
+
+# --------------------------------------------------------------------------- the guest
+
+def cpuinfo_text(cpu: str, cores: int = 4) -> str:
+    """An arm64 /proc/cpuinfo as Linux prints it for `cores` cores of type `cpu`."""
+    part, features = CORES[cpu]
+    block = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: {f}\nCPU implementer\t: 0x41\n"
+             "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0x{p:03x}\nCPU revision\t: 3\n\n")
+    return "".join(block.format(n=n, f=features, p=part) for n in range(cores))
+
+
+@dataclass(frozen=True)
+class Guest:
+    """One emulated aarch64 machine: the cached userland and wheels, a per-run prefix."""
+
+    qemu: str  # path of qemu-aarch64-static
+    prefix: Path  # per-run library prefix: the userland plus an ARM /proc/cpuinfo
+    python: Path  # the userland's python3.X (a host path)
+    site: Path  # the aarch64 wheels (PYTHONPATH)
+    cpu: str  # QEMU core model
+
+    def command(self, args: list[str]) -> list[str]:
+        return [self.qemu, "-L", str(self.prefix), "-cpu", self.cpu, str(self.python), *args]
+
+    def env(self) -> dict:
+        return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
+                "LANG": "C.UTF-8", "PYTHONPATH": str(self.site), "PYTHONNOUSERSITE": "1",
+                "PYTHONDONTWRITEBYTECODE": "1", "QEMU_CPU": self.cpu,
+                "QEMU_LD_PREFIX": str(self.prefix)}
+
+
+@contextlib.contextmanager
+def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: int = 4):
+    """Prepare (or reuse) the cache, then yield a Guest for `cpu`; its prefix is removed after."""
+    check_cpu(cpu)
+    _check_host(runtime, version, cache_dir)
+    ensure_host_tools()
+    cache = ArmCache(cache_dir)
+    site = cache.ensure_site(runtime, version)
+    rootfs = cache.rootfs_dir
+    qemu = shutil.which("qemu-aarch64-static")
+    supported = qemu_cpus(qemu)
+    if supported and cpu not in supported:
+        raise EdgeXrayError(f"this host's QEMU ({qemu_version(qemu)}) cannot emulate {cpu!r}; it "
+                            f"knows {', '.join(c for c in supported if c in CORES)}; pass --cpu "
+                            "with one of them or install a newer qemu-user-static")
+    # The per-run prefix is a hard-link copy of the userland (same file system, < 1 s) plus the
+    # cpuinfo: symlinks would not do, QEMU's prefix lookup makes the guest's realpath() of any
+    # path under a linked folder (/tmp, /home) point into the cache.
+    tmp = Path(tempfile.mkdtemp(dir=cache.root, prefix=".run-"))
+    try:
+        prefix = tmp / "root"
+        _run(["cp", "-al", str(rootfs), str(prefix)], what="linking the arm64 userland", timeout=600)
+        (prefix / "edgexray-cache.json").unlink()
+        (prefix / "proc").mkdir(exist_ok=True)
+        (prefix / "proc/cpuinfo").write_text(cpuinfo_text(cpu, cores))
+        python = prefix / "usr/bin" / f"python{guest_python_version(rootfs)}"
+        yield Guest(qemu=qemu, prefix=prefix, python=python, site=site, cpu=cpu)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_cpu(cpu: str) -> None:
+    if cpu not in CORES:
+        raise unknown_name("CPU core", cpu, CORES)
+
+
+def qemu_cpus(qemu: str) -> list[str]:
+    out = subprocess.run([qemu, "-cpu", "help"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+
+
+def qemu_version(qemu: str) -> str:
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+GUEST_PROBE = ("import json, platform, sys, importlib.metadata as m\n"
+               "part = [l.split(':')[1].strip() for l in open('/proc/cpuinfo') if l.startswith('CPU part')]\n"
+               "print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(),\n"
+               "  'numpy': m.version('numpy'), 'runtime': m.version(sys.argv[1]),\n"
+               "  'cpu_part': part[0] if part else None}))\n")
+
+
+# --------------------------------------------------------------------------- inputs
+
+def synthetic_images(out_dir: str | os.PathLike, n: int = NUM_INPUTS, seed: int = INPUT_SEED) -> list[Path]:
+    """Deterministic X-ray-like test images (never patient data) in the formats users have:
+    8-bit gray, 16-bit gray and RGB PNG, and a .npy array, of different sizes."""
+    import numpy as np  # lazily: the module itself stays importable without numpy
+
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    paths = []
+    for i in range(n):
+        h, w = 48 + 16 * (i % 3), 40 + 24 * (i % 4)
+        y, x = np.mgrid[0:h, 0:w] / np.array([h, w], dtype=np.float64)[:, None, None]
+        img = 0.3 + 0.4 * np.sin(np.pi * x) * np.sin(np.pi * y) * rng.uniform(0.5, 1.0)
+        for _ in range(3):  # bright blobs ("bones", "opacities") at random places
+            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.25)
+            img += rng.uniform(-0.3, 0.5) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+        img = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1)
+        kind = i % 4
+        if kind == 3:
+            path = out_dir / f"synthetic_{i}.npy"
+            np.save(path, (img * 255).round().astype(np.uint8))
+        else:
+            path = out_dir / f"synthetic_{i}.png"
+            if kind == 0:
+                data = _png((img * 255).round().astype(np.uint8), 0)
+            elif kind == 1:
+                data = _png((img * 65535).round().astype(">u2"), 0)
+            else:
+                tint = np.stack([img, img * 0.9, img * 0.8], axis=-1)
+                data = _png((tint * 255).round().astype(np.uint8), 2)
+            path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def _png(arr, color_type: int) -> bytes:
+    """Minimal PNG encoder (filter 0): gray (color 0, 8/16 bit) or RGB (color 2, 8 bit)."""
+    h, w = arr.shape[:2]
+    depth = arr.dtype.itemsize * 8
+    rows = arr.reshape(h, -1).view("u1").reshape(h, -1)
+    raw = b"".join(b"\x00" + rows[r].tobytes() for r in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+# --------------------------------------------------------------------------- the artifact
+
+def read_manifest(artifact_dir: Path) -> dict:
+    path = artifact_dir / "manifest.json"
+    if not path.is_file():
+        raise EdgeXrayError(f"{artifact_dir} is not an edgexray artifact: it has no manifest.json; "
+                            "pass the folder that `edgexray build` wrote")
+    if not (artifact_dir / "run.py").is_file():
+        raise EdgeXrayError(f"artifact {artifact_dir} has no run.py; rebuild it with edgexray build")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise EdgeXrayError(f"{path} is not valid JSON ({e}); rebuild the artifact") from None
+
+
+def artifact_target(manifest: dict) -> dict:
+    """{"arch", "cpu", "cores", "runtime", "version"} of the device the artifact is built for."""
+    profile = manifest.get("profile") or {}
+    install = str(profile.get("install", ""))
+    runtime = profile.get("runtime") or manifest.get("runtime")
+    if isinstance(runtime, dict):
+        runtime = runtime.get("name")
+    if runtime is None:
+        models = [f for f in _listed_files(manifest) if f.endswith((".tflite", ".onnx"))]
+        runtime = "litert" if any(f.endswith(".tflite") for f in models) else \
+            "onnxruntime" if models else None
+    package, _, pinned = RUNTIME_PACKAGES.get(runtime, (None, None, None))
+    match = re.search(rf"{re.escape(package)}==([\w.]+)", install) if package else None
+    return {"arch": profile.get("arch", "aarch64"), "cpu": profile.get("cpu_core") or DEFAULT_CPU,
+            "cores": int(profile.get("cores") or 4), "runtime": runtime,
+            "version": match.group(1) if match else pinned}
+
+
+def _listed_files(manifest: dict) -> list[str]:
+    files = manifest.get("files") or {}
+    if isinstance(files, dict):
+        return list(files)
+    return [f.get("path") or f.get("name") for f in files if isinstance(f, dict)]
+
+
+def _model_sha(artifact_dir: Path, manifest: dict) -> dict:
+    return {f: sha256_file(artifact_dir / f) for f in _listed_files(manifest)
+            if f.endswith((".tflite", ".onnx")) and (artifact_dir / f).is_file()}
+
+
+def run_artifact(cmd_prefix: list[str], artifact_dir: Path, images: list[Path], work: Path,
+                 env: dict | None, side: str) -> tuple[dict, list, float]:
+    """run.py ops, then run.py predict on `images`: (ops JSON, predictions, predict seconds)."""
+    run_py = str(artifact_dir / "run.py")
+    try:
+        return _run_artifact(run_py, cmd_prefix, artifact_dir, images, work, env, side)
+    except EdgeXrayError as e:
+        raise _RunFailed(str(e)) from None
+
+
+def _run_artifact(run_py, cmd_prefix, artifact_dir, images, work, env, side):
+    ops = _run([*cmd_prefix, run_py, "ops"], env=env, cwd=artifact_dir, timeout=GUEST_TIMEOUT_S,
+               what=f"run.py ops on the {side}")
+    out = work / f"predict-{side}.json"
+    t0 = time.monotonic()
+    _run([*cmd_prefix, run_py, "predict", *map(str, images), "--format", "json", "--raw",
+          "--out", str(out)], env=env, cwd=artifact_dir, timeout=GUEST_TIMEOUT_S,
+         what=f"run.py predict on the {side}")
+    seconds = time.monotonic() - t0
+    try:
+        return json.loads(ops.stdout), _predictions(json.loads(out.read_text())), seconds
+    except (ValueError, OSError) as e:
+        raise EdgeXrayError(f"run.py on the {side} did not write the JSON its contract promises "
+                            f"({e}); docs/ARCHITECTURE.md 'Artifact run.py command line'") from None
+
+
+def _predictions(doc) -> list[dict]:
+    """run.py predict JSON -> [{"image", "label", "raw"}] in input order."""
+    items = doc.get("predictions", doc.get("results")) if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise ValueError("no list of predictions")
+    return [{"image": Path(str(p.get("image") or p.get("path") or p.get("file"))).name,
+             "label": p.get("label"), "raw": p.get("raw")} for p in items]
+
+
+def _op_names(ops_doc: dict) -> list[str]:
+    ops = ops_doc.get("ops", [])
+    return [o if isinstance(o, str) else (o.get("op_name") or o.get("name")) for o in ops]
+
+
+# --------------------------------------------------------------------------- comparison
+
+def compare_outputs(a: list[dict], b: list[dict], tolerance: float) -> tuple[bool, float, str, bool]:
+    """(outputs agree, max abs diff, raw dtype kind, labels agree) of two prediction lists."""
+    import numpy as np
+
+    if [p["image"] for p in a] != [p["image"] for p in b]:
+        return False, float("inf"), "?", False
+    labels = [p["label"] for p in a] == [p["label"] for p in b]
+    diff, integer = 0.0, True
+    for pa, pb in zip(a, b):
+        ra, rb = np.asarray(pa["raw"], dtype=np.float64), np.asarray(pb["raw"], dtype=np.float64)
+        if ra.shape != rb.shape or ra.size == 0:
+            return False, float("inf"), "?", labels
+        integer = integer and bool(np.all(ra == np.round(ra)) and np.all(rb == np.round(rb)))
+        diff = max(diff, float(np.max(np.abs(ra - rb))))
+    ok = diff == 0.0 if integer else diff <= tolerance
+    return ok, diff, "int" if integer else "float", labels
+
+
+def _check(passed: bool, detail: str) -> dict:
+    return {"passed": bool(passed), "detail": detail}
+
+
+def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, write: bool = True,
+                    cache_dir: str | os.PathLike | None = None, tolerance: float = FLOAT_TOLERANCE,
+                    on_unavailable: str = "raise") -> dict:
+    """Run the artifact's run.py on this host and on emulated aarch64 and compare.
+
+    Checks: the guest is aarch64 and sees the target core; the op lists are equal and (LiteRT)
+    the XNNPACK delegate is applied on both sides; raw outputs are identical (integer outputs)
+    or within `tolerance` (float); labels are equal; and both sides agree with the reference
+    outputs recorded in the manifest by the first passing verification (a model swapped
+    afterwards is caught even when its checksum was updated). With write=True the result is
+    stored in manifest.json under "arm_verification" (the first pass also stores
+    "arm_reference"). A host that cannot verify raises EdgeXrayError, or with
+    on_unavailable="skip" gives a "skipped" result saying why; a run.py that fails on either
+    side gives "failed". Nothing is reported as passed that did not run.
+    """
+    if on_unavailable not in ("raise", "skip"):
+        raise EdgeXrayError(f"on_unavailable={on_unavailable!r}; allowed: 'raise', 'skip'")
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    target = artifact_target(manifest)
+    cpu = cpu or target["cpu"]
+    check_cpu(cpu)
+    result = {"status": "skipped", "reason": "", "cpu": cpu, "midr_part": f"0x{CORES[cpu][0]:03x}",
+              "guest_machine": None, "runtime": {"name": target["runtime"],
+                                                 "version": target["version"]},
+              "checks": {}, "max_abs_diff": None, "tolerance": tolerance, "checked_at": _now()}
+    if target["arch"] != "aarch64":
+        result["reason"] = f"the target is {target['arch']}, not ARM: nothing to emulate"
+        return _finish(artifact_dir, manifest, result, write)
+    checks = result["checks"]
+    with tempfile.TemporaryDirectory(prefix="edgexray-verify-") as tmp:
+        work = Path(tmp)
+        (work / "images").mkdir()
+        images = synthetic_images(work / "images")
+        result["inputs"] = {"kind": "synthetic", "count": len(images), "seed": INPUT_SEED}
+        try:
+            with guest_machine(target["runtime"], target["version"], cpu, cache_dir,
+                               target["cores"]) as guest:
+                sides = _run_both(guest, artifact_dir, images, work, result)
+        except EdgeXrayError as e:
+            if on_unavailable == "raise":
+                raise
+            result["reason"] = f"this host cannot run ARM verification: {e}"
+            return _finish(artifact_dir, manifest, result, write)
+    if sides is not None:
+        _compare_sides(sides, target, tolerance, result)
+        _compare_reference(sides["host"][1], artifact_dir, manifest, tolerance, result, write)
+    failed = [name for name, c in checks.items() if not c["passed"]]
+    result["status"] = "failed" if failed else "passed"
+    result["reason"] = ("; ".join(f"{n}: {checks[n]['detail']}" for n in failed) if failed else
+                        f"run.py gives the same results on emulated {cpu} (aarch64) as on this host")
+    return _finish(artifact_dir, manifest, result, write)
+
+
+class _RunFailed(Exception):
+    """run.py itself failed (a verification failure, not a host problem)."""
+
+
+def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, result: dict):
+    """Probe the guest, run run.py on both sides: {"host"|"guest": (ops, predictions)} or None
+    when run.py failed somewhere (recorded as a failed check)."""
+    package = RUNTIME_PACKAGES[result["runtime"]["name"]][0]
+    result["qemu"] = qemu_version(guest.qemu)
+    probe = _run(guest.command(["-c", GUEST_PROBE, package]), env=guest.env(),
+                 timeout=GUEST_TIMEOUT_S, what="the aarch64 guest's python3")
+    info = json.loads(probe.stdout)
+    result["guest_machine"] = info["machine"]
+    result["guest_python"] = info["python"]
+    result["runtime"].update(host_version=_host_version(package), guest_version=info["runtime"])
+    result["numpy"] = {"host": _host_version("numpy"), "guest": info["numpy"]}
+    result["checks"]["guest_is_aarch64"] = _check(
+        info["machine"] == "aarch64" and info["cpu_part"] == result["midr_part"],
+        f"guest platform.machine()={info['machine']!r}, /proc/cpuinfo CPU part {info['cpu_part']}")
+    sides = {}
+    for side, prefix, env in (("host", [sys.executable], dict(os.environ, PYTHONDONTWRITEBYTECODE="1")),
+                              ("guest", guest.command([]), guest.env())):
+        log.info("running run.py on the %s%s", side, " (emulated, slow)" if side == "guest" else "")
+        try:
+            ops, preds, seconds = run_artifact(prefix, artifact_dir, images, work, env, side)
+        except _RunFailed as e:
+            result["checks"][f"runs_on_{side}"] = _check(False, str(e))
+            return None
+        result["checks"][f"runs_on_{side}"] = _check(True, f"run.py ops and predict ran on the {side}")
+        if side == "guest":
+            result["emulated_seconds"] = {"guest_predict": round(seconds, 1), "note": EMULATED_NOTE}
+        sides[side] = (ops, preds)
+    return sides
+
+
+def _compare_sides(sides: dict, target: dict, tolerance: float, result: dict) -> None:
+    checks, rt = result["checks"], result["runtime"]
+    (host_ops, host_pred), (guest_ops, guest_pred) = sides["host"], sides["guest"]
+    checks["same_runtime_version"] = _check(
+        rt["host_version"] == rt["guest_version"] == target["version"],
+        f"{RUNTIME_PACKAGES[target['runtime']][0]} host {rt['host_version']}, guest "
+        f"{rt['guest_version']}, device {target['version']}")
+    h_ops, g_ops = _op_names(host_ops), _op_names(guest_ops)
+    checks["same_ops"] = _check(h_ops == g_ops and bool(h_ops),
+                                f"host {len(h_ops)} ops, guest {len(g_ops)} ops"
+                                + ("" if h_ops == g_ops else f": host {h_ops} vs guest {g_ops}"))
+    if target["runtime"] == "litert":
+        checks["xnnpack_applied"] = _check("DELEGATE" in h_ops and "DELEGATE" in g_ops,
+                                           f"DELEGATE op on host: {'DELEGATE' in h_ops}, "
+                                           f"on guest: {'DELEGATE' in g_ops}")
+    ok, diff, kind, labels = compare_outputs(host_pred, guest_pred, tolerance)
+    result["max_abs_diff"] = diff
+    result["output_kind"] = kind
+    checks["outputs_match"] = _check(ok, f"max abs diff {diff:g} over {len(host_pred)} images ("
+                                     + ("integer outputs must be identical)" if kind == "int"
+                                        else f"float tolerance {tolerance:g})"))
+    checks["labels_match"] = _check(labels, "predicted labels " + ("equal" if labels else
+                                    f"differ: host {[p['label'] for p in host_pred]} vs guest "
+                                    f"{[p['label'] for p in guest_pred]}"))
+
+
+def _compare_reference(host_pred: list, artifact_dir: Path, manifest: dict, tolerance: float,
+                       result: dict, write: bool) -> None:
+    """Against the outputs recorded by the first passing verification; records them if none."""
+    checks = result["checks"]
+    reference = manifest.get("arm_reference")
+    if reference and reference.get("inputs") == result["inputs"]:
+        ok, diff, _, labels = compare_outputs(reference["predictions"], host_pred, tolerance)
+        detail = f"max abs diff {diff:g} against the outputs recorded {reference.get('recorded')}"
+        if not (ok and labels) and reference.get("model_sha256") != _model_sha(artifact_dir, manifest):
+            detail += "; the model file changed since then"
+        checks["matches_reference"] = _check(ok and labels, detail)
+    elif write and all(c["passed"] for c in checks.values()):
+        manifest["arm_reference"] = {"recorded": result["checked_at"], "inputs": result["inputs"],
+                                     "model_sha256": _model_sha(artifact_dir, manifest),
+                                     "predictions": host_pred}
+        checks["matches_reference"] = _check(True, "no reference yet: these outputs are now "
+                                             "recorded as the artifact's reference")
+
+
+def _finish(artifact_dir: Path, manifest: dict, result: dict, write: bool) -> dict:
+    if write:
+        manifest["arm_verification"] = result
+        atomic_write_json(artifact_dir / "manifest.json", manifest)
+    return result
+
+
+def _host_version(package: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _run(cmd: list[str], what: str, timeout: float, env: dict | None = None,
+         cwd=None) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgeXrayError(f"{what} did not finish within {timeout:.0f} s") from None
+    except FileNotFoundError as e:
+        raise EdgeXrayError(f"{what}: {e.filename} is not installed") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip()[-2000:]
+        raise EdgeXrayError(f"{what} failed with exit status {proc.returncode}:\n{tail}")
+    return proc

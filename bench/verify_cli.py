@@ -1,0 +1,43 @@
+"""`edgexray verify ARTIFACT`: run the artifact on emulated ARM and compare it with this host."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_artifact
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False))
+@click.option("--cpu", type=click.Choice(sorted(CORES)), default=None,
+              help="Core to emulate. Default: the artifact's target profile (rpi4: cortex-a72).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the arm64 userland and wheels are cached. "
+                   "Default: ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured).")
+@click.option("--tolerance", type=float, default=FLOAT_TOLERANCE, show_default=True,
+              help="Max abs output difference for float models (int8 outputs must be identical).")
+@click.option("--no-write", is_flag=True, help="Do not store the result in manifest.json.")
+def verify(artifact, cpu, cache_dir, tolerance, no_write):
+    """Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with this host.
+
+    \b
+    Checks that the guest really is aarch64 with the target's core, that the op lists match
+    with the XNNPACK delegate applied on both sides, that outputs are identical (int8) or
+    within --tolerance (float), and that the predicted labels match. The first run prepares an
+    arm64 Debian userland and the runtime's aarch64 wheels (needs root and the network once,
+    about 250 MB); later runs reuse the cache. The result goes into the artifact's manifest.json
+    ("arm_verification"). Emulated timings are not device speed. Exit status 1 when a check fails.
+    """
+    result = verify_artifact(artifact, cpu=cpu, write=not no_write, cache_dir=cache_dir,
+                             tolerance=tolerance)
+    click.echo(json.dumps(result, indent=2))
+    for name, check in result["checks"].items():
+        click.echo(f"  {'ok  ' if check['passed'] else 'FAIL'} {name}: {check['detail']}", err=True)
+    seconds = (result.get("emulated_seconds") or {}).get("guest_predict")
+    if seconds is not None:
+        click.echo(f"  guest predict took {seconds} s ({EMULATED_NOTE})", err=True)
+    click.echo(f"ARM verification {result['status']} on emulated {result['cpu']}: {result['reason']}",
+               err=True)
+    if result["status"] == "failed":
+        raise SystemExit(1)
