@@ -20,7 +20,7 @@ PROFILE_DIR = Path(__file__).resolve().parent
 ARCHES = ("aarch64", "x86_64")
 RUNTIMES = ("litert", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch")
 PRECISIONS = ("int8", "fp16", "fp32", "dynamic")  # dynamic = dynamic-range (int8 weights only)
-SCHEDULES = ("progressive", "global")  # edgexray.prune's schedule names
+SCHEDULES = ("progressive", "one-shot")  # edgexray.prune.schedules names
 
 # runtime -> (model file format, edgexray.bench runner name)
 _RUNTIME_INFO = {
@@ -37,9 +37,9 @@ class PruneSettings:
     """How a build for this target prunes (table [prune] of the profile)."""
 
     method: str = "cbam"  # importance criterion (edgexray.prune registry)
-    schedule: str = "progressive"  # "progressive": one ratio per stage; "global": one ratio
+    schedule: str = "progressive"  # "progressive": one ratio per stage; "one-shot": one ratio
     stage_ratios: tuple = (0.2, 0.35, 0.5, 0.6)  # progressive: channels removed per stage (seed paper)
-    ratio: float = 0.5  # global: channels removed in every prunable group
+    ratio: float = 0.5  # one-shot: channels removed in every prunable group
     target_params: float | None = None  # fraction of parameters to remove at least (0.7 = 70% fewer)
     target_macs: float | None = None  # fraction of MACs to remove at least
     round_to: int = 8  # kept channel counts rounded to a multiple of this

@@ -123,7 +123,7 @@ def _accuracy(m: dict):
 
 
 def _bars(title: str, unit: str, labels: list, values: list, highlight: int | None):
-    fig = _figure()
+    fig = _figure(4.4, 0.45 * len(values) + 1.0)
     ax = fig.add_subplot()
     colors = ["#8aa1bd"] * len(values)
     if highlight is not None:
@@ -186,7 +186,7 @@ def _comparison(models: list) -> str:
     rows = [{"model": l, "format": m.get("format"), "precision": m.get("precision"),
              "params": m.get("params"), "MACs": m.get("macs"), "size (bytes)": m.get("size_bytes"),
              "latency p50 (ms)": _latency(m), "accuracy": _accuracy(m),
-             "shipped": bool(m.get("shipped"))} for l, m in zip(labels, models)]
+             "shipped": "shipped" if m.get("shipped") else ""} for l, m in zip(labels, models)]
     note = ('<p class="sub">Latency is measured on the build host, not on the device; run '
             '<code>python run.py bench</code> on the device for its own numbers.</p>')
     return (_figures(plots) if plots else "") + _table(rows) + note
@@ -286,8 +286,8 @@ def _arm_status(arm: dict) -> str:
 
 def _arm(arm) -> str:
     if not isinstance(arm, dict):
-        return _missing("Not run: the artifact was not executed on (emulated) ARM. "
-                        "`edgexray verify ARTIFACT` does it.")
+        return ('<p class="sub">Not run: the artifact was not executed on (emulated) ARM; '
+                "<code>edgexray verify ARTIFACT</code> does it.</p>")
     status = _arm_status(arm)
     head = (f'<p>Status: <span class="{"ok" if status == "passed" else "bad"}">'
             f"{html.escape(status)}</span></p>")

@@ -104,7 +104,7 @@ def test_malformed_toml_names_file_line_and_key(tmp_path):
     ('default_precision = "int8"', 'default_precision = "int4"', "must be one of precisions"),
     ('precisions = ["int8", "fp16", "fp32"]', 'precisions = ["int8", "int8"]', "distinct"),
     ("target_params = 0.7", "target_params = 70", r"a fraction in \(0, 1\)"),
-    ('schedule = "progressive"', 'schedule = "progresive"', "allowed: progressive, global"),
+    ('schedule = "progressive"', 'schedule = "progresive"', "allowed: progressive, one-shot"),
     ('install = "pip install numpy==1.26.4 ai-edge-litert==2.1.0"', "", r"missing key\(s\) install"),
 ])
 def test_bad_values_are_explained(tmp_path, old, new, pattern):
@@ -124,7 +124,7 @@ def test_cli_list_and_show():
 
     r = runner.invoke(main, ["devices", "show", "jetson-orin-nano"])
     assert r.exit_code == 0, r.output
-    for expected in ("runtime", "onnxruntime-tensorrt", "TensorrtExecutionProvider",
+    for expected in ("runtime", "onnxruntime-tensorrt", "TensorrtExecutionProvider", "int8, fp32",
                      "prune.stage_ratios", "0.2, 0.35, 0.5, 0.6", "memory_budget_mb"):
         assert expected in r.output
 
@@ -138,3 +138,12 @@ def test_devices_never_import_torch_or_tensorflow():
             "print(sorted(m for m in ('torch', 'tensorflow', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_profiles_ask_only_for_what_export_can_build():
+    from edgexray.export.formats import PRECISIONS as EXPORT_PRECISIONS, get_format
+
+    assert set(PRECISIONS) == set(EXPORT_PRECISIONS)
+    for name in TARGETS:
+        p = load_profile(name)
+        assert set(p.precisions) <= set(get_format(p.model_format).precisions), name
