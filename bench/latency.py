@@ -20,29 +20,42 @@ def summarize_ns(samples_ns) -> dict:
             "std": float(ms.std()), "min": float(ms.min()), "max": float(ms.max())}
 
 
-def measure_latency(run, *, seconds: float = 5.0, warmup: int = 5, min_runs: int = 10,
-                    max_runs: int = 10000, load_ms: float | None = None) -> dict:
-    """Time `run()` (one inference on a prepared input).
-
-    The first call is reported alone (it includes lazy allocation, delegate preparation),
-    then `warmup` calls are discarded, then calls are timed until `seconds` have passed
-    (at least `min_runs`, at most `max_runs`).
-    """
-    t0 = time.perf_counter_ns()
-    run()
-    first_ns = time.perf_counter_ns() - t0
-    for _ in range(warmup):
-        run()
+def time_runs(run, seconds: float, min_runs: int = 1, max_runs: int = 10000) -> list:
+    """Nanoseconds of calls to `run()` until `seconds` passed (at least min_runs, at most max_runs)."""
     samples = []
     deadline = time.perf_counter_ns() + int(seconds * 1e9)
     while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter_ns() < deadline):
         t0 = time.perf_counter_ns()
         run()
         samples.append(time.perf_counter_ns() - t0)
-    out = {"load": load_ms, "first": first_ns / 1e6, "warmup_runs": warmup,
-           "runs": len(samples), "budget_s": float(seconds)}
-    out.update(summarize_ns(samples))
+    return samples
+
+
+def first_and_warmup(run, warmup: int) -> float:
+    """Time the first call alone (lazy allocation, delegate preparation), then run `warmup`
+    untimed calls; returns the first call's milliseconds."""
+    t0 = time.perf_counter_ns()
+    run()
+    first_ns = time.perf_counter_ns() - t0
+    for _ in range(warmup):
+        run()
+    return first_ns / 1e6
+
+
+def latency_record(samples_ns, *, first_ms, warmup, seconds, load_ms=None) -> dict:
+    out = {"load": load_ms, "first": first_ms, "warmup_runs": warmup, "runs": len(samples_ns),
+           "budget_s": float(seconds)}
+    out.update(summarize_ns(samples_ns))
     return out
+
+
+def measure_latency(run, *, seconds: float = 5.0, warmup: int = 5, min_runs: int = 10,
+                    max_runs: int = 10000, load_ms: float | None = None) -> dict:
+    """Time `run()` (one inference on a prepared input): the first call alone, `warmup` calls
+    discarded, then calls timed for `seconds` (at least `min_runs`, at most `max_runs`)."""
+    first_ms = first_and_warmup(run, warmup)
+    samples = time_runs(run, seconds, min_runs, max_runs)
+    return latency_record(samples, first_ms=first_ms, warmup=warmup, seconds=seconds, load_ms=load_ms)
 
 
 class Stopwatch:

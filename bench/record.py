@@ -32,9 +32,10 @@ def bench_entry(**fields) -> dict:
     return entry
 
 
-def bench_document(results: list, environment: dict, producer: str) -> dict:
+def bench_document(results: list, environment: dict, producer: str, baseline=None) -> dict:
+    """`baseline`: label of the entry that ratios are taken against (compare), or None."""
     return {"schema": BENCH_SCHEMA, "created": utc_now(), "producer": producer,
-            "environment": environment, "results": list(results)}
+            "environment": environment, "baseline": baseline, "results": list(results)}
 
 
 def schema_problems(doc) -> list:
@@ -44,6 +45,9 @@ def schema_problems(doc) -> list:
     problems = []
     if doc.get("schema") != BENCH_SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, expected {BENCH_SCHEMA!r}")
+    labels = [e.get("label") for e in doc.get("results") or [] if isinstance(e, dict)]
+    if doc.get("baseline") is not None and doc["baseline"] not in labels:
+        problems.append(f"baseline {doc['baseline']!r} is not the label of any result {labels}")
     for key, kind in (("created", str), ("producer", str), ("environment", dict), ("results", list)):
         if not isinstance(doc.get(key), kind):
             problems.append(f"{key!r} missing or not {kind.__name__}")

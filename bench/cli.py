@@ -1,0 +1,173 @@
+"""`edgexray bench` and `edgexray compare`."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import click
+
+from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import refuse_existing
+
+log = logging.getLogger(__name__)
+
+_positive = click.IntRange(min=1)
+_seconds = click.FloatRange(min=0.0, min_open=True)
+
+
+def _emit(doc: dict, out, force: bool) -> None:
+    """Reports into `out` and the table on stdout; without --out the JSON on stdout."""
+    from edgexray.bench.results import markdown_table, write_results
+
+    if out:
+        written = write_results(doc, out, force=force)
+        click.echo(markdown_table(doc), nl=False)
+        click.echo(f"wrote {', '.join(sorted(written))} to {out}", err=True)
+    else:
+        click.echo(json.dumps(doc, indent=2))
+
+
+@click.command("bench")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Evaluation images, one subfolder per class (adds accuracy).")
+@click.option("--runtime", default=None, help="Host runner for the model instead of the artifact's "
+              "run.py: torch-cpu, torch-cuda, onnxruntime-cpu, onnxruntime-cuda, "
+              "onnxruntime-tensorrt, litert.")
+@click.option("--seconds", type=_seconds, default=5.0, show_default=True,
+              help="Time budget for the timed runs.")
+@click.option("--runs", type=_positive, default=None, help="A fixed number of timed runs instead.")
+@click.option("--threads", type=_positive, default=None,
+              help="Inference threads (default: the artifact's, else all cores).")
+@click.option("--limit", type=_positive, default=None, help="At most this many images per class.")
+@click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
+@click.option("--remote", default=None, metavar="ssh://user@host[:port]",
+              help="Run the artifact's run.py on this device over SSH.")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="Python on the device (with numpy and the runtime installed).")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="SSH private key for --remote.")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra ssh -o option for --remote (repeatable).")
+@click.option("--connect-timeout", type=_positive, default=10, show_default=True,
+              help="Seconds to wait for the SSH connection.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for results.json, results.md, plots and report.html "
+                   "(default: the JSON on stdout).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, remote, remote_python,
+          identity, ssh_options, connect_timeout, out, force):
+    """Latency, memory and accuracy of an artifact (or a model file).
+
+    \b
+    edgexray bench artifacts/rpi4-resnet18_cbam-int8 --data xrays/test --out bench/
+    edgexray bench artifacts/rpi4-... --remote ssh://pi@raspberrypi.local
+    edgexray bench model.onnx --runtime onnxruntime-cuda
+    """
+    from edgexray.bench import local
+
+    if out:
+        refuse_existing(out, force, "bench output folder")
+    options = dict(seconds=seconds, runs=runs, threads=threads, limit=limit, memory=not no_memory)
+    if remote:
+        from edgexray.bench.remote import parse_ssh_url, remote_bench
+
+        if runtime:
+            raise EdgeXrayError("--runtime cannot be combined with --remote: the device runs the "
+                                "artifact's own run.py with the runtime its manifest names")
+        for option in ssh_options:
+            if "=" not in option:
+                raise EdgeXrayError(f"--ssh-option {option!r} must be KEY=VALUE, e.g. "
+                                    "StrictHostKeyChecking=accept-new")
+        url = parse_ssh_url(remote, identity=identity, options=tuple(ssh_options),
+                            connect_timeout=connect_timeout)
+        doc = remote_bench(target, url, data=data, remote_python=remote_python, **options)
+    elif local.is_artifact(target) and not runtime:
+        doc = local.bench_artifact(target, data=data, **options)
+    elif local.is_artifact(target):
+        doc = local.single_document(local.bench_artifact_with(target, runtime, data=data, **options))
+    elif target.is_file():
+        doc = local.single_document(local.bench_model(target, runtime, data=data, **options))
+    else:
+        raise EdgeXrayError(f"{str(target)!r} is neither an artifact folder (with manifest.json) "
+                            "nor a model file (.pt, .onnx, .tflite)")
+    _emit(doc, out, force)
+
+
+def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, calib_count: int):
+    """Export the unpruned ONNX and quantize it with ONNX Runtime when not given."""
+    from edgexray.checkpoint import load_checkpoint
+    from edgexray.export.calibration import CalibrationSet
+    from edgexray.export.onnx import onnx_metadata, torch2onnx
+    from edgexray.export.quantize_onnx import onnx2int8onnx
+
+    ckpt = load_checkpoint(baseline_ckpt)
+    if onnx_path is None:
+        onnx_path = torch2onnx(ckpt.model, work / "unpruned.onnx", input_shape=ckpt.input_shape,
+                               metadata=onnx_metadata(ckpt.class_names, ckpt.preprocess))
+    if int8_path is None:
+        if calib is None:
+            raise EdgeXrayError("making the ONNX Runtime INT8 baseline needs calibration images: "
+                                "pass --calib TRAIN_DIR (one subfolder per class), or an existing "
+                                "file with --int8-onnx")
+        calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
+        int8_path = onnx2int8onnx(onnx_path, work / "unpruned.int8.onnx", calib_set)
+    return Path(onnx_path), Path(int8_path)
+
+
+@click.command("compare")
+@click.option("--baseline", "baseline_ckpt", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The unpruned checkpoint (.pt) — the reference of every ratio.")
+@click.option("--artifact", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The shipped artifact folder.")
+@click.option("--pruned", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The pruned, fine-tuned checkpoint (.pt).")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Unpruned FP32 ONNX (default: exported from --baseline).")
+@click.option("--int8-onnx", "int8_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Unpruned ONNX Runtime INT8 (default: quantized with --calib).")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Training images for the ONNX Runtime INT8 calibration.")
+@click.option("--calib-count", type=_positive, default=100, show_default=True)
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Held-out evaluation images, one subfolder per class (adds accuracy).")
+@click.option("--limit", type=_positive, default=None, help="At most this many images per class.")
+@click.option("--seconds", type=_seconds, default=10.0, show_default=True,
+              help="Timed budget per model, spread over the rounds.")
+@click.option("--rounds", type=_positive, default=5, show_default=True)
+@click.option("--threads", type=_positive, default=None, help="Threads for every model.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the PyTorch and ONNX baselines run (the artifact runs as shipped).")
+@click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for results.json, results.md, plots and report.html.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def compare(baseline_ckpt, artifact, pruned, onnx_path, int8_path, calib, calib_count, data, limit,
+            seconds, rounds, threads, device, no_memory, out, force):
+    """The shipped artifact against what a user would run without edgexray.
+
+    \b
+    Measured in one run, interleaved: unpruned FP32 PyTorch (the baseline), unpruned FP32
+    ONNX Runtime, unpruned INT8 ONNX Runtime, pruned FP32 PyTorch, the artifact.
+    """
+    from edgexray.bench.compare import compare_models
+
+    if out:
+        refuse_existing(out, force, "compare output folder")
+    torch_kind, ort_kind = ("torch-cuda", "onnxruntime-cuda") if device == "cuda" else \
+        ("torch-cpu", "onnxruntime-cpu")
+    with tempfile.TemporaryDirectory(prefix="edgexray-compare-") as tmp:
+        onnx_file, int8_file = _missing_onnx(baseline_ckpt, Path(tmp), onnx_path, int8_path,
+                                             calib, calib_count)
+        entries = [("unpruned FP32 PyTorch", baseline_ckpt, torch_kind),
+                   ("unpruned FP32 ONNX Runtime", onnx_file, ort_kind),
+                   ("unpruned INT8 ONNX Runtime", int8_file, ort_kind)]
+        if pruned:
+            entries.append(("pruned FP32 PyTorch", pruned, torch_kind))
+        entries.append((f"artifact {artifact.name}", artifact, None))
+        doc = compare_models(entries, data, seconds=seconds, rounds=rounds, threads=threads,
+                             limit=limit, memory=not no_memory)
+    _emit(doc, out, force)
