@@ -49,6 +49,9 @@ RESERVED = ("schema", "name", "created", "model", "input", "output", "preprocess
             "threads", "profile", "arch", "variants", "tool_versions", "files")
 _SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 _RUNTIME = {"tflite": "litert", "onnx": "onnxruntime"}  # manifest model.runtime (run.py's runners)
+# files that could hold an image; none may end up in an artifact
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".pgm",
+                   ".npy", ".npz", ".webp")
 
 
 def tool_versions() -> dict:
@@ -127,6 +130,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
         html = render_report_html(manifest, report_assets, images_are_synthetic=images_are_synthetic)
         _write_text(tmp / "report.html", html)
         _write_manifest(tmp, manifest)
+        _refuse_images(tmp)
 
         tmp_zip = out_root / f".{name}.zip.{os.getpid()}.partial"
         _zip_folder(tmp, name, tmp_zip)
@@ -243,6 +247,14 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
         p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _refuse_images(folder: Path) -> None:
+    images = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+              if p.suffix.lower() in _IMAGE_SUFFIXES]
+    if images:
+        raise EdgeXrayError(f"the artifact would contain image files {images}; no image is ever "
+                            "written into an artifact (report images are embedded in report.html)")
 
 
 def _render_run_py() -> str:

@@ -162,8 +162,7 @@ def _cards(manifest: dict, models: list) -> str:
     arm = manifest.get("arm_verification")
     if isinstance(arm, dict):
         status = _arm_status(arm)
-        card(f'<span class="{"ok" if status == "passed" else "bad"}">{html.escape(status)}</span>',
-             "ARM verification")
+        card(f'<span class="{_status_class(status)}">{html.escape(status)}</span>', "ARM verification")
     return f'<div class="cards">{"".join(cards)}</div>' if cards else ""
 
 
@@ -276,6 +275,10 @@ def _parity(parity) -> str:
     return _table(rows)
 
 
+def _status_class(status: str) -> str:
+    return {"passed": "ok", "failed": "bad"}.get(status, "")
+
+
 def _arm_status(arm: dict) -> str:
     if "status" in arm:
         return str(arm["status"])
@@ -289,8 +292,7 @@ def _arm(arm) -> str:
         return ('<p class="sub">Not run: the artifact was not executed on (emulated) ARM; '
                 "<code>edgexray verify ARTIFACT</code> does it.</p>")
     status = _arm_status(arm)
-    head = (f'<p>Status: <span class="{"ok" if status == "passed" else "bad"}">'
-            f"{html.escape(status)}</span></p>")
+    head = (f'<p>Status: <span class="{_status_class(status)}">{html.escape(status)}</span></p>')
     checks = arm.get("checks")
     rows = ""
     if isinstance(checks, dict):

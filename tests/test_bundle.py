@@ -363,3 +363,26 @@ def test_report_renders_in_headless_chromium(tmp_path, onnx_model):
     # the plots were drawn: a good share of rows carry the report's blue
     blue = (img[..., 2] > 150) & (img[..., 0] < 80)
     assert blue.any(axis=1).mean() > 0.1
+
+
+def test_an_image_file_never_ships(tmp_path, onnx_model):
+    def leaves_an_image(folder):
+        write_png(folder / "sample.png", 0)
+        return {}
+
+    with pytest.raises(EdgeXrayError, match=r"would contain image files \['sample.png'\]"):
+        write(tmp_path, {"fp32": onnx_model}, verify=leaves_an_image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_arm_verification_hook_on_a_non_arm_target(tmp_path, onnx_model):
+    from edgexray.bench.arm import verify_artifact
+
+    # cpu= given: bench.arm checks the core name before it looks at the target's arch
+    folder = write(tmp_path, {"fp32": onnx_model},
+                   verify=lambda d: verify_artifact(d, cpu="cortex-a72", on_unavailable="skip"))
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["arm_verification"]["status"] == "skipped"
+    assert "not ARM" in m["arm_verification"]["reason"]
+    assert "not ARM" in (folder / "report.html").read_text()
+    assert run_py(folder, "verify").returncode == 0
