@@ -66,3 +66,9 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cache_dir(*parts: str) -> Path:
+    """The user's cache directory for edgexray ($XDG_CACHE_HOME/edgexray or ~/.cache/edgexray)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgexray"
+    return root.joinpath(*parts)

@@ -98,3 +98,21 @@ def softmax(logits) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def roc_curve(y, score) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct threshold."""
+    y = np.asarray(y, bool)
+    order = np.argsort(-np.asarray(score), kind="mergesort")
+    tp = np.r_[0, np.cumsum(y[order])]
+    fp = np.r_[0, np.cumsum(~y[order])]
+    return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
+
+
+def pr_curve(y, score) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every threshold, highest score first."""
+    y = np.asarray(y, bool)
+    order = np.argsort(-np.asarray(score), kind="mergesort")
+    tp = np.cumsum(y[order])
+    precision = tp / np.arange(1, len(y) + 1)
+    return tp / max(y.sum(), 1), precision

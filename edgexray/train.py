@@ -226,6 +226,11 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
 def _tensorboard(out_dir):
     if out_dir is None:
         return None
+    import sys
+    import types
+    # TensorBoard imports all of TensorFlow (seconds, and a thread fight with torch) unless its
+    # no-TF marker module exists; its own stub covers what the event writer needs.
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional at run time
@@ -248,3 +253,81 @@ def _log_epoch(row: dict, out_dir, writer) -> None:
         for k, v in row.items():
             if k != "epoch" and v is not None:
                 writer.add_scalar(k, v, row["epoch"])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet18_cbam"  # any name from `edgexray.models.list_models()`
+    size: int = 128  # input side in pixels; 128 keeps CPU training short, 224 for full quality
+    channels: int = 1  # 1 = grayscale stem; 3 = gray repeated (for ImageNet backbones)
+    width: float = 1.0  # channel multiplier (tests use 0.25)
+    pretrained: bool = False  # ImageNet weights from torchvision (cache or download)
+    weights: str | None = None  # local ImageNet state-dict file, for offline machines
+    norm: str = "zscore"  # zscore (training-split statistics) | imagenet
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    checkpoint: Path
+    data: object  # edgexray.data.PreparedData
+    result: TrainResult
+
+
+def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
+                 train_cfg: TrainConfig = TrainConfig(), split_cfg=None, augment="default",
+                 splits=None, strict: bool = False, force: bool = False,
+                 progress: bool = True) -> TrainedModel:
+    """The train stage: split and decode the folder, train, save out_dir/model.pt (+ splits.json,
+    metrics.csv, TensorBoard logs). Returns the checkpoint path and the prepared data."""
+    from edgexray.checkpoint import save_checkpoint
+    from edgexray.data import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD,
+                               AugmentConfig, SplitConfig, XrayDataset, class_weights, make_loader,
+                               norm_stats, prepare)
+    from edgexray.fsutil import cache_dir, refuse_existing
+    from edgexray.models import create_model
+    from edgexray.preprocess import Preprocess
+
+    out_dir = Path(out_dir)
+    refuse_existing(out_dir, force, "training output folder")
+    if model_cfg.norm not in ("zscore", "imagenet"):
+        raise EdgeXrayError(f"norm={model_cfg.norm!r}; allowed: zscore, imagenet")
+    data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=out_dir,
+                   strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
+                   progress=progress, force=force)
+    if len(data.labels["val"]) == 0:
+        raise EdgeXrayError(f"the validation split of {str(data_dir)!r} is empty; add images or "
+                            "raise the val fraction (e.g. --split 0.6,0.2,0.2)")
+    if model_cfg.norm == "imagenet":
+        mean, std = (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD) if model_cfg.channels == 1 \
+            else (IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        m, s = norm_stats(data.arrays["train"])
+        mean, std = (m,) * model_cfg.channels, (s,) * model_cfg.channels
+    preprocess = Preprocess(size=model_cfg.size, channels=model_cfg.channels, mean=mean, std=std)
+    n_classes = len(data.class_names)
+    model = create_model(model_cfg.arch, num_classes=n_classes, in_chans=model_cfg.channels,
+                         width=model_cfg.width, pretrained=model_cfg.pretrained,
+                         weights=model_cfg.weights)
+    augment = AugmentConfig() if augment == "default" else augment  # None: no augmentation
+    train_set = XrayDataset(data.arrays["train"], data.labels["train"], preprocess, augment,
+                            seed=train_cfg.seed)
+    val_set = XrayDataset(data.arrays["val"], data.labels["val"], preprocess)
+    train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
+                               oversample=train_cfg.oversample, seed=train_cfg.seed)
+    val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
+    result = train_model(model, train_loader, val_loader, train_cfg,
+                         class_weights=class_weights(data.labels["train"], n_classes),
+                         class_names=list(data.class_names), out_dir=out_dir, progress=progress)
+    model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels,
+                     "width": model_cfg.width}
+    ckpt = save_checkpoint(
+        out_dir / "model.pt", result.model, arch=model_cfg.arch, model_options=model_options,
+        class_names=data.class_names, preprocess=preprocess,
+        train_config={"model": asdict(model_cfg), "train": train_cfg.to_dict(),
+                      "augment": augment.to_dict() if augment else None,
+                      "split": data.split_config.to_dict()},
+        metrics={"monitor": train_cfg.monitor, **result.history[result.best_epoch - 1]},
+        extra={"data_dir": str(Path(data_dir).resolve()),
+               "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
+               "history": result.history}, force=force)
+    return TrainedModel(checkpoint=ckpt, data=data, result=result)

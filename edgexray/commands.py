@@ -1,0 +1,151 @@
+"""CLI commands of the core stages: data, train, evaluate, build. Heavy imports stay inside the
+commands so `edgexray --help` is fast."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgexray.errors import EdgeXrayError
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise EdgeXrayError(f"--split {text!r}; expected three fractions train,val,test such as "
+                            "0.6,0.2,0.2")
+    return parts
+
+
+@click.group()
+def data() -> None:
+    """Data helpers (synthetic X-rays)."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--classes", type=int, default=3, show_default=True,
+              help="2 (normal/osteoporosis) or 3 (normal/osteopenia/osteoporosis).")
+@click.option("--per-class", type=int, default=100, show_default=True, help="Images per class.")
+@click.option("--size", default="96-160", show_default=True,
+              help="Image side in pixels: N, or a range LO-HI drawn per image.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing OUT folder.")
+def synth(out, classes, per_class, size, seed, force):
+    """Write SYNTHETIC radiograph-like bone images (ImageFolder layout) to OUT."""
+    from edgexray.synth import synthesize
+
+    lo, _, hi = size.partition("-")
+    try:
+        size_arg = (int(lo), int(hi or lo))
+    except ValueError:
+        raise EdgeXrayError(f"--size {size!r}; expected N or LO-HI, e.g. 128 or 96-160") from None
+    path = synthesize(out, classes=classes, per_class=per_class, size=size_arg, seed=seed,
+                      force=force)
+    click.echo(f"wrote {classes * per_class} synthetic images to {path}")
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="ImageFolder: one sub-folder of images per class.")
+@click.option("--arch", default="resnet18_cbam", show_default=True,
+              help="Architecture (see `edgexray train --list-archs`).")
+@click.option("--out", default="runs/train", show_default=True, type=click.Path(),
+              help="Output folder: model.pt, splits.json, metrics.csv, tensorboard/.")
+@click.option("--size", type=int, default=128, show_default=True, help="Input side in pixels.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="Model input channels (3 = gray repeated, for ImageNet weights).")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Channel multiplier.")
+@click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
+@click.option("--weights", type=click.Path(), help="Local ImageNet state-dict file (offline).")
+@click.option("--norm", type=click.Choice(["zscore", "imagenet"]), default="zscore",
+              show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adamw",
+              show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "cosine-restarts", "constant"]),
+              default="cosine", show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--loss", type=click.Choice(["ce", "focal"]), default="ce", show_default=True)
+@click.option("--class-weighted", is_flag=True, help="Inverse-frequency class weights in the loss.")
+@click.option("--oversample", is_flag=True, help="Weighted sampler that balances classes.")
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="MixUp alpha (0 = off).")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Augmentation noise std.")
+@click.option("--blur", type=float, default=0.0, show_default=True, help="Max augmentation blur sigma.")
+@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience.")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy", "val_macro_f1",
+                                              "val_roc_auc"]), default="val_loss", show_default=True)
+@click.option("--split", default="0.6,0.2,0.2", show_default=True, help="train,val,test fractions.")
+@click.option("--group-regex", help=r"Keep images sharing this regex's first group (e.g. a "
+                                    r"patient id '(person\d+)_') in one split.")
+@click.option("--splits", type=click.Path(), help="Reuse an existing splits.json.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
+def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm, epochs,
+          batch_size, lr, optimizer, schedule, label_smoothing, loss, class_weighted, oversample,
+          mixup, noise, blur, no_augment, patience, monitor, split, group_regex, splits, seed,
+          device, strict, force):
+    """Train a classifier on an image folder; writes OUT/model.pt and its splits."""
+    from edgexray.data import AugmentConfig, SplitConfig
+    from edgexray.models import model_info
+    from edgexray.train import ModelConfig, TrainConfig, train_folder
+
+    model_info(arch)  # unknown names fail before any image is read
+    train_frac, val_frac, test_frac = _fractions(split)
+    run = train_folder(
+        data_dir, out,
+        ModelConfig(arch=arch, size=size, channels=int(channels), width=width,
+                    pretrained=pretrained, weights=weights, norm=norm),
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                    schedule=schedule, label_smoothing=label_smoothing, loss=loss,
+                    class_weighted=class_weighted, oversample=oversample, mixup_alpha=mixup,
+                    patience=patience, monitor=monitor, seed=seed, device=device),
+        split_cfg=SplitConfig(train_frac, val_frac, test_frac, seed=seed, group_regex=group_regex),
+        augment=None if no_augment else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup),
+        splits=splits, strict=strict, force=force)
+    best = run.result.history[run.result.best_epoch - 1]
+    click.echo(f"best epoch {run.result.best_epoch}: val accuracy {best['val_accuracy']:.4f}, "
+               f"val loss {best['val_loss']:.4f}")
+    click.echo(f"checkpoint: {run.checkpoint}")
+
+
+@click.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--data", "data_dir", type=click.Path(),
+              help="Image folder (default: the one the checkpoint was trained on, same splits).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
+              show_default=True)
+@click.option("--out", type=click.Path(), help="Output folder (default: <ckpt folder>/eval-<split>).")
+@click.option("--tta", is_flag=True, help="Test-time augmentation (average with the mirror image).")
+@click.option("--gradcam", type=int, default=0, show_default=True,
+              help="Write Grad-CAM overlays for N test images.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
+def evaluate(ckpt, data_dir, split, out, tta, gradcam, force):
+    """Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."""
+    from edgexray.evaluate import evaluate_checkpoint
+
+    out = out or str(Path(ckpt).parent / f"eval-{split}")
+    m = evaluate_checkpoint(ckpt, out, data_dir=data_dir, split=split, tta=tta, gradcam=gradcam,
+                            force=force)
+    click.echo(format_metrics(m))
+    click.echo(f"wrote {Path(out) / 'metrics.json'}")
+
+
+def format_metrics(m: dict) -> str:
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    lines = [f"{m['split']} split, {m['n']} images: accuracy {m['accuracy']:.4f}, "
+             f"macro F1 {m['macro_f1']:.4f}, ROC-AUC {auc}",
+             f"{'class':<16}{'sensitivity':>12}{'specificity':>12}{'support':>9}"]
+    for name, c in m["per_class"].items():
+        lines.append(f"{name:<16}{c['sensitivity']:>12.4f}{c['specificity']:>12.4f}{c['support']:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The evaluate stage: clinical metrics, plots and Grad-CAM for a checkpoint on a held-out split."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgexray import plots
+from edgexray.checkpoint import Checkpoint, load_checkpoint
+from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import atomic_write_json, cache_dir, refuse_existing
+from edgexray.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_proba(model, inputs: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+    """Class probabilities for normalized inputs (N, C, S, S); `tta` averages with the mirror."""
+    model.eval()
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32))
+        p = torch.softmax(model(x), 1)
+        if tta:
+            p = (p + torch.softmax(model(torch.flip(x, dims=[3])), 1)) / 2
+        out.append(p)
+    return torch.cat(out).numpy()
+
+
+def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True):
+    """The checkpoint's own data folder and splits (or `data_dir` split the same way)."""
+    from edgexray.data import SplitConfig, prepare
+
+    data_dir = data_dir or ckpt.extra.get("data_dir")
+    if not data_dir:
+        raise EdgeXrayError("this checkpoint does not record its data folder; pass --data DIR")
+    splits = ckpt.extra.get("splits_path")
+    same_folder = ckpt.extra.get("data_dir") and \
+        Path(data_dir).resolve() == Path(ckpt.extra["data_dir"]).resolve()
+    if not (same_folder and splits and Path(splits).is_file()):
+        splits = None  # another folder: split it with the checkpoint's split config
+    split_cfg = SplitConfig.from_dict((ckpt.train_config or {}).get("split") or {})
+    data = prepare(data_dir, ckpt.preprocess.size, split_cfg, splits=splits,
+                   cache_dir=cache_dir("arrays"), progress=progress)
+    if tuple(data.class_names) != tuple(ckpt.class_names):
+        raise EdgeXrayError(f"the data has classes {list(data.class_names)}, the checkpoint "
+                            f"{list(ckpt.class_names)}; evaluate on data with the same classes")
+    return data
+
+
+def normalized(ckpt: Checkpoint, arrays: np.ndarray) -> np.ndarray:
+    """float16 (N, S, S) in [0, 1] -> the model's normalized float32 (N, C, S, S)."""
+    return np.stack([ckpt.preprocess.normalize(a.astype(np.float32)) for a in arrays]) \
+        if len(arrays) else np.zeros((0, *ckpt.input_shape[1:]), np.float32)
+
+
+def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", tta: bool = False,
+                        gradcam: int = 0, force: bool = False, progress: bool = True) -> dict:
+    """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
+    distribution) and `gradcam` Grad-CAM overlays; return the metrics."""
+    if split not in ("train", "val", "test"):
+        raise EdgeXrayError(f"split {split!r}; allowed: train, val, test")
+    out_dir = Path(out_dir)
+    refuse_existing(out_dir, force, "evaluation output folder")
+    ckpt = load_checkpoint(ckpt_path)
+    data = held_out_data(ckpt, data_dir, progress)
+    arrays, labels = data.arrays[split], data.labels[split]
+    if len(labels) == 0:
+        raise EdgeXrayError(f"the {split} split is empty; choose --split val or re-split the data")
+    inputs = normalized(ckpt, arrays)
+    probs = predict_proba(ckpt.model, inputs, tta=tta)
+    names = list(ckpt.class_names)
+    metrics = classification_metrics(labels, probs, names)
+    metrics.update(split=split, tta=tta, checkpoint=str(Path(ckpt_path).resolve()),
+                   arch=ckpt.arch, synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots.plot_confusion(metrics["confusion_matrix"], names, out_dir / "confusion_matrix.png")
+    plots.plot_roc(labels, probs, names, out_dir / "roc.png")
+    plots.plot_pr(labels, probs, names, out_dir / "pr.png")
+    plots.plot_class_distribution(
+        {s: {c: int((data.labels[s] == i).sum()) for i, c in enumerate(names)} for s in data.labels},
+        out_dir / "class_distribution.png")
+    if ckpt.extra.get("history"):
+        plots.plot_history(ckpt.extra["history"], out_dir / "training_curves.png")
+    if gradcam:
+        write_gradcams(ckpt, arrays, labels, out_dir / "gradcam", gradcam)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def write_gradcams(ckpt: Checkpoint, arrays, labels, out_dir: Path, n: int) -> list[Path]:
+    from edgexray.gradcam import gradcam
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in sorted(rng.choice(len(arrays), size=min(n, len(arrays)), replace=False)):
+        x = torch.from_numpy(ckpt.preprocess.normalize(arrays[i].astype(np.float32)))[None]
+        heat, cls = gradcam(ckpt.model, x)
+        title = f"true {ckpt.class_names[labels[i]]} / pred {ckpt.class_names[cls]}"
+        path = out_dir / f"gradcam_{i:04d}.png"
+        plots.overlay_heatmap(arrays[i].astype(np.float32), heat, path, title)
+        paths.append(path)
+    return paths

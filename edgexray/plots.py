@@ -1,0 +1,125 @@
+"""PNG plots people would rather look at than read. matplotlib with the Agg backend."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from edgexray.metrics import roc_curve, pr_curve
+
+
+def _figure(figsize=(5, 4)):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt, plt.figure(figsize=figsize, dpi=100)
+
+
+def _save(plt, fig, path) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    data = buf.getvalue()
+    if path is not None:
+        from edgexray.fsutil import atomic_write_bytes
+        atomic_write_bytes(path, data)
+    return data
+
+
+def plot_confusion(cm, class_names, path=None, title="Confusion matrix") -> bytes:
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    cm = np.asarray(cm)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="white" if v > cm.max() / 2 else "black")
+    ax.set_title(title)
+    return _save(plt, fig, path)
+
+
+def plot_roc(y_true, probs, class_names, path=None) -> bytes:
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    for i, name in enumerate(class_names):
+        fpr, tpr = roc_curve(np.asarray(y_true) == i, np.asarray(probs)[:, i])
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("ROC (one-vs-rest)")
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def plot_pr(y_true, probs, class_names, path=None) -> bytes:
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    for i, name in enumerate(class_names):
+        recall, precision = pr_curve(np.asarray(y_true) == i, np.asarray(probs)[:, i])
+        ax.plot(recall, precision, label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall (one-vs-rest)")
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def plot_history(history: list[dict], path=None) -> bytes:
+    plt, fig = _figure((8, 3.5))
+    epochs = [r["epoch"] for r in history]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    ax.plot(epochs, [r["val_loss"] for r in history], label="val loss")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    ax = fig.add_subplot(1, 2, 2)
+    ax.plot(epochs, [r["val_accuracy"] for r in history], label="val accuracy")
+    ax.plot(epochs, [r["val_macro_f1"] for r in history], label="val macro F1")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def plot_class_distribution(counts: dict[str, dict[str, int]], path=None) -> bytes:
+    """counts: {split: {class: n}}."""
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    splits = list(counts)
+    classes = list(next(iter(counts.values())))
+    width = 0.8 / len(classes)
+    for k, c in enumerate(classes):
+        ax.bar(np.arange(len(splits)) + k * width, [counts[s][c] for s in splits], width, label=c)
+    ax.set_xticks(np.arange(len(splits)) + 0.4 - width / 2, splits)
+    ax.set_ylabel("images")
+    ax.set_title("Class distribution")
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def bar_before_after(values: dict[str, float], ylabel: str, title: str, path=None) -> bytes:
+    plt, fig = _figure((5, 3.5))
+    ax = fig.add_subplot()
+    names = list(values)
+    bars = ax.bar(names, [values[n] for n in names], color=["#888", "#2a7", "#27a", "#a72"][:len(names)])
+    ax.bar_label(bars, fmt="%.3g")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(plt, fig, path)
+
+
+def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, path=None, title: str = "") -> bytes:
+    plt, fig = _figure((3, 3))
+    ax = fig.add_subplot()
+    ax.imshow(gray, cmap="gray")
+    ax.imshow(heat, cmap="jet", alpha=0.4)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(plt, fig, Path(path) if path else None)
