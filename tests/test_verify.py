@@ -1,0 +1,239 @@
+"""ARM verification: a real tiny INT8 artifact run under QEMU as Cortex-A72, against the host.
+
+The slow tests prepare the arm64 userland and wheels in the user's cache on first use (needs
+root and the package registries, about 2 minutes uncached; later runs reuse it).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgexray.bench import arm
+from edgexray.bench.arm import (ArmCache, arm_verification_available, compare_outputs,
+                                cpuinfo_text, synthetic_images, verify_artifact)
+from edgexray.cli import main
+from edgexray.devices import load_profile
+from edgexray.errors import EdgeXrayError
+from edgexray.export.bundle import model_io_spec, write_artifact
+from edgexray.fsutil import sha256_file
+from edgexray.preprocess import Preprocess, decode_png, read_image_array
+
+CLASSES = ["normal", "pneumonia"]
+PRE = Preprocess(size=32, channels=1, mean=(0.5,), std=(0.25,))
+
+# Two full-INT8 TFLite models with the same shape and different weights (seeds 0 and 1).
+TFLITE_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    for seed, out in ((0, sys.argv[1]), (1, sys.argv[2])):
+        tf.keras.utils.set_random_seed(seed)
+        m = tf.keras.Sequential([tf.keras.Input((32, 32, 1)),
+                                 tf.keras.layers.Conv2D(4, 3, activation="relu"),
+                                 tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                                 tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2)])
+        rng = np.random.default_rng(seed)
+        def rep():
+            for _ in range(16):
+                yield [rng.normal(0, 1, (1, 32, 32, 1)).astype(np.float32)]
+        c = tf.lite.TFLiteConverter.from_keras_model(m)
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = rep
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = tf.int8
+        c.inference_output_type = tf.int8
+        open(out, "wb").write(c.convert())
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("models")
+    a, b = d / "a.tflite", d / "b.tflite"
+    subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(a), str(b)], check=True,
+                   capture_output=True, timeout=300)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def verified_artifact(tiny_models, tmp_path_factory) -> Path:
+    """The rpi4 artifact of model a, written by the bundle with verify_artifact as its check."""
+    ok, why = arm_verification_available()
+    if not ok:
+        pytest.skip(f"this host cannot run ARM verification: {why}")
+    out = tmp_path_factory.mktemp("artifacts")
+    return write_artifact(out, target=load_profile("rpi4"), arch="aarch64", precision="int8",
+                          model_files={"int8": tiny_models[0]}, manifest_fields={},
+                          class_names=CLASSES, preprocess=PRE, images_are_synthetic=True,
+                          verify=verify_artifact)
+
+
+# ------------------------------------------------------------------------------ slow, real QEMU
+
+@pytest.mark.slow
+def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
+    manifest = json.loads((verified_artifact / "manifest.json").read_text())
+    result = manifest["arm_verification"]
+    assert result["status"] == "passed", result["reason"]
+    assert result["cpu"] == "cortex-a72" and result["midr_part"] == "0xd08"
+    assert result["guest_machine"] == "aarch64"
+    assert result["runtime"]["guest_version"] == result["runtime"]["host_version"] == "2.1.0"
+    assert result["max_abs_diff"] == 0.0 and result["output_kind"] == "int"
+    assert set(result["checks"]) >= {"guest_is_aarch64", "same_ops", "xnnpack_applied",
+                                     "outputs_match", "labels_match", "matches_reference"}
+    assert all(c["passed"] for c in result["checks"].values())
+    assert result["emulated_seconds"]["note"] == "emulated, not device speed"
+    reference = manifest["arm_reference"]
+    assert reference["model_sha256"] == sha256_file(verified_artifact / "model.tflite")
+    raws = [p["raw"] for p in reference["predictions"]]
+    assert len(raws) == arm.NUM_INPUTS and all(len(r) == 2 for r in raws)
+    assert len({tuple(r) for r in raws}) > 1  # the inputs really differ
+    assert "ARM verification" in (verified_artifact / "report.html").read_text()
+    # the bundle's own integrity check still holds after the manifest was updated
+    check = subprocess.run([sys.executable, "run.py", "verify"], cwd=verified_artifact,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.slow
+def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_path):
+    art = tmp_path / "swapped"
+    shutil.copytree(verified_artifact, art)
+    shutil.copyfile(tiny_models[1], art / "model.tflite")
+    # fix up the manifest (checksum, size, quantization) so that run.py accepts the new model:
+    # only the comparison can catch the swap
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["files"]["model.tflite"] = {"sha256": sha256_file(art / "model.tflite"),
+                                         "bytes": (art / "model.tflite").stat().st_size}
+    spec = model_io_spec(art / "model.tflite")
+    manifest["input"], manifest["output"] = spec["input"], {**spec["output"], "kind": "logits"}
+    (art / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    check = subprocess.run([sys.executable, "run.py", "verify"], cwd=art, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stderr
+
+    result = CliRunner().invoke(main, ["verify", str(art)])
+    assert result.exit_code == 1, result.output
+    stored = json.loads((art / "manifest.json").read_text())["arm_verification"]
+    assert stored["status"] == "failed"
+    checks = stored["checks"]
+    assert not checks["matches_reference"]["passed"]
+    assert "model file changed" in checks["matches_reference"]["detail"]
+    assert checks["outputs_match"]["passed"] and checks["guest_is_aarch64"]["passed"]
+    assert "matches_reference" in stored["reason"]
+
+
+# ------------------------------------------------------------------------------ fast
+
+def test_cpuinfo_describes_the_core():
+    text = cpuinfo_text("cortex-a76", cores=2)
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    assert len(blocks) == 2
+    assert all("CPU implementer\t: 0x41" in b and "CPU part\t: 0xd0b" in b for b in blocks)
+    assert "asimddp" in text and "asimddp" not in cpuinfo_text("cortex-a72")
+    assert {k: v[0] for k, v in arm.CORES.items()} == {
+        "cortex-a53": 0xD03, "cortex-a55": 0xD05, "cortex-a72": 0xD08, "cortex-a76": 0xD0B,
+        "cortex-a78": 0xD41}
+
+
+def test_synthetic_images_are_deterministic_and_readable(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    first, second = synthetic_images(a), synthetic_images(b)
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert {p.suffix for p in first} == {".png", ".npy"}
+    arrays = [read_image_array(p) for p in first]
+    native = [decode_png(p.read_bytes()) for p in first if p.suffix == ".png"]
+    assert {str(x.dtype) for x in arrays} == {"uint8", "uint16"}
+    assert any(x.ndim == 3 for x in arrays)  # an RGB one
+    pil_png = [x for p, x in zip(first, arrays) if p.suffix == ".png"]
+    assert all(np.array_equal(x, y) for x, y in zip(native, pil_png))  # our encoder is valid PNG
+    assert len({x.shape[:2] for x in arrays}) > 1
+
+
+def test_compare_outputs_int_exact_float_tolerance():
+    a = [{"image": "x.png", "label": "n", "raw": [3, -4]}]
+    assert compare_outputs(a, [{"image": "x.png", "label": "n", "raw": [3, -4]}], 1e-4) == \
+        (True, 0.0, "int", True)
+    ok, diff, kind, labels = compare_outputs(a, [{"image": "x.png", "label": "p", "raw": [3, -3]}], 1e-4)
+    assert (ok, diff, kind, labels) == (False, 1.0, "int", False)
+    f = [{"image": "x.png", "label": "n", "raw": [0.25, 0.5]}]
+    close = [{"image": "x.png", "label": "n", "raw": [0.25 + 5e-5, 0.5]}]
+    far = [{"image": "x.png", "label": "n", "raw": [0.25 + 5e-3, 0.5]}]
+    assert compare_outputs(f, close, 1e-4)[0] and not compare_outputs(f, far, 1e-4)[0]
+    assert not compare_outputs(a, [{"image": "y.png", "label": "n", "raw": [3, -4]}], 1e-4)[0]
+
+
+def test_cache_location_honours_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = ArmCache()
+    assert cache.rootfs_dir == tmp_path / "edgexray/arm64/bookworm-rootfs"
+    assert cache.site_dir("litert", "2.1.0") == tmp_path / "edgexray/arm64/bookworm-ai-edge-litert-2.1.0"
+    assert ArmCache(tmp_path / "mine").root == tmp_path / "mine"
+
+
+def test_cache_build_is_atomic_and_runs_once_when_racing(tmp_path):
+    final, calls, seen = tmp_path / "thing", [], []
+
+    def build(tmp: Path):
+        calls.append(tmp)
+        (tmp / "half").write_text("1")
+        threading.Event().wait(0.3)  # the other run arrives meanwhile
+        assert not final.exists()  # nobody sees a half-built cache
+        (tmp / "other").write_text("2")
+
+    threads = [threading.Thread(target=lambda: seen.append(arm._build_once(final, build)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and seen == [final] * 3
+    assert sorted(p.name for p in final.iterdir()) == ["edgexray-cache.json", "half", "other"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+    def broken(tmp: Path):
+        (tmp / "x").write_text("1")
+        raise RuntimeError("download failed")
+
+    with pytest.raises(RuntimeError):
+        arm._build_once(tmp_path / "broken", broken)
+    assert not (tmp_path / "broken").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_availability_is_a_reason_not_an_exception():
+    ok, why = arm_verification_available(runtime="torch")
+    assert not ok and "torch" in why and "litert" in why
+    ok, why = arm_verification_available()
+    assert isinstance(ok, bool) and (ok or why)
+
+
+def test_cli_bad_input(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 2 and "no manifest.json" in result.output
+    result = runner.invoke(main, ["verify", str(tmp_path), "--cpu", "cortex-a73"])
+    assert result.exit_code == 2 and "cortex-a72" in result.output
+    with pytest.raises(EdgeXrayError, match="unknown CPU core 'cortex-a7'.*cortex-a72"):
+        arm.check_cpu("cortex-a7")
+
+
+@pytest.mark.slow
+def test_x86_target_is_skipped_not_passed(tiny_models, tmp_path):
+    art = write_artifact(tmp_path, target=load_profile("rpi4"), arch="aarch64", precision="int8",
+                         model_files={"int8": tiny_models[0]}, manifest_fields={},
+                         class_names=CLASSES, preprocess=PRE)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["profile"]["arch"] = "x86_64"
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    result = verify_artifact(art)
+    assert result["status"] == "skipped" and "x86_64" in result["reason"]
+    assert json.loads((art / "manifest.json").read_text())["arm_verification"] == result
