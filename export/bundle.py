@@ -277,8 +277,11 @@ def _zip_folder(folder: Path, arc_root: str, dest: Path) -> None:
 
 # ----------------------------------------------------------------------------- README
 
-def _fmt_float(x) -> str:
-    return repr(float(x))
+def _f32(x) -> str:
+    """Shortest text that reads back as the same float32 (what the runtimes store)."""
+    import numpy as np
+
+    return np.format_float_positional(np.float32(x), unique=True, trim="0")
 
 
 def render_readme(manifest: dict) -> str:
@@ -293,12 +296,14 @@ def render_readme(manifest: dict) -> str:
                                         else "onnxruntime==1.23.0")
     if qin:
         lo, hi = (-128, 127) if inp["dtype"] == "int8" else (0, 255)
-        quant_step = (f"Quantize to {inp['dtype']}: `q = clip(round_half_even(x / {qin['scale']!r}) "
-                      f"+ {qin['zero_point']}, {lo}, {hi})` (scale and zero point of the model input).")
+        zp = int(qin["zero_point"])
+        quant_step = (f"Quantize to {inp['dtype']}: `q = clip(round_half_even(x / {_f32(qin['scale'])})"
+                      f" {'-' if zp < 0 else '+'} {abs(zp)}, {lo}, {hi})` (scale and zero point of "
+                      "the model input, float32 arithmetic).")
     else:
         quant_step = f"No quantization: the model takes {inp['dtype']} values as they are."
     kind = out.get("kind", "logits")
-    deq = (f"dequantize `real = {qout['scale']!r} * (q - {qout['zero_point']})`, then "
+    deq = (f"dequantize `real = {_f32(qout['scale'])} * (q - ({qout['zero_point']}))`, then "
            if qout else "")
     output_step = f"{deq}{'softmax over the classes gives probabilities' if kind == 'logits' else 'the values are probabilities'}."
     accel = f", {model.get('delegate') or model.get('execution_provider')}" \
@@ -325,13 +330,15 @@ def render_readme(manifest: dict) -> str:
         mobile = Template((TEMPLATES / "mobile_tflite.md.tmpl").read_text()).substitute(
             name=manifest["name"], model_file=model["file"], model_stem=Path(model["file"]).stem,
             size=pre["size"], channels=pre["channels"],
-            mean_f=", ".join(f"{_fmt_float(m)}f" for m in pre["mean"]),
-            std_f=", ".join(f"{_fmt_float(s)}f" for s in pre["std"]),
+            mean_kt=", ".join(f"{_f32(m)}f" for m in pre["mean"]),
+            std_kt=", ".join(f"{_f32(s)}f" for s in pre["std"]),
+            mean_swift=", ".join(_f32(m) for m in pre["mean"]),
+            std_swift=", ".join(_f32(s) for s in pre["std"]),
             input_int8=str(bool(qin) and inp["dtype"] == "int8").lower(),
-            in_scale=_fmt_float(qin["scale"]) if qin else "1.0",
+            in_scale=_f32(qin["scale"]) if qin else "1.0",
             in_zero=int(qin["zero_point"]) if qin else 0,
             output_int8=str(bool(qout) and out["dtype"] == "int8").lower(),
-            out_scale=_fmt_float(qout["scale"]) if qout else "1.0",
+            out_scale=_f32(qout["scale"]) if qout else "1.0",
             out_zero=int(qout["zero_point"]) if qout else 0,
             output_is_logits=str(kind == "logits").lower(),
             labels_quoted=", ".join(json.dumps(n) for n in names), threads=prof["threads"])
@@ -342,7 +349,31 @@ def render_readme(manifest: dict) -> str:
         mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(
             runtime=prof["runtime"])
     values["mobile"] = mobile
+    values["measured"] = _measured_table(manifest.get("models"))
     return Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
+
+
+def _measured_table(models) -> str:
+    """Markdown table of manifest "models" (what the build measured), or nothing."""
+    rows = [m for m in models or [] if isinstance(m, dict)]
+    if not rows:
+        return ""
+
+    def cell(v, fmt):
+        return "" if v is None else fmt(v)
+
+    lines = ["", "## Measured at build time (on the build host, not on the device)", "",
+             "| model | params | MACs | size | latency p50 | accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    for m in rows:
+        lat = m.get("latency_ms")
+        lat = lat.get("p50") if isinstance(lat, dict) else lat
+        acc = m.get("accuracy", (m.get("metrics") or {}).get("accuracy"))
+        label = str(m.get("label", "?")).replace("|", "/") + (" **(shipped)**" if m.get("shipped") else "")
+        lines.append(f"| {label} | {cell(m.get('params'), '{:,}'.format)} | "
+                     f"{cell(m.get('macs'), '{:,}'.format)} | "
+                     f"{cell(m.get('size_bytes'), lambda b: f'{b / 1e6:.2f} MB')} | "
+                     f"{cell(lat, lambda v: f'{v:.2f} ms')} | {cell(acc, lambda a: f'{100 * a:.1f}%')} |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- report.html

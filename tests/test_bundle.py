@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -320,7 +321,11 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
 
     readme = (folder / "README.md").read_text()
     assert "pip install numpy==1.26.4 ai-edge-litert==2.1.0" in readme
-    assert f"const val IN_SCALE = {float(inp['quantization']['scale'])!r}f" in readme
+    # the Kotlin and Swift constants read back as the model's own float32 scale
+    kt = re.search(r"const val IN_SCALE = ([0-9.e-]+)f\n", readme).group(1)
+    swift = re.search(r"static let inScale: Float = ([0-9.e-]+)\n", readme).group(1)
+    assert np.float32(kt) == np.float32(swift) == np.float32(inp["quantization"]["scale"])
+    assert "static let mean: [Float] = [0.5]\n" in readme and "floatArrayOf(0.5f)" in readme
     assert f"const val OUT_ZERO_POINT = {out['quantization']['zero_point']}" in readme
     assert 'implementation("com.google.ai.edge.litert:litert:1.4.1")' in readme
     assert "pod 'TensorFlowLiteSwift'" in readme and "NHWC" in readme
