@@ -72,7 +72,8 @@ def default_threads() -> int:
 
 def model_load_error(path, err: Exception) -> EdgeXrayError:
     size = os.path.getsize(path) if os.path.exists(path) else None
-    return EdgeXrayError(f"could not load model {str(path)!r} ({size} bytes): {err}; the file is "
+    reason = " ".join(str(err).split())[:300]  # runtimes report over several lines
+    return EdgeXrayError(f"could not load model {str(path)!r} ({size} bytes): {reason}; the file is "
                          "corrupt, truncated, too new for this runtime or not a model for it; "
                          "re-export it "
                          "(and check it against the manifest with `run.py verify`)")
