@@ -19,8 +19,8 @@ itself runs), so it imports edgexray.bench lazily; both are torch-free.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import io
 import json
 import logging
 import os
@@ -226,6 +226,8 @@ def _check_io(spec: dict, pre: Preprocess, class_names: list, fname: str) -> Non
 
 
 def _jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if hasattr(obj, "to_dict"):

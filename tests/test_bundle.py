@@ -20,8 +20,7 @@ import pytest
 from edgexray.bench.harness_template import manifest_problems
 from edgexray.devices import load_profile
 from edgexray.errors import EdgeXrayError
-from edgexray.export.bundle import (render_readme, render_report_html, tool_versions,
-                                    write_artifact)
+from edgexray.export.bundle import render_report_html, tool_versions, write_artifact
 from edgexray.preprocess import Preprocess
 
 CLASSES = ["normal", "pneumonia"]
