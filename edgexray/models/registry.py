@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -88,12 +89,19 @@ def _pretrained_state(spec: ArchSpec, weights) -> dict:
                             "offline machine download the .pth elsewhere and pass --weights FILE") from e
 
 
+# torchvision's DenseNet .pth files keep pre-1.0 names ("denselayer1.norm.1.weight" for
+# "denselayer1.norm1.weight"); torchvision renames them on load, and so do we.
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
 def load_pretrained(model: nn.Module, state: dict) -> None:
     """Copy every tensor whose name and shape match; adapt the first conv's input channels;
     leave attention gates and a classifier of another class count at their initialization."""
     own = model.state_dict()
     loaded = 0
     for key, value in state.items():
+        key = _LEGACY_DENSENET_KEY.sub(r"\1\2", key)
         if key not in own:
             continue
         target = own[key]
