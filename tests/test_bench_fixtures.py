@@ -167,3 +167,32 @@ def make_eval_set(root: Path, per_class: int = 3) -> Path:
         for src in sorted((XRAYS / name).glob("*.jp*g"))[:per_class]:
             (root / name / src.name).symlink_to(src)
     return root
+
+
+@pytest.fixture(scope="session")
+def clean_venv(pytestconfig):
+    """A venv with nothing but numpy and ai-edge-litert, built once and cached."""
+    root = Path(pytestconfig.cache.mkdir("edgexray-bench-venv"))
+    python = root / "bin" / "python"
+    if not (root / "READY").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy==1.26.4",
+                               "ai-edge-litert==2.1.0"], capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(f"cannot install numpy + ai-edge-litert into a clean venv: {proc.stderr[-2000:]}")
+        (root / "READY").write_text("ok")
+    return python
+
+
+def png_eval_set(root: Path, per_class: int = 2, size=(64, 48)) -> Path:
+    """Real X-rays re-saved as small PNGs: readable on a device without Pillow."""
+    from PIL import Image
+
+    if not XRAYS.is_dir():
+        pytest.skip(f"real chest X-rays not found at {XRAYS}")
+    for name in CLASSES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for src in sorted((XRAYS / name).glob("*.jp*g"))[:per_class]:
+            Image.open(src).convert("L").resize(size).save(root / name / f"{src.stem}.png")
+    return root

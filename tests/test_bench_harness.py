@@ -16,8 +16,8 @@ from edgexray.bench.record import schema_problems
 from edgexray.bench.runtimes import runner_for_file
 from edgexray.metrics import softmax
 from edgexray.preprocess import read_image_array
-from test_bench_fixtures import (CLASSES, PRE, REPO, XRAYS, make_artifact, make_eval_set,  # noqa: F401
-                                 tiny_models)
+from test_bench_fixtures import (CLASSES, PRE, REPO, XRAYS, clean_venv, make_artifact,  # noqa: F401
+                                 make_eval_set, png_eval_set, tiny_models)
 
 
 def run_py(folder: Path, *args, python=sys.executable, timeout=300):
@@ -205,38 +205,13 @@ def test_bad_manifest_and_usage(artifacts, tmp_path):
     assert run_py(art, "predict", tmp_path / "nope.png").returncode == 2
 
 
-@pytest.fixture(scope="session")
-def clean_venv(pytestconfig):
-    """A venv with nothing but numpy and ai-edge-litert, built once and cached."""
-    root = Path(pytestconfig.cache.mkdir("edgexray-bench-venv"))
-    python = root / "bin" / "python"
-    if not (root / "READY").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
-        proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy==1.26.4",
-                               "ai-edge-litert==2.1.0"], capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"cannot install numpy + ai-edge-litert into a clean venv: {proc.stderr[-2000:]}")
-        (root / "READY").write_text("ok")
-    return python
-
-
 @pytest.mark.slow
 def test_run_py_in_a_clean_venv_with_only_numpy_and_litert(clean_venv, artifacts, tmp_path):
-    from PIL import Image
-
-    if not XRAYS.is_dir():
-        pytest.skip(f"real chest X-rays not found at {XRAYS}")
     listed = subprocess.run([str(clean_venv), "-m", "pip", "list", "--format=json"],
                             capture_output=True, text=True, check=True)
     installed = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert not installed & {"torch", "onnxruntime", "tensorflow", "pillow", "edgexray"}
-    # PNG images (decoded without Pillow by the inlined preprocess module)
-    data = tmp_path / "data"
-    for name in CLASSES:
-        (data / name).mkdir(parents=True)
-        for src in sorted((XRAYS / name).glob("*.jpeg"))[:2]:
-            Image.open(src).convert("L").resize((64, 48)).save(data / name / f"{src.stem}.png")
+    data = png_eval_set(tmp_path / "data", per_class=2)  # PNG: decoded without Pillow
     art = fresh_copy(artifacts["litert"], tmp_path)
     env_python = str(clean_venv)
     assert run_py(art, "verify", python=env_python).returncode == 0
