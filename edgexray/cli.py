@@ -21,6 +21,7 @@ COMMANDS = (
     "edgexray.bench.cli:bench",
     "edgexray.bench.cli:compare",
     "edgexray.devices.cli:devices",
+    "edgexray.commands:build",
     "edgexray.bench.verify_cli:verify",
 )
 

@@ -149,3 +149,46 @@ def format_metrics(m: dict) -> str:
     for name, c in m["per_class"].items():
         lines.append(f"{name:<16}{c['sensitivity']:>12.4f}{c['specificity']:>12.4f}{c['support']:>9}")
     return "\n".join(lines)
+
+
+@click.command()
+@click.option("--target", default="rpi4", show_default=True,
+              help="Device profile name (`edgexray devices list`) or path to your own TOML.")
+@click.option("--data", "data_dir", type=click.Path(),
+              help="Image folder to train on. Without --data and --checkpoint: SYNTHETIC demo data.")
+@click.option("--checkpoint", type=click.Path(), help="Trained checkpoint (skips training).")
+@click.option("--out", default="artifacts", show_default=True, type=click.Path(),
+              help="Where the artifact folder + zip and the build-<target>/ work folder go.")
+@click.option("--arch", default="resnet18_cbam", show_default=True)
+@click.option("--size", type=int, help="Input side (default: the profile's input_size; demo 96).")
+@click.option("--width", type=float, default=1.0, show_default=True)
+@click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
+@click.option("--weights", type=click.Path(), help="Local ImageNet weights file (offline).")
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--finetune-epochs", type=int, default=3, show_default=True)
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="Percentage points allowed below the unpruned FP32 model (held-out split).")
+@click.option("--latency-budget-ms", type=float,
+              help="Host latency goal (ms, this machine) for the pruning search.")
+@click.option("--precisions", help="Comma list overriding the profile's precisions (fallback order).")
+@click.option("--calib-count", type=int, default=200, show_default=True,
+              help="INT8 calibration images from the training split.")
+@click.option("--bench-seconds", type=float, default=3.0, show_default=True)
+@click.option("--no-verify-arm", is_flag=True, help="Skip the emulated-ARM check.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
+def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weights, epochs,
+          finetune_epochs, max_accuracy_drop, latency_budget_ms, precisions, calib_count,
+          bench_seconds, no_verify_arm, seed, force):
+    """Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."""
+    from edgexray.pipeline import BuildConfig, build as run_build, format_summary
+
+    cfg = BuildConfig(target=target, data_dir=data_dir, checkpoint=checkpoint, out=out, arch=arch,
+                      size=size, width=width, pretrained=pretrained, weights=weights,
+                      epochs=epochs, finetune_epochs=finetune_epochs,
+                      max_accuracy_drop=max_accuracy_drop, latency_budget_ms=latency_budget_ms,
+                      precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
+                      calib_count=calib_count, bench_seconds=bench_seconds,
+                      verify_arm=not no_verify_arm, seed=seed, force=force)
+    summary = run_build(cfg)
+    click.echo(format_summary(summary))

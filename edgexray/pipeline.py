@@ -1,0 +1,528 @@
+"""`edgexray build`: train (or load) -> prune -> fine-tune -> export -> parity -> bench -> bundle.
+
+Only this module and the CLI know every stage. Each stage writes into the build folder
+(<out>/build-<target>/), so a build can be inspected stage by stage; the artifact folder appears
+complete or not at all. Budgets are checked, and a broken one makes the build fall back (less
+pruning, the next precision) or stop; it never ships something as if it passed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import atomic_write_json, refuse_existing
+
+log = logging.getLogger(__name__)
+
+# The embedded default: synthetic bone X-rays and a model small enough for minutes on 2 cores.
+DEMO = dict(synth_classes=3, synth_per_class=120, size=96, width=0.5, epochs=8, finetune_epochs=3,
+            calib_count=100)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    target: str = "rpi4"  # device profile name or path to a profile TOML
+    data_dir: str | None = None  # image folder; None (and no checkpoint) = synthetic demo data
+    checkpoint: str | None = None  # start from this trained checkpoint (skips training)
+    out: str = "artifacts"  # artifact folders and zips go here; intermediate files in build-<target>/
+    arch: str = "resnet18_cbam"  # architecture when training
+    size: int | None = None  # input side; None = the profile's input_size (demo: 96)
+    width: float = 1.0  # channel multiplier when training
+    pretrained: bool = False  # ImageNet weights (torchvision cache)
+    weights: str | None = None  # local ImageNet weights file
+    epochs: int = 8  # training epochs
+    finetune_epochs: int = 3  # fine-tuning epochs after pruning
+    batch_size: int = 32
+    max_accuracy_drop: float = 1.0  # percentage points against the unpruned FP32 model (test split)
+    latency_budget_ms: float | None = None  # host latency goal for the pruning search
+    precisions: tuple | None = None  # override the profile's precisions (fallback order)
+    calib_count: int = 200  # INT8 calibration images (stratified, training split)
+    bench_seconds: float = 3.0  # timed budget per model in the host benchmark
+    verify_arm: bool = True  # run the emulated-ARM check for aarch64 targets when the host can
+    synth_classes: int = 3  # demo data
+    synth_per_class: int = 120  # demo data
+    seed: int = 0
+    force: bool = False  # replace an existing artifact / build folder
+
+
+class Progress:
+    """Stage-by-stage progress with times, on stderr."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def stage(self, name: str):
+        progress = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+                print(f"[edgexray] {name} ...", file=sys.stderr, flush=True)
+
+            def __exit__(self, exc_type, *_):
+                dt = time.perf_counter() - self.t0
+                progress.times[name] = round(dt, 1)
+                state = "failed" if exc_type else "done"
+                print(f"[edgexray] {name} {state} in {dt:.1f} s "
+                      f"(total {time.perf_counter() - progress.start:.0f} s)", file=sys.stderr,
+                      flush=True)
+        return _Stage()
+
+    @staticmethod
+    def say(text: str) -> None:
+        print(f"[edgexray]   {text}", file=sys.stderr, flush=True)
+
+
+def build(cfg: BuildConfig, progress: bool = True) -> dict:
+    """Run the whole build; returns the summary (also written to build-<target>/summary.json)."""
+    from edgexray.devices import load_profile
+
+    profile = load_profile(cfg.target)
+    demo = cfg.data_dir is None and cfg.checkpoint is None
+    if demo:
+        cfg = replace(cfg, **{k: v for k, v in DEMO.items()
+                              if getattr(cfg, k) == getattr(BuildConfig, k)})
+    precisions = tuple(cfg.precisions or profile.precisions)
+    unknown = set(precisions) - set(profile.precisions) if cfg.precisions else set()
+    if unknown:
+        raise EdgeXrayError(f"precision(s) {sorted(unknown)} are not built for {profile.name}; "
+                            f"its profile allows {list(profile.precisions)}")
+    if cfg.max_accuracy_drop < 0:
+        raise EdgeXrayError(f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 "
+                            "percentage points, e.g. 1.0")
+    out = Path(cfg.out)
+    work = out / f"build-{profile.name}"
+    refuse_existing(work, cfg.force, "build folder")
+    work.mkdir(parents=True, exist_ok=True)
+    steps = Progress()
+    summary: dict = {"target": profile.name, "synthetic": demo, "config": _jsonable(asdict(cfg))}
+
+    # 1. data + unpruned model ------------------------------------------------------------
+    with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
+        ckpt_path, data = _trained_model(cfg, profile, work, demo, progress)
+    from edgexray.checkpoint import load_checkpoint
+    base = load_checkpoint(ckpt_path)
+    test_x, test_y = _split_inputs(base, data, "test")
+    names = list(base.class_names)
+    with steps.stage("evaluate unpruned"):
+        base_logits = _torch_logits(base.model, test_x)
+        base_metrics = _metrics(test_y, base_logits, names)
+        steps.say(f"unpruned FP32 (PyTorch) test accuracy {base_metrics['accuracy']:.4f} "
+                  f"on {len(test_y)} held-out images")
+
+    # 2. prune + fine-tune, falling back to less pruning when accuracy breaks the budget ----
+    with steps.stage("prune + fine-tune"):
+        pruned, prune_report, pruned_metrics, pruned_logits = _prune_within_budget(
+            cfg, profile, base, data, work, base_metrics, test_x, test_y, steps)
+
+    # 3. export + parity ------------------------------------------------------------------
+    with steps.stage("export + parity"):
+        files, parity = _export(cfg, profile, pruned, data, work, precisions, pruned_logits,
+                                test_x, test_y, base_metrics, steps)
+
+    # 4. choose what ships -------------------------------------------------------------------
+    shipped = _choose_precision(profile, precisions, parity, base_metrics, cfg.max_accuracy_drop,
+                                steps)
+
+    # 5. host benchmark: the same run measures the baselines a user would otherwise ship -----
+    with steps.stage("host benchmark"):
+        bench = _host_bench(cfg, profile, base, work, files, shipped, data, steps)
+
+    # 6. bundle -------------------------------------------------------------------------------
+    with steps.stage("bundle"):
+        artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
+                           base_metrics, pruned_metrics, bench, steps, demo, test_x, test_y, out)
+    summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
+                   stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
+                   pruned=pruned_metrics["accuracy"],
+                   exported={p: parity[p]["candidate"]["accuracy"] for p in parity},
+                   reduction=prune_report["reduction"], bench=bench["summary"])
+    atomic_write_json(work / "summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+def _trained_model(cfg: BuildConfig, profile, work: Path, demo: bool, progress: bool):
+    from edgexray.data import prepare
+    from edgexray.fsutil import cache_dir
+
+    if demo:
+        from edgexray.synth import synthesize
+        data_dir = synthesize(work / "synthetic-data", classes=cfg.synth_classes,
+                              per_class=cfg.synth_per_class, seed=cfg.seed, force=True,
+                              progress=progress)
+        Progress.say(f"made {cfg.synth_classes * cfg.synth_per_class} SYNTHETIC X-rays "
+                     f"in {data_dir}")
+    else:
+        data_dir = cfg.data_dir
+    if cfg.checkpoint is not None:
+        from edgexray.checkpoint import load_checkpoint
+        from edgexray.evaluate import held_out_data
+        ckpt = load_checkpoint(cfg.checkpoint)
+        if cfg.size and cfg.size != ckpt.preprocess.size:
+            raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
+                                f"{ckpt.preprocess.size} px; drop --size or retrain")
+        return Path(cfg.checkpoint), held_out_data(ckpt, data_dir, progress)
+    from edgexray.train import ModelConfig, TrainConfig, train_folder
+    size = cfg.size or profile.input_size
+    run = train_folder(data_dir, work / "train",
+                       ModelConfig(arch=cfg.arch, size=size, width=cfg.width,
+                                   pretrained=cfg.pretrained, weights=cfg.weights),
+                       TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+                       force=True, progress=progress)
+    return run.checkpoint, run.data
+
+
+def _split_inputs(ckpt, data, split: str):
+    from edgexray.evaluate import normalized
+    if len(data.labels[split]) == 0:
+        raise EdgeXrayError(f"the {split} split is empty; the build needs held-out images "
+                            "(use a 60/20/20 split with enough images per class)")
+    return normalized(ckpt, data.arrays[split]), data.labels[split]
+
+
+@torch.no_grad()
+def _torch_logits(model, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy()
+                           for i in range(0, len(x), 64)])
+
+
+def _metrics(y, logits, names) -> dict:
+    from edgexray.metrics import classification_metrics, softmax
+    return classification_metrics(y, softmax(logits), names)
+
+
+def _loaders(ckpt, data, batch_size: int, seed: int):
+    from edgexray.data import AugmentConfig, XrayDataset, make_loader
+    train = XrayDataset(data.arrays["train"], data.labels["train"], ckpt.preprocess,
+                        AugmentConfig(), seed=seed)
+    val = XrayDataset(data.arrays["val"], data.labels["val"], ckpt.preprocess)
+    return (make_loader(train, batch_size, shuffle=True, seed=seed),
+            make_loader(val, 64, shuffle=False))
+
+
+def _prune_config(profile, cfg: BuildConfig, target_params, target_macs):
+    from edgexray.prune.prune import PruneConfig
+    p = profile.prune  # a target is reached by scaling the profile's schedule
+    return PruneConfig(method=p.method, schedule=p.schedule, ratio=p.ratio, stage_ratios=tuple(p.stage_ratios),
+                       target_params=target_params, target_macs=target_macs,
+                       finetune_epochs=cfg.finetune_epochs, round_to=p.round_to, seed=cfg.seed)
+
+
+def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, test_y, steps):
+    """Prune with the profile's settings; if the pruned model (after fine-tuning) breaks the
+    accuracy budget, retry with less pruning. --latency-budget-ms instead searches the
+    smallest MAC reduction whose host latency meets the budget."""
+    import copy
+
+    from edgexray.checkpoint import save_checkpoint
+    from edgexray.prune.measure import cpu_latency_ms
+    from edgexray.prune.prune import prune_model
+    from edgexray.train import TrainConfig, train_model
+
+    train_loader, val_loader = _loaders(base, data, cfg.batch_size, cfg.seed)
+    example = torch.zeros(base.input_shape)
+    ft_cfg = TrainConfig(epochs=max(cfg.finetune_epochs, 1), lr=3e-4, batch_size=cfg.batch_size,
+                         patience=cfg.finetune_epochs + 1, seed=cfg.seed)
+
+    def finetune(model, step):
+        if cfg.finetune_epochs == 0:
+            return model
+        return train_model(model, train_loader, val_loader, ft_cfg,
+                           class_names=list(base.class_names), progress=True).model
+
+    p = profile.prune
+    attempts = _pruning_attempts(p, cfg)
+    names = list(base.class_names)
+    tried = []
+    for kind, amount in attempts:
+        model = copy.deepcopy(base.model)
+        pcfg = _prune_config(profile, cfg, amount if kind == "params" else None,
+                             amount if kind == "macs" else None)
+        result = prune_model(model, example, pcfg, calib_loader=val_loader, finetune=finetune)
+        logits = _torch_logits(result.model, test_x)
+        metrics = _metrics(test_y, logits, names)
+        drop = 100 * (base_metrics["accuracy"] - metrics["accuracy"])
+        latency = cpu_latency_ms(result.model, example)
+        red = result.report["reduction"]
+        steps.say(f"{kind or 'profile schedule'} {amount or ''}: params -{100 * red['params']:.1f}%, "
+                  f"MACs -{100 * red['macs']:.1f}%, test accuracy {metrics['accuracy']:.4f} "
+                  f"(drop {drop:+.2f} pp), host PyTorch latency {latency:.2f} ms")
+        tried.append({"kind": kind, "amount": amount, "reduction": red, "accuracy": metrics["accuracy"],
+                      "accuracy_drop_pp": drop, "host_torch_latency_ms": latency})
+        if cfg.latency_budget_ms is not None and latency > cfg.latency_budget_ms:
+            continue  # latency search: prune more
+        if drop <= cfg.max_accuracy_drop or cfg.latency_budget_ms is not None:
+            break
+        steps.say(f"accuracy drop {drop:.2f} pp breaks the budget {cfg.max_accuracy_drop} pp; "
+                  "falling back to less pruning")
+    else:
+        raise EdgeXrayError(
+            "no pruning level met the budgets: " + "; ".join(
+                f"{t['kind']} {t['amount']}: drop {t['accuracy_drop_pp']:.2f} pp, "
+                f"{t['host_torch_latency_ms']:.1f} ms" for t in tried)
+            + f". Relax --max-accuracy-drop (now {cfg.max_accuracy_drop})"
+            + (f" or --latency-budget-ms (now {cfg.latency_budget_ms})" if cfg.latency_budget_ms else "")
+            + ", or train longer; nothing was shipped")
+    report = dict(result.report, attempts=tried, host_torch_latency_ms={
+        "before": cpu_latency_ms(base.model, example), "after": tried[-1]["host_torch_latency_ms"]})
+    ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
+                           model_options=base.model_options, class_names=base.class_names,
+                           preprocess=base.preprocess, train_config=base.train_config,
+                           metrics={"test_accuracy": metrics["accuracy"]},
+                           extra={**base.extra, "pruned_from": str(base.path), "prune": {
+                               k: v for k, v in report.items() if k in ("method", "schedule",
+                                                                         "reduction", "config")}},
+                           force=True)
+    atomic_write_json(work / "prune_report.json", _jsonable(report))
+    from edgexray.checkpoint import load_checkpoint
+    return load_checkpoint(ckpt), report, metrics, logits
+
+
+def _pruning_attempts(p, cfg: BuildConfig) -> list[tuple[str | None, float | None]]:
+    """Pruning levels to try, in order. Latency budget: more and more MAC reduction until the
+    host latency meets it. Otherwise the profile's own target, then less of it."""
+    if cfg.latency_budget_ms is not None:
+        return [("macs", r) for r in (0.3, 0.45, 0.6, 0.7, 0.8, 0.85)]
+    if p.target_params or p.target_macs:
+        kind = "params" if p.target_params else "macs"
+        goal = p.target_params or p.target_macs
+        return [(kind, round(goal - d, 2)) for d in (0.0, 0.1, 0.2, 0.3) if goal - d > 0.05]
+    return [(None, None)]
+
+
+def _export(cfg, profile, pruned, data, work, precisions, ref_logits, test_x, test_y,
+            base_metrics, steps):
+    from edgexray.export.calibration import CalibrationSet
+    from edgexray.export.onnx import onnx_metadata, torch2onnx
+    from edgexray.export.parity import parity as parity_check
+
+    exp = work / "export"
+    exp.mkdir(exist_ok=True)
+    meta = onnx_metadata(pruned.class_names, pruned.preprocess, arch=pruned.arch)
+    onnx_fp32 = torch2onnx(pruned.model, exp / "model_fp32.onnx", input_shape=pruned.input_shape,
+                           metadata=meta)
+    calib = _calibration(pruned, data, cfg.calib_count, cfg.seed)
+    files: dict[str, Path] = {}
+    if profile.model_format == "tflite":
+        from edgexray.export.tflite import onnx2tflite
+        files = onnx2tflite(onnx_fp32, exp, precisions=precisions, calib=calib)
+    elif profile.model_format == "onnx":
+        from edgexray.export.quantize_onnx import onnx2int8onnx
+        for p in precisions:
+            if p == "fp32":
+                files[p] = onnx_fp32
+            elif p == "int8":
+                files[p] = onnx2int8onnx(onnx_fp32, exp / "model_int8.onnx", calib)
+            else:
+                raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; "
+                                    "allowed: fp32, int8")
+    else:
+        raise EdgeXrayError(f"target {profile.name} runs {profile.runtime}; edgexray build ships "
+                            "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts")
+    results = {}
+    for p, path in files.items():
+        results[p] = parity_check(ref_logits, test_y, path, test_x, list(pruned.class_names),
+                                  precision=p, max_accuracy_drop=cfg.max_accuracy_drop)
+        cand = results[p]["candidate"]
+        drop = 100 * (base_metrics["accuracy"] - cand["accuracy"])
+        results[p]["drop_vs_unpruned_pp"] = drop
+        steps.say(f"{path.name}: accuracy {cand['accuracy']:.4f} (vs unpruned {drop:+.2f} pp), "
+                  f"top-1 agreement with PyTorch {results[p]['top1_agreement']:.4f}, "
+                  f"max |diff| {results[p]['max_abs_diff']:.2e}")
+    atomic_write_json(exp / "parity.json", _jsonable(results))
+    return files, results
+
+
+def _calibration(ckpt, data, count: int, seed: int):
+    from edgexray.export.calibration import CalibrationSet, stratified_sample
+    labels = data.labels["train"]
+    count = min(count, len(labels))
+    idx = stratified_sample(labels, count, seed)
+    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
+                          preprocess=ckpt.preprocess, labels=labels[idx],
+                          class_names=tuple(ckpt.class_names))
+
+
+def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) -> str:
+    """The profile's default precision when it holds the accuracy budget against the unpruned
+    FP32 model, else the next one in the profile's order that does."""
+    order = [profile.default_precision] + [p for p in precisions if p != profile.default_precision]
+    for p in order:
+        if p not in parity:
+            continue
+        r = parity[p]
+        fp_ok = p not in ("fp32", "fp16") or r["passed"]
+        if r["drop_vs_unpruned_pp"] <= budget and fp_ok:
+            if p != profile.default_precision:
+                steps.say(f"shipping {p}: {profile.default_precision} broke the budget")
+            return p
+        steps.say(f"{p} breaks the budget (drop {r['drop_vs_unpruned_pp']:.2f} pp > {budget} pp"
+                  + ("" if fp_ok else ", parity failed") + "); trying the next precision")
+    raise EdgeXrayError(
+        f"no exported precision of {list(parity)} stays within {budget} pp of the unpruned FP32 "
+        f"model ({', '.join(f'{p}: {parity[p]['drop_vs_unpruned_pp']:.2f} pp' for p in parity)}); "
+        "nothing was shipped. Relax --max-accuracy-drop, fine-tune longer (--finetune-epochs) or "
+        "prune less")
+
+
+def _host_bench(cfg, profile, base, work, files, shipped, data, steps) -> dict:
+    """Interleaved host benchmark: unpruned FP32 PyTorch, unpruned FP32 ONNX Runtime, unpruned
+    INT8 by ONNX Runtime (what a user would do without edgexray), and the shipped model."""
+    from edgexray.bench.compare import compare_models
+    from edgexray.export.onnx import onnx_metadata, torch2onnx
+    from edgexray.export.quantize_onnx import onnx2int8onnx
+
+    bdir = work / "bench"
+    bdir.mkdir(exist_ok=True)
+    meta = onnx_metadata(base.class_names, base.preprocess, arch=base.arch)
+    base_onnx = torch2onnx(base.model, bdir / "unpruned_fp32.onnx", input_shape=base.input_shape,
+                           metadata=meta)
+    base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx",
+                              _calibration(base, data, min(cfg.calib_count, 100), cfg.seed))
+    runner = "litert" if files[shipped].suffix == ".tflite" else "onnxruntime-cpu"
+    entries = [("unpruned FP32 PyTorch", str(base.path), "torch-cpu"),
+               ("unpruned FP32 ONNX Runtime", str(base_onnx), "onnxruntime-cpu"),
+               ("unpruned INT8 ONNX Runtime", str(base_int8), "onnxruntime-cpu"),
+               (f"pruned {shipped} (shipped)", str(files[shipped]), runner)]
+    doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True,
+                         threads=profile.threads if profile.arch == "x86_64" else None)
+    atomic_write_json(bdir / "results.json", doc)
+    lat = {e["label"]: e["latency_ms"]["p50"] for e in doc["results"]}
+    shipped_label = entries[-1][0]
+    summary = {
+        "label": "host latency (this build machine, not the device)",
+        "cpu": doc["environment"].get("cpu"),
+        "p50_ms": lat,
+        "speedup_vs_unpruned_torch": lat[entries[0][0]] / lat[shipped_label],
+        "speedup_vs_unpruned_ort_int8": lat[entries[2][0]] / lat[shipped_label],
+    }
+    steps.say(f"host p50: shipped {lat[shipped_label]:.2f} ms; "
+              f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
+              f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
+    return {"summary": summary, "document": doc}
+
+
+def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
+            pruned_metrics, bench, steps, demo, test_x, test_y, out):
+    from edgexray import plots
+    from edgexray.export.bundle import write_artifact
+    from edgexray.fsutil import sha256_file
+
+    sizes = {"unpruned_checkpoint": base.path.stat().st_size,
+             "pruned_checkpoint": pruned.path.stat().st_size,
+             **{f"{p}_{f.suffix[1:]}": f.stat().st_size for p, f in files.items()}}
+    accuracy = {"split": "test", "n": int(len(test_y)),
+                "unpruned_fp32_torch": base_metrics, "pruned_fp32_torch": pruned_metrics,
+                **{f"exported_{p}": parity[p]["candidate"] for p in parity}}
+    manifest_fields = {
+        "synthetic_data": demo,
+        "params": {"unpruned": prune_report["before"]["params"], "pruned": prune_report["after"]["params"]},
+        "macs": {"unpruned": prune_report["before"]["macs"], "pruned": prune_report["after"]["macs"]},
+        "reduction": prune_report["reduction"],
+        "file_sizes": sizes,
+        "accuracy": accuracy,
+        "parity": parity,
+        "prune": {k: prune_report[k] for k in ("method", "criterion", "schedule", "config",
+                                               "spine_widths", "attempts", "reduction")
+                  if k in prune_report},
+        "channels_kept": prune_report.get("layers") or prune_report.get("groups"),
+        "host_benchmark": bench["summary"],
+        "host_benchmark_results": bench["document"],
+        "budgets": {"max_accuracy_drop_pp": cfg.max_accuracy_drop,
+                    "latency_budget_ms": cfg.latency_budget_ms},
+        "source_checkpoint_sha256": sha256_file(base.path),
+        "resolved_config": _jsonable(asdict(cfg)),
+    }
+    names = list(base.class_names)
+    plot_assets = {
+        "Parameters before/after": plots.bar_before_after(
+            {"unpruned": prune_report["before"]["params"] / 1e6,
+             "pruned": prune_report["after"]["params"] / 1e6}, "million parameters", "Size"),
+        "Host latency p50 (ms)": plots.bar_before_after(
+            {k.replace(" (shipped)", ""): v for k, v in bench["summary"]["p50_ms"].items()},
+            "ms (host)", "Host latency, batch 1"),
+        "Test accuracy": plots.bar_before_after(
+            {"unpruned": base_metrics["accuracy"], "pruned": pruned_metrics["accuracy"],
+             **{p: parity[p]["candidate"]["accuracy"] for p in parity}}, "accuracy", "Held-out accuracy"),
+        "Confusion matrix: unpruned FP32": plots.plot_confusion(
+            base_metrics["confusion_matrix"], names, title="unpruned FP32"),
+        f"Confusion matrix: shipped {shipped}": plots.plot_confusion(
+            parity[shipped]["candidate"]["confusion_matrix"], names, title=f"shipped {shipped}"),
+    }
+    gradcam_assets = _gradcam_pairs(base, pruned, data) if demo else {}
+    verify = _arm_verifier(cfg, profile, steps)
+    return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
+                          model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
+                          class_names=names, preprocess=base.preprocess,
+                          report_assets={"plots": plot_assets, "gradcam": gradcam_assets},
+                          images_are_synthetic=demo, verify=verify, force=cfg.force)
+
+
+def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
+    """Grad-CAM of the original beside the deployed (pruned) model, for synthetic images only."""
+    from edgexray import plots
+    from edgexray.gradcam import gradcam
+    out = {}
+    for i in range(min(n, len(data.labels["test"]))):
+        gray = data.arrays["test"][i].astype(np.float32)
+        x = torch.from_numpy(base.preprocess.normalize(gray))[None]
+        for tag, ck in (("original", base), ("deployed", pruned)):
+            heat, cls = gradcam(ck.model, x)
+            out[f"image {i}: {tag} (pred {ck.class_names[cls]})"] = plots.overlay_heatmap(
+                gray, heat, title=f"{tag}: {ck.class_names[cls]}")
+    return out
+
+
+def _arm_verifier(cfg, profile, steps):
+    if profile.arch != "aarch64":
+        return None
+    if not cfg.verify_arm:
+        steps.say("ARM verification skipped: --no-verify-arm")
+        return lambda folder: {"status": "skipped", "reason": "disabled with --no-verify-arm"}
+    from edgexray.bench.arm import arm_verification_available, verify_artifact
+    ok, why = arm_verification_available()
+    if not ok:
+        steps.say(f"ARM verification skipped: {why}")
+        return lambda folder: {"status": "skipped", "reason": why}
+
+    def verify(folder):
+        result = verify_artifact(folder, on_unavailable="skip")
+        steps.say(f"ARM verification ({result.get('cpu')}): {result['status']} — {result['reason']}")
+        return result
+    return verify
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def format_summary(summary: dict) -> str:
+    red = summary["reduction"]
+    b = summary["bench"]
+    rows = [("artifact", summary["artifact"]),
+            ("data", "SYNTHETIC demo X-rays" if summary["synthetic"] else "user data"),
+            ("shipped precision", summary["shipped_precision"]),
+            ("params removed", f"{100 * red['params']:.1f}%"),
+            ("MACs removed", f"{100 * red['macs']:.1f}%"),
+            ("test accuracy unpruned FP32", f"{summary['unpruned']:.4f}"),
+            ("test accuracy pruned FP32", f"{summary['pruned']:.4f}"),
+            *[(f"test accuracy exported {p}", f"{a:.4f}") for p, a in summary["exported"].items()],
+            *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
+            ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
+            ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
+            ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
