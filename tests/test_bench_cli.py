@@ -1,0 +1,146 @@
+"""`edgexray bench` and `edgexray compare` through the CLI, and compare_models."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgexray.bench.compare import compare_models
+from edgexray.bench.record import schema_problems
+from edgexray.bench.results import markdown_table, read_results
+from edgexray.cli import main
+from edgexray.errors import EdgeXrayError
+from test_bench_fixtures import CLASSES, PRE, make_artifact, make_eval_set, tiny_models  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_models, tmp_path_factory):
+    return make_artifact(tmp_path_factory.mktemp("cli") / "int8", tiny_models["tflite_int8"],
+                         precision="int8")
+
+
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory):
+    return make_eval_set(tmp_path_factory.mktemp("eval"), per_class=3)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_set, tmp_path):
+    out = tmp_path / "bench"
+    result = invoke("bench", artifact, "--data", eval_set, "--seconds", "0.2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "report.html",
+                                              "latency.png", "memory.png", "accuracy_size.png"}
+    doc = read_results(out)
+    assert doc["producer"].startswith("run.py") and doc["results"][0]["accuracy"]["n"] == 6
+    assert "| artifact | litert 2.1.0 | int8 | 1 |" in result.output
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    again = invoke("bench", artifact, "--seconds", "0.2", "--out", out)
+    assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
+    assert "Traceback" not in again.output
+    forced = invoke("bench", artifact, "--seconds", "0.2", "--no-memory", "--out", out, "--force")
+    assert forced.exit_code == 0 and read_results(out)["results"][0]["memory_mb"] is None
+
+    # the same model through the host runner scores exactly as run.py did
+    host = invoke("bench", artifact, "--runtime", "litert", "--data", eval_set, "--seconds", "0.2",
+                  "--no-memory")
+    assert host.exit_code == 0, host.output
+    host_doc = json.loads(host.output)
+    assert host_doc["producer"].startswith("edgexray")
+    assert host_doc["results"][0]["accuracy"]["metrics"] == doc["results"][0]["accuracy"]["metrics"]
+
+
+def test_bench_model_file_and_bad_input(tiny_models, artifact, tmp_path):
+    result = invoke("bench", tiny_models["onnx"], "--seconds", "0.2", "--no-memory", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert schema_problems(doc) == [] and doc["results"][0]["runtime"] == "onnxruntime-cpu"
+    assert doc["results"][0]["precision"] == "fp32"
+    bad = invoke("bench", artifact, "--runtime", "onnxruntime-cpu")
+    assert bad.exit_code == 2 and "loads .onnx files" in bad.output
+    typo = invoke("bench", tiny_models["onnx"], "--runtime", "onnxruntime-cp")
+    assert typo.exit_code == 2 and "did you mean 'onnxruntime-cpu'" in typo.output
+    nodata = invoke("bench", tiny_models["onnx"], "--data", tmp_path, "--no-memory")
+    assert nodata.exit_code == 2 and "carries no preprocess/class names" in nodata.output
+    not_model = tmp_path / "notes.txt"
+    not_model.write_text("x")
+    assert invoke("bench", not_model).exit_code == 2
+    assert invoke("bench", artifact, "--seconds", "0").exit_code == 2
+
+
+def test_compare_models_interleaved(artifact, tiny_models, eval_set):
+    with pytest.raises(EdgeXrayError, match="none of the models carries"):
+        compare_models([("a", tiny_models["onnx"]), ("b", tiny_models["onnx_wide"])], progress=False)
+    doc = compare_models([("artifact", artifact), ("fp32 tflite", tiny_models["tflite_fp32"]),
+                          ("tiny onnx", tiny_models["onnx"])], eval_set, seconds=0.4, rounds=2,
+                         threads=1, progress=False)
+    assert schema_problems(doc) == [] and doc["baseline"] == "artifact"
+    by = {e["label"]: e for e in doc["results"]}
+    assert by["artifact"]["accuracy"]["agreement"]["label_agreement"] == 1.0
+    # the float TFLite is the same network as the int8 artifact (calibrated on noise, not
+    # X-rays, so int8 is a few output steps off): same labels, close probabilities
+    agree = by["fp32 tflite"]["accuracy"]["agreement"]
+    assert agree["label_agreement"] == 1.0 and 0 < agree["max_abs_prob_diff"] < 0.15
+    for e in doc["results"]:
+        assert e["latency_ms"]["runs"] >= 4 and e["memory_mb"]["peak_rss"] > 0
+    assert by["artifact"]["precision"] == "int8" and by["fp32 tflite"]["precision"] == "fp32"
+    table = markdown_table(doc)
+    assert "speedup vs artifact" in table and "| artifact |" in table
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    import torch
+
+    from edgexray.checkpoint import save_checkpoint
+    from edgexray.models import create_model
+
+    root = tmp_path_factory.mktemp("ckpts")
+    paths = {}
+    for name, width in (("unpruned", 0.25), ("narrow", 0.125)):
+        torch.manual_seed(0)
+        model = create_model("resnet18_cbam", num_classes=2, in_chans=1, width=width).eval()
+        paths[name] = save_checkpoint(root / f"{name}.pt", model, arch="resnet18_cbam",
+                                      model_options={"num_classes": 2, "in_chans": 1, "width": width},
+                                      class_names=CLASSES, preprocess=PRE)
+    return paths
+
+
+@pytest.mark.slow
+def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_set, tmp_path):
+    out = tmp_path / "compare"
+    # "narrow" stands in for a pruned checkpoint: a thinner network of the same architecture
+    result = invoke("compare", "--baseline", checkpoints["unpruned"], "--pruned", checkpoints["narrow"],
+                    "--artifact", artifact, "--data", eval_set, "--calib", eval_set,
+                    "--calib-count", "4", "--seconds", "0.4", "--rounds", "2", "--threads", "1",
+                    "--no-memory", "--out", out)
+    assert result.exit_code == 0, result.output
+    doc = read_results(out)
+    labels = [e["label"] for e in doc["results"]]
+    assert labels == ["unpruned FP32 PyTorch", "unpruned FP32 ONNX Runtime", "unpruned INT8 ONNX Runtime",
+                      "pruned FP32 PyTorch", f"artifact {artifact.name}"]
+    assert doc["baseline"] == "unpruned FP32 PyTorch"
+    by = {e["label"]: e for e in doc["results"]}
+    assert [by[label]["runtime"] for label in labels] == ["torch-cpu", "onnxruntime-cpu", "onnxruntime-cpu",
+                                                          "torch-cpu", "litert"]
+    onnx_agree = by["unpruned FP32 ONNX Runtime"]["accuracy"]["agreement"]
+    assert onnx_agree["label_agreement"] == 1.0 and onnx_agree["max_abs_prob_diff"] < 1e-4
+    assert by["unpruned INT8 ONNX Runtime"]["precision"] == "int8"
+    sizes = [by[label]["size_bytes"] for label in labels]
+    assert sizes[2] < sizes[1] and sizes[3] < sizes[0]  # int8 and the thinner net are smaller
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    header, first_row = table[0], table[2]
+    assert "speedup vs unpruned FP32 PyTorch" in header and "size ratio" in header
+    assert first_row.startswith("| unpruned FP32 PyTorch |") and "1.00x" in first_row
+    assert np.isclose(sum(sum(r) for r in by["pruned FP32 PyTorch"]["accuracy"]["metrics"]["confusion_matrix"]), 6)
+
+
+def test_compare_cli_needs_calibration_for_the_int8_baseline(checkpoints, artifact):
+    result = invoke("compare", "--baseline", checkpoints["unpruned"], "--artifact", artifact)
+    assert result.exit_code == 2 and "--calib" in result.output and "Traceback" not in result.output
