@@ -142,3 +142,25 @@ def test_bench_modules_do_not_import_torch_or_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.gpu
+def test_cuda_runners_and_device_memory(tiny_checkpoint, tiny_models):
+    import onnxruntime
+    import torch
+
+    from edgexray.bench.memory import measure_memory
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
+    path, _ = tiny_checkpoint
+    cpu = load_runner("torch-cpu", path, threads=1).predict(X)
+    gpu = load_runner("torch-cuda", path)
+    assert gpu.device == "cuda"
+    np.testing.assert_allclose(gpu.predict(X), cpu, rtol=1e-3, atol=1e-3)
+    mem = measure_memory("torch-cuda", path, runs=3)
+    assert mem["device_peak"] is not None and mem["device_peak"] > 0
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        ort_gpu = load_runner("onnxruntime-cuda", tiny_models["onnx"])
+        ort_cpu = load_runner("onnxruntime-cpu", tiny_models["onnx"], threads=1)
+        np.testing.assert_allclose(ort_gpu.predict(X), ort_cpu.predict(X), rtol=1e-3, atol=1e-3)
