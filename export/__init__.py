@@ -1,0 +1,32 @@
+"""edgexray.export: PyTorch -> ONNX / TFLite (FP32, FP16, dynamic, INT8) with parity checks.
+
+Submodules (imported on first use, so `edgexray --help` stays fast):
+  onnx          torch2onnx, read_metadata, onnx_metadata
+  quantize_onnx onnx2int8onnx, choose_activation (ONNX Runtime static QDQ)
+  tflite        onnx2tflite (onnx2tf in an offline subprocess), tflite_io_details, tflite_ops
+  calibration   CalibrationSet, stratified_sample
+  formats       list_formats, get_format, export_plan
+  parity        parity
+  exporter      export_model (everything above for one model; used by `edgexray export`)
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "torch2onnx": "onnx", "read_metadata": "onnx", "onnx_metadata": "onnx",
+    "onnx2int8onnx": "quantize_onnx", "choose_activation": "quantize_onnx",
+    "onnx2tflite": "tflite", "tflite_io_details": "tflite", "tflite_ops": "tflite",
+    "CalibrationSet": "calibration", "stratified_sample": "calibration",
+    "list_formats": "formats", "get_format": "formats", "export_plan": "formats",
+    "parity": "parity", "export_model": "exporter", "ExportResult": "exporter",
+    "run_file": "runners",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,156 @@
+"""`edgexray export`: checkpoint -> ONNX / TFLite files + parity.json."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import refuse_existing
+
+from .calibration import DEFAULT_COUNT, CalibrationSet, normalize_batch, stratified_sample
+from .formats import FORMATS, PRECISIONS, export_plan
+from .parity import DEFAULT_MAX_ACCURACY_DROP
+from .tflite import DEFAULT_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVAL_N = 200  # parity images when neither --split nor --n is given
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--formats", default="onnx,tflite", show_default=True,
+              help=f"Comma-separated: {', '.join(FORMATS)}.")
+@click.option("--precisions", default="fp32,int8", show_default=True,
+              help=f"Comma-separated: {', '.join(PRECISIONS)}; each is built for every format "
+                   "that supports it.")
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Training images (one sub-folder per class) for INT8 calibration; needed for "
+                   "int8 and for tflite.")
+@click.option("--calib-count", default=DEFAULT_COUNT, show_default=True, type=int,
+              help="Calibration images, stratified by class.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Images for the parity check (default: the --calib folder, minus the "
+                   "calibration images).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Use this split of the splits file as parity images.")
+@click.option("--splits", "splits_path", type=click.Path(path_type=Path),
+              help="splits.json for --split (default: next to the checkpoint).")
+@click.option("--n", "n_eval", type=int, help=f"Parity images sampled from --data "
+              f"(default {DEFAULT_EVAL_N} when no --split).")
+@click.option("--max-accuracy-drop", default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
+              type=float, help="Percentage points a reduced-precision file may lose.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Output folder (default: export/ next to the checkpoint).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset.")
+@click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
+@click.option("--onnx-activation", type=click.Choice(["auto", "u8", "s8"]), default="auto",
+              show_default=True, help="ONNX INT8 activation format; auto measures both here.")
+@click.option("--onnx-calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              default="minmax", show_default=True, help="ONNX Runtime calibration method.")
+@click.option("--tflite-timeout", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
+              help="Seconds the TFLite conversion may take.")
+def export(checkpoint, formats, precisions, calib, calib_count, data, split, splits_path, n_eval,
+           max_accuracy_drop, out_dir, force, opset, dynamic_batch, onnx_activation,
+           onnx_calib_method, tflite_timeout):
+    """Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model."""
+    from edgexray.checkpoint import load_checkpoint
+
+    from .exporter import export_model
+
+    plan = export_plan(formats, precisions)  # unknown names fail before anything heavy
+    if split and n_eval:
+        raise EdgeXrayError("--split and --n both given; choose one source of parity images")
+    if max_accuracy_drop < 0:
+        raise EdgeXrayError(f"--max-accuracy-drop {max_accuracy_drop}; must be >= 0 (percentage "
+                            "points, e.g. 1.0)")
+    out_dir = out_dir or Path(checkpoint).parent / "export"
+    refuse_existing(out_dir, force)
+    ckpt = load_checkpoint(checkpoint)
+    needs_calib = any(f == "tflite" or p == "int8" for f, p in plan)
+    if needs_calib and calib is None:
+        raise EdgeXrayError("int8 and tflite exports need --calib DIR (training images, one "
+                            "sub-folder per class); or export --formats onnx --precisions fp32")
+    calib_set = None
+    if calib is not None:
+        _check_folder(calib, "--calib")
+        calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
+    inputs, labels, source = _parity_data(ckpt, data or calib, split, splits_path or
+                                          Path(checkpoint).parent / "splits.json",
+                                          n_eval, calib_set)
+    result = export_model(
+        ckpt.model, out_dir, class_names=ckpt.class_names, preprocess=ckpt.preprocess,
+        eval_inputs=inputs, eval_labels=labels, formats=formats, precisions=precisions,
+        calib=calib_set, max_accuracy_drop=max_accuracy_drop, opset=opset,
+        dynamic_batch=dynamic_batch, onnx_calib_method=onnx_calib_method,
+        onnx_activation=onnx_activation, tflite_timeout_s=tflite_timeout,
+        info={"checkpoint": str(checkpoint), "arch": ckpt.arch, "parity_data": source},
+        force=force)
+    _print_table(result.report)
+    click.echo(f"wrote {result.out_dir}")
+    if not result.passed:
+        failed = [f"{e['file']}: {'; '.join(e['parity']['failures'])}"
+                  for e in result.report["files"] if not e["parity"]["passed"]]
+        raise EdgeXrayError("parity check failed for " + " | ".join(failed) +
+                            f"; details in {result.out_dir / 'parity.json'}. Try more "
+                            "calibration images, per-channel quantization, or another precision")
+
+
+def _check_folder(path: Path, option: str) -> None:
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise EdgeXrayError(f"{option} {str(path)!r} {what}; expected a folder of images with one "
+                            "sub-folder per class")
+
+
+def _parity_data(ckpt, root, split, splits_path, n_eval, calib_set):
+    """(inputs NCHW float32, labels, description) of the images the files are checked on."""
+    from edgexray.data import load_arrays, read_splits, scan_image_folder
+
+    if split:
+        stored = read_splits(splits_path)
+        root = Path(root) if root else Path(stored.root)
+        relpaths = stored.splits[split]
+        if not relpaths:
+            raise EdgeXrayError(f"split {split!r} in {str(splits_path)!r} is empty; choose another "
+                                "--split or use --n")
+        class_names = stored.class_names
+        labels = np.asarray([class_names.index(p.split("/")[0]) for p in relpaths])
+        source = {"split": split, "splits": str(splits_path), "root": str(root)}
+    else:
+        if root is None:
+            raise EdgeXrayError("no parity images: pass --data DIR (with --split or --n) or --calib")
+        _check_folder(Path(root), "--data")
+        index = scan_image_folder(root)
+        class_names = index.class_names
+        exclude = set(calib_set.paths) if calib_set is not None and \
+            Path(calib_set.root).resolve() == Path(root).resolve() else set()
+        pool = [(p, label) for p, label in index.items if p not in exclude]
+        n = DEFAULT_EVAL_N if n_eval is None else n_eval
+        if n < 1 or n > len(pool):
+            raise EdgeXrayError(f"--n {n}: {str(root)!r} has {len(pool)} images available for the "
+                                f"parity check (calibration images excluded); use 1..{len(pool)}")
+        picked = stratified_sample([label for _, label in pool], n, seed=1)
+        relpaths = [pool[i][0] for i in picked]
+        labels = np.asarray([pool[i][1] for i in picked])
+        source = {"sampled": n, "root": str(root), "calibration_images_excluded": bool(exclude)}
+    if tuple(class_names) != tuple(ckpt.class_names):
+        raise EdgeXrayError(f"parity images have classes {list(class_names)}, the checkpoint "
+                            f"{list(ckpt.class_names)}; use the data the model was trained on")
+    gray = load_arrays(root, relpaths, ckpt.preprocess.size)
+    inputs = normalize_batch(gray, ckpt.preprocess)
+    return inputs, labels, source
+
+
+def _print_table(report: dict) -> None:
+    click.echo(f"{'file':<22} {'max|diff|':>10} {'agree':>7} {'acc ref':>8} {'acc':>8} "
+               f"{'drop pp':>8}  status")
+    for e in report["files"]:
+        p = e["parity"]
+        click.echo(f"{e['file']:<22} {p['max_abs_diff']:>10.2e} {p['top1_agreement']:>7.4f} "
+                   f"{p['reference']['accuracy']:>8.4f} {p['candidate']['accuracy']:>8.4f} "
+                   f"{p['accuracy_drop_pp']:>8.2f}  {'ok' if p['passed'] else 'FAILED'}")
