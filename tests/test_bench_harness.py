@@ -181,7 +181,15 @@ def test_ops_lists_the_delegate(artifacts):
     assert ops["runtime"] == "litert" and ops["delegated"] and "DELEGATE" in ops["ops"]
 
 
-def test_bad_manifest_and_usage(artifacts, tmp_path):
+def test_bad_manifest_and_usage(artifacts, tmp_path, capsys):
+    """The harness code in-process (run.py is this code with imports inlined; fast)."""
+    from edgexray.bench import harness_template
+
+    def run(*args):
+        capsys.readouterr()
+        code = harness_template.main(["--dir", str(art), *map(str, args)])
+        return code, capsys.readouterr().err
+
     art = fresh_copy(artifacts["litert"], tmp_path)
     path = art / "manifest.json"
     good = json.loads(path.read_text())
@@ -196,13 +204,17 @@ def test_bad_manifest_and_usage(artifacts, tmp_path):
     ]
     for manifest, message in cases:
         path.write_text(json.dumps(manifest))
-        result = run_py(art, "predict", art / "run.py")
-        assert result.returncode == 2 and message in result.stderr, (message, result.stderr)
+        code, err = run("predict", art / "run.py")
+        assert code == 2 and message in err, (message, err)
     path.write_text("{not json")
-    assert run_py(art, "verify").returncode == 3
+    assert run("verify")[0] == 3
     path.write_text(json.dumps(good))
-    assert run_py(art, "bench", "--seconds", "-1").returncode == 2
-    assert run_py(art, "predict", tmp_path / "nope.png").returncode == 2
+    assert run("bench", "--seconds", "-1")[0] == 2
+    code, err = run("predict", tmp_path / "nope.png")
+    assert code == 2 and "nope.png" in err
+    (tmp_path / "empty").mkdir()
+    code, err = run("predict", tmp_path / "empty")
+    assert code == 2 and "no images under" in err
 
 
 @pytest.mark.slow
@@ -228,3 +240,8 @@ def test_run_py_in_a_clean_venv_with_only_numpy_and_litert(clean_venv, artifacts
     jpeg = sorted((XRAYS / "NORMAL").glob("*.jpeg"))[0]
     no_pillow = run_py(art, "predict", jpeg, python=env_python)
     assert no_pillow.returncode == 2 and "pip install pillow" in no_pillow.stderr
+    # an ONNX artifact on a device without onnxruntime: says what to install
+    onnx_art = fresh_copy(artifacts["onnxruntime"], tmp_path)
+    no_ort = run_py(onnx_art, "predict", data, python=env_python)
+    assert no_ort.returncode == 2 and "pip install onnxruntime" in no_ort.stderr
+    assert "Traceback" not in no_ort.stderr
