@@ -63,7 +63,11 @@ CORES = {
     "cortex-a72": (0xD08, _V80),
     "cortex-a76": (0xD0B, _V82),
     "cortex-a78": (0xD41, _V82),
+    "cortex-a78ae": (0xD42, _V82),  # Jetson Orin
 }
+# QEMU 7.2 (Debian 12) has no model of these cores: emulate a core with the same instruction
+# set extensions (ARMv8.2 + dot product) while /proc/cpuinfo still names the real core.
+QEMU_STAND_IN = {"cortex-a55": "cortex-a76", "cortex-a78": "cortex-a76", "cortex-a78ae": "cortex-a76"}
 
 # runtime -> (pip package, import that proves it loads, pinned default version)
 RUNTIME_PACKAGES = {
@@ -131,9 +135,13 @@ def ensure_host_tools() -> None:
     log.info("installing %s with apt-get", " ".join(missing))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt-get (a user's, a test's) may hold the lock
-    for cmd in (["apt-get", *wait, "update", "-q"],
-                ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *missing]):
-        _run(cmd, env=env, what="apt-get (installing " + " ".join(missing) + ")", timeout=900)
+    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *missing]
+    what = "apt-get (installing " + " ".join(missing) + ")"
+    t0 = time.monotonic()
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        _run(["apt-get", *wait, "update", "-q"], env=env, what="apt-get update", timeout=900)
+        _run(install, env=env, what=what, timeout=900)  # package lists were missing or stale
+    log.info("installed %s in %.0f s", " ".join(missing), time.monotonic() - t0)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -192,6 +200,7 @@ def _build_once(final: Path, build) -> Path:
                 os.replace(final, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, final)
+            log.info("cached %s in %.0f s", final, time.monotonic() - t0)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -209,7 +218,10 @@ def _build_rootfs(dest: Path, suite: str) -> None:
     debs = sorted(archives.glob("*.deb"))
     if not debs:
         raise EdgeXrayError(f"debootstrap downloaded no packages into {archives}")
-    for deb in debs:  # no maintainer scripts, no emulation: just the files
+    from tqdm import tqdm  # host-only module: tqdm is there, the device never imports this
+
+    for deb in tqdm(debs, desc="unpacking arm64 packages", unit="deb", file=sys.stderr):
+        # no maintainer scripts, no emulation: just the files
         _run(["dpkg", "-x", str(deb), str(dest)], what=f"dpkg -x {deb.name}", timeout=300)
         deb.unlink()
     shutil.rmtree(dest / "debootstrap", ignore_errors=True)
@@ -267,7 +279,7 @@ class Guest:
     prefix: Path  # per-run library prefix: the userland plus an ARM /proc/cpuinfo
     python: Path  # the userland's python3.X (a host path)
     site: Path  # the aarch64 wheels (PYTHONPATH)
-    cpu: str  # QEMU core model
+    cpu: str  # QEMU core model (the target core, or its stand-in)
 
     def command(self, args: list[str]) -> list[str]:
         return [self.qemu, "-L", str(self.prefix), "-cpu", self.cpu, str(self.python), *args]
@@ -289,11 +301,7 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
     site = cache.ensure_site(runtime, version)
     rootfs = cache.rootfs_dir
     qemu = shutil.which("qemu-aarch64-static")
-    supported = qemu_cpus(qemu)
-    if supported and cpu not in supported:
-        raise EdgeXrayError(f"this host's QEMU ({qemu_version(qemu)}) cannot emulate {cpu!r}; it "
-                            f"knows {', '.join(c for c in supported if c in CORES)}; pass --cpu "
-                            "with one of them or install a newer qemu-user-static")
+    model = qemu_model(qemu, cpu)
     # The per-run prefix is a hard-link copy of the userland (same file system, < 1 s) plus the
     # cpuinfo: symlinks would not do, QEMU's prefix lookup makes the guest's realpath() of any
     # path under a linked folder (/tmp, /home) point into the cache.
@@ -305,7 +313,7 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
         (prefix / "proc").mkdir(exist_ok=True)
         (prefix / "proc/cpuinfo").write_text(cpuinfo_text(cpu, cores))
         python = prefix / "usr/bin" / f"python{guest_python_version(rootfs)}"
-        yield Guest(qemu=qemu, prefix=prefix, python=python, site=site, cpu=cpu)
+        yield Guest(qemu=qemu, prefix=prefix, python=python, site=site, cpu=model)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -313,6 +321,17 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
 def check_cpu(cpu: str) -> None:
     if cpu not in CORES:
         raise unknown_name("CPU core", cpu, CORES)
+
+
+def qemu_model(qemu: str, cpu: str) -> str:
+    """The QEMU core model that emulates `cpu`: itself, or its stand-in on an older QEMU."""
+    supported = qemu_cpus(qemu)
+    for model in (cpu, QEMU_STAND_IN.get(cpu)):
+        if model and model in supported:
+            return model
+    raise EdgeXrayError(f"this host's QEMU ({qemu_version(qemu)}) cannot emulate {cpu!r}; it knows "
+                        f"{', '.join(c for c in supported if c in CORES)}; pass --cpu with one of "
+                        "them or install a newer qemu-user-static")
 
 
 def qemu_cpus(qemu: str) -> list[str]:
@@ -408,7 +427,8 @@ def artifact_target(manifest: dict) -> dict:
         if package else None
     return {"arch": profile.get("arch") or manifest.get("arch") or "aarch64",
             "cpu": profile.get("cpu_core") or DEFAULT_CPU, "cores": int(profile.get("cores") or 4),
-            "runtime": runtime, "version": match.group(1) if match else pinned,
+            "runtime": runtime, "device_runtime": profile.get("runtime") or runtime,
+            "version": match.group(1) if match else pinned,
             "model": model.get("file")}
 
 
@@ -510,6 +530,10 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     if target["arch"] != "aarch64":
         result["reason"] = f"the target is {target['arch']}, not ARM: nothing to emulate"
         return _finish(artifact_dir, manifest, result, write)
+    if target["device_runtime"] not in RUNTIME_PACKAGES:
+        result["reason"] = (f"the target runs the model with {target['device_runtime']}, which CPU "
+                            f"emulation cannot check (it checks {', '.join(RUNTIME_PACKAGES)})")
+        return _finish(artifact_dir, manifest, result, write)
     checks = result["checks"]
     with tempfile.TemporaryDirectory(prefix="edgexray-verify-") as tmp:
         work = Path(tmp)
@@ -532,7 +556,9 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     failed = [name for name, c in checks.items() if not c["passed"]]
     result["status"] = "failed" if failed else "passed"
     result["reason"] = ("; ".join(f"{n}: {checks[n]['detail']}" for n in failed) if failed else
-                        f"run.py gives the same results on emulated {cpu} (aarch64) as on this host")
+                        f"run.py gives the same results on emulated {cpu} (aarch64"
+                        + (f", QEMU model {result['qemu_cpu']}" if result.get("qemu_cpu") not in (None, cpu)
+                           else "") + ") as on this host")
     return _finish(artifact_dir, manifest, result, write)
 
 
@@ -545,6 +571,7 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
     when run.py failed somewhere (recorded as a failed check)."""
     package = RUNTIME_PACKAGES[result["runtime"]["name"]][0]
     result["qemu"] = qemu_version(guest.qemu)
+    result["qemu_cpu"] = guest.cpu
     probe = _run(guest.command(["-c", GUEST_PROBE, package]), env=guest.env(),
                  timeout=GUEST_TIMEOUT_S, what="the aarch64 guest's python3")
     info = json.loads(probe.stdout)

@@ -140,7 +140,7 @@ def test_cpuinfo_describes_the_core():
     assert "asimddp" in text and "asimddp" not in cpuinfo_text("cortex-a72")
     assert {k: v[0] for k, v in arm.CORES.items()} == {
         "cortex-a53": 0xD03, "cortex-a55": 0xD05, "cortex-a72": 0xD08, "cortex-a76": 0xD0B,
-        "cortex-a78": 0xD41}
+        "cortex-a78": 0xD41, "cortex-a78ae": 0xD42}
 
 
 def test_synthetic_images_are_deterministic_and_readable(tmp_path):
