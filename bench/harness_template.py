@@ -66,7 +66,7 @@ from edgexray.bench.device_runners import (LiteRTRunner, OrtRunner, Runner, Tens
                                            default_threads, dequantize)
 from edgexray.bench.environment import environment, peak_rss_mb
 from edgexray.bench.latency import Stopwatch, measure_latency
-from edgexray.bench.record import bench_document, bench_entry, utc_now
+from edgexray.bench.record import bench_document, bench_entry
 from edgexray.errors import EdgeXrayError
 from edgexray.metrics import softmax
 from edgexray.preprocess import Preprocess

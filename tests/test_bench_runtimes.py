@@ -10,7 +10,7 @@ import pytest
 
 from edgexray.bench.runtimes import list_runtimes, load_runner, runner_for_file
 from edgexray.errors import EdgeXrayError
-from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models, tiny_torch_model  # noqa: F401
+from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 X = np.random.default_rng(3).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
 
