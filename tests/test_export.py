@@ -1,0 +1,343 @@
+"""Export: ONNX FP32/INT8 and TFLite FP32/FP16/INT8 of a tiny CBAM model trained on real chest
+X-rays, converted with the network blocked, checked for parity; formats, calibration and the
+`edgexray export` command's bad-input cases."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgexray.errors import EdgeXrayError
+from edgexray.export.calibration import CalibrationSet, stratified_sample
+from edgexray.export.exporter import export_model
+from edgexray.export.formats import export_plan, get_format
+from edgexray.export.onnx import read_metadata
+from edgexray.export.parity import parity
+from edgexray.export.tflite import tflite_io_details, tflite_ops
+from edgexray.models.attention import CBAM
+from edgexray.preprocess import Preprocess
+
+SIZE = 64
+PRE = Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,))
+CLASSES = ("NORMAL", "PNEUMONIA")
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+# A network namespace of its own: no interface but a down loopback, so no connection leaves.
+# The conversion worker also refuses sockets itself; where unshare is unavailable, that
+# in-process block is the one tested.
+NO_NETWORK = ("unshare", "-rn") if _unshare_works() else ()
+
+
+class TinyCBAMNet(nn.Module):
+    """conv-bn-relu, padded max-pool (the case onnx2tf pads with -inf), conv, CBAM, linear."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                   nn.ReLU())
+        self.cbam = CBAM(16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.cbam(self.block(self.stem(x))).mean((2, 3)))
+
+
+def _load(root: Path, n: int, seed: int, exclude=()):
+    """n stratified real images (normalized NCHW) + labels, none of `exclude`."""
+    from edgexray.data import load_arrays, scan_image_folder
+    from edgexray.export.calibration import normalize_batch
+
+    index = scan_image_folder(root)
+    pool = [(p, label) for p, label in index.items if p not in set(exclude)]
+    idx = stratified_sample([label for _, label in pool], n, seed)
+    paths = [pool[i][0] for i in idx]
+    gray = load_arrays(root, paths, SIZE, progress=False)
+    return normalize_batch(gray, PRE), np.asarray([pool[i][1] for i in idx]), paths
+
+
+@pytest.fixture(scope="module")
+def exported(chest_dir, tmp_path_factory):
+    """One shared export of a briefly trained tiny CBAM model to every format under test."""
+    torch.manual_seed(0)
+    calib = CalibrationSet.from_folder(chest_dir, PRE, count=120, seed=0, progress=False)
+    x_train, y_train, train_paths = _load(chest_dir, 600, 2, calib.paths)
+    x_eval, y_eval, _ = _load(chest_dir, 300, 3, set(calib.paths) | set(train_paths))
+    model = TinyCBAMNet()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    weights = torch.tensor(len(y_train) / (2 * np.bincount(y_train)), dtype=torch.float32)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    for _ in range(6):
+        for i in torch.randperm(len(xt)).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[i]), yt[i], weight=weights).backward()
+            opt.step()
+    model.eval()
+    out = tmp_path_factory.mktemp("export") / "out"
+    result = export_model(model, out, class_names=CLASSES, preprocess=PRE, eval_inputs=x_eval,
+                          eval_labels=y_eval, formats="onnx,tflite", precisions="fp32,fp16,int8",
+                          calib=calib, onnx_activation="u8", launcher=NO_NETWORK)
+    return {"result": result, "model": model, "x": x_eval, "y": y_eval, "calib": calib}
+
+
+def _entry(exported, fmt, precision) -> dict:
+    return next(e for e in exported["result"].report["files"]
+                if e["format"] == fmt and e["precision"] == precision)
+
+
+@pytest.mark.slow
+def test_export_writes_exactly_the_requested_files(exported):
+    result = exported["result"]
+    names = sorted(p.name for p in result.out_dir.iterdir())
+    assert names == ["model_fp16.tflite", "model_fp32.onnx", "model_fp32.tflite",
+                     "model_int8.onnx", "model_int8.tflite", "parity.json"]
+    on_disk = json.loads((result.out_dir / "parity.json").read_text())
+    assert on_disk["passed"] is True and result.passed
+    assert on_disk["eval"]["n_images"] == 300
+    assert on_disk["calibration"]["n_images"] == 120
+
+
+@pytest.mark.slow
+def test_model_learned_something(exported):
+    # parity on an untrained model would compare noise; the reference must be a real classifier
+    acc = _entry(exported, "onnx", "fp32")["parity"]["reference"]["accuracy"]
+    assert acc > 0.75
+
+
+@pytest.mark.slow
+def test_onnx_fp32_names_metadata_and_parity(exported):
+    path = exported["result"].files[("onnx", "fp32")]
+    graph = onnx.load(str(path))
+    assert [i.name for i in graph.graph.input] == ["input"]
+    assert [o.name for o in graph.graph.output] == ["logits"]
+    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, SIZE, SIZE]
+    meta = read_metadata(path)
+    assert meta["class_names"] == list(CLASSES)
+    assert Preprocess.from_dict(meta["preprocess"]) == PRE
+    p = _entry(exported, "onnx", "fp32")["parity"]
+    assert p["passed"] and p["top1_agreement"] >= 0.999 and p["max_abs_diff"] <= 1e-3
+
+
+@pytest.mark.slow
+def test_onnx_int8_is_quantized_and_within_budget(exported):
+    path = exported["result"].files[("onnx", "int8")]
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = read_metadata(path)
+    assert meta["class_names"] == list(CLASSES)
+    assert meta["quantization"]["activation"] == "u8" and meta["quantization"]["per_channel"]
+    p = _entry(exported, "onnx", "int8")["parity"]
+    assert p["passed"] and p["accuracy_drop_pp"] <= 1.0
+    assert p["max_abs_diff"] > 0  # really quantized, not a copy of the float model
+
+
+@pytest.mark.slow
+def test_tflite_fp32_and_fp16_agree(exported):
+    p32 = _entry(exported, "tflite", "fp32")["parity"]
+    assert p32["passed"] and p32["top1_agreement"] >= 0.999 and p32["max_abs_diff"] <= 1e-3
+    p16 = _entry(exported, "tflite", "fp16")["parity"]
+    assert p16["passed"] and p16["max_abs_diff"] < 0.05 and p16["top1_agreement"] >= 0.99
+
+
+@pytest.mark.slow
+def test_tflite_int8_has_int8_io_builtin_ops_and_keeps_accuracy(exported):
+    path = exported["result"].files[("tflite", "int8")]
+    io = tflite_io_details(path)
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert io["input"]["shape"] == [1, SIZE, SIZE, 1]  # NHWC
+    # the input scale covers the normalized range ((0 - 0.5) / 0.25 .. (1 - 0.5) / 0.25)
+    assert 4.0 / 256 * 0.5 < io["input"]["scale"] < 4.0 / 256 * 2
+    ops = tflite_ops(path)
+    assert not [op for op in ops if op.startswith("CUSTOM") or op.startswith("FLEX")]
+    assert "PADV2" not in ops  # regression: the -inf max-pool padding as int8 broke LiteRT
+    entry = _entry(exported, "tflite", "int8")
+    assert entry["io"] == io
+    p = entry["parity"]
+    assert p["passed"] and p["accuracy_drop_pp"] <= 1.0 and p["top1_agreement"] >= 0.95
+
+
+@pytest.mark.slow
+def test_parity_flags_a_wrong_model(exported):
+    """Negative control: the checks fail when the outputs are not the reference's."""
+    from edgexray.export.exporter import torch_logits
+
+    ref = torch_logits(exported["model"], exported["x"])
+    path = exported["result"].files[("onnx", "fp32")]
+    shifted = parity(ref + 0.01, exported["y"], path, exported["x"], CLASSES, precision="fp32")
+    assert not shifted["passed"] and "max abs logit diff" in shifted["failures"][0]
+    worse = parity(ref, exported["y"], path, exported["x"], CLASSES, precision="int8",
+                   candidate_logits=np.ascontiguousarray(ref[:, ::-1]))
+    assert not worse["passed"] and "accuracy drop" in worse["failures"][0]
+
+
+def test_network_block_is_real(tmp_path):
+    """The blocks used above really refuse connections that work without them."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)"
+    try:
+        assert subprocess.run([sys.executable, "-c", probe]).returncode == 0  # positive control
+        blocked = textwrap.dedent(f"""
+            from edgexray.export._tflite_worker import block_network
+            block_network()
+            {probe}
+        """)
+        run = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+        assert run.returncode != 0 and "network access is disabled" in run.stderr
+        if NO_NETWORK:
+            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", probe], capture_output=True,
+                                 text=True)
+            assert run.returncode != 0 and "Error" in run.stderr
+            public = "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)"
+            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", public], capture_output=True,
+                                 text=True)
+            assert run.returncode != 0 and "unreachable" in run.stderr.lower()
+    finally:
+        server.close()
+
+
+# --------------------------------------------------------------------------------------------
+# formats and calibration
+
+def test_format_registry_and_suggestions():
+    assert export_plan("onnx,tflite", "fp32,int8") == [
+        ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
+    assert export_plan("tflite", "int8,fp16") == [("tflite", "fp16"), ("tflite", "int8")]
+    with pytest.raises(EdgeXrayError, match="did you mean 'tflite'"):
+        get_format("tflit")
+    with pytest.raises(EdgeXrayError, match="did you mean 'fp16'"):
+        export_plan("tflite", "fp61")
+    with pytest.raises(EdgeXrayError, match="not available for format"):
+        export_plan("onnx", "fp16")
+
+
+def test_stratified_sample_keeps_class_proportions():
+    labels = np.array([0] * 300 + [1] * 900)
+    idx = stratified_sample(labels, 200, seed=0)
+    assert len(set(idx)) == 200 and np.bincount(labels[idx]).tolist() == [50, 150]
+    assert (stratified_sample(labels, 200, seed=0) == idx).all()
+
+
+def test_calibration_set_layouts_and_reader(synth_dir):
+    pre = Preprocess(size=32, channels=3, mean=(0.4,), std=(0.2,))
+    calib = CalibrationSet.from_folder(synth_dir, pre, count=120, progress=False)
+    assert len(calib) == 120 and np.bincount(calib.labels).tolist() == [40, 40, 40]
+    x = calib.arrays()
+    assert x.shape == (120, 3, 32, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], pre.normalize(calib.gray[0]), rtol=1e-6)
+    np.testing.assert_allclose(calib.nhwc(), x.transpose(0, 2, 3, 1))
+    mean, std = calib.mean_std_nhwc()
+    np.testing.assert_allclose((calib.unit_nhwc() - mean) / std, calib.nhwc(), rtol=1e-5, atol=1e-6)
+    reader = calib.reader("input")
+    batches = iter(reader.get_next, None)
+    assert sum(1 for b in batches if b["input"].shape == (1, 3, 32, 32)) == 120
+
+
+def test_calibration_errors_and_warning(synth_dir, tmp_path, caplog):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EdgeXrayError, match="is empty"):
+        CalibrationSet.from_folder(empty, PRE)
+    with pytest.raises(EdgeXrayError, match="fewer than the 500 asked"):
+        CalibrationSet.from_folder(synth_dir, PRE, count=500)
+    with caplog.at_level(logging.WARNING):
+        CalibrationSet.from_folder(synth_dir, Preprocess(size=16), count=30, progress=False)
+    assert "only 30 images" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from edgexray.checkpoint import save_checkpoint
+    from edgexray.models import create_model
+
+    torch.manual_seed(0)
+    options = {"num_classes": 3, "in_chans": 1, "width": 0.25}
+    model = create_model("resnet18_cbam", **options)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model, arch="resnet18_cbam", model_options=options,
+                    class_names=("normal", "osteopenia", "osteoporosis"),
+                    preprocess=Preprocess(size=32))
+    return path
+
+
+def _cli(*args):
+    from edgexray.cli import main
+    return CliRunner().invoke(main, ["export", *map(str, args)])
+
+
+def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synth_dir, tmp_path):
+    out = tmp_path / "exp"
+    args = [checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--calib", synth_dir,
+            "--calib-count", "30", "--n", "60", "--out", out, "--onnx-activation", "s8",
+            "--max-accuracy-drop", "100"]
+    run = _cli(*args)
+    assert run.exit_code == 0, run.output
+    report = json.loads((out / "parity.json").read_text())
+    assert [e["file"] for e in report["files"]] == ["model_fp32.onnx", "model_int8.onnx"]
+    assert report["eval"]["n_images"] == 60 and report["info"]["arch"] == "resnet18_cbam"
+    assert report["info"]["parity_data"]["calibration_images_excluded"] is True
+    assert report["files"][0]["parity"]["passed"]
+    assert "model_fp32.onnx" in run.output
+    before = (out / "parity.json").read_bytes()
+    again = _cli(*args)
+    assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
+    assert (out / "parity.json").read_bytes() == before
+    assert _cli(*args, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_calib", "small_calib",
+                                  "bad_format", "bad_precision", "no_calib"])
+def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
+    ckpt, calib, extra = checkpoint, synth_dir, []
+    formats, precisions = "onnx", "fp32,int8"
+    expect = {"missing": "not found", "corrupt": "cannot be read", "empty_calib": "is empty",
+              "small_calib": "fewer than the 1000 asked", "bad_format": "did you mean 'onnx'",
+              "bad_precision": "did you mean 'int8'", "no_calib": "need --calib"}[case]
+    if case == "missing":
+        ckpt = tmp_path / "nope.pt"
+    elif case == "corrupt":
+        ckpt = tmp_path / "bad.pt"
+        ckpt.write_bytes(b"not a checkpoint" * 10)
+    elif case == "empty_calib":
+        calib = tmp_path / "empty"
+        calib.mkdir()
+    elif case == "small_calib":
+        extra = ["--calib-count", "1000"]
+    elif case == "bad_format":
+        formats = "onnxx"
+    elif case == "bad_precision":
+        precisions = "fp32,int9"
+    args = [ckpt, "--formats", formats, "--precisions", precisions, "--out", tmp_path / "o",
+            *extra]
+    if case != "no_calib":
+        args += ["--calib", calib]
+    run = _cli(*args)
+    assert run.exit_code == 2, run.output
+    assert expect in run.output and "Traceback" not in run.output
+    assert not (tmp_path / "o").exists()
