@@ -67,13 +67,11 @@ CORES = {
 }
 # QEMU 7.2 (Debian 12) has no model of these cores: emulate a core with the same instruction
 # set extensions (ARMv8.2 + dot product) while /proc/cpuinfo still names the real core.
-QEMU_STAND_IN = {"cortex-a55": "cortex-a76", "cortex-a78": "cortex-a76", "cortex-a78ae": "cortex-a76"}
+QEMU_STAND_IN = {"cortex-a55": "cortex-a76", "cortex-a78": "cortex-a76",
+                 "cortex-a78ae": "cortex-a76"}
 
-# runtime -> (pip package, import that proves it loads, pinned default version)
-RUNTIME_PACKAGES = {
-    "litert": ("ai-edge-litert", "ai_edge_litert.interpreter", "2.1.0"),
-    "onnxruntime": ("onnxruntime", "onnxruntime", "1.23.0"),
-}
+# runtime -> (pip package, version installed when the profile's install line names none)
+RUNTIME_PACKAGES = {"litert": ("ai-edge-litert", "2.1.0"), "onnxruntime": ("onnxruntime", "1.23.0")}
 NUMPY_VERSION = "1.26.4"
 EMULATED_NOTE = "emulated, not device speed"
 
@@ -84,7 +82,7 @@ def arm_verification_available(runtime: str = "litert", version: str | None = No
                                cache_dir: str | os.PathLike | None = None) -> tuple[bool, str]:
     """(True, "") when this host can verify, else (False, why). Cheap: starts no emulation."""
     try:
-        _check_host(runtime, version or RUNTIME_PACKAGES.get(runtime, ("", "", ""))[2], cache_dir)
+        _check_host(runtime, version or RUNTIME_PACKAGES.get(runtime, ("", ""))[1], cache_dir)
     except EdgeXrayError as e:
         return False, str(e)
     return True, ""
@@ -100,8 +98,8 @@ def _check_host(runtime: str, version: str, cache_dir) -> None:
                             "the device instead")
     cache = ArmCache(cache_dir)
     need_build = not cache.rootfs_dir.is_dir() or not cache.site_dir(runtime, version).is_dir()
-    need_tools = shutil.which("qemu-aarch64-static") is None or (
-        not cache.rootfs_dir.is_dir() and shutil.which("debootstrap") is None)
+    need_tools = _which("qemu-aarch64-static") is None or (
+        not cache.rootfs_dir.is_dir() and _which("debootstrap") is None)
     if (need_tools or not cache.rootfs_dir.is_dir()) and os.geteuid() != 0:
         what = "install qemu-user-static and debootstrap" if need_tools else \
             "lay out the arm64 userland with debootstrap"
@@ -122,10 +120,15 @@ def _check_host(runtime: str, version: str, cache_dir) -> None:
                                 f"to the network once to fill the cache {cache.root}") from None
 
 
+def _which(exe: str) -> str | None:
+    """shutil.which, also looking in /usr/sbin and /sbin (not on a normal user's PATH)."""
+    return shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin")
+
+
 def ensure_host_tools() -> None:
     """qemu-user-static and debootstrap, installed with apt-get when missing (needs root)."""
     missing = [p for p, exe in zip(HOST_PACKAGES, ("qemu-aarch64-static", "debootstrap"))
-               if shutil.which(exe) is None]
+               if _which(exe) is None]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -189,6 +192,8 @@ def _build_once(final: Path, build) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a racing run waits here, then finds the cache built
         if stamp.is_file() and json.loads(stamp.read_text()).get("format") == CACHE_FORMAT:
             return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
         try:
             t0 = time.monotonic()
@@ -209,7 +214,8 @@ def _build_once(final: Path, build) -> Path:
 def _build_rootfs(dest: Path, suite: str) -> None:
     ensure_host_tools()
     log.info("laying out the arm64 %s userland in %s (about 250 MB)", suite, dest)
-    cmd = ["debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", "--include=python3"]
+    cmd = [_which("debootstrap") or "debootstrap", "--arch=arm64", "--variant=minbase",
+           "--foreign", "--include=python3"]
     if Path(DEBIAN_KEYRING).is_file():
         cmd.append(f"--keyring={DEBIAN_KEYRING}")
     _run(cmd + [suite, str(dest), DEBIAN_MIRROR], what="debootstrap (downloading the arm64 "
@@ -300,7 +306,7 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
     cache = ArmCache(cache_dir)
     site = cache.ensure_site(runtime, version)
     rootfs = cache.rootfs_dir
-    qemu = shutil.which("qemu-aarch64-static")
+    qemu = _which("qemu-aarch64-static")
     model = qemu_model(qemu, cpu)
     # The per-run prefix is a hard-link copy of the userland (same file system, < 1 s) plus the
     # cpuinfo: symlinks would not do, QEMU's prefix lookup makes the guest's realpath() of any
@@ -344,16 +350,20 @@ def qemu_version(qemu: str) -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
-GUEST_PROBE = ("import json, platform, sys, importlib.metadata as m\n"
-               "part = [l.split(':')[1].strip() for l in open('/proc/cpuinfo') if l.startswith('CPU part')]\n"
-               "print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(),\n"
-               "  'numpy': m.version('numpy'), 'runtime': m.version(sys.argv[1]),\n"
-               "  'cpu_part': part[0] if part else None}))\n")
+# What the guest says about itself: machine, versions, and the core its /proc/cpuinfo names.
+GUEST_PROBE = """
+import json, platform, sys, importlib.metadata as m
+part = [l.split(':')[1].strip() for l in open('/proc/cpuinfo') if l.startswith('CPU part')]
+print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(),
+                  'numpy': m.version('numpy'), 'runtime': m.version(sys.argv[1]),
+                  'cpu_part': part[0] if part else None}))
+"""
 
 
 # --------------------------------------------------------------------------- inputs
 
-def synthetic_images(out_dir: str | os.PathLike, n: int = NUM_INPUTS, seed: int = INPUT_SEED) -> list[Path]:
+def synthetic_images(out_dir: str | os.PathLike, n: int = NUM_INPUTS,
+                     seed: int = INPUT_SEED) -> list[Path]:
     """Deterministic X-ray-like test images (never patient data) in the formats users have:
     8-bit gray, 16-bit gray and RGB PNG, and a .npy array, of different sizes."""
     import numpy as np  # lazily: the module itself stays importable without numpy
@@ -397,8 +407,9 @@ def _png(arr, color_type: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------------------- the artifact
@@ -421,7 +432,7 @@ def artifact_target(manifest: dict) -> dict:
     profile = manifest.get("profile") or {}
     model = manifest.get("model") or {}
     runtime = model.get("runtime") or profile.get("runtime")
-    package, _, pinned = RUNTIME_PACKAGES.get(runtime, (None, None, None))
+    package, pinned = RUNTIME_PACKAGES.get(runtime, (None, None))
     # the version the device gets is the one in the profile's install line
     match = re.search(rf"{re.escape(package)}==([\w.]+)", str(profile.get("install", ""))) \
         if package else None
@@ -458,23 +469,19 @@ def _run_artifact(run_py, cmd_prefix, artifact_dir, images, work, env, side):
     seconds = time.monotonic() - t0
     try:
         return json.loads(ops.stdout), _predictions(json.loads(out.read_text())), seconds
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, KeyError, TypeError) as e:
         raise EdgeXrayError(f"run.py on the {side} did not write the JSON its contract promises "
                             f"({e}); docs/ARCHITECTURE.md 'Artifact run.py command line'") from None
 
 
-def _predictions(doc) -> list[dict]:
-    """run.py predict JSON -> [{"image", "label", "raw"}] in input order."""
-    items = doc.get("predictions", doc.get("results")) if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        raise ValueError("no list of predictions")
-    return [{"image": Path(str(p.get("image") or p.get("path") or p.get("file"))).name,
-             "label": p.get("label"), "raw": p.get("raw")} for p in items]
+def _predictions(doc: dict) -> list[dict]:
+    """run.py's predictions JSON -> [{"image": file name, "label", "raw"}] in input order."""
+    return [{"image": Path(p["image"]).name, "label": p["label"], "raw": p["raw"]}
+            for p in doc["predictions"]]
 
 
 def _op_names(ops_doc: dict) -> list[str]:
-    ops = ops_doc.get("ops", [])
-    return [o if isinstance(o, str) else (o.get("op_name") or o.get("name")) for o in ops]
+    return [str(op) for op in ops_doc.get("ops", [])]
 
 
 # --------------------------------------------------------------------------- comparison
@@ -518,12 +525,14 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     """
     if on_unavailable not in ("raise", "skip"):
         raise EdgeXrayError(f"on_unavailable={on_unavailable!r}; allowed: 'raise', 'skip'")
-    artifact_dir = Path(artifact_dir)
+    artifact_dir = Path(artifact_dir).resolve()  # run.py runs with the artifact as its cwd
     manifest = read_manifest(artifact_dir)
     target = artifact_target(manifest)
     cpu = cpu or target["cpu"]
-    check_cpu(cpu)
-    result = {"status": "skipped", "reason": "", "cpu": cpu, "midr_part": f"0x{CORES[cpu][0]:03x}",
+    if cpu in CORES or target["arch"] == "aarch64":
+        check_cpu(cpu)  # a mistyped --cpu is an error even for a non-ARM artifact
+    result = {"status": "skipped", "reason": "", "cpu": cpu,
+              "midr_part": f"0x{CORES[cpu][0]:03x}" if cpu in CORES else None,
               "guest_machine": None, "runtime": {"name": target["runtime"],
                                                  "version": target["version"]},
               "checks": {}, "max_abs_diff": None, "tolerance": tolerance, "checked_at": _now()}
@@ -555,10 +564,11 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
                            write)
     failed = [name for name, c in checks.items() if not c["passed"]]
     result["status"] = "failed" if failed else "passed"
+    stand_in = result.get("qemu_cpu") not in (None, cpu)
     result["reason"] = ("; ".join(f"{n}: {checks[n]['detail']}" for n in failed) if failed else
                         f"run.py gives the same results on emulated {cpu} (aarch64"
-                        + (f", QEMU model {result['qemu_cpu']}" if result.get("qemu_cpu") not in (None, cpu)
-                           else "") + ") as on this host")
+                        + (f", QEMU model {result['qemu_cpu']}" if stand_in else "")
+                        + ") as on this host")
     return _finish(artifact_dir, manifest, result, write)
 
 
@@ -583,7 +593,8 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
         info["machine"] == "aarch64" and info["cpu_part"] == result["midr_part"],
         f"guest platform.machine()={info['machine']!r}, /proc/cpuinfo CPU part {info['cpu_part']}")
     sides = {}
-    for side, prefix, env in (("host", [sys.executable], dict(os.environ, PYTHONDONTWRITEBYTECODE="1")),
+    host_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # nothing written into the artifact
+    for side, prefix, env in (("host", [sys.executable], host_env),
                               ("guest", guest.command([]), guest.env())):
         log.info("running run.py on the %s%s", side, " (emulated, slow)" if side == "guest" else "")
         try:
@@ -591,7 +602,8 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
         except _RunFailed as e:
             result["checks"][f"runs_on_{side}"] = _check(False, str(e))
             return None
-        result["checks"][f"runs_on_{side}"] = _check(True, f"run.py ops and predict ran on the {side}")
+        result["checks"][f"runs_on_{side}"] = _check(True, f"run.py ops and predict ran on the "
+                                                     f"{side}")
         if side == "guest":
             result["emulated_seconds"] = {"guest_predict": round(seconds, 1), "note": EMULATED_NOTE}
         sides[side] = (ops, preds)

@@ -232,7 +232,7 @@ def test_x86_target_is_skipped_not_passed(tiny_models, tmp_path):
                          model_files={"int8": tiny_models[0]}, manifest_fields={},
                          class_names=CLASSES, preprocess=PRE)
     manifest = json.loads((art / "manifest.json").read_text())
-    manifest["profile"]["arch"] = "x86_64"
+    manifest["profile"].update(arch="x86_64", cpu_core="x86-64-v3")
     (art / "manifest.json").write_text(json.dumps(manifest))
     result = verify_artifact(art)
     assert result["status"] == "skipped" and "x86_64" in result["reason"]
