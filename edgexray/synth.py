@@ -26,7 +26,7 @@ CLASS_SETS = {
     3: ("normal", "osteopenia", "osteoporosis"),
 }
 # Latent severity per class (0 = healthy bone, 1 = severe loss); neighbours overlap.
-SEVERITY = {"normal": (0.0, 0.42), "osteopenia": (0.32, 0.72), "osteoporosis": (0.62, 1.0)}
+SEVERITY = {"normal": (0.0, 0.36), "osteopenia": (0.34, 0.68), "osteoporosis": (0.66, 1.0)}
 SIXTEEN_BIT_EVERY = 10  # every 10th image is a 16-bit PNG, the rest 8-bit
 
 MARKER = """SYNTHETIC DATA — NOT MEDICAL IMAGES
@@ -84,24 +84,24 @@ def draw_bone(rng: np.random.Generator, h: int, w: int, severity: float) -> np.n
     u = (x - cx) * math.sin(theta) + (y - cy) * math.cos(theta)
     v = (x - cx) * math.cos(theta) - (y - cy) * math.sin(theta)
     v = v - rng.uniform(-0.25, 0.25) * np.square(u) / side
-    radius = side * rng.uniform(0.13, 0.2) * (1 + rng.uniform(-0.15, 0.15) * u / side)
+    radius = side * rng.uniform(0.15, 0.22) * (1 + rng.uniform(-0.15, 0.15) * u / side)
 
     # bone loss: thinner cortex, sparser and thinner trabeculae
-    cortex = np.clip(0.5 - 0.33 * severity + rng.normal(0, 0.03), 0.08, 0.6)
-    density = np.clip(0.85 - 0.6 * severity + rng.normal(0, 0.05), 0.1, 1.0)
+    cortex = np.clip(0.6 - 0.5 * severity + rng.normal(0, 0.015), 0.08, 0.6)
+    density = np.clip(0.9 - 0.7 * severity + rng.normal(0, 0.03), 0.1, 1.0)
     canal = radius * (1 - cortex) * (1 + 0.06 * _smooth_noise(rng, h, w, side / 6))
 
     # trabeculae: ridges of band-limited noise elongated along the shaft, denser when healthy
     grain = side * rng.uniform(0.012, 0.02)
     n = _smooth_noise(rng, h, w, grain, angle=math.pi / 2 - theta, stretch=rng.uniform(1.5, 3.0))
     width = 0.25 + 0.55 * density
-    trabecular = np.exp(-np.square(n / width)) * density
+    trabecular = np.exp(-np.square(n / width)) * density ** 1.5
 
     soft_r = radius * rng.uniform(2.2, 3.2)
     soft = _tube(v + rng.uniform(-0.3, 0.3) * radius, soft_r) / side
     outer = _tube(v, radius) / side
     inner = _tube(v, canal) / side
-    mu_bone = rng.uniform(2.5, 3.5)
+    mu_bone = 4.0 - 2.0 * severity + rng.uniform(-0.25, 0.25)  # less mineral: more radiolucent
     attenuation = (rng.uniform(0.5, 0.9) * soft * (1 + 0.15 * _smooth_noise(rng, h, w, side / 10))
                    + mu_bone * (outer - inner)
                    + mu_bone * 0.6 * trabecular * inner)
@@ -110,7 +110,7 @@ def draw_bone(rng: np.random.Generator, h: int, w: int, severity: float) -> np.n
     # exposure and detector: gain, offset, gamma, a slow gradient, blur, quantum noise
     img = img * rng.uniform(0.7, 1.0) + rng.uniform(0.0, 0.15)
     img = img + rng.uniform(-0.08, 0.08) * (x / w - 0.5) + rng.uniform(-0.08, 0.08) * (y / h - 0.5)
-    img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.4)
+    img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
     img = _blur(img, rng.uniform(0.3, 1.0))
     img = img + rng.uniform(0.01, 0.035) * rng.standard_normal((h, w))
     return np.clip(img, 0.0, 1.0).astype(np.float32)
