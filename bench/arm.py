@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 SUITE = "bookworm"  # Debian release of the guest userland (Python 3.11, like Raspberry Pi OS 12)
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-HOST_PACKAGES = ("qemu-user-static", "debootstrap")  # what apt-get installs when missing
 DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4, the reference target
 FLOAT_TOLERANCE = 1e-4  # max abs output difference allowed for float models
 NUM_INPUTS = 6  # synthetic images per verification
@@ -85,6 +84,8 @@ def arm_verification_available(runtime: str = "litert", version: str | None = No
         _check_host(runtime, version or RUNTIME_PACKAGES.get(runtime, ("", ""))[1], cache_dir)
     except EdgeXrayError as e:
         return False, str(e)
+    except OSError as e:  # e.g. a cache folder this user may not read
+        return False, f"ARM verification cannot use its cache: {e}"
     return True, ""
 
 
@@ -97,20 +98,20 @@ def _check_host(runtime: str, version: str, cache_dir) -> None:
                             f"{sys.platform}/{platform.machine()}; run the artifact's run.py on "
                             "the device instead")
     cache = ArmCache(cache_dir)
-    need_build = not cache.rootfs_dir.is_dir() or not cache.site_dir(runtime, version).is_dir()
-    need_tools = _which("qemu-aarch64-static") is None or (
-        not cache.rootfs_dir.is_dir() and _which("debootstrap") is None)
-    if (need_tools or not cache.rootfs_dir.is_dir()) and os.geteuid() != 0:
-        what = "install qemu-user-static and debootstrap" if need_tools else \
+    new_userland = not cache.rootfs_dir.is_dir()
+    missing_tools = _which("qemu-aarch64-static") is None or new_userland and (
+        _which("debootstrap") is None or not Path(DEBIAN_KEYRING).is_file())
+    if (missing_tools or new_userland) and os.geteuid() != 0:
+        what = "install qemu-user-static and debootstrap" if missing_tools else \
             "lay out the arm64 userland with debootstrap"
         raise EdgeXrayError(f"ARM verification must {what}, which needs root; this is uid "
-                            f"{os.geteuid()}. Run once as root (sudo edgexray verify ...) to fill the "
-                            f"cache {cache.root}, or install qemu-user-static and debootstrap")
-    if need_tools and shutil.which("apt-get") is None:
+                            f"{os.geteuid()}. Run it once as root (sudo edgexray verify ARTIFACT "
+                            f"--cache-dir {cache.root}); later runs need no root")
+    if missing_tools and shutil.which("apt-get") is None:
         raise EdgeXrayError("ARM verification needs qemu-user-static and debootstrap, and this "
                             "host has no apt-get to install them; install them with the system's "
                             "package manager")
-    if need_build and not cache.rootfs_dir.is_dir():
+    if new_userland:
         host = DEBIAN_MIRROR.split("/")[2]
         try:
             socket.create_connection((host, 80), timeout=5).close()
@@ -125,10 +126,14 @@ def _which(exe: str) -> str | None:
     return shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin")
 
 
-def ensure_host_tools() -> None:
-    """qemu-user-static and debootstrap, installed with apt-get when missing (needs root)."""
-    missing = [p for p, exe in zip(HOST_PACKAGES, ("qemu-aarch64-static", "debootstrap"))
-               if _which(exe) is None]
+def ensure_host_tools(for_userland: bool = True) -> None:
+    """qemu-user-static (and, to lay out the userland, debootstrap and Debian's keyring),
+    installed with apt-get when missing (needs root)."""
+    wanted = {"qemu-user-static": _which("qemu-aarch64-static")}
+    if for_userland:  # the keyring: e.g. Ubuntu, where debootstrap checks Debian's signatures
+        wanted.update({"debootstrap": _which("debootstrap"),
+                       "debian-archive-keyring": Path(DEBIAN_KEYRING).is_file() or None})
+    missing = [package for package, found in wanted.items() if not found]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -216,8 +221,7 @@ def _build_rootfs(dest: Path, suite: str) -> None:
     log.info("laying out the arm64 %s userland in %s (about 250 MB)", suite, dest)
     cmd = [_which("debootstrap") or "debootstrap", "--arch=arm64", "--variant=minbase",
            "--foreign", "--include=python3"]
-    if Path(DEBIAN_KEYRING).is_file():
-        cmd.append(f"--keyring={DEBIAN_KEYRING}")
+    cmd.append(f"--keyring={DEBIAN_KEYRING}")
     _run(cmd + [suite, str(dest), DEBIAN_MIRROR], what="debootstrap (downloading the arm64 "
          f"userland from {DEBIAN_MIRROR})", timeout=1800)
     archives = dest / "var/cache/apt/archives"
@@ -302,7 +306,7 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
     """Prepare (or reuse) the cache, then yield a Guest for `cpu`; its prefix is removed after."""
     check_cpu(cpu)
     _check_host(runtime, version, cache_dir)
-    ensure_host_tools()
+    ensure_host_tools(for_userland=False)
     cache = ArmCache(cache_dir)
     site = cache.ensure_site(runtime, version)
     rootfs = cache.rootfs_dir

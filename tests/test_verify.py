@@ -6,9 +6,11 @@ root and the package registries, about 2 minutes uncached; later runs reuse it).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -214,6 +216,23 @@ def test_availability_is_a_reason_not_an_exception():
     assert not ok and "torch" in why and "litert" in why
     ok, why = arm_verification_available()
     assert isinstance(ok, bool) and (ok or why)
+
+
+def test_a_normal_user_is_told_why():
+    """Without root, a missing userland cannot be laid out: a reason, never a crash."""
+    with tempfile.TemporaryDirectory() as home:  # pytest's tmp_path is private to root
+        os.chmod(home, 0o777)
+        code = ("from edgexray.bench.arm import arm_verification_available as a; "
+                f"print(repr(a(cache_dir={str(Path(home) / 'cache')!r})))")
+        cmd = [sys.executable, "-c", code]
+        if os.geteuid() == 0:  # run it as a real unprivileged user
+            if shutil.which("setpriv") is None:
+                pytest.skip("setpriv (util-linux) is needed to drop root for this test")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=home, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("(False, ") and "needs root" in out.stdout
+    assert "sudo edgexray verify" in out.stdout
 
 
 def test_cli_bad_input(tmp_path):
