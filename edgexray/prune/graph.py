@@ -32,19 +32,21 @@ OUT_FNS = (function.prune_conv_out_channels, function.prune_depthwise_conv_out_c
 
 
 class PassThroughPruner(tp.pruner.BasePruningFunc):
-    """A layer that keeps its input's channels (x * spatial map): pruning passes through it."""
+    """A layer that keeps its input's channels (x * spatial map): pruning passes through it.
+    It has no per-channel weights; its channel count (recorded by `build_graph`) lets torch-pruning
+    infer widths across it (e.g. the flatten before a VGG/AlexNet classifier)."""
     TARGET_MODULES = (SpatialGate,)
 
     def prune_out_channels(self, layer, idxs):
+        layer._edgexray_channels -= len(idxs)
         return layer
 
     prune_in_channels = prune_out_channels  # same function: in and out channels are coupled
 
     def get_out_channels(self, layer):
-        return None
+        return getattr(layer, "_edgexray_channels", None)
 
-    def get_in_channels(self, layer):
-        return None
+    get_in_channels = get_out_channels
 
 
 @dataclass
@@ -69,18 +71,30 @@ def _unsupported(model: nn.Module) -> str | None:
     return None
 
 
-def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """The dependency graph with the spatial gate registered as pass-through."""
+def check_supported(model: nn.Module) -> None:
     reason = _unsupported(model)
     if reason:
         raise EdgeXrayError(f"structured pruning is not supported for this architecture: {reason}. "
                             "Prune another architecture (e.g. mobilenet_v2_cbam or resnet18_cbam) "
                             "or export this one unpruned (skip the prune stage).")
+
+
+def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """The dependency graph with the spatial gate registered as pass-through."""
+    check_supported(model)
     model.eval()
-    with torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_input,
-            customized_pruners={SpatialGate: PassThroughPruner()}, verbose=False)
+    # the trace's forward pass records each spatial gate's channel count for PassThroughPruner
+    hooks = [g.register_forward_pre_hook(lambda mod, args: setattr(mod, "_edgexray_channels",
+                                                                   int(args[0].shape[1])))
+             for g in model.modules() if isinstance(g, SpatialGate)]
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input,
+                customized_pruners={SpatialGate: PassThroughPruner()}, verbose=False)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def gate_hidden_layers(model: nn.Module) -> list[nn.Module]:

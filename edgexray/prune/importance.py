@@ -1,8 +1,8 @@
 """Pruning criteria: which channels of a coupled group to remove.
 
 Every criterion is a torch-pruning `Importance` (one `__call__(group) -> score per channel`), so any
-torch-pruning pruner can use it. `prepare(model, batches, DG, example_input)` runs first on the current model
-(gate statistics, gradients, SynFlow scores); `scoring[group_root_name]` records how each group's
+torch-pruning pruner can use it. `prepare(model, batches, DG, example_input)` runs first on the
+current model (gate statistics, gradients, SynFlow scores); `scoring[group_root_name]` records how each group's
 channels were scored. Registry: `get_importance(name)`, `list_importances()`.
 
 cbam / se (attention importance): importance of channel c = mean over the calibration images of
@@ -39,8 +39,12 @@ class Criterion(tp.importance.Importance):
     needs_data = False  # True: calibration images are required
     description = ""
 
+    def check(self, model: nn.Module) -> None:
+        """Raise EdgeXrayError when the criterion cannot score this model."""
+
     def prepare(self, model: nn.Module, batches: list, DG: tp.DependencyGraph,
                 example_input: torch.Tensor) -> None:
+        self.check(model)
         self.names = {m: n for n, m in model.named_modules()}
         self.scoring: dict[str, str] = {}
 
@@ -72,10 +76,8 @@ class AttentionImportance(Criterion):
         self.gate_type, self.name = gate_type, name
         self.description = f"mean {name.upper()} channel-attention gate over calibration images"
 
-    def prepare(self, model, batches, DG, example_input):
-        super().prepare(model, batches, DG, example_input)
-        gates = [m for m in model.modules() if isinstance(m, self.gate_type)]
-        if not gates:
+    def check(self, model):
+        if not any(isinstance(m, self.gate_type) for m in model.modules()):
             other = {ChannelGate: "se", SEGate: "cbam"}[self.gate_type]
             has_other = any(isinstance(m, (ChannelGate, SEGate)) for m in model.modules())
             fix = (f"use --method {other} for this model" if has_other else
@@ -83,6 +85,10 @@ class AttentionImportance(Criterion):
                    f"(e.g. resnet18_{self.name})")
             raise EdgeXrayError(f"--method {self.name} needs {self.name.upper()} attention gates, "
                                 f"but the model has none; {fix}")
+
+    def prepare(self, model, batches, DG, example_input):
+        super().prepare(model, batches, DG, example_input)
+        gates = [m for m in model.modules() if isinstance(m, self.gate_type)]
         sums: dict[nn.Module, torch.Tensor] = {}
         count = [0]
 

@@ -1,0 +1,130 @@
+"""`edgexray prune CKPT`: structured channel pruning of a trained checkpoint."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from edgexray.errors import EdgeXrayError
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgeXrayError(f"--stage-ratios {text!r}; expected 4 comma-separated fractions, "
+                            "e.g. 0.2,0.35,0.5,0.6") from None
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--method", default="cbam", show_default=True,
+              help="Criterion: cbam, se, l1, taylor, bnscale, random, synflow.")
+@click.option("--schedule", default="progressive", show_default=True,
+              help="one-shot (--ratio everywhere), progressive (--stage-ratios), target.")
+@click.option("--ratio", type=float, default=0.5, show_default=True,
+              help="one-shot: fraction of channels removed per group.")
+@click.option("--stage-ratios", default="0.2,0.35,0.5,0.6", show_default=True,
+              help="progressive: fraction removed in stages 1..4.")
+@click.option("--target-macs", type=float, help="Remove this fraction of MACs (searched), e.g. 0.5.")
+@click.option("--target-params", type=float, help="Remove this fraction of parameters (searched).")
+@click.option("--steps", type=int, default=1, show_default=True,
+              help="Iterative steps, fine-tuning after each.")
+@click.option("--finetune-epochs", type=int, default=0, show_default=True,
+              help="Fine-tune epochs after each step (0 = none).")
+@click.option("--finetune-lr", type=float, help="Fine-tune learning rate (default: the training one).")
+@click.option("--round-to", type=int, default=8, show_default=True,
+              help="Kept channels are a multiple of this (1 = exact).")
+@click.option("--calib-images", type=int, default=64, show_default=True,
+              help="Calibration images for cbam/se/taylor scores.")
+@click.option("--data", "data_dir", type=click.Path(),
+              help="Image folder (default: the one recorded in the checkpoint).")
+@click.option("--splits", type=click.Path(), help="splits.json (default: the checkpoint's).")
+@click.option("--out", type=click.Path(), help="Output folder (default: next to CHECKPOINT).")
+@click.option("--sensitivity", is_flag=True, help="Accuracy vs ratio per stage, with a plot.")
+@click.option("--compare", "compare_methods",
+              help="Compare methods at the same target, e.g. cbam,l1,taylor,bnscale,random,synflow.")
+@click.option("--latency-runs", type=int, default=30, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target_params, steps,
+          finetune_epochs, finetune_lr, round_to, calib_images, data_dir, splits, out, sensitivity,
+          compare_methods, latency_runs, force):
+    """Remove whole channels from CHECKPOINT so the network physically shrinks.
+
+    \b
+    edgexray prune runs/train/model.pt --method cbam --schedule progressive --finetune-epochs 3
+    edgexray prune runs/train/model.pt --target-macs 0.7
+    edgexray prune runs/train/model.pt --sensitivity
+    edgexray prune runs/train/model.pt --compare cbam,l1,taylor,bnscale,random,synflow --target-macs 0.5
+    """
+    from edgexray.prune.prune import PruneConfig
+    if schedule == "progressive" and (target_macs is not None or target_params is not None):
+        schedule = "target"  # a target scales the progressive stage profile
+    cfg = PruneConfig(method=method, schedule=schedule, ratio=ratio,
+                      stage_ratios=_ratios(stage_ratios), target_macs=target_macs,
+                      target_params=target_params, steps=steps, finetune_epochs=finetune_epochs,
+                      round_to=round_to, calib_images=calib_images)
+    cfg.validate()
+    if sensitivity and compare_methods:
+        raise EdgeXrayError("--sensitivity and --compare are separate runs; pass one of them")
+    default_name = "sensitivity" if sensitivity else "compare" if compare_methods else "pruned"
+    out = Path(out) if out else Path(checkpoint).parent / default_name
+    if sensitivity or compare_methods:
+        _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_methods,
+                  finetune_lr, latency_runs, force)
+        return
+    from edgexray.prune.stage import prune_checkpoint
+    res = prune_checkpoint(checkpoint, out, cfg, data_dir=data_dir, splits=splits,
+                           finetune_lr=finetune_lr, latency_runs=latency_runs, force=force)
+    r = res.report
+    b, a = r["measured"]["before"], r["measured"]["after"]
+    acc = r["accuracy"]
+    click.echo(f"pruned {r['arch']} with {r['method']}: params {b['params']:,} -> {a['params']:,} "
+               f"(-{100 * r['reduction']['params']:.1f}%), MACs {b['macs']:,} -> {a['macs']:,} "
+               f"(-{100 * r['reduction']['macs']:.1f}%), latency p50 {b['latency_ms']['p50']:.2f} -> "
+               f"{a['latency_ms']['p50']:.2f} ms")
+    if acc.get("val_before"):
+        ft = acc.get("val_finetuned")
+        click.echo(f"val accuracy {100 * acc['val_before']['accuracy']:.2f}% -> pruned "
+                   f"{100 * acc['val_pruned']['accuracy']:.2f}%"
+                   + (f" -> fine-tuned {100 * ft['accuracy']:.2f}%" if ft else ""))
+    click.echo(f"wrote {res.checkpoint} and {res.out_dir / 'prune_report.md'}")
+
+
+def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_methods, finetune_lr,
+              latency_runs, force):
+    import torch
+
+    from edgexray.checkpoint import load_checkpoint
+    from edgexray.fsutil import atomic_write_json, atomic_write_text, refuse_existing, replace_dir
+    from edgexray.prune import report
+    from edgexray.prune.stage import load_data
+
+    refuse_existing(out, force, "output folder")
+    methods = None
+    if compare_methods:
+        from edgexray.prune.compare import parse_methods
+        methods = parse_methods(compare_methods)
+    ckpt = load_checkpoint(checkpoint)
+    data = load_data(ckpt, data_dir, splits, need="validation data")
+    example = torch.zeros(ckpt.input_shape)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    if sensitivity:
+        from edgexray.prune.sensitivity import plot_sensitivity, stage_sensitivity
+        rep = stage_sensitivity(ckpt.model, example, cfg, data, arch=ckpt.arch)
+        atomic_write_json(tmp / "sensitivity.json", rep)
+        md = report.sensitivity_markdown(rep)
+        atomic_write_text(tmp / "sensitivity.md", md)
+        plot_sensitivity(rep, tmp / "sensitivity.png")
+    else:
+        from edgexray.prune.compare import compare_methods as run_compare, plot_compare
+        rep = run_compare(ckpt, example, cfg, methods, data, finetune_lr, latency_runs)
+        atomic_write_json(tmp / "compare.json", rep)
+        md = report.compare_markdown(rep)
+        atomic_write_text(tmp / "compare.md", md)
+        plot_compare(rep, tmp / "compare.png")
+    replace_dir(tmp, out, force)
+    click.echo(md)
+    click.echo(f"wrote {out}")
