@@ -15,7 +15,7 @@ from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_art
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Where the arm64 userland and wheels are cached. "
                    "Default: ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured).")
-@click.option("--tolerance", type=float, default=FLOAT_TOLERANCE, show_default=True,
+@click.option("--tolerance", type=click.FloatRange(min=0), default=FLOAT_TOLERANCE, show_default=True,
               help="Max abs output difference for float models (int8 outputs must be identical).")
 @click.option("--no-write", is_flag=True, help="Do not store the result in manifest.json.")
 def verify(artifact, cpu, cache_dir, tolerance, no_write):
@@ -24,10 +24,12 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
     \b
     Checks that the guest really is aarch64 with the target's core, that the op lists match
     with the XNNPACK delegate applied on both sides, that outputs are identical (int8) or
-    within --tolerance (float), and that the predicted labels match. The first run prepares an
-    arm64 Debian userland and the runtime's aarch64 wheels (needs root and the network once,
-    about 250 MB); later runs reuse the cache. The result goes into the artifact's manifest.json
-    ("arm_verification"). Emulated timings are not device speed. Exit status 1 when a check fails.
+    within --tolerance (float), that the labels match, and that the outputs still equal those
+    of the artifact's first passing verification (at build time): a model file swapped later
+    is caught. The first run prepares an arm64 Debian userland and the runtime's aarch64
+    wheels (needs root and the network once, about 350 MB); later runs reuse the cache.
+    The result goes into manifest.json ("arm_verification"). Emulated timings are not device
+    speed. Exit status 1 when a check fails.
     """
     result = verify_artifact(artifact, cpu=cpu, write=not no_write, cache_dir=cache_dir,
                              tolerance=tolerance)
@@ -37,7 +39,7 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
     seconds = (result.get("emulated_seconds") or {}).get("guest_predict")
     if seconds is not None:
         click.echo(f"  guest predict took {seconds} s ({EMULATED_NOTE})", err=True)
-    click.echo(f"ARM verification {result['status']} on emulated {result['cpu']}: {result['reason']}",
-               err=True)
+    click.echo(f"ARM verification {result['status']} on emulated {result['cpu']}: "
+               f"{result['reason']}", err=True)
     if result["status"] == "failed":
         raise SystemExit(1)
