@@ -149,6 +149,7 @@ ONNX_BASES = [b for b in BASES if b not in ("resnet50", "efficientnet_b3")]
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter (no onnxscript here)
 @pytest.mark.parametrize("base", ONNX_BASES)
 def test_cbam_variant_exports_to_onnx(base):
     ort = pytest.importorskip("onnxruntime")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -49,7 +50,9 @@ class AdaptiveAvgPool2d(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = int(x.shape[-2]), int(x.shape[-1])
+        with warnings.catch_warnings():  # export traces one input size on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            h, w = int(x.shape[-2]), int(x.shape[-1])
         gh, gw = math.gcd(h, self.size), math.gcd(w, self.size)
         up_h, up_w = self.size // gh, self.size // gw
         if up_h > 1 or up_w > 1:

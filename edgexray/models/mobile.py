@@ -19,9 +19,10 @@ from edgexray.models.layers import adapt_first_conv
 def mobilenet_v2(num_classes: int, in_chans: int, width: float, attention: str | None) -> nn.Module:
     model = MobileNetV2(num_classes=num_classes, width_mult=width)
     model.features[0][0] = adapt_first_conv(model.features[0][0], in_chans)
-    for block in model.features if attention else ():
-        if isinstance(block, MBv2Block):  # gate the block's projection, before `x + conv(x)`
-            block.conv.append(make_attention(attention, block.out_channels))
+    if attention:
+        for block in model.features:
+            if isinstance(block, MBv2Block):  # gate the block's projection, before `x + conv(x)`
+                block.conv.append(make_attention(attention, block.out_channels))
     return model
 
 
@@ -58,6 +59,7 @@ def shufflenet_v2_x1_0(num_classes: int, in_chans: int, width: float,
         stages = [scaled(c, width) for c in stages]
     model = ShuffleNetV2([4, 8, 4], stages + [scaled(1024, max(width, 1.0))], num_classes=num_classes)
     model.conv1[0] = adapt_first_conv(model.conv1[0], in_chans)
-    for name, channels in zip(("stage2", "stage3", "stage4"), stages[1:] if attention else ()):
-        getattr(model, name).append(make_attention(attention, channels))  # on the stage output
+    if attention:
+        for name, channels in zip(("stage2", "stage3", "stage4"), stages[1:]):
+            getattr(model, name).append(make_attention(attention, channels))  # on the stage output
     return model
