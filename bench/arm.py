@@ -11,10 +11,14 @@ How (checked on these machines, see issue 7):
   it, so every run gets its own prefix holding an ARM cpuinfo of the target's core (QEMU looks
   the file up in the prefix first).
 
-Userland and wheels are cached under ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured), built in
-a temporary folder and renamed into place under a lock, so two runs never see half a cache.
-Emulated timings are 100-500x slower than the device and are never reported as speed.
-Standard library only at module level (this package runs on devices).
+The userland (bookworm-rootfs, ~260 MB) and the wheels (bookworm-<package>-<version>) are cached
+under ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured), each built in a temporary folder and
+renamed into place under a lock, so two runs never see half a cache.
+
+Host and guest cannot disagree when both run a swapped model, so the first passing verification
+(at build time) records the host's outputs in the manifest ("arm_reference") and later ones
+compare with them. Emulated timings are 100-500x slower than the device and never reported as
+speed. Standard library only at module level (edgexray.bench also runs on devices).
 """
 from __future__ import annotations
 
@@ -163,12 +167,12 @@ def default_cache_dir() -> Path:
 class ArmCache:
     """Where the userland (one per Debian suite) and the wheels (one per runtime version) live."""
 
-    root: Path  # the cache folder (default ~/.cache/edgexray/arm64)
+    root: Path | None = None  # the cache folder; None: ~/.cache/edgexray/arm64 (XDG_CACHE_HOME)
     suite: str = SUITE  # Debian suite of the userland
 
-    def __init__(self, root: str | os.PathLike | None = None, suite: str = SUITE):
-        object.__setattr__(self, "root", Path(root).expanduser() if root else default_cache_dir())
-        object.__setattr__(self, "suite", suite)
+    def __post_init__(self):
+        root = Path(self.root).expanduser() if self.root else default_cache_dir()
+        object.__setattr__(self, "root", root)
 
     @property
     def rootfs_dir(self) -> Path:
