@@ -255,7 +255,7 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
         logits = _torch_logits(result.model, test_x)
         metrics = _metrics(test_y, logits, names)
         drop = 100 * (base_metrics["accuracy"] - metrics["accuracy"])
-        latency = cpu_latency_ms(result.model, example)
+        latency = cpu_latency_ms(result.model, example)["p50"]
         red = result.report["reduction"]
         steps.say(f"{kind or 'profile schedule'} {amount or ''}: params -{100 * red['params']:.1f}%, "
                   f"MACs -{100 * red['macs']:.1f}%, test accuracy {metrics['accuracy']:.4f} "
@@ -277,7 +277,7 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
             + (f" or --latency-budget-ms (now {cfg.latency_budget_ms})" if cfg.latency_budget_ms else "")
             + ", or train longer; nothing was shipped")
     report = dict(result.report, attempts=tried, host_torch_latency_ms={
-        "before": cpu_latency_ms(base.model, example), "after": tried[-1]["host_torch_latency_ms"]})
+        "before": cpu_latency_ms(base.model, example)["p50"], "after": tried[-1]["host_torch_latency_ms"]})
     ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
                            model_options=base.model_options, class_names=base.class_names,
                            preprocess=base.preprocess, train_config=base.train_config,
@@ -371,10 +371,10 @@ def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) 
             return p
         steps.say(f"{p} breaks the budget (drop {r['drop_vs_unpruned_pp']:.2f} pp > {budget} pp"
                   + ("" if fp_ok else ", parity failed") + "); trying the next precision")
+    drops = ", ".join(f"{p}: {r['drop_vs_unpruned_pp']:.2f} pp" for p, r in parity.items())
     raise EdgeXrayError(
         f"no exported precision of {list(parity)} stays within {budget} pp of the unpruned FP32 "
-        f"model ({', '.join(f'{p}: {parity[p]['drop_vs_unpruned_pp']:.2f} pp' for p in parity)}); "
-        "nothing was shipped. Relax --max-accuracy-drop, fine-tune longer (--finetune-epochs) or "
+        f"model ({drops}); nothing was shipped. Relax --max-accuracy-drop, fine-tune longer (--finetune-epochs) or "
         "prune less")
 
 

@@ -35,7 +35,7 @@ def test_short_training_on_chest_xrays_beats_majority_and_evaluate_writes_everyt
         chest_subset, tmp_path):
     out = tmp_path / "run"
     r = run("train", "--data", chest_subset, "--arch", "resnet18_cbam", "--width", "0.5",
-            "--size", "96", "--epochs", "5", "--out", out)
+            "--size", "96", "--epochs", "6", "--batch-size", "16", "--out", out)
     assert r.exit_code == 0, r.output
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.arch == "resnet18_cbam" and ckpt.class_names == ("NORMAL", "PNEUMONIA")
