@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+INPUT_NAME = "input"  # the TFLite input tensor is named serving_default_input:0
+
 
 def block_network() -> None:
     """Make every IPv4/IPv6 connection fail, so nothing is fetched silently."""
@@ -45,12 +47,17 @@ def convert(spec: dict) -> dict:
         not_use_onnxsim=True,  # simplified already; onnxsim would fuse our zero Pad back in
         verbosity=spec.get("verbosity", "info"),
     )
-    timings = {"onnx2tf_s": round(time.perf_counter() - t0, 2)}
+    timings = {"onnx2tf": round(time.perf_counter() - t0, 2)}
+    print(f"edgexray: timing onnx2tf {timings['onnx2tf']}", flush=True)
     calib = np.load(spec["calib_nhwc"]) if spec.get("calib_nhwc") else None
+    t = time.perf_counter()
+    frozen = _freeze(model, tf)
+    timings["freeze"] = round(time.perf_counter() - t, 2)
+    print(f"edgexray: timing freeze {timings['freeze']}", flush=True)
     written = {}
     for precision, out in spec["outputs"].items():
         t = time.perf_counter()
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
         if precision == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -74,9 +81,24 @@ def convert(spec: dict) -> dict:
             raise ValueError(f"unknown precision {precision!r}")
         Path(out).write_bytes(converter.convert())
         written[precision] = out
-        timings[f"{precision}_s"] = round(time.perf_counter() - t, 2)
-        print(f"edgexray: wrote {precision} -> {out} ({timings[f'{precision}_s']} s)", flush=True)
+        timings[precision] = round(time.perf_counter() - t, 2)
+        print(f"edgexray: timing {precision} {timings[precision]}", flush=True)
     return {"written": written, "timings": timings}
+
+
+def _freeze(model, tf):
+    """Trace the Keras model once and fold its variables into constants.
+
+    TFLiteConverter.from_keras_model re-traces and re-freezes the whole model for every file
+    (about 17 s of CPU for a pruned ResNet18-CBAM); from one frozen function each file takes
+    about 1 s, with identical output.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = model.inputs[0]
+    run = tf.function(lambda x: model(x))
+    concrete = run.get_concrete_function(tf.TensorSpec(spec.shape, spec.dtype, name=INPUT_NAME))
+    return convert_variables_to_constants_v2(concrete)
 
 
 def main(argv: list[str]) -> int:
