@@ -92,7 +92,7 @@ def test_learnable_but_not_trivial(tmp_path):
     torch.set_num_threads(1)  # one thread is faster than two on a busy 2-core machine
     try:
         t0 = time.perf_counter()
-        root = synthesize(tmp_path / "s", classes=3, per_class=400, size=(64, 96), seed=0,
+        root = synthesize(tmp_path / "s", classes=3, per_class=500, size=(64, 96), seed=0,
                           progress=False)
         data = prepare(root, 48, SplitConfig(0.7, 0.0, 0.3, seed=0), progress=False)
         mean, std = norm_stats(data.arrays["train"])
@@ -122,5 +122,5 @@ def test_learnable_but_not_trivial(tmp_path):
               f"in {time.perf_counter() - t0:.0f} s")
     finally:
         torch.set_num_threads(threads)
-    assert acc >= 0.75  # chance is 0.33; measured 0.80-0.84 on this set-up
+    assert acc >= 0.75  # chance is 0.33; measured 0.84 (seeds 0 and 1)
     assert acc < 0.99  # not trivially separable
