@@ -27,7 +27,7 @@ from tqdm import tqdm
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes, atomic_write_json, refuse_existing
 from edgexray.imageio import IMAGE_SUFFIXES, ImageReadError, probe, read_gray
-from edgexray.preprocess import Preprocess, resize_square
+from edgexray.preprocess import LUMA, Preprocess, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,10 @@ SPLITS_FORMAT = "edgexray-splits/1"
 # ImageNet statistics for pretrained 3-channel backbones fed gray repeated to RGB.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The same statistics seen through the BT.601 luma weights, for a 1-channel stem.
-IMAGENET_GRAY_MEAN = (0.4597,)
-IMAGENET_GRAY_STD = (0.2262,)
+# The same statistics through the BT.601 luma weights (std: channels taken as fully correlated),
+# for a 1-channel stem whose pretrained conv1 was summed over RGB: (0.4590,), (0.2256,).
+IMAGENET_GRAY_MEAN = (round(sum(w * m for w, m in zip(LUMA, IMAGENET_MEAN)), 4),)
+IMAGENET_GRAY_STD = (round(sum(w * s for w, s in zip(LUMA, IMAGENET_STD)), 4),)
 
 
 # ---------------------------------------------------------------------------------------------
