@@ -120,7 +120,8 @@ def test_every_attention_arch_prunes_exports_and_reloads(arch, xray_batches, tmp
     from edgexray.preprocess import Preprocess
     torch.manual_seed(0)
     model = create_model(arch, width=0.25)
-    batches = _resized(xray_batches, SIZE)
+    size = 64 if arch.startswith("alexnet") else SIZE  # AlexNet's stride-4 stem + 3 pools need 64
+    batches = _resized(xray_batches, size)
     x = batches[0][0][:2]
     method = "cbam" if arch.endswith("_cbam") else "se"
     cfg = PruneConfig(method=method, schedule="one-shot", ratio=0.5, round_to=1, calib_images=8)
@@ -133,7 +134,7 @@ def test_every_attention_arch_prunes_exports_and_reloads(arch, xray_batches, tmp
     with torch.no_grad():
         out = model(x).numpy()
     assert out.shape == (2, 2)
-    onnx_path = torch2onnx(model, tmp_path / "m.onnx", input_shape=(1, 1, SIZE, SIZE), simplify=False)
+    onnx_path = torch2onnx(model, tmp_path / "m.onnx", input_shape=(1, 1, size, size), simplify=False)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     ort_out = np.concatenate([sess.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(2)])
@@ -141,7 +142,7 @@ def test_every_attention_arch_prunes_exports_and_reloads(arch, xray_batches, tmp
     ckpt = save_checkpoint(tmp_path / "m.pt", model, arch=arch,
                            model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
                            class_names=["NORMAL", "PNEUMONIA"],
-                           preprocess=Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,)))
+                           preprocess=Preprocess(size=size, channels=1, mean=(0.5,), std=(0.25,)))
     back = load_checkpoint(ckpt).model
     assert graph.conv_widths(back) == graph.conv_widths(model)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """`edgexray prune CKPT`: structured channel pruning of a trained checkpoint."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,11 +46,15 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--sensitivity", is_flag=True, help="Accuracy vs ratio per stage, with a plot.")
 @click.option("--compare", "compare_methods",
               help="Compare methods at the same target, e.g. cbam,l1,taylor,bnscale,random,synflow.")
+@click.option("--sensitivity-ratios", default="0.2,0.4,0.6,0.8", show_default=True,
+              help="--sensitivity: fractions removed per stage.")
 @click.option("--latency-runs", type=int, default=30, show_default=True)
+@click.option("--latency-threads", type=int, default=1, show_default=True,
+              help="CPU threads for latency (1 is steadiest on a shared machine).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target_params, steps,
           finetune_epochs, finetune_lr, round_to, calib_images, data_dir, splits, out, sensitivity,
-          compare_methods, latency_runs, force):
+          compare_methods, sensitivity_ratios, latency_runs, latency_threads, force):
     """Remove whole channels from CHECKPOINT so the network physically shrinks.
 
     \b
@@ -71,12 +76,16 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
     default_name = "sensitivity" if sensitivity else "compare" if compare_methods else "pruned"
     out = Path(out) if out else Path(checkpoint).parent / default_name
     if sensitivity or compare_methods:
-        _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_methods,
-                  finetune_lr, latency_runs, force)
+        ratios = _ratios(sensitivity_ratios) if sensitivity else None
+        if ratios and not all(0 < r < 1 for r in ratios):
+            raise EdgeXrayError(f"--sensitivity-ratios {sensitivity_ratios!r}; each must be in (0, 1)")
+        _analysis(checkpoint, cfg, data_dir, splits, out, ratios, compare_methods,
+                  finetune_lr, latency_runs, latency_threads, force)
         return
     from edgexray.prune.stage import prune_checkpoint
     res = prune_checkpoint(checkpoint, out, cfg, data_dir=data_dir, splits=splits,
-                           finetune_lr=finetune_lr, latency_runs=latency_runs, force=force)
+                           finetune_lr=finetune_lr, latency_runs=latency_runs,
+                           latency_threads=latency_threads, force=force)
     r = res.report
     b, a = r["measured"]["before"], r["measured"]["after"]
     acc = r["accuracy"]
@@ -93,7 +102,7 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
 
 
 def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_methods, finetune_lr,
-              latency_runs, force):
+              latency_runs, latency_threads, force):
     import torch
 
     from edgexray.checkpoint import load_checkpoint
@@ -111,20 +120,26 @@ def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_metho
     example = torch.zeros(ckpt.input_shape)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    if sensitivity:
-        from edgexray.prune.sensitivity import plot_sensitivity, stage_sensitivity
-        rep = stage_sensitivity(ckpt.model, example, cfg, data, arch=ckpt.arch)
-        atomic_write_json(tmp / "sensitivity.json", rep)
-        md = report.sensitivity_markdown(rep)
-        atomic_write_text(tmp / "sensitivity.md", md)
-        plot_sensitivity(rep, tmp / "sensitivity.png")
-    else:
-        from edgexray.prune.compare import compare_methods as run_compare, plot_compare
-        rep = run_compare(ckpt, example, cfg, methods, data, finetune_lr, latency_runs)
-        atomic_write_json(tmp / "compare.json", rep)
-        md = report.compare_markdown(rep)
-        atomic_write_text(tmp / "compare.md", md)
-        plot_compare(rep, tmp / "compare.png")
-    replace_dir(tmp, out, force)
+    try:
+        if sensitivity:
+            from edgexray.prune.sensitivity import plot_sensitivity, stage_sensitivity
+            rep = stage_sensitivity(ckpt.model, example, cfg, data, ratios=sensitivity,
+                                    arch=ckpt.arch)
+            atomic_write_json(tmp / "sensitivity.json", rep)
+            md = report.sensitivity_markdown(rep)
+            atomic_write_text(tmp / "sensitivity.md", md)
+            plot_sensitivity(rep, tmp / "sensitivity.png")
+        else:
+            from edgexray.prune.compare import compare_methods as run_compare, plot_compare
+            rep = run_compare(ckpt, example, cfg, methods, data, finetune_lr, latency_runs,
+                              latency_threads)
+            atomic_write_json(tmp / "compare.json", rep)
+            md = report.compare_markdown(rep)
+            atomic_write_text(tmp / "compare.md", md)
+            plot_compare(rep, tmp / "compare.png")
+        replace_dir(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     click.echo(md)
     click.echo(f"wrote {out}")

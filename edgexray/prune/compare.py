@@ -28,14 +28,14 @@ def parse_methods(text: str) -> list[str]:
 
 
 def compare_methods(ckpt, example: torch.Tensor, cfg: PruneConfig, methods: list[str],
-                    data: PruneData, finetune_lr=None, latency_runs: int = 30,
+                    data: PruneData, finetune_lr=None, latency_runs: int = 30, latency_threads: int | None = 1,
                     progress: bool = True) -> dict:
     """One row per method: params, MACs, latency, val accuracy pruned / fine-tuned, test accuracy.
     A method that cannot run on this model (e.g. cbam without gates) gets its error in the row."""
     rows = []
     base = ckpt.model
     unpruned = {"method": "unpruned", **measure.count(base, example),
-                "latency_ms": measure.cpu_latency_ms(base, example, runs=latency_runs),
+                "latency_ms": measure.cpu_latency_ms(base, example, runs=latency_runs, threads=latency_threads),
                 "val_pruned": evaluate(base, data.val, data.class_names), "val_finetuned": None,
                 "test": evaluate(base, data.test, data.class_names)}
     for method in methods:
@@ -51,7 +51,7 @@ def compare_methods(ckpt, example: torch.Tensor, cfg: PruneConfig, methods: list
         m = res.model
         rows.append({"method": method, **measure.count(m, example),
                      "reduction": res.report["reduction"],
-                     "latency_ms": measure.cpu_latency_ms(m, example, runs=latency_runs),
+                     "latency_ms": measure.cpu_latency_ms(m, example, runs=latency_runs, threads=latency_threads),
                      "val_pruned": ft_log[-1]["val_before"] if ft_log else evaluate(m, data.val, data.class_names),
                      "val_finetuned": ft_log[-1]["val_after"] if ft_log else None,
                      "test": evaluate(m, data.test, data.class_names)})

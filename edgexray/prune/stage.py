@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -95,8 +94,7 @@ def finetune_config(ckpt, epochs: int, lr: float | None = None):
     stored = dict((ckpt.train_config or {}).get("train") or {})
     stored = {k: v for k, v in stored.items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig.from_dict(stored)
-    return dataclasses.replace(cfg, epochs=epochs, patience=epochs + 1, device="cpu",
-                               lr=lr if lr else cfg.lr)
+    return dataclasses.replace(cfg, epochs=epochs, patience=epochs + 1, lr=lr if lr else cfg.lr)
 
 
 def make_finetune(ckpt, data: PruneData, epochs: int, lr: float | None, log_to: list,
@@ -109,17 +107,18 @@ def make_finetune(ckpt, data: PruneData, epochs: int, lr: float | None, log_to: 
         entry = {"step": step, "val_before": evaluate(model, data.val, data.class_names)}
         result = train_model(model, data.train, data.val, cfg, class_weights=data.class_weights,
                              class_names=list(data.class_names), progress=progress)
-        entry["val_after"] = evaluate(result.model, data.val, data.class_names)
+        model = result.model.cpu()  # pruning and measuring continue on the CPU
+        entry["val_after"] = evaluate(model, data.val, data.class_names)
         entry["epochs"], entry["best_epoch"] = len(result.history), result.best_epoch
         log_to.append(entry)
-        return result.model
+        return model
 
     return finetune
 
 
-def _measure(model, example, runs) -> dict:
+def _measure(model, example, runs, threads) -> dict:
     return {**measure.count(model, example), "state_dict_bytes": measure.state_dict_bytes(model),
-            "latency_ms": measure.cpu_latency_ms(model, example, runs=runs)}
+            "latency_ms": measure.cpu_latency_ms(model, example, runs=runs, threads=threads)}
 
 
 @dataclass
@@ -130,9 +129,12 @@ class PruneOutcome:
 
 
 def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits=None,
-                     finetune_lr: float | None = None, latency_runs: int = 30, force: bool = False,
+                     finetune_lr: float | None = None, latency_runs: int = 30,
+                     latency_threads: int | None = 1, force: bool = False,
                      progress: bool = True) -> PruneOutcome:
-    """Prune a checkpoint, fine-tune, measure; write out_dir/model.pt, prune_report.json/.md."""
+    """Prune a checkpoint, fine-tune, measure; write out_dir/model.pt, prune_report.json/.md.
+    Latency is PyTorch on the CPU, batch 1, `latency_threads` threads (1: steadiest on a busy
+    machine; None: torch's default)."""
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     cfg.validate()
     out_dir = Path(out_dir)
@@ -152,7 +154,7 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
             log.warning("no data: accuracy is not reported")
     model = ckpt.model
     example = torch.zeros(ckpt.input_shape)
-    before = _measure(model, example, latency_runs)
+    before = _measure(model, example, latency_runs, latency_threads)
     val_before = evaluate(model, data.val, data.class_names) if data else None
     test_before = evaluate(model, data.test, data.class_names) if data else None
     ft_log: list = []
@@ -160,7 +162,7 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
                 if cfg.finetune_epochs > 0 else None)
     result: PruneResult = prune_model(model, example, cfg, data.calib if data else None, finetune)
     model = result.model
-    after = _measure(model, example, latency_runs)
+    after = _measure(model, example, latency_runs, latency_threads)
     accuracy = {
         "val_before": val_before,
         "val_pruned": ft_log[-1]["val_before"] if ft_log else
@@ -203,7 +205,3 @@ def pruned_copy(model, example, cfg, data: PruneData | None, finetune=None) -> P
     """prune_model on a deep copy (sensitivity and comparison keep the original intact)."""
     return prune_model(copy.deepcopy(model), example, cfg, data.calib if data else None, finetune)
 
-
-def mean_or_none(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
