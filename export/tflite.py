@@ -61,7 +61,11 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     with tempfile.TemporaryDirectory(prefix="edgexray-onnx2tf-") as tmp:
         work = Path(tmp)
         np.save(work / SAMPLE_NAME, sample_data(calib))
-        graph = onnx.load(str(onnx_path))
+        try:
+            graph = onnx.load(str(onnx_path))
+        except Exception as e:  # protobuf DecodeError and friends
+            raise EdgeXrayError(f"{str(onnx_path)!r} is not a readable ONNX file ({e}); "
+                                "re-create it with torch2onnx") from None
         zero_pad_maxpool(graph)
         onnx.save(graph, str(work / "model.onnx"))
         spec = {

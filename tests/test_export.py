@@ -341,3 +341,84 @@ def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
     assert run.exit_code == 2, run.output
     assert expect in run.output and "Traceback" not in run.output
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# offline conversion, converter failures, ONNX activation choice
+
+def _worker(work: Path, onnx_path: Path) -> subprocess.CompletedProcess:
+    """The conversion worker alone, in `work`, with whatever files `work` holds."""
+    import os
+
+    spec = {"onnx_path": str(onnx_path), "work_dir": str(work), "per_channel": True,
+            "result_path": str(work / "result.json"), "outputs": {"fp32": str(work / "m.tflite")}}
+    (work / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([*NO_NETWORK, sys.executable, "-m", "edgexray.export._tflite_worker",
+                           str(work / "spec.json")], cwd=work, env=env, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.slow
+def test_rgb_model_converts_offline_only_thanks_to_the_sample_file(chest_dir, tmp_path):
+    """onnx2tf fetches sample images for 3-channel inputs; with the file made from the
+    calibration images it converts offline, without it the offline conversion fails."""
+    from edgexray.export.onnx import torch2onnx
+    from edgexray.export.runners import run_file
+    from edgexray.export.tflite import SAMPLE_NAME, onnx2tflite
+
+    torch.manual_seed(0)
+    model = TinyCBAMNet(in_chans=3).eval()
+    pre = Preprocess(size=SIZE, channels=3, mean=(0.5,), std=(0.25,))
+    onnx_path = torch2onnx(model, tmp_path / "rgb.onnx", input_shape=(1, 3, SIZE, SIZE))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    run = _worker(bare, onnx_path)  # negative control: no sample file in the working directory
+    assert run.returncode != 0 and SAMPLE_NAME in run.stdout + run.stderr
+    calib = CalibrationSet.from_folder(chest_dir, pre, count=20, progress=False)
+    files = onnx2tflite(onnx_path, tmp_path / "out", precisions=["fp32"], calib=calib,
+                        launcher=NO_NETWORK)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model_fp32.tflite"]
+    x = calib.arrays()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(run_file(files["fp32"], x) - ref).max() <= 1e-3
+
+
+@pytest.mark.slow
+def test_converter_failure_and_timeout_carry_the_log(chest_dir, tmp_path):
+    from onnx import TensorProto, helper
+
+    from edgexray.export.tflite import onnx2tflite
+
+    calib = CalibrationSet.from_folder(chest_dir, PRE, count=4, progress=False)
+    node = helper.make_node("NoSuchOperator", ["input"], ["logits"])
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    bad = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), bad)
+    with pytest.raises(EdgeXrayError, match="(?s)conversion failed.*Log tail.*NoSuchOperator"):
+        onnx2tflite(bad, tmp_path / "o", precisions=["fp32"], calib=calib)
+    with pytest.raises(EdgeXrayError, match="did not finish within 1 s"):
+        onnx2tflite(bad, tmp_path / "o", precisions=["fp32"], calib=calib, timeout_s=1)
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(EdgeXrayError, match="not a readable ONNX file"):
+        onnx2tflite(tmp_path / "junk.onnx", tmp_path / "o", precisions=["fp32"], calib=calib)
+    assert not list((tmp_path / "o").glob("*.tflite"))
+
+
+@pytest.mark.slow
+def test_choose_activation_measures_both_and_keeps_the_faster(exported, tmp_path):
+    from edgexray.export.quantize_onnx import choose_activation
+
+    fp32 = exported["result"].files[("onnx", "fp32")]
+    out = tmp_path / "int8.onnx"
+    report = choose_activation(fp32, out, exported["calib"], exported["x"][:100],
+                               exported["y"][:100], runs=20)
+    formats = report["formats"]
+    assert set(formats) == {"u8", "s8"} and all(f["p50_ms"] > 0 for f in formats.values())
+    best = max(f["accuracy"] for f in formats.values())
+    equal = [a for a, f in formats.items() if f["accuracy"] >= best]
+    assert report["chosen"] == min(equal, key=lambda a: formats[a]["p50_ms"])
+    assert read_metadata(out)["quantization"]["activation"] == report["chosen"]
