@@ -206,9 +206,11 @@ def _build_once(final: Path, build) -> Path:
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
         try:
             t0 = time.monotonic()
+            tmp.chmod(0o755)  # mkdtemp makes it private; a shared --cache-dir serves every user
             build(tmp)
             atomic_write_json(tmp / stamp.name, {
                 "format": CACHE_FORMAT, "built": _now(), "seconds": round(time.monotonic() - t0, 1)})
+            (tmp / stamp.name).chmod(0o644)
             if final.exists():  # an outdated format: moved aside, then dropped
                 old = final.with_name(f".{final.name}.old-{os.getpid()}")
                 os.replace(final, old)
@@ -290,7 +292,7 @@ class Guest:
     """One emulated aarch64 machine: the cached userland and wheels, a per-run prefix."""
 
     qemu: str  # path of qemu-aarch64-static
-    prefix: Path  # per-run library prefix: the userland plus an ARM /proc/cpuinfo
+    prefix: Path  # per-run library prefix: links to the userland plus an ARM /proc/cpuinfo
     python: Path  # the userland's python3.X (a host path)
     site: Path  # the aarch64 wheels (PYTHONPATH)
     cpu: str  # QEMU core model (the target core, or its stand-in)
@@ -307,7 +309,7 @@ class Guest:
 
 @contextlib.contextmanager
 def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: int = 4):
-    """Prepare (or reuse) the cache, then yield a Guest for `cpu`; its prefix is removed after."""
+    """Prepare (or reuse) the cache, then yield a Guest emulating `cpu`."""
     check_cpu(cpu)
     _check_host(runtime, version, cache_dir)
     ensure_host_tools(for_userland=False)
@@ -316,20 +318,60 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
     rootfs = cache.rootfs_dir
     qemu = _which("qemu-aarch64-static")
     model = qemu_model(qemu, cpu)
-    # The per-run prefix is a hard-link copy of the userland (same file system, < 1 s) plus the
-    # cpuinfo: symlinks would not do, QEMU's prefix lookup makes the guest's realpath() of any
-    # path under a linked folder (/tmp, /home) point into the cache.
-    tmp = Path(tempfile.mkdtemp(dir=cache.root, prefix=".run-"))
-    try:
-        prefix = tmp / "root"
-        _run(["cp", "-al", str(rootfs), str(prefix)], what="linking the arm64 userland", timeout=600)
-        (prefix / "edgexray-cache.json").unlink()
-        (prefix / "proc").mkdir(exist_ok=True)
-        (prefix / "proc/cpuinfo").write_text(cpuinfo_text(cpu, cores))
-        python = prefix / "usr/bin" / f"python{guest_python_version(rootfs)}"
+    python = rootfs / "usr/bin" / f"python{guest_python_version(rootfs)}"
+    with _guest_prefix(cache, cpu, cores) as prefix:
         yield Guest(qemu=qemu, prefix=prefix, python=python, site=site, cpu=model)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _guest_prefix(cache: ArmCache, cpu: str, cores: int):
+    """The userland plus an ARM /proc/cpuinfo for `cpu` (QEMU reads the prefix's copy first).
+
+    Cached once per core as a hard-link copy (no extra disk); when the cache is not writable
+    (a user running on a cache root filled) a temporary copy made of symbolic links instead.
+    """
+    def hard_link_copy(tmp: Path) -> None:
+        _run(["cp", "-al", f"{cache.rootfs_dir}/.", str(tmp)], what="linking the arm64 userland",
+             timeout=600)
+        (tmp / "edgexray-cache.json").unlink()
+        _write_cpuinfo(tmp, cpu, cores)
+
+    try:
+        view = _build_once(cache.root / f"{cache.suite}-rootfs-{cpu}-x{cores}", hard_link_copy)
+    except (OSError, EdgeXrayError) as e:
+        log.info("cannot cache a userland for %s (%s); using a temporary one", cpu, e)
+        view = None
+    if view is not None:
+        yield view
+        return
+    with tempfile.TemporaryDirectory(prefix="edgexray-arm-") as tmp:
+        prefix = Path(tmp) / "root"
+        _link_tree(cache.rootfs_dir, prefix)
+        (prefix / "edgexray-cache.json").unlink()
+        _write_cpuinfo(prefix, cpu, cores)
+        yield prefix
+
+
+def _write_cpuinfo(root: Path, cpu: str, cores: int) -> None:
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "proc/cpuinfo").unlink(missing_ok=True)  # never write through a link into the cache
+    (root / "proc/cpuinfo").write_text(cpuinfo_text(cpu, cores))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """A copy of src: its folders as real folders, its files as symbolic links into src.
+
+    Real folders matter: QEMU looks every guest path up in the prefix first, so a linked
+    folder (/tmp, /root) would send the guest's realpath() of paths under it into the cache.
+    Symbolic links, not hard links: a user may use a cache that root filled.
+    """
+    for folder, dirs, files in os.walk(src):
+        rel = Path(folder).relative_to(src)
+        (dst / rel).mkdir()
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            source = Path(folder) / name
+            target = os.readlink(source) if source.is_symlink() else source  # keep links as links
+            (dst / rel / name).symlink_to(target)
 
 
 def check_cpu(cpu: str) -> None:
