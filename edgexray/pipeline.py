@@ -23,8 +23,10 @@ from edgexray.fsutil import atomic_write_json, refuse_existing
 log = logging.getLogger(__name__)
 
 # The embedded default: synthetic bone X-rays and a model small enough for minutes on 2 cores.
-DEMO = dict(synth_classes=3, synth_per_class=120, size=96, width=0.5, epochs=8, finetune_epochs=3,
-            calib_count=100)
+# Its held-out split is small (one image is ~0.6 pp), so its accuracy budget is wider, and
+# stated as such in the manifest and the summary.
+DEMO = dict(synth_classes=3, synth_per_class=300, size=96, width=0.5, epochs=12, finetune_epochs=4,
+            calib_count=100, max_accuracy_drop=3.0)
 
 
 @dataclass(frozen=True)
