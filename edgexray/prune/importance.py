@@ -121,23 +121,25 @@ class AttentionImportance(Criterion):
         if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer in self.DG.module2node:
             group = self.DG.get_pruning_group(layer, function.prune_conv_out_channels,
                                               list(range(layer.out_channels)))
-            parts = [(_normalized(self.gate_mean[d.target.module][idxs]), group[i].root_idxs)
-                     for i, (d, idxs) in enumerate(group)
-                     if d.handler in OUT_FNS and d.target.module in self.gate_mean]
+            parts = self._gate_parts(group)
             if parts:
                 mean, count = _scatter_mean(layer.out_channels, parts)
                 vec = torch.where(count > 0, mean, torch.ones_like(mean))
         self._consumer_gate[layer] = vec
         return vec
 
+    def _gate_parts(self, group) -> list:
+        """(gate values normalized by their mean, root channels) of every gate in the group."""
+        return [(_normalized(self.gate_mean[d.target.module][idxs]), group[i].root_idxs)
+                for i, (d, idxs) in enumerate(group)
+                if d.handler in OUT_FNS and d.target.module in self.gate_mean]
+
     @torch.no_grad()
     def __call__(self, group):
         n = len(group[0].idxs)
-        gated, count = _scatter_mean(n, [
-            (_normalized(self.gate_mean[d.target.module][idxs]), group[i].root_idxs)
-            for i, (d, idxs) in enumerate(group)
-            if d.handler in OUT_FNS and d.target.module in self.gate_mean])
-        n_gates = sum(1 for d, _ in group if d.handler in OUT_FNS and d.target.module in self.gate_mean)
+        gate_parts = self._gate_parts(group)
+        gated, count = _scatter_mean(n, gate_parts)
+        n_gates = len(gate_parts)
         if bool((count > 0).all()):
             self._record(group, f"{self.name}-gate ({n_gates} gates)")
             return gated.float()
