@@ -45,6 +45,7 @@ def convert(spec: dict) -> dict:
         output_folder_path=str(work / "saved_model"),
         disable_model_save=True,
         not_use_onnxsim=True,  # simplified already; onnxsim would fuse our zero Pad back in
+        batch_size=spec.get("batch_size"),
         verbosity=spec.get("verbosity", "info"),
     )
     timings = {"onnx2tf": round(time.perf_counter() - t0, 2)}

@@ -88,6 +88,7 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         calib=calib_set, max_accuracy_drop=max_accuracy_drop, opset=opset,
         dynamic_batch=dynamic_batch, onnx_calib_method=onnx_calib_method,
         onnx_activation=onnx_activation, tflite_timeout_s=tflite_timeout,
+        metadata={"arch": ckpt.arch, "model_options": ckpt.model_options},
         info={"checkpoint": str(checkpoint), "arch": ckpt.arch, "parity_data": source},
         force=force)
     _print_table(result.report)

@@ -60,12 +60,14 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
                  dynamic_batch: bool = False, per_channel: bool = True,
                  onnx_calib_method: str = "minmax", onnx_activation: str = "auto",
                  tflite_timeout_s: float = DEFAULT_TIMEOUT_S, launcher: Sequence[str] = (),
-                 info: dict | None = None, force: bool = False) -> ExportResult:
+                 metadata: dict | None = None, info: dict | None = None,
+                 force: bool = False) -> ExportResult:
     """Export, check parity on `eval_inputs` (float32 NCHW, normalized) / `eval_labels`, write
     `out_dir/{model_<precision>.<ext>, parity.json}`.
 
     `onnx_activation` "auto" quantizes ONNX with u8 and s8 activations and keeps the faster at
-    equal accuracy (measured here). Never raises for failed parity: check `result.passed`.
+    equal accuracy (measured here). `metadata` is added to the ONNX metadata_props (e.g. arch),
+    `info` to parity.json. Never raises for failed parity: check `result.passed`.
     """
     plan = export_plan(formats, precisions)
     out_dir = Path(out_dir)
@@ -90,7 +92,7 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
         t = time.perf_counter()
         torch2onnx(model, fp32_onnx, input_shape=(1, *expected), opset=opset,
                    dynamic_batch=dynamic_batch,
-                   metadata=onnx_metadata(class_names, preprocess, **(info or {})))
+                   metadata=onnx_metadata(class_names, preprocess, **(metadata or {})))
         timings["onnx_fp32"] = time.perf_counter() - t
         extras: dict = {}
         if ("onnx", "int8") in plan:

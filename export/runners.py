@@ -33,16 +33,15 @@ def onnx_session(path, threads: int | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
+def run_onnx(path, inputs: np.ndarray, threads: int | None = None,
+             batch_size: int = 32) -> np.ndarray:
     session = onnx_session(path, threads)
     meta = session.get_inputs()[0]
     inputs = np.asarray(inputs, np.float32)
-    if isinstance(meta.shape[0], int):  # fixed batch: one image at a time
-        step = meta.shape[0]
-        outs = [session.run(None, {meta.name: inputs[i:i + step]})[0]
-                for i in range(0, len(inputs), step)]
-        return np.concatenate(outs).astype(np.float32)
-    return session.run(None, {meta.name: inputs})[0].astype(np.float32)
+    step = meta.shape[0] if isinstance(meta.shape[0], int) else batch_size  # fixed or dynamic
+    outs = [session.run(None, {meta.name: inputs[i:i + step]})[0]
+            for i in range(0, len(inputs), step)]
+    return np.concatenate(outs).astype(np.float32)
 
 
 def tflite_interpreter(path, threads: int | None = None):

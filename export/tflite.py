@@ -68,10 +68,13 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                                 "re-create it with torch2onnx") from None
         zero_pad_maxpool(graph)
         onnx.save(graph, str(work / "model.onnx"))
+        batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
         spec = {
             "onnx_path": str(work / "model.onnx"), "work_dir": str(work), "input_name": INPUT_NAME,
             "per_channel": bool(per_channel), "result_path": str(work / "result.json"),
             "outputs": {p: str(work / f"{stem}_{p}.tflite") for p in precisions},
+            # a dynamic-batch ONNX becomes a batch-1 TFLite file (what devices run)
+            "batch_size": None if batch.HasField("dim_value") else 1,
         }
         if "int8" in precisions:
             np.save(work / "calib_nhwc.npy", calib.nhwc())

@@ -96,7 +96,8 @@ def exported(chest_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "out"
     result = export_model(model, out, class_names=CLASSES, preprocess=PRE, eval_inputs=x_eval,
                           eval_labels=y_eval, formats="onnx,tflite", precisions="fp32,fp16,int8",
-                          calib=calib, onnx_activation="u8", launcher=NO_NETWORK)
+                          calib=calib, onnx_activation="u8", dynamic_batch=True,
+                          launcher=NO_NETWORK)
     return {"result": result, "model": model, "x": x_eval, "y": y_eval, "calib": calib}
 
 
@@ -130,8 +131,8 @@ def test_onnx_fp32_names_metadata_and_parity(exported):
     graph = onnx.load(str(path))
     assert [i.name for i in graph.graph.input] == ["input"]
     assert [o.name for o in graph.graph.output] == ["logits"]
-    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [1, 1, SIZE, SIZE]
+    dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, SIZE, SIZE]  # the fixture exports with dynamic_batch=True
     meta = read_metadata(path)
     assert meta["class_names"] == list(CLASSES)
     assert Preprocess.from_dict(meta["preprocess"]) == PRE
@@ -304,6 +305,9 @@ def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synt
     assert report["info"]["parity_data"]["calibration_images_excluded"] is True
     assert report["files"][0]["parity"]["passed"]
     assert "model_fp32.onnx" in run.output
+    graph = onnx.load(str(out / "model_fp32.onnx")).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 1, 32, 32]
+    assert read_metadata(out / "model_fp32.onnx")["arch"] == "resnet18_cbam"
     before = (out / "parity.json").read_bytes()
     again = _cli(*args)
     assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
