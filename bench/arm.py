@@ -226,10 +226,10 @@ def _build_rootfs(dest: Path, suite: str) -> None:
     ensure_host_tools()
     log.info("laying out the arm64 %s userland in %s (about 250 MB)", suite, dest)
     cmd = [_which("debootstrap") or "debootstrap", "--arch=arm64", "--variant=minbase",
-           "--foreign", "--include=python3"]
-    cmd.append(f"--keyring={DEBIAN_KEYRING}")
-    _run(cmd + [suite, str(dest), DEBIAN_MIRROR], what="debootstrap (downloading the arm64 "
-         f"userland from {DEBIAN_MIRROR})", timeout=1800)
+           "--foreign", "--include=python3", f"--keyring={DEBIAN_KEYRING}",
+           suite, str(dest), DEBIAN_MIRROR]
+    _run(cmd, what=f"debootstrap (downloading the arm64 userland from {DEBIAN_MIRROR})",
+         timeout=1800)
     archives = dest / "var/cache/apt/archives"
     debs = sorted(archives.glob("*.deb"))
     if not debs:
@@ -312,8 +312,8 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
     """Prepare (or reuse) the cache, then yield a Guest emulating `cpu`."""
     check_cpu(cpu)
     _check_host(runtime, version, cache_dir)
-    ensure_host_tools(for_userland=False)
     cache = ArmCache(cache_dir)
+    ensure_host_tools(for_userland=not cache.rootfs_dir.is_dir())  # one apt-get for all
     site = cache.ensure_site(runtime, version)
     rootfs = cache.rootfs_dir
     qemu = _which("qemu-aarch64-static")
