@@ -327,8 +327,8 @@ def guest_machine(runtime: str, version: str, cpu: str, cache_dir=None, cores: i
 def _guest_prefix(cache: ArmCache, cpu: str, cores: int):
     """The userland plus an ARM /proc/cpuinfo for `cpu` (QEMU reads the prefix's copy first).
 
-    Cached once per core as a hard-link copy (no extra disk); when the cache is not writable
-    (a user running on a cache root filled) a temporary copy made of symbolic links instead.
+    Cached once per core as a hard-link copy (no extra disk). A user who cannot write to the
+    cache (one that root filled) gets a temporary copy made of symbolic links instead.
     """
     def hard_link_copy(tmp: Path) -> None:
         _run(["cp", "-al", f"{cache.rootfs_dir}/.", str(tmp)], what="linking the arm64 userland",
