@@ -61,6 +61,7 @@ class Progress:
     def __init__(self):
         self.start = time.perf_counter()
         self.times: dict[str, float] = {}
+        self.fallbacks: list[str] = []  # what the build changed because a budget broke
 
     def stage(self, name: str):
         progress = self
@@ -82,6 +83,10 @@ class Progress:
     @staticmethod
     def say(text: str) -> None:
         print(f"[edgexray]   {text}", file=sys.stderr, flush=True)
+
+    def fallback(self, text: str) -> None:
+        self.fallbacks.append(text)
+        self.say(text)
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
@@ -106,7 +111,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     refuse_existing(work, cfg.force, "build folder")
     work.mkdir(parents=True, exist_ok=True)
     steps = Progress()
-    summary: dict = {"target": profile.name, "synthetic": demo, "config": _jsonable(asdict(cfg))}
+    summary: dict = {"target": profile.name, "config": _jsonable(asdict(cfg))}
 
     # 1. data + unpruned model ------------------------------------------------------------
     with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
@@ -115,6 +120,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     base = load_checkpoint(ckpt_path)
     test_x, test_y = _split_inputs(base, data, "test")
     names = list(base.class_names)
+    synthetic = (Path(data.index.root) / "SYNTHETIC.txt").is_file()
+    summary["synthetic"] = synthetic
     with steps.stage("evaluate unpruned"):
         base_logits = _torch_logits(base.model, test_x)
         base_metrics = _metrics(test_y, base_logits, names)
@@ -137,12 +144,12 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
     # 5. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
-        bench = _host_bench(cfg, profile, base, work, files, shipped, data, steps)
+        bench = _host_bench(cfg, profile, base, work, files, shipped, data, test_x, test_y, steps)
 
     # 6. bundle -------------------------------------------------------------------------------
     with steps.stage("bundle"):
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
-                           base_metrics, pruned_metrics, bench, steps, demo, test_x, test_y, out)
+                           base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
@@ -156,9 +163,6 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 # stages
 
 def _trained_model(cfg: BuildConfig, profile, work: Path, demo: bool, progress: bool):
-    from edgexray.data import prepare
-    from edgexray.fsutil import cache_dir
-
     if demo:
         from edgexray.synth import synthesize
         data_dir = synthesize(work / "synthetic-data", classes=cfg.synth_classes,
@@ -268,8 +272,8 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
             continue  # latency search: prune more
         if drop <= cfg.max_accuracy_drop or cfg.latency_budget_ms is not None:
             break
-        steps.say(f"accuracy drop {drop:.2f} pp breaks the budget {cfg.max_accuracy_drop} pp; "
-                  "falling back to less pruning")
+        steps.fallback(f"pruning {kind} {amount}: accuracy drop {drop:.2f} pp breaks the budget "
+                       f"{cfg.max_accuracy_drop} pp; falling back to less pruning")
     else:
         raise EdgeXrayError(
             "no pruning level met the budgets: " + "; ".join(
@@ -307,7 +311,6 @@ def _pruning_attempts(p, cfg: BuildConfig) -> list[tuple[str | None, float | Non
 
 def _export(cfg, profile, pruned, data, work, precisions, ref_logits, test_x, test_y,
             base_metrics, steps):
-    from edgexray.export.calibration import CalibrationSet
     from edgexray.export.onnx import onnx_metadata, torch2onnx
     from edgexray.export.parity import parity as parity_check
 
@@ -341,7 +344,7 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, test_x, te
         cand = results[p]["candidate"]
         drop = 100 * (base_metrics["accuracy"] - cand["accuracy"])
         results[p]["drop_vs_unpruned_pp"] = drop
-        steps.say(f"{path.name}: accuracy {cand['accuracy']:.4f} (vs unpruned {drop:+.2f} pp), "
+        steps.say(f"{path.name}: accuracy {cand['accuracy']:.4f} (drop vs unpruned {drop:.2f} pp), "
                   f"top-1 agreement with PyTorch {results[p]['top1_agreement']:.4f}, "
                   f"max |diff| {results[p]['max_abs_diff']:.2e}")
     atomic_write_json(exp / "parity.json", _jsonable(results))
@@ -369,9 +372,9 @@ def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) 
         fp_ok = p not in ("fp32", "fp16") or r["passed"]
         if r["drop_vs_unpruned_pp"] <= budget and fp_ok:
             if p != profile.default_precision:
-                steps.say(f"shipping {p}: {profile.default_precision} broke the budget")
+                steps.fallback(f"shipping {p}: {profile.default_precision} broke the budget")
             return p
-        steps.say(f"{p} breaks the budget (drop {r['drop_vs_unpruned_pp']:.2f} pp > {budget} pp"
+        steps.fallback(f"{p} breaks the budget (drop {r['drop_vs_unpruned_pp']:.2f} pp > {budget} pp"
                   + ("" if fp_ok else ", parity failed") + "); trying the next precision")
     drops = ", ".join(f"{p}: {r['drop_vs_unpruned_pp']:.2f} pp" for p, r in parity.items())
     raise EdgeXrayError(
@@ -380,12 +383,14 @@ def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) 
         "prune less")
 
 
-def _host_bench(cfg, profile, base, work, files, shipped, data, steps) -> dict:
+def _host_bench(cfg, profile, base, work, files, shipped, data, test_x, test_y, steps) -> dict:
     """Interleaved host benchmark: unpruned FP32 PyTorch, unpruned FP32 ONNX Runtime, unpruned
-    INT8 by ONNX Runtime (what a user would do without edgexray), and the shipped model."""
+    INT8 by ONNX Runtime (what a user would do without edgexray), and the shipped model.
+    The two unpruned ONNX files are also scored on the held-out split."""
     from edgexray.bench.compare import compare_models
     from edgexray.export.onnx import onnx_metadata, torch2onnx
     from edgexray.export.quantize_onnx import onnx2int8onnx
+    from edgexray.export.runners import run_file
 
     bdir = work / "bench"
     bdir.mkdir(exist_ok=True)
@@ -395,58 +400,100 @@ def _host_bench(cfg, profile, base, work, files, shipped, data, steps) -> dict:
     base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx",
                               _calibration(base, data, min(cfg.calib_count, 100), cfg.seed))
     runner = "litert" if files[shipped].suffix == ".tflite" else "onnxruntime-cpu"
-    entries = [("unpruned FP32 PyTorch", str(base.path), "torch-cpu"),
-               ("unpruned FP32 ONNX Runtime", str(base_onnx), "onnxruntime-cpu"),
-               ("unpruned INT8 ONNX Runtime", str(base_int8), "onnxruntime-cpu"),
-               (f"pruned {shipped} (shipped)", str(files[shipped]), runner)]
+    labels = {"torch": "unpruned FP32 PyTorch", "ort": "unpruned FP32 ONNX Runtime",
+              "ort_int8": "unpruned INT8 ONNX Runtime", "shipped": f"pruned {shipped} (shipped)"}
+    entries = [(labels["torch"], str(base.path), "torch-cpu"),
+               (labels["ort"], str(base_onnx), "onnxruntime-cpu"),
+               (labels["ort_int8"], str(base_int8), "onnxruntime-cpu"),
+               (labels["shipped"], str(files[shipped]), runner)]
     doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True,
                          threads=profile.threads if profile.arch == "x86_64" else None)
     atomic_write_json(bdir / "results.json", doc)
-    lat = {e["label"]: e["latency_ms"]["p50"] for e in doc["results"]}
-    shipped_label = entries[-1][0]
+    by_label = {e["label"]: e for e in doc["results"]}
+    p50 = {label: by_label[label]["latency_ms"]["p50"] for label in labels.values()}
     summary = {
         "label": "host latency (this build machine, not the device)",
         "cpu": doc["environment"].get("cpu"),
-        "p50_ms": lat,
-        "speedup_vs_unpruned_torch": lat[entries[0][0]] / lat[shipped_label],
-        "speedup_vs_unpruned_ort_int8": lat[entries[2][0]] / lat[shipped_label],
+        "p50_ms": p50,
+        "speedup_vs_unpruned_torch": p50[labels["torch"]] / p50[labels["shipped"]],
+        "speedup_vs_unpruned_ort_int8": p50[labels["ort_int8"]] / p50[labels["shipped"]],
     }
-    steps.say(f"host p50: shipped {lat[shipped_label]:.2f} ms; "
+    steps.say(f"host p50: shipped {p50[labels['shipped']]:.2f} ms; "
               f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
               f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
-    return {"summary": summary, "document": doc}
+    names = list(base.class_names)
+    onnx_metrics = {key: _metrics(test_y, run_file(path, test_x), names)
+                    for key, path in (("ort", base_onnx), ("ort_int8", base_int8))}
+    return {"summary": summary, "document": doc, "labels": labels, "entries": by_label,
+            "onnx_metrics": onnx_metrics}
+
+
+def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned_metrics,
+                bench) -> list[dict]:
+    """The report's before/after table: first row is the reference (unpruned FP32 PyTorch)."""
+    before, after = prune_report["before"], prune_report["after"]
+    labels, entries = bench["labels"], bench["entries"]
+
+    def measured(key):
+        e = entries[labels[key]]
+        return {"size_bytes": e["size_bytes"], "latency_ms": e["latency_ms"],
+                "memory_mb": e["memory_mb"]}
+
+    rows = [
+        {"label": labels["torch"], "format": "pytorch", "precision": "fp32", **before,
+         **measured("torch"), "accuracy": base_metrics["accuracy"], "metrics": base_metrics},
+        *[{"label": labels[k], "format": "onnx", "precision": p, **before, **measured(k),
+           "accuracy": bench["onnx_metrics"][k]["accuracy"], "metrics": bench["onnx_metrics"][k]}
+          for k, p in (("ort", "fp32"), ("ort_int8", "int8"))],
+        {"label": "pruned FP32 PyTorch", "format": "pytorch", "precision": "fp32", **after,
+         "size_bytes": after["state_dict_bytes"],
+         "latency_ms": prune_report["host_torch_latency_ms"]["after"],
+         "accuracy": pruned_metrics["accuracy"], "metrics": pruned_metrics},
+    ]
+    for p, path in files.items():
+        row = {"label": f"pruned {p} ({path.suffix[1:]})", "format": path.suffix[1:], "precision": p,
+               **after, "size_bytes": path.stat().st_size,
+               "accuracy": parity[p]["candidate"]["accuracy"], "metrics": parity[p]["candidate"]}
+        if p == shipped:
+            row.update(measured("shipped"), shipped=True)
+        rows.append(row)
+    return rows
 
 
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
-            pruned_metrics, bench, steps, demo, test_x, test_y, out):
+            pruned_metrics, bench, steps, synthetic, test_y, out):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
 
-    sizes = {"unpruned_checkpoint": base.path.stat().st_size,
-             "pruned_checkpoint": pruned.path.stat().st_size,
-             **{f"{p}_{f.suffix[1:]}": f.stat().st_size for p, f in files.items()}}
-    accuracy = {"split": "test", "n": int(len(test_y)),
-                "unpruned_fp32_torch": base_metrics, "pruned_fp32_torch": pruned_metrics,
-                **{f"exported_{p}": parity[p]["candidate"] for p in parity}}
+    shipped_drop = parity[shipped]["drop_vs_unpruned_pp"]
+    budgets = {"max_accuracy_drop_pp": {"limit": cfg.max_accuracy_drop, "measured": shipped_drop,
+                                        "passed": shipped_drop <= cfg.max_accuracy_drop}}
+    if cfg.latency_budget_ms is not None:
+        host = prune_report["host_torch_latency_ms"]["after"]
+        budgets["latency_budget_ms (host, PyTorch)"] = {
+            "limit": cfg.latency_budget_ms, "measured": host, "passed": host <= cfg.latency_budget_ms}
     manifest_fields = {
-        "synthetic_data": demo,
-        "params": {"unpruned": prune_report["before"]["params"], "pruned": prune_report["after"]["params"]},
-        "macs": {"unpruned": prune_report["before"]["macs"], "pruned": prune_report["after"]["macs"]},
+        "synthetic_data": synthetic,
+        "models": _model_rows(base, files, shipped, parity, prune_report, base_metrics,
+                              pruned_metrics, bench),
         "reduction": prune_report["reduction"],
-        "file_sizes": sizes,
-        "accuracy": accuracy,
-        "parity": parity,
+        "accuracy": {"split": "test", "n": int(len(test_y)),
+                     "unpruned_fp32": base_metrics["accuracy"],
+                     "pruned_fp32": pruned_metrics["accuracy"],
+                     **{f"exported_{p}": parity[p]["candidate"]["accuracy"] for p in parity}},
+        "parity": {files[p].name: {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+                   for p, r in parity.items()},
+        "budgets": budgets,
+        "fallbacks": steps.fallbacks,
         "prune": {k: prune_report[k] for k in ("method", "criterion", "schedule", "config",
-                                               "spine_widths", "attempts", "reduction")
+                                               "spine_widths", "attempts", "target")
                   if k in prune_report},
-        "channels_kept": prune_report.get("layers") or prune_report.get("groups"),
+        "channels_kept": prune_report.get("layers"),
         "host_benchmark": bench["summary"],
         "host_benchmark_results": bench["document"],
-        "budgets": {"max_accuracy_drop_pp": cfg.max_accuracy_drop,
-                    "latency_budget_ms": cfg.latency_budget_ms},
         "source_checkpoint_sha256": sha256_file(base.path),
-        "resolved_config": _jsonable(asdict(cfg)),
+        "config": _jsonable(asdict(cfg)),
     }
     names = list(base.class_names)
     plot_assets = {
@@ -459,18 +506,14 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         "Test accuracy": plots.bar_before_after(
             {"unpruned": base_metrics["accuracy"], "pruned": pruned_metrics["accuracy"],
              **{p: parity[p]["candidate"]["accuracy"] for p in parity}}, "accuracy", "Held-out accuracy"),
-        "Confusion matrix: unpruned FP32": plots.plot_confusion(
-            base_metrics["confusion_matrix"], names, title="unpruned FP32"),
-        f"Confusion matrix: shipped {shipped}": plots.plot_confusion(
-            parity[shipped]["candidate"]["confusion_matrix"], names, title=f"shipped {shipped}"),
     }
-    gradcam_assets = _gradcam_pairs(base, pruned, data) if demo else {}
+    gradcam_assets = _gradcam_pairs(base, pruned, data) if synthetic else {}
     verify = _arm_verifier(cfg, profile, steps)
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
                           report_assets={"plots": plot_assets, "gradcam": gradcam_assets},
-                          images_are_synthetic=demo, verify=verify, force=cfg.force)
+                          images_are_synthetic=synthetic, verify=verify, force=cfg.force)
 
 
 def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
@@ -515,7 +558,7 @@ def format_summary(summary: dict) -> str:
     red = summary["reduction"]
     b = summary["bench"]
     rows = [("artifact", summary["artifact"]),
-            ("data", "SYNTHETIC demo X-rays" if summary["synthetic"] else "user data"),
+            ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
             ("shipped precision", summary["shipped_precision"]),
             ("params removed", f"{100 * red['params']:.1f}%"),
             ("MACs removed", f"{100 * red['macs']:.1f}%"),
