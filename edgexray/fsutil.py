@@ -10,6 +10,11 @@ from pathlib import Path
 
 from edgexray.errors import EdgeXrayError
 
+# mkstemp/mkdtemp create private (0600/0700) entries; results get the user's usual permissions.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
 
 def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output") -> None:
     """Raise unless `path` is absent, an empty directory, or `force` is set."""
@@ -31,6 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +56,7 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike, force:
     """Move a finished directory into place; the final path appears complete or not at all."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     refuse_existing(final_dir, force)
+    os.chmod(tmp_dir, DIR_MODE)
     if final_dir.exists():
         trash = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
         os.replace(final_dir, trash)
