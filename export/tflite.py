@@ -19,7 +19,7 @@ from edgexray.preprocess import resize_square
 
 from .calibration import CalibrationSet
 from .formats import check_precision, get_format
-from .graph_fixes import zero_pad_maxpool
+from .graph_fixes import split_concat_conv, zero_pad_maxpool
 from .onnx import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             raise EdgeXrayError(f"{str(onnx_path)!r} is not a readable ONNX file ({e}); "
                                 "re-create it with torch2onnx") from None
         zero_pad_maxpool(graph)
+        split_concat_conv(graph)
         onnx.save(graph, str(work / "model.onnx"))
         batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
         spec = {

@@ -171,10 +171,26 @@ def test_tflite_int8_has_int8_io_builtin_ops_and_keeps_accuracy(exported):
     ops = tflite_ops(path)
     assert not [op for op in ops if op.startswith("CUSTOM") or op.startswith("FLEX")]
     assert "PADV2" not in ops  # regression: the -inf max-pool padding as int8 broke LiteRT
+    assert "CONCATENATION" not in ops  # CBAM's mean/max concat split: one int8 scale each
     entry = _entry(exported, "tflite", "int8")
     assert entry["io"] == io
     p = entry["parity"]
     assert p["passed"] and p["accuracy_drop_pp"] <= 1.0 and p["top1_agreement"] >= 0.95
+
+
+def test_graph_fixes_are_exact(tmp_path):
+    from edgexray.export.graph_fixes import split_concat_conv, zero_pad_maxpool
+    from edgexray.export.onnx import torch2onnx
+    from edgexray.export.runners import run_onnx
+
+    torch.manual_seed(0)
+    path = torch2onnx(TinyCBAMNet().eval(), tmp_path / "m.onnx", input_shape=(1, 1, SIZE, SIZE))
+    graph = onnx.load(str(path))
+    assert zero_pad_maxpool(graph) == 1 and split_concat_conv(graph) == 1
+    assert "Concat" not in {n.op_type for n in graph.graph.node}
+    onnx.save(graph, str(tmp_path / "fixed.onnx"))
+    x = np.random.default_rng(0).normal(size=(4, 1, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(tmp_path / "fixed.onnx", x), run_onnx(path, x), atol=1e-5)
 
 
 @pytest.mark.slow
