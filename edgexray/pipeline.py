@@ -144,7 +144,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
     # 5. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
-        bench = _host_bench(cfg, profile, base, work, files, shipped, data, test_x, test_y, steps)
+        bench = _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
+                            steps)
 
     # 6. bundle -------------------------------------------------------------------------------
     with steps.stage("bundle"):
@@ -383,9 +384,11 @@ def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) 
         "prune less")
 
 
-def _host_bench(cfg, profile, base, work, files, shipped, data, test_x, test_y, steps) -> dict:
-    """Interleaved host benchmark: unpruned FP32 PyTorch, unpruned FP32 ONNX Runtime, unpruned
-    INT8 by ONNX Runtime (what a user would do without edgexray), and the shipped model.
+def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
+                steps) -> dict:
+    """Interleaved host benchmark (the `edgexray compare` set): unpruned FP32 PyTorch, unpruned
+    FP32 ONNX Runtime, unpruned INT8 by ONNX Runtime (what a user would do without edgexray),
+    pruned FP32 PyTorch and the shipped model.
     The two unpruned ONNX files are also scored on the held-out split."""
     from edgexray.bench.compare import compare_models
     from edgexray.export.onnx import onnx_metadata, torch2onnx
@@ -401,10 +404,12 @@ def _host_bench(cfg, profile, base, work, files, shipped, data, test_x, test_y, 
                               _calibration(base, data, min(cfg.calib_count, 100), cfg.seed))
     runner = "litert" if files[shipped].suffix == ".tflite" else "onnxruntime-cpu"
     labels = {"torch": "unpruned FP32 PyTorch", "ort": "unpruned FP32 ONNX Runtime",
-              "ort_int8": "unpruned INT8 ONNX Runtime", "shipped": f"pruned {shipped} (shipped)"}
+              "ort_int8": "unpruned INT8 ONNX Runtime", "pruned": "pruned FP32 PyTorch",
+              "shipped": f"pruned {shipped} (shipped)"}
     entries = [(labels["torch"], str(base.path), "torch-cpu"),
                (labels["ort"], str(base_onnx), "onnxruntime-cpu"),
                (labels["ort_int8"], str(base_int8), "onnxruntime-cpu"),
+               (labels["pruned"], str(pruned.path), "torch-cpu"),
                (labels["shipped"], str(files[shipped]), runner)]
     doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True,
                          threads=profile.threads if profile.arch == "x86_64" else None)
@@ -445,10 +450,8 @@ def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned
         *[{"label": labels[k], "format": "onnx", "precision": p, **before, **measured(k),
            "accuracy": bench["onnx_metrics"][k]["accuracy"], "metrics": bench["onnx_metrics"][k]}
           for k, p in (("ort", "fp32"), ("ort_int8", "int8"))],
-        {"label": "pruned FP32 PyTorch", "format": "pytorch", "precision": "fp32", **after,
-         "size_bytes": after["state_dict_bytes"],
-         "latency_ms": prune_report["host_torch_latency_ms"]["after"],
-         "accuracy": pruned_metrics["accuracy"], "metrics": pruned_metrics},
+        {"label": labels["pruned"], "format": "pytorch", "precision": "fp32", **after,
+         **measured("pruned"), "accuracy": pruned_metrics["accuracy"], "metrics": pruned_metrics},
     ]
     for p, path in files.items():
         row = {"label": f"pruned {p} ({path.suffix[1:]})", "format": path.suffix[1:], "precision": p,
