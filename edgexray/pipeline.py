@@ -253,12 +253,17 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
     p = profile.prune
     attempts = _pruning_attempts(p, cfg)
     names = list(base.class_names)
-    tried = []
+    tried, chosen = [], None
     for kind, amount in attempts:
-        model = copy.deepcopy(base.model)
         pcfg = _prune_config(profile, cfg, amount if kind == "params" else None,
                              amount if kind == "macs" else None)
-        result = prune_model(model, example, pcfg, calib_loader=val_loader, finetune=finetune)
+        try:
+            result = prune_model(copy.deepcopy(base.model), example, pcfg, calib_loader=val_loader,
+                                 finetune=finetune)
+        except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
+            tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
+            steps.say(f"{kind} {amount}: skipped ({e})")
+            continue
         logits = _torch_logits(result.model, test_x)
         metrics = _metrics(test_y, logits, names)
         drop = 100 * (base_metrics["accuracy"] - metrics["accuracy"])
@@ -266,23 +271,27 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
         red = result.report["reduction"]
         steps.say(f"{kind or 'profile schedule'} {amount or ''}: params -{100 * red['params']:.1f}%, "
                   f"MACs -{100 * red['macs']:.1f}%, test accuracy {metrics['accuracy']:.4f} "
-                  f"(drop {drop:+.2f} pp), host PyTorch latency {latency:.2f} ms")
+                  f"(drop {drop:.2f} pp), host PyTorch latency {latency:.2f} ms")
         tried.append({"kind": kind, "amount": amount, "reduction": red, "accuracy": metrics["accuracy"],
                       "accuracy_drop_pp": drop, "host_torch_latency_ms": latency})
-        if cfg.latency_budget_ms is not None and latency > cfg.latency_budget_ms:
-            continue  # latency search: prune more
-        if drop <= cfg.max_accuracy_drop or cfg.latency_budget_ms is not None:
+        fast_enough = cfg.latency_budget_ms is None or latency <= cfg.latency_budget_ms
+        if drop <= cfg.max_accuracy_drop and fast_enough:
+            chosen = result, metrics, logits
             break
+        if cfg.latency_budget_ms is not None:
+            if drop > cfg.max_accuracy_drop:
+                break  # pruning more to get faster would only lose more accuracy
+            continue  # latency search: prune more
         steps.fallback(f"pruning {kind} {amount}: accuracy drop {drop:.2f} pp breaks the budget "
                        f"{cfg.max_accuracy_drop} pp; falling back to less pruning")
-    else:
+    if chosen is None:
         raise EdgeXrayError(
-            "no pruning level met the budgets: " + "; ".join(
-                f"{t['kind']} {t['amount']}: drop {t['accuracy_drop_pp']:.2f} pp, "
-                f"{t['host_torch_latency_ms']:.1f} ms" for t in tried)
+            "no pruning level met the budgets: " + "; ".join(map(_describe_attempt, tried))
             + f". Relax --max-accuracy-drop (now {cfg.max_accuracy_drop})"
-            + (f" or --latency-budget-ms (now {cfg.latency_budget_ms})" if cfg.latency_budget_ms else "")
+            + (f" or --latency-budget-ms (now {cfg.latency_budget_ms}, host latency)"
+               if cfg.latency_budget_ms is not None else "")
             + ", or train longer; nothing was shipped")
+    result, metrics, logits = chosen
     report = dict(result.report, attempts=tried, host_torch_latency_ms={
         "before": cpu_latency_ms(base.model, example)["p50"], "after": tried[-1]["host_torch_latency_ms"]})
     ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
@@ -296,6 +305,13 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
     atomic_write_json(work / "prune_report.json", _jsonable(report))
     from edgexray.checkpoint import load_checkpoint
     return load_checkpoint(ckpt), report, metrics, logits
+
+
+def _describe_attempt(t: dict) -> str:
+    if "skipped" in t:
+        return f"{t['kind']} {t['amount']}: not reachable"
+    return (f"{t['kind'] or 'profile schedule'} {t['amount'] or ''}: drop "
+            f"{t['accuracy_drop_pp']:.2f} pp, host latency {t['host_torch_latency_ms']:.2f} ms")
 
 
 def _pruning_attempts(p, cfg: BuildConfig) -> list[tuple[str | None, float | None]]:
