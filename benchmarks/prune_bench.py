@@ -49,6 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="latency threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "prune_bench")
+    ap.add_argument("--checkpoint", type=Path,
+                    help="reuse OUT/train/model.pt of an earlier run with the same --images/--seed "
+                         "(skips training)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -67,43 +70,47 @@ def main(argv=None) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         folder = subset(args.data, args.images, args.seed, Path(tmp) / "xrays")
-        run = train_folder(folder, args.out / "train",
-                           ModelConfig(arch="resnet18_cbam", size=args.size, width=args.width),
-                           TrainConfig(epochs=args.epochs, seed=args.seed), force=True)
-        base = load_checkpoint(run.checkpoint)
-        data = load_data(base, folder, progress=False)
+        if args.checkpoint:
+            ckpt_path = args.checkpoint
+        else:
+            ckpt_path = train_folder(folder, args.out / "train",
+                                     ModelConfig(arch="resnet18_cbam", size=args.size, width=args.width),
+                                     TrainConfig(epochs=args.epochs, seed=args.seed), force=True).checkpoint
+        splits = ckpt_path.parent / "splits.json"  # the same images in the same splits every time
+        base = load_checkpoint(ckpt_path)
+        data = load_data(base, folder, splits, progress=False)
         x = torch.zeros(base.input_shape)
         rows = [{"model": "unpruned", **measure.count(base.model, x),
-                 "bytes": run.checkpoint.stat().st_size,
-                 "latency_ms": measure.cpu_latency_ms(base.model, x, runs=50, threads=args.threads)["p50"],
+                 "bytes": ckpt_path.stat().st_size,
+                 "latency_ms": measure.cpu_latency_ms(base.model, x, runs=50, threads=args.threads),
                  "val": evaluate(base.model, data.val, data.class_names)["accuracy"],
                  "test": evaluate(base.model, data.test, data.class_names)["accuracy"]}]
         for method in args.methods.split(","):
             cfg = PruneConfig(method=method, schedule="target", target_macs=args.target_macs,
                               finetune_epochs=args.finetune_epochs, seed=args.seed)
-            res = prune_checkpoint(run.checkpoint, args.out / f"pruned-{method}", cfg,
-                                   data_dir=folder, latency_runs=50, force=True)
+            res = prune_checkpoint(ckpt_path, args.out / f"pruned-{method}", cfg, data_dir=folder,
+                                   splits=splits, latency_runs=50, force=True)
             m = load_checkpoint(res.checkpoint).model
             acc = res.report["accuracy"]
             rows.append({"model": f"{method} -{args.target_macs:.0%} MACs", **measure.count(m, x),
                          "bytes": res.checkpoint.stat().st_size,
-                         "latency_ms": measure.cpu_latency_ms(m, x, runs=50, threads=args.threads)["p50"],
+                         "latency_ms": measure.cpu_latency_ms(m, x, runs=50, threads=args.threads),
                          "val": acc["val_finetuned"]["accuracy"] if acc["val_finetuned"]
                          else acc["val_pruned"]["accuracy"],
                          "val_pruned_no_ft": acc["val_pruned"]["accuracy"],
                          "test": acc["test_after"]["accuracy"]})
     n = {s: len(v) for s, v in (("train", data.train.dataset), ("val", data.val.dataset),
                                  ("test", data.test.dataset))}
-    lines = [f"resnet18_cbam, width {args.width}, {args.size} px, {args.images} images/class "
+    lines = [f"resnet18_cbam, width {base.model_options['width']}, {base.preprocess.size} px, {args.images} images/class "
              f"(train/val/test {n['train']}/{n['val']}/{n['test']}), {args.epochs} epochs, "
              f"{args.finetune_epochs} fine-tune epochs; latency: PyTorch CPU, batch 1, "
-             f"{args.threads} thread(s), p50 of 50; {time.time() - t0:.0f} s total", "",
-             "| model | test acc | val acc | params | MACs | checkpoint | latency p50 |",
+             f"{args.threads} thread(s), p50 and min of 50; {time.time() - t0:.0f} s total", "",
+             "| model | test acc | val acc | params | MACs | checkpoint | latency p50 (min) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {100 * r['test']:.2f}% | {100 * r['val']:.2f}% | "
                      f"{r['params']:,} | {r['macs']:,} | {r['bytes'] / 1e6:.2f} MB | "
-                     f"{r['latency_ms']:.2f} ms |")
+                     f"{r['latency_ms']['p50']:.2f} ({r['latency_ms']['min']:.2f}) ms |")
     table = "\n".join(lines)
     print(table)
     (args.out / "bench.md").write_text(table + "\n")

@@ -28,7 +28,8 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30, warmup: int = 5,
                    threads: int | None = None) -> dict:
-    """Batch-1 latency in PyTorch on the CPU after warm-up: p50/p90/mean in ms."""
+    """Batch-1 latency in PyTorch on the CPU after warm-up: p50/p90/mean/min in ms (min is the
+    steadiest figure on a machine shared with other work)."""
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -47,4 +48,4 @@ def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30
         torch.set_num_threads(old)
     times.sort()
     return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))],
-            "mean": statistics.fmean(times), "runs": runs, "threads": threads or old}
+            "mean": statistics.fmean(times), "min": times[0], "runs": runs, "threads": threads or old}
