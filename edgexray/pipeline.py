@@ -427,8 +427,8 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
                (labels["ort_int8"], str(base_int8), "onnxruntime-cpu"),
                (labels["pruned"], str(pruned.path), "torch-cpu"),
                (labels["shipped"], str(files[shipped]), runner)]
-    doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True,
-                         threads=profile.threads if profile.arch == "x86_64" else None)
+    # every runtime gets all of this host's cores: the same threads for each model
+    doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True)
     atomic_write_json(bdir / "results.json", doc)
     by_label = {e["label"]: e for e in doc["results"]}
     p50 = {label: by_label[label]["latency_ms"]["p50"] for label in labels.values()}

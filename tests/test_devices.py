@@ -45,7 +45,7 @@ def test_rpi4_profile_facts():
     assert "dot-product" in p.description  # INT8 is not always faster on the A72
     assert p.prune.schedule == "progressive"
     assert p.prune.stage_ratios == (0.2, 0.35, 0.5, 0.6)
-    assert p.prune.target_params == 0.72 and p.prune.target_macs is None
+    assert p.prune.target_macs == 0.7 and p.prune.target_params is None
     assert p.install == "pip install numpy==1.26.4 ai-edge-litert==2.1.0"
     assert (load_profile("rpi5").cpu_core, load_profile("jetson-orin-nano").cpu_core,
             load_profile("android-arm64").cpu_core) == ("cortex-a76", "cortex-a78ae", "cortex-a76")
@@ -103,7 +103,7 @@ def test_malformed_toml_names_file_line_and_key(tmp_path):
     ('runtime = "litert"', 'runtime = "tflite"', r"key 'runtime' is 'tflite'; allowed: litert"),
     ('default_precision = "int8"', 'default_precision = "int4"', "must be one of precisions"),
     ('precisions = ["int8", "fp16", "fp32"]', 'precisions = ["int8", "int8"]', "distinct"),
-    ("target_params = 0.72", "target_params = 70", r"a fraction in \(0, 1\)"),
+    ("target_macs = 0.7 ", "target_macs = 70 ", r"a fraction in \(0, 1\)"),
     ('schedule = "progressive"', 'schedule = "progresive"', "allowed: progressive, one-shot"),
     ('install = "pip install numpy==1.26.4 ai-edge-litert==2.1.0"', "", r"missing key\(s\) install"),
 ])
