@@ -109,15 +109,18 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     work = out / f"build-{profile.name}"
     refuse_existing(work, cfg.force, "build folder")
+    from edgexray.checkpoint import load_checkpoint
+    given = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    arch = given.arch if given else cfg.arch
+    for existing in sorted(out.glob(f"{profile.name}-{arch}-*")):  # fail now, not after training
+        refuse_existing(existing, cfg.force, "artifact")
     work.mkdir(parents=True, exist_ok=True)
     steps = Progress()
     summary: dict = {"target": profile.name, "config": _jsonable(asdict(cfg))}
 
     # 1. data + unpruned model ------------------------------------------------------------
     with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
-        ckpt_path, data = _trained_model(cfg, profile, work, demo, progress)
-    from edgexray.checkpoint import load_checkpoint
-    base = load_checkpoint(ckpt_path)
+        base, data = _trained_model(cfg, profile, given, work, demo, progress)
     test_x, test_y = _split_inputs(base, data, "test")
     names = list(base.class_names)
     synthetic = (Path(data.index.root) / "SYNTHETIC.txt").is_file()
@@ -163,7 +166,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------
 # stages
 
-def _trained_model(cfg: BuildConfig, profile, work: Path, demo: bool, progress: bool):
+def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, progress: bool):
+    """The unpruned model (the given checkpoint, or one trained now) and its prepared data."""
     if demo:
         from edgexray.synth import synthesize
         data_dir = synthesize(work / "synthetic-data", classes=cfg.synth_classes,
@@ -173,14 +177,13 @@ def _trained_model(cfg: BuildConfig, profile, work: Path, demo: bool, progress: 
                      f"in {data_dir}")
     else:
         data_dir = cfg.data_dir
-    if cfg.checkpoint is not None:
-        from edgexray.checkpoint import load_checkpoint
+    if given is not None:
         from edgexray.evaluate import held_out_data
-        ckpt = load_checkpoint(cfg.checkpoint)
-        if cfg.size and cfg.size != ckpt.preprocess.size:
+        if cfg.size and cfg.size != given.preprocess.size:
             raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
-                                f"{ckpt.preprocess.size} px; drop --size or retrain")
-        return Path(cfg.checkpoint), held_out_data(ckpt, data_dir, progress)
+                                f"{given.preprocess.size} px; drop --size or retrain")
+        return given, held_out_data(given, data_dir, progress)
+    from edgexray.checkpoint import load_checkpoint
     from edgexray.train import ModelConfig, TrainConfig, train_folder
     size = cfg.size or profile.input_size
     run = train_folder(data_dir, work / "train",
@@ -188,7 +191,7 @@ def _trained_model(cfg: BuildConfig, profile, work: Path, demo: bool, progress: 
                                    pretrained=cfg.pretrained, weights=cfg.weights),
                        TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
                        force=True, progress=progress)
-    return run.checkpoint, run.data
+    return load_checkpoint(run.checkpoint), run.data
 
 
 def _split_inputs(ckpt, data, split: str):
@@ -434,7 +437,7 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
     p50 = {label: by_label[label]["latency_ms"]["p50"] for label in labels.values()}
     summary = {
         "label": "host latency (this build machine, not the device)",
-        "cpu": doc["environment"].get("cpu"),
+        "cpu": doc["environment"].get("cpu_model"),
         "p50_ms": p50,
         "speedup_vs_unpruned_torch": p50[labels["torch"]] / p50[labels["shipped"]],
         "speedup_vs_unpruned_ort_int8": p50[labels["ort_int8"]] / p50[labels["shipped"]],
