@@ -352,7 +352,13 @@ def render_readme(manifest: dict) -> str:
             runtime=prof["runtime"])
     values["mobile"] = mobile
     values["measured"] = _measured_table(manifest.get("models"))
-    return Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
+    readme = Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
+    if manifest.get("synthetic_data"):
+        title, rest = readme.split("\n", 1)
+        readme = (f"{title}\n\n> **SYNTHETIC demo:** trained and evaluated on procedurally drawn "
+                  "X-rays, not patient images; its accuracy says nothing about clinical "
+                  f"performance.\n{rest}")
+    return readme
 
 
 def _measured_table(models) -> str:

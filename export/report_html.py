@@ -40,6 +40,9 @@ def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: 
                 f" &middot; {html.escape(model['file'])} ({html.escape(model['precision'])}, "
                 f"{html.escape(model['runtime'])}) &middot; classes: "
                 f"{html.escape(', '.join(manifest['class_names']))}")
+    if manifest.get("synthetic_data"):
+        subtitle += (" &middot; <strong>trained and evaluated on SYNTHETIC X-rays (demo): the "
+                     "accuracy figures say nothing about clinical performance</strong>")
     return Template((templates / "report.html.tmpl").read_text(encoding="utf-8")).substitute(
         name=html.escape(manifest["name"]), subtitle=subtitle, cards=_cards(manifest, models),
         sections="\n".join(sections), created=html.escape(manifest["created"]),

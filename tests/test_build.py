@@ -70,7 +70,9 @@ def test_manifest_records_the_build(tiny_build):
     assert folder.name == "rpi4-resnet18_cbam-int8"
     assert manifest["model"]["precision"] == "int8" and manifest["input"]["dtype"] == "int8"
     assert manifest["input"]["layout"] == "NHWC" and manifest["input"]["shape"] == [1, 48, 48, 1]
-    assert manifest["synthetic_data"] is True
+    assert manifest["synthetic_data"] is True  # and every human-facing file says so
+    assert "SYNTHETIC" in (folder / "README.md").read_text()
+    assert "SYNTHETIC" in (folder / "report.html").read_text()
     assert (folder / "labels.txt").read_text().split() == ["normal", "osteopenia", "osteoporosis"]
     models = manifest["models"]
     assert models[0]["label"] == "unpruned FP32 PyTorch"
