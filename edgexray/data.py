@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes, atomic_write_json, refuse_existing
 from edgexray.imageio import IMAGE_SUFFIXES, ImageReadError, probe, read_gray
@@ -157,11 +158,7 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SplitConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise EdgeXrayError(f"unknown split config key(s) {sorted(unknown)}; allowed: "
-                                f"{[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**d)
+        return config_from_dict(cls, d, "split config")
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
@@ -409,11 +406,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise EdgeXrayError(f"unknown augment key(s) {sorted(unknown)}; allowed: "
-                                f"{[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**d)
+        return config_from_dict(cls, d, "augment")
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError
 from edgexray.metrics import classification_metrics
 
@@ -62,11 +63,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise EdgeXrayError(f"unknown training option(s) {sorted(unknown)}; "
-                                f"allowed: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training option")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError, unknown_name
 from edgexray.prune import graph, measure, schedules
 from edgexray.prune.importance import get_importance
@@ -43,14 +44,10 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise EdgeXrayError(f"unknown prune config keys {sorted(unknown)}; allowed: {sorted(known)}")
         d = dict(d)
         if "stage_ratios" in d:
             d["stage_ratios"] = tuple(d["stage_ratios"])
-        return cls(**d)
+        return config_from_dict(cls, d, "prune config")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
