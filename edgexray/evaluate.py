@@ -30,18 +30,19 @@ def predict_proba(model, inputs: np.ndarray, batch_size: int = 64, tta: bool = F
     return torch.cat(out).numpy()
 
 
-def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True):
-    """The checkpoint's own data folder and splits (or `data_dir` split the same way)."""
+def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits=None):
+    """The checkpoint's own data folder and splits.json; another `data_dir` is split with the
+    checkpoint's split config, unless a `splits` file is given."""
     from edgexray.data import SplitConfig, prepare
 
     data_dir = data_dir or ckpt.extra.get("data_dir")
     if not data_dir:
         raise EdgeXrayError("this checkpoint does not record its data folder; pass --data DIR")
-    splits = ckpt.extra.get("splits_path")
+    stored = ckpt.extra.get("splits_path")
     same_folder = ckpt.extra.get("data_dir") and \
         Path(data_dir).resolve() == Path(ckpt.extra["data_dir"]).resolve()
-    if not (same_folder and splits and Path(splits).is_file()):
-        splits = None  # another folder: split it with the checkpoint's split config
+    if splits is None and same_folder and stored and Path(stored).is_file():
+        splits = stored
     split_cfg = SplitConfig.from_dict((ckpt.train_config or {}).get("split") or {})
     data = prepare(data_dir, ckpt.preprocess.size, split_cfg, splits=splits,
                    cache_dir=cache_dir("arrays"), progress=progress)

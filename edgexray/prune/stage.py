@@ -39,23 +39,15 @@ def load_data(ckpt, data_dir=None, splits=None, batch_size: int = 32, progress: 
               need: str = "calibration images") -> PruneData:
     """The data a checkpoint was trained on (its `extra` names the folder and splits file);
     `data_dir` / `splits` override them."""
-    from edgexray.data import (AugmentConfig, XrayDataset, class_weights, make_loader, prepare)
-    from edgexray.fsutil import cache_dir
+    from edgexray.data import AugmentConfig, XrayDataset, class_weights, make_loader
+    from edgexray.evaluate import held_out_data
 
-    stored_dir, stored_splits = ckpt.extra.get("data_dir"), ckpt.extra.get("splits_path")
-    data_dir = data_dir or stored_dir
+    data_dir = data_dir or ckpt.extra.get("data_dir")
     if not data_dir or not Path(data_dir).is_dir():
         raise EdgeXrayError(f"missing {need}: the data folder {str(data_dir)!r} "
                             f"{'does not exist' if data_dir else 'is not recorded in the checkpoint'}; "
                             "pass --data DIR (the image folder the model was trained on)")
-    same_folder = stored_dir and Path(data_dir).resolve() == Path(stored_dir).resolve()
-    if splits is None and same_folder and stored_splits and Path(stored_splits).is_file():
-        splits = stored_splits
-    data = prepare(data_dir, ckpt.preprocess.size, splits=splits, cache_dir=cache_dir("arrays"),
-                   progress=progress)
-    if tuple(data.class_names) != tuple(ckpt.class_names):
-        raise EdgeXrayError(f"{str(data_dir)!r} has classes {list(data.class_names)}, the checkpoint "
-                            f"{list(ckpt.class_names)}; pass the folder the model was trained on")
+    data = held_out_data(ckpt, data_dir, progress, splits=splits)
     if len(data.labels["train"]) == 0 or len(data.labels["val"]) == 0:
         raise EdgeXrayError(f"missing {need}: the train or val split of {str(data_dir)!r} is empty; "
                             "add images or pass another --splits file")
