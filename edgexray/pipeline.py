@@ -29,6 +29,9 @@ DEMO = dict(synth_classes=3, synth_per_class=300, size=96, width=0.5, epochs=12,
             calib_count=100, max_accuracy_drop=3.0)
 
 
+FINETUNE_LR = 3e-4  # after pruning: a third of the from-scratch rate keeps what was learned
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     target: str = "rpi4"  # device profile name or path to a profile TOML
@@ -214,15 +217,6 @@ def _metrics(y, logits, names) -> dict:
     return classification_metrics(y, softmax(logits), names)
 
 
-def _loaders(ckpt, data, batch_size: int, seed: int):
-    from edgexray.data import AugmentConfig, XrayDataset, make_loader
-    train = XrayDataset(data.arrays["train"], data.labels["train"], ckpt.preprocess,
-                        AugmentConfig(), seed=seed)
-    val = XrayDataset(data.arrays["val"], data.labels["val"], ckpt.preprocess)
-    return (make_loader(train, batch_size, shuffle=True, seed=seed),
-            make_loader(val, 64, shuffle=False))
-
-
 def _prune_config(profile, cfg: BuildConfig, target_params, target_macs):
     from edgexray.prune.prune import PruneConfig
     p = profile.prune  # a target is reached by scaling the profile's schedule
@@ -240,18 +234,13 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
     from edgexray.checkpoint import save_checkpoint
     from edgexray.prune.measure import cpu_latency_ms
     from edgexray.prune.prune import prune_model
-    from edgexray.train import TrainConfig, train_model
+    from edgexray.prune.stage import loaders_for, make_finetune
 
-    train_loader, val_loader = _loaders(base, data, cfg.batch_size, cfg.seed)
+    loaders = loaders_for(base, data, cfg.batch_size)
     example = torch.zeros(base.input_shape)
-    ft_cfg = TrainConfig(epochs=max(cfg.finetune_epochs, 1), lr=3e-4, batch_size=cfg.batch_size,
-                         patience=cfg.finetune_epochs + 1, seed=cfg.seed)
-
-    def finetune(model, step):
-        if cfg.finetune_epochs == 0:
-            return model
-        return train_model(model, train_loader, val_loader, ft_cfg,
-                           class_names=list(base.class_names), progress=True).model
+    finetune_log: list = []
+    finetune = make_finetune(base, loaders, cfg.finetune_epochs, FINETUNE_LR, finetune_log) \
+        if cfg.finetune_epochs else None
 
     p = profile.prune
     attempts = _pruning_attempts(p, cfg)
@@ -261,8 +250,8 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
         pcfg = _prune_config(profile, cfg, amount if kind == "params" else None,
                              amount if kind == "macs" else None)
         try:
-            result = prune_model(copy.deepcopy(base.model), example, pcfg, calib_loader=val_loader,
-                                 finetune=finetune)
+            result = prune_model(copy.deepcopy(base.model), example, pcfg,
+                                 calib_loader=loaders.calib, finetune=finetune)
         except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
             tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
             steps.say(f"{kind} {amount}: skipped ({e})")
@@ -295,7 +284,7 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
                if cfg.latency_budget_ms is not None else "")
             + ", or train longer; nothing was shipped")
     result, metrics, logits = chosen
-    report = dict(result.report, attempts=tried, host_torch_latency_ms={
+    report = dict(result.report, attempts=tried, finetune=finetune_log, host_torch_latency_ms={
         "before": cpu_latency_ms(base.model, example)["p50"], "after": tried[-1]["host_torch_latency_ms"]})
     ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
                            model_options=base.model_options, class_names=base.class_names,

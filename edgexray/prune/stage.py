@@ -39,7 +39,6 @@ def load_data(ckpt, data_dir=None, splits=None, batch_size: int = 32, progress: 
               need: str = "calibration images") -> PruneData:
     """The data a checkpoint was trained on (its `extra` names the folder and splits file);
     `data_dir` / `splits` override them."""
-    from edgexray.data import AugmentConfig, XrayDataset, class_weights, make_loader
     from edgexray.evaluate import held_out_data
 
     data_dir = data_dir or ckpt.extra.get("data_dir")
@@ -51,6 +50,13 @@ def load_data(ckpt, data_dir=None, splits=None, batch_size: int = 32, progress: 
     if len(data.labels["train"]) == 0 or len(data.labels["val"]) == 0:
         raise EdgeXrayError(f"missing {need}: the train or val split of {str(data_dir)!r} is empty; "
                             "add images or pass another --splits file")
+    return loaders_for(ckpt, data, batch_size)
+
+
+def loaders_for(ckpt, data, batch_size: int = 32) -> PruneData:
+    """Loaders over prepared data (edgexray.data.PreparedData), normalized for `ckpt`."""
+    from edgexray.data import AugmentConfig, XrayDataset, class_weights, make_loader
+
     pre = ckpt.preprocess
 
     def loader(split, augment=None, shuffle=False):
@@ -62,7 +68,7 @@ def load_data(ckpt, data_dir=None, splits=None, batch_size: int = 32, progress: 
     return PruneData(train=loader("train", AugmentConfig(), True), calib=loader("train", None, True),
                      val=loader("val"), test=loader("test"), class_names=tuple(data.class_names),
                      class_weights=class_weights(data.labels["train"], len(data.class_names)),
-                     source=str(data_dir))
+                     source=str(data.index.root))
 
 
 def evaluate(model: nn.Module, loader, class_names) -> dict | None:
