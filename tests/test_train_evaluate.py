@@ -135,3 +135,9 @@ def test_help_on_every_command_and_version():
         assert r.exit_code == 0 and "Usage" in r.output, name
         for sub in getattr(cmd, "commands", {}):
             assert run(name, sub, "--help").exit_code == 0, (name, sub)
+
+
+def test_checkpoint_of_another_architecture(tiny_checkpoint):
+    from edgexray.errors import EdgeXrayError
+    with pytest.raises(EdgeXrayError, match="holds a resnet18_cbam model, not vgg16_cbam"):
+        load_checkpoint(tiny_checkpoint, arch="vgg16_cbam")
