@@ -7,6 +7,7 @@ pruning, the next precision) or stop; it never ships something as if it passed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -66,22 +67,19 @@ class Progress:
         self.times: dict[str, float] = {}
         self.fallbacks: list[str] = []  # what the build changed because a budget broke
 
+    @contextlib.contextmanager
     def stage(self, name: str):
-        progress = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-                print(f"[edgexray] {name} ...", file=sys.stderr, flush=True)
-
-            def __exit__(self, exc_type, *_):
-                dt = time.perf_counter() - self.t0
-                progress.times[name] = round(dt, 1)
-                state = "failed" if exc_type else "done"
-                print(f"[edgexray] {name} {state} in {dt:.1f} s "
-                      f"(total {time.perf_counter() - progress.start:.0f} s)", file=sys.stderr,
-                      flush=True)
-        return _Stage()
+        t0 = time.perf_counter()
+        print(f"[edgexray] {name} ...", file=sys.stderr, flush=True)
+        state = "failed"
+        try:
+            yield
+            state = "done"
+        finally:
+            dt = time.perf_counter() - t0
+            self.times[name] = round(dt, 1)
+            print(f"[edgexray] {name} {state} in {dt:.1f} s "
+                  f"(total {time.perf_counter() - self.start:.0f} s)", file=sys.stderr, flush=True)
 
     @staticmethod
     def say(text: str) -> None:
