@@ -52,12 +52,6 @@ def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits
     return data
 
 
-def normalized(ckpt: Checkpoint, arrays: np.ndarray) -> np.ndarray:
-    """float16 (N, S, S) in [0, 1] -> the model's normalized float32 (N, C, S, S)."""
-    return np.stack([ckpt.preprocess.normalize(a.astype(np.float32)) for a in arrays]) \
-        if len(arrays) else np.zeros((0, *ckpt.input_shape[1:]), np.float32)
-
-
 def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", tta: bool = False,
                         gradcam: int = 0, force: bool = False, progress: bool = True) -> dict:
     """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
@@ -71,7 +65,7 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     arrays, labels = data.arrays[split], data.labels[split]
     if len(labels) == 0:
         raise EdgeXrayError(f"the {split} split is empty; choose --split val or re-split the data")
-    inputs = normalized(ckpt, arrays)
+    inputs = ckpt.preprocess.normalize(arrays)
     probs = predict_proba(ckpt.model, inputs, tta=tta)
     names = list(ckpt.class_names)
     metrics = classification_metrics(labels, probs, names)

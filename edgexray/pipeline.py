@@ -196,11 +196,10 @@ def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, pro
 
 
 def _split_inputs(ckpt, data, split: str):
-    from edgexray.evaluate import normalized
     if len(data.labels[split]) == 0:
         raise EdgeXrayError(f"the {split} split is empty; the build needs held-out images "
                             "(use a 60/20/20 split with enough images per class)")
-    return normalized(ckpt, data.arrays[split]), data.labels[split]
+    return ckpt.preprocess.normalize(data.arrays[split]), data.labels[split]
 
 
 @torch.no_grad()

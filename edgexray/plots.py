@@ -44,31 +44,28 @@ def plot_confusion(cm, class_names, path=None, title="Confusion matrix") -> byte
     return _save(plt, fig, path)
 
 
-def plot_roc(y_true, probs, class_names, path=None) -> bytes:
+def _one_vs_rest(y_true, probs, class_names, curve, xlabel, ylabel, title, path, diagonal=False):
     plt, fig = _figure()
     ax = fig.add_subplot()
     for i, name in enumerate(class_names):
-        fpr, tpr = roc_curve(np.asarray(y_true) == i, np.asarray(probs)[:, i])
-        ax.plot(fpr, tpr, label=name)
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_title("ROC (one-vs-rest)")
+        ax.plot(*curve(np.asarray(y_true) == i, np.asarray(probs)[:, i]), label=name)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     return _save(plt, fig, path)
+
+
+def plot_roc(y_true, probs, class_names, path=None) -> bytes:
+    return _one_vs_rest(y_true, probs, class_names, roc_curve, "1 - specificity", "sensitivity",
+                        "ROC (one-vs-rest)", path, diagonal=True)
 
 
 def plot_pr(y_true, probs, class_names, path=None) -> bytes:
-    plt, fig = _figure()
-    ax = fig.add_subplot()
-    for i, name in enumerate(class_names):
-        recall, precision = pr_curve(np.asarray(y_true) == i, np.asarray(probs)[:, i])
-        ax.plot(recall, precision, label=name)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("Precision-recall (one-vs-rest)")
-    ax.legend()
-    return _save(plt, fig, path)
+    return _one_vs_rest(y_true, probs, class_names, pr_curve, "recall", "precision",
+                        "Precision-recall (one-vs-rest)", path)
 
 
 def plot_history(history: list[dict], path=None) -> bytes:

@@ -50,8 +50,10 @@ class Preprocess:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def normalize(self, gray: np.ndarray) -> np.ndarray:
-        """float32 (size, size) in [0, 1] -> float32 (channels, size, size), normalized."""
-        x = np.repeat(gray[None].astype(np.float32), self.channels, axis=0)
+        """(size, size) or a batch (N, size, size) in [0, 1] -> float32 (channels, size, size)
+        or (N, channels, size, size), normalized."""
+        gray = np.asarray(gray, np.float32)
+        x = np.repeat(gray[..., None, :, :], self.channels, axis=-3)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return (x - mean) / std

@@ -47,14 +47,6 @@ def stratified_sample(labels: Sequence[int], count: int, seed: int = 0) -> np.nd
     return np.sort(np.concatenate(picked))
 
 
-def normalize_batch(gray: np.ndarray, preprocess: Preprocess) -> np.ndarray:
-    """float (N, S, S) in [0, 1] -> float32 (N, C, S, S): `Preprocess.normalize` for a batch."""
-    mean = np.asarray(preprocess.mean, np.float32)[None, :, None, None]
-    std = np.asarray(preprocess.std, np.float32)[None, :, None, None]
-    x = np.repeat(np.asarray(gray, np.float32)[:, None], preprocess.channels, axis=1)
-    return (x - mean) / std
-
-
 @dataclass(frozen=True)
 class CalibrationSet:
     """Decoded images (float32 N x S x S in [0, 1]) and the preprocessing the model expects."""
@@ -106,7 +98,7 @@ class CalibrationSet:
 
     def arrays(self) -> np.ndarray:
         """float32 (N, C, S, S), normalized exactly as the model was trained."""
-        return normalize_batch(self.gray, self.preprocess)
+        return self.preprocess.normalize(self.gray)
 
     def nhwc(self) -> np.ndarray:
         """float32 (N, S, S, C), normalized: what a converted TFLite float model takes."""

@@ -10,7 +10,7 @@ import numpy as np
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
 
-from .calibration import DEFAULT_COUNT, CalibrationSet, normalize_batch, stratified_sample
+from .calibration import DEFAULT_COUNT, CalibrationSet, stratified_sample
 from .formats import FORMATS, PRECISIONS, export_plan
 from .parity import DEFAULT_MAX_ACCURACY_DROP
 from .tflite import DEFAULT_TIMEOUT_S
@@ -143,7 +143,7 @@ def _parity_data(ckpt, root, split, splits_path, n_eval, calib_set):
         raise EdgeXrayError(f"parity images have classes {list(class_names)}, the checkpoint "
                             f"{list(ckpt.class_names)}; use the data the model was trained on")
     gray = load_arrays(root, relpaths, ckpt.preprocess.size)
-    inputs = normalize_batch(gray, ckpt.preprocess)
+    inputs = ckpt.preprocess.normalize(gray)
     return inputs, labels, source
 
 

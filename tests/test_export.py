@@ -65,14 +65,13 @@ class TinyCBAMNet(nn.Module):
 def _load(root: Path, n: int, seed: int, exclude=()):
     """n stratified real images (normalized NCHW) + labels, none of `exclude`."""
     from edgexray.data import load_arrays, scan_image_folder
-    from edgexray.export.calibration import normalize_batch
 
     index = scan_image_folder(root)
     pool = [(p, label) for p, label in index.items if p not in set(exclude)]
     idx = stratified_sample([label for _, label in pool], n, seed)
     paths = [pool[i][0] for i in idx]
     gray = load_arrays(root, paths, SIZE, progress=False)
-    return normalize_batch(gray, PRE), np.asarray([pool[i][1] for i in idx]), paths
+    return PRE.normalize(gray), np.asarray([pool[i][1] for i in idx]), paths
 
 
 @pytest.fixture(scope="module")

@@ -115,14 +115,9 @@ def module_stages(model: nn.Module, example_input: torch.Tensor) -> dict[str, in
     sizes: dict[nn.Module, int] = {}
     # convs inside a gate see globally pooled maps: they take the stage of what they gate
     in_gates = {sub for m in model.modules() if isinstance(m, GATE_TYPES) for sub in m.modules()}
-    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.__setitem__(mod, o.shape[-1] * o.shape[-2]))
-             for m in model.modules() if isinstance(m, nn.Conv2d) and m not in in_gates]
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_recording(model, example_input,
+                       [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in in_gates],
+                       lambda mod, out: sizes.__setitem__(mod, out.shape[-1] * out.shape[-2]))
     levels = sorted(set(sizes.values()), reverse=True)  # largest resolution first
     rank = {s: i for i, s in enumerate(levels)}
     names = {m: n for n, m in model.named_modules()}
@@ -185,13 +180,19 @@ def spine_widths(model: nn.Module, example_input: torch.Tensor) -> dict[str, int
               if hasattr(model, n)]
     if not stages and isinstance(getattr(model, "features", None), nn.Sequential):
         stages = [(f"features.{n}", m) for n, m in model.features.named_children()]
+    names = {m: n for n, m in stages}
     widths: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: widths.__setitem__(n, int(o.shape[1])))
-             for n, m in stages]
+    _forward_recording(model, example_input, list(names),
+                       lambda mod, out: widths.__setitem__(names[mod], int(out.shape[1])))
+    return widths
+
+
+def _forward_recording(model: nn.Module, example_input: torch.Tensor, modules, record) -> None:
+    """One eval-mode forward pass calling record(module, output) for each of `modules`."""
+    hooks = [m.register_forward_hook(lambda mod, i, o: record(mod, o)) for m in modules]
     try:
         with torch.no_grad():
             model.eval()(example_input)
     finally:
         for h in hooks:
             h.remove()
-    return widths
