@@ -1,5 +1,6 @@
 """The `edgexray` command line. Each stage's command lives next to its code; this file only
-collects them, and turns an EdgeXrayError into one line on stderr and exit status 2."""
+collects them, and turns an EdgeXrayError into one line on stderr and its exit status
+(edgexray/errors.py documents them)."""
 from __future__ import annotations
 
 import importlib
@@ -27,14 +28,14 @@ COMMANDS = (
 
 
 class EdgeXrayGroup(click.Group):
-    """Prints user errors without a traceback and exits 2."""
+    """Prints user errors without a traceback and exits with their documented status."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgeXrayError as e:
             click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+            ctx.exit(e.exit_code)
 
 
 @click.group(cls=EdgeXrayGroup, context_settings={"help_option_names": ["-h", "--help"]})

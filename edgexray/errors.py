@@ -1,7 +1,13 @@
 """One root error for everything the user can get wrong.
 
 A message says what was received, what is allowed and one way to fix it. The CLI prints it
-without a traceback and exits with status 2.
+as one `error:` line, without a traceback, and exits with the error's documented status:
+
+    0  success
+    1  an unexpected internal failure (a bug: please report it with the traceback)
+    2  bad input: arguments, files or data the command cannot use (EdgeXrayError)
+    3  integrity: an artifact's files do not match what was verified (IntegrityError)
+    4  a check ran and failed: parity, budgets, device verification (CheckFailed)
 """
 from __future__ import annotations
 
@@ -11,6 +17,20 @@ from typing import Iterable
 
 class EdgeXrayError(Exception):
     """Bad input or an unmet requirement, explained for the user."""
+
+    exit_code = 2
+
+
+class IntegrityError(EdgeXrayError):
+    """An artifact's files, manifest or labels differ from what was hashed and verified."""
+
+    exit_code = 3
+
+
+class CheckFailed(EdgeXrayError):
+    """A check ran to the end and its result is a failure (not bad input)."""
+
+    exit_code = 4
 
 
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> EdgeXrayError:
