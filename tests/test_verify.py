@@ -160,17 +160,51 @@ def test_synthetic_images_are_deterministic_and_readable(tmp_path):
     assert len({x.shape[:2] for x in arrays}) > 1
 
 
-def test_compare_outputs_int_exact_float_tolerance():
+def _preds(raws, labels):
+    return [{"image": f"img{i}.png", "label": lab, "raw": raw}
+            for i, (raw, lab) in enumerate(zip(raws, labels))]
+
+
+def test_compare_outputs_tells_kernel_rounding_from_a_fault():
+    """Synthetic int8 outputs: XNNPACK's x86 and NEON kernels may differ by a quantization step."""
+    rng = np.random.default_rng(0)
+    host = rng.integers(-100, 100, size=(6, 2))
+    labels = ["p" if r[1] > r[0] else "n" for r in host]
+    a = _preds(host.tolist(), labels)
+    same = compare_outputs(a, _preds(host.tolist(), labels))
+    assert (same.passed, same.max_abs_diff, same.kind, same.rounding) == (True, 0.0, "int", False)
+    assert same.detail.startswith("identical integer outputs over 6 images")
+
+    off = host.copy()
+    off[2, 0] += 1
+    rounded = compare_outputs(a, _preds(off.tolist(), labels))
+    assert (rounded.passed, rounded.max_abs_diff, rounded.rounding) == (True, 1.0, True)
+    assert "within kernel rounding: max diff 1 step" in rounded.detail
+
+    flipped = labels.copy()
+    flipped[2] = "n" if labels[2] == "p" else "p"
+    flip = compare_outputs(a, _preds(off.tolist(), flipped))
+    assert (flip.passed, flip.max_abs_diff, flip.labels_match, flip.rounding) == (False, 1.0, False, False)
+    assert "labels differ" in flip.detail
+
+    far = host.copy()
+    far[4, 1] -= 40  # a swapped model or wrong pre-processing moves outputs by far more
+    fault = compare_outputs(a, _preds(far.tolist(), labels))
+    assert (fault.passed, fault.max_abs_diff, fault.rounding) == (False, 40.0, False)
+    assert "more than the 2 quantization steps" in fault.detail
+    assert not compare_outputs(a, _preds((host + 3).tolist(), labels)).passed  # 3 steps: too many
+    assert compare_outputs(a, _preds((host - 2).tolist(), labels)).rounding
+
+
+def test_compare_outputs_float_tolerance_and_image_order():
     a = [{"image": "x.png", "label": "n", "raw": [3, -4]}]
-    assert compare_outputs(a, [{"image": "x.png", "label": "n", "raw": [3, -4]}], 1e-4) == \
-        (True, 0.0, "int", True)
-    ok, diff, kind, labels = compare_outputs(a, [{"image": "x.png", "label": "p", "raw": [3, -3]}], 1e-4)
-    assert (ok, diff, kind, labels) == (False, 1.0, "int", False)
     f = [{"image": "x.png", "label": "n", "raw": [0.25, 0.5]}]
     close = [{"image": "x.png", "label": "n", "raw": [0.25 + 5e-5, 0.5]}]
     far = [{"image": "x.png", "label": "n", "raw": [0.25 + 5e-3, 0.5]}]
-    assert compare_outputs(f, close, 1e-4)[0] and not compare_outputs(f, far, 1e-4)[0]
-    assert not compare_outputs(a, [{"image": "y.png", "label": "n", "raw": [3, -4]}], 1e-4)[0]
+    assert compare_outputs(f, close, 1e-4).passed and compare_outputs(f, close).kind == "float"
+    assert not compare_outputs(f, far, 1e-4).passed
+    other = compare_outputs(a, [{"image": "y.png", "label": "n", "raw": [3, -4]}], 1e-4)
+    assert not other.passed and other.max_abs_diff == float("inf")
 
 
 def test_cache_location_honours_xdg(monkeypatch, tmp_path):
