@@ -676,7 +676,9 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     result["reason"] = ("; ".join(f"{n}: {checks[n]['detail']}" for n in failed) if failed else
                         f"run.py gives the same results on emulated {cpu} (aarch64"
                         + (f", QEMU model {result['qemu_cpu']}" if stand_in else "")
-                        + ") as on this host")
+                        + ") as on this host"
+                        + (f" ({checks['outputs_match']['detail']})"
+                           if result.get("kernel_rounding") else ""))
     return _finish(artifact_dir, manifest, result, write)
 
 
