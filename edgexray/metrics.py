@@ -4,6 +4,8 @@ Sensitivity and specificity are per class, one-vs-rest; AUCs are one-vs-rest and
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -50,9 +52,12 @@ def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 
 
-def classification_metrics(y_true, probs, class_names) -> dict:
+def classification_metrics(y_true, probs, class_names, intervals: bool = False, groups=None,
+                           seed: int = 0) -> dict:
     """accuracy, macro precision/recall/F1, per-class sensitivity/specificity, ROC-AUC, PR-AUC
-    (one-vs-rest, macro), confusion matrix. `probs` is (N, K) class probabilities."""
+    (one-vs-rest, macro), confusion matrix. `probs` is (N, K) class probabilities.
+    `intervals` adds "ci95": bootstrap intervals (over `groups` when given, see
+    bootstrap_intervals)."""
     y_true = np.asarray(y_true, int)
     probs = np.asarray(probs, np.float64)
     k = len(class_names)
@@ -79,7 +84,7 @@ def classification_metrics(y_true, probs, class_names) -> dict:
         values = [c[key] for c in per_class.values() if c[key] is not None]
         return float(np.mean(values)) if values else None
 
-    return {
+    out = {
         "n": int(len(y_true)),
         "accuracy": _safe_div(np.trace(cm), cm.sum()),
         "macro_precision": macro("precision"),
@@ -91,6 +96,9 @@ def classification_metrics(y_true, probs, class_names) -> dict:
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+    if intervals:
+        out["ci95"] = bootstrap_intervals(y_true, probs, class_names, groups, seed=seed)
+    return out
 
 
 def softmax(logits) -> np.ndarray:
@@ -116,3 +124,154 @@ def pr_curve(y, score) -> tuple[np.ndarray, np.ndarray]:
     tp = np.cumsum(y[order])
     precision = tp / np.arange(1, len(y) + 1)
     return tp / max(y.sum(), 1), precision
+
+
+# ---------------------------------------------------------------------------------------------
+# Uncertainty: percentile bootstrap, over images or over groups (patients) when group ids are
+# given, vectorized as a (resamples x images) matrix of how often each image is drawn.
+
+RESAMPLES = 1000
+LEVEL = 0.95
+
+
+def bootstrap_weights(n: int, groups=None, resamples: int = RESAMPLES, seed: int = 0,
+                      chunk_cells: int = 4_000_000):
+    """Yield (b x n) int32 matrices, `resamples` rows in all: row r counts how often each image
+    is in resample r. With `groups` (one id per image) whole groups are drawn with replacement,
+    so images of one patient stay together."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        member, units = np.arange(n), n
+    else:
+        _, member = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        units = int(member.max()) + 1 if n else 0
+    rows = max(1, chunk_cells // max(units, 1))
+    for start in range(0, resamples, rows):
+        b = min(rows, resamples - start)
+        draw = rng.integers(0, units, size=(b, units))
+        counts = np.bincount((draw + units * np.arange(b)[:, None]).ravel(),
+                             minlength=b * units).reshape(b, units).astype(np.int32)
+        yield counts[:, member]
+
+
+def _ratio(num, den):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _weighted_auc(w: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """ROC-AUC (ties count one half) for every row of weights `w` (b x n); NaN without both."""
+    order = np.argsort(score, kind="mergesort")
+    _, first = np.unique(np.asarray(score)[order], return_index=True)
+    ws, ys = w[:, order].astype(np.float64), np.asarray(y, bool)[order]
+    pos = np.add.reduceat(ws * ys, first, axis=1)
+    neg = np.add.reduceat(ws * ~ys, first, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    return _ratio((pos * (below + 0.5 * neg)).sum(1), pos.sum(1) * neg.sum(1))
+
+
+def _interval(samples: np.ndarray, level: float = LEVEL, scale: float = 1.0):
+    samples = np.asarray(samples, np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return None
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return [float(lo * scale), float(hi * scale)]
+
+
+def bootstrap_intervals(y_true, probs, class_names, groups=None, resamples: int = RESAMPLES,
+                        seed: int = 0, level: float = LEVEL) -> dict:
+    """95% percentile-bootstrap intervals of accuracy, macro ROC-AUC and, per class, sensitivity,
+    specificity and ROC-AUC (one-vs-rest). Over groups when `groups` is given."""
+    y = np.asarray(y_true, int)
+    probs = np.asarray(probs, np.float64)
+    k = len(class_names)
+    pred = probs.argmax(1)
+    correct = (pred == y).astype(np.float64)
+    acc, aucs = [], []
+    sens, spec = [[] for _ in range(k)], [[] for _ in range(k)]
+    for w in bootstrap_weights(len(y), groups, resamples, seed):
+        wf = w.astype(np.float64)
+        acc.append(_ratio(wf @ correct, wf.sum(1)))
+        chunk_aucs = []
+        for c in range(k):
+            is_c, said_c = y == c, pred == c
+            sens[c].append(_ratio(wf @ (is_c & said_c), wf @ is_c))
+            spec[c].append(_ratio(wf @ (~is_c & ~said_c), wf @ ~is_c))
+            chunk_aucs.append(_weighted_auc(w, is_c, probs[:, c]))
+        aucs.append(np.stack(chunk_aucs, 1))
+    aucs = np.concatenate(aucs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: no class pair drawn
+        macro_auc = np.nanmean(aucs, axis=1)
+    return {
+        "level": level, "resamples": resamples, "seed": seed,
+        "unit": "image" if groups is None else "group",
+        "n_units": int(len(y) if groups is None else len(np.unique(np.asarray(groups).astype(str)))),
+        "accuracy": _interval(np.concatenate(acc), level),
+        "roc_auc": _interval(macro_auc, level),
+        "per_class": {name: {"sensitivity": _interval(np.concatenate(sens[c]), level),
+                             "specificity": _interval(np.concatenate(spec[c]), level),
+                             "roc_auc": _interval(aucs[:, c], level)}
+                      for c, name in enumerate(class_names)},
+    }
+
+
+def paired_drop(y_true, pred_ref, pred_cand, class_names, groups=None,
+                resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict:
+    """Accuracy and per-class sensitivity drop (percentage points, reference minus candidate)
+    of two models' predictions on the same images, with paired bootstrap intervals: each
+    resample draws the same images (or groups) for both models, so what they share cancels."""
+    y = np.asarray(y_true, int)
+    ok_ref = (np.asarray(pred_ref) == y).astype(np.float64)
+    ok_cand = (np.asarray(pred_cand) == y).astype(np.float64)
+    delta = ok_ref - ok_cand
+    masks = [(y == c).astype(np.float64) for c in range(len(class_names))]
+    acc, per = [], [[] for _ in class_names]
+    for w in bootstrap_weights(len(y), groups, resamples, seed):
+        wf = w.astype(np.float64)
+        acc.append(_ratio(wf @ delta, wf.sum(1)))
+        for c, m in enumerate(masks):
+            per[c].append(_ratio(wf @ (delta * m), wf @ m))
+
+    def point(m):
+        return float(100 * (delta * m).sum() / m.sum()) if m.sum() else None
+
+    return {
+        "level": level, "resamples": resamples, "seed": seed,
+        "unit": "image" if groups is None else "group",
+        "n_images": int(len(y)),
+        "accuracy_drop_pp": point(np.ones_like(delta)),
+        "accuracy_drop_interval_pp": _interval(np.concatenate(acc), level, 100.0),
+        "per_class": {name: {"sensitivity_drop_pp": point(masks[c]),
+                             "sensitivity_drop_interval_pp": _interval(np.concatenate(per[c]),
+                                                                       level, 100.0)}
+                      for c, name in enumerate(class_names)},
+    }
+
+
+def budget_check(y_true, pred_ref, pred_cand, class_names, budget_pp: float, groups=None,
+                 seed: int = 0) -> dict:
+    """The accuracy budget as a paired test on the same images: the upper 95% bound of the
+    accuracy drop must be <= `budget_pp`, and no class's sensitivity may drop by more than
+    `budget_pp` (judged on the point estimate: a class's own interval on a small split is too
+    wide to gate on, while a collapse of one class shows in its point estimate).
+    `too_small` is True when the drop's interval is wider than the budget: the split cannot
+    resolve a difference of that size."""
+    d = paired_drop(y_true, pred_ref, pred_cand, class_names, groups, seed=seed)
+    failures = []
+    lo, hi = d["accuracy_drop_interval_pp"] or [d["accuracy_drop_pp"]] * 2
+    if hi > budget_pp + 1e-9:
+        failures.append(f"accuracy drop {d['accuracy_drop_pp']:.2f} pp, upper 95% bound "
+                        f"{hi:.2f} pp > {budget_pp} pp")
+    for name, c in d["per_class"].items():
+        if c["sensitivity_drop_pp"] is not None and c["sensitivity_drop_pp"] > budget_pp + 1e-9:
+            failures.append(f"{name} sensitivity drop {c['sensitivity_drop_pp']:.2f} pp > "
+                            f"{budget_pp} pp")
+    too_small = hi - lo > budget_pp
+    return {**d, "budget_pp": budget_pp, "passed": not failures, "failures": failures,
+            "too_small": bool(too_small),
+            "note": (f"split too small for the {budget_pp} pp budget to mean anything: the 95% "
+                     f"interval of the drop is {hi - lo:.2f} pp wide ({d['n_images']} images)"
+                     if too_small else None)}
