@@ -516,7 +516,9 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
              **{p: parity[p]["candidate"]["accuracy"] for p in parity}}, "accuracy", "Held-out accuracy"),
     }
     gradcam_assets = _gradcam_pairs(base, pruned, data) if synthetic else {}
-    verify = _arm_verifier(cfg, profile, steps)
+    test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
+    verify = _arm_verifier(cfg, profile, steps, [Path(data.index.root) / rel for rel in
+                                                 test_files[::max(1, len(test_files) // 6)][:6]])
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
@@ -539,7 +541,7 @@ def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
     return out
 
 
-def _arm_verifier(cfg, profile, steps):
+def _arm_verifier(cfg, profile, steps, real_images=()):
     if profile.arch != "aarch64":
         return None
     if not cfg.verify_arm:
@@ -552,7 +554,7 @@ def _arm_verifier(cfg, profile, steps):
         return lambda folder: {"status": "skipped", "reason": why}
 
     def verify(folder):
-        result = verify_artifact(folder, on_unavailable="skip")
+        result = verify_artifact(folder, on_unavailable="skip", real_images=real_images)
         steps.say(f"ARM verification ({result.get('cpu')}): {result['status']} — {result['reason']}")
         return result
     return verify
