@@ -66,8 +66,14 @@ def _cut(text: str, start: str, end: str) -> tuple:
     return text[:i], text[i:line_end], text[line_end:j], text[after:]
 
 
-def render_run_py() -> str:
-    """The complete source of run.py for the installed edgexray version."""
+def render_run_py(manifest_sha256: str | None = None) -> str:
+    """The complete source of run.py for the installed edgexray version.
+
+    manifest_sha256: the seal, sha256 of the artifact's manifest.json (export.bundle.seal_artifact
+    passes it); a run.py without it refuses to run (integrity failure).
+    """
+    if manifest_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", manifest_sha256):
+        raise ValueError(f"manifest_sha256 must be 64 lowercase hex digits, got {manifest_sha256!r}")
     template = TEMPLATE.read_text(encoding="utf-8")
     before, _, _, after = _cut(template, HOST_START, HOST_END)
     template = before + after
@@ -75,6 +81,8 @@ def render_run_py() -> str:
     specs = marker[len(INLINE_START):].split()
     body = body.replace("EDGEXRAY_VERSION = None  # set by render_run_py",
                         f"EDGEXRAY_VERSION = {edgexray.__version__!r}")
+    body = body.replace("MANIFEST_SHA256 = None  # set by render_run_py",
+                        f"MANIFEST_SHA256 = {manifest_sha256!r}")
     parts, owner = [head], {}
     for spec in specs + ["bench/harness_template.py"]:
         text = body if spec == "bench/harness_template.py" else \

@@ -6,13 +6,19 @@ Needs only Python 3.9+, numpy and the model's runtime:
     pip install numpy onnxruntime         # model.runtime "onnxruntime" (.onnx)
 Pillow is used for JPEG and other formats when installed; PNG, NPY and PGM are read without it.
 
-    python run.py verify                      # sha256 + size of every file vs manifest.json
+    python run.py verify                      # the artifact's integrity (below); exit 3 if broken
     python run.py predict IMAGES_OR_DIRS... [--format json|csv] [--out FILE] [--raw]
     python run.py bench [--seconds S | --runs N] [--threads T] [--data DIR] [--out FILE]
     python run.py ops                         # runtime, version, op list (DELEGATE = XNNPACK)
 
-Exit status: 0 ok, 2 bad usage or input, 3 integrity failure (a file differs from the
-manifest; predict and bench refuse to run then).
+Exit status: 0 ok, 2 bad usage or input, 3 integrity failure (verify, predict, bench and ops
+refuse to run then).
+
+Integrity (checked before every command): run.py holds the sha256 of manifest.json
+(MANIFEST_SHA256, written when the artifact was sealed), so editing any manifest field is caught;
+checksums.sha256 (`sha256sum -c checksums.sha256` checks it too) covers every file incl.
+manifest.json and run.py; manifest "files" lists sha256 and size of every other file; and
+labels.txt must equal class_names line by line.
 
 manifest.json ("edgexray.artifact/1"; the same text is in docs/ARCHITECTURE.md, "manifest").
 Unknown top-level keys are allowed and ignored; the keys below are required unless optional.
@@ -34,7 +40,8 @@ Unknown top-level keys are allowed and ignored; the keys below are required unle
       "class_names": ["NORMAL", "PNEUMONIA"],   # output index order
       "threads": 4,                             # optional default thread count
       "files": {"model.tflite": {"sha256": "<64 hex>", "bytes": 123456},
-                "run.py": {"sha256": "<64 hex>", "bytes": 45678}}   # every file but manifest.json
+                "labels.txt": {"sha256": "<64 hex>", "bytes": 20}}  # every file but manifest.json,
+    }                                           # run.py and checksums.sha256 (they seal it)
     }
 
 Quantization: real = scale * (q - zero_point). The normalized NCHW float input is transposed
@@ -53,6 +60,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,23 +75,28 @@ from edgexray.bench.device_runners import (LiteRTRunner, OrtRunner, Runner, Tens
 from edgexray.bench.environment import environment, peak_rss_mb
 from edgexray.bench.latency import Stopwatch, measure_latency
 from edgexray.bench.record import bench_document, bench_entry
-from edgexray.errors import EdgeXrayError
+from edgexray.errors import EdgeXrayError, IntegrityError
 from edgexray.metrics import softmax
 from edgexray.preprocess import Preprocess
 # <<< inline
 
 EDGEXRAY_VERSION = None  # set by render_run_py
+# the seal: sha256 of this artifact's manifest.json (checked as it stands in the artifact's run.py)
+MANIFEST_SHA256 = None  # set by render_run_py
 MANIFEST_SCHEMA = "edgexray.artifact/1"
 MANIFEST_NAME = "manifest.json"
-EXIT_USAGE, EXIT_INTEGRITY = 2, 3
+CHECKSUMS_NAME = "checksums.sha256"
+LABELS_NAME = "labels.txt"
+RUN_PY_NAME = "run.py"
+# the seal is read from the artifact's run.py file, so run.py and the host check it alike
+SEAL_PATTERN = re.compile(r"^MANIFEST_SHA256 = '([0-9a-f]{64})'$", re.M)
+FIX_HINT = ("restore the changed files from the artifact's .zip or an untouched copy, or rebuild "
+            "the artifact with `edgexray build`")
+EXIT_USAGE = 2
 MODEL_RUNTIMES = {"litert": ".tflite", "onnxruntime": ".onnx"}
 LAYOUTS = ("NHWC", "NCHW")
 TENSOR_DTYPES = ("int8", "uint8", "float32")
 OUTPUT_KINDS = ("logits", "probabilities")
-
-
-class IntegrityError(EdgeXrayError):
-    """A file of the artifact differs from its manifest (exit status 3)."""
 
 
 # ---------------------------------------------------------------- manifest
@@ -196,8 +209,8 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def verify_files(folder, manifest) -> tuple:
-    """-> (problems, unlisted): files that are missing or differ; files the manifest lacks."""
+def verify_files(folder, manifest) -> list:
+    """Files of manifest "files" that are missing or differ from it."""
     folder = Path(folder)
     problems = []
     for name, info in sorted(manifest["files"].items()):
@@ -212,20 +225,101 @@ def verify_files(folder, manifest) -> tuple:
         digest = sha256_of(path)
         if digest != info["sha256"]:
             problems.append(f"{name}: sha256 {digest[:16]}..., manifest says {info['sha256'][:16]}...")
-    listed = set(manifest["files"]) | {MANIFEST_NAME}
+    return problems
+
+
+def seal_problems(folder) -> list:
+    """manifest.json against the sha256 sealed into the artifact's run.py ([] when equal)."""
+    folder = Path(folder)
+    run_py = folder / RUN_PY_NAME
+    if not run_py.is_file():
+        return [f"{RUN_PY_NAME}: missing"]
+    found = SEAL_PATTERN.search(run_py.read_text(encoding="utf-8", errors="replace"))
+    if not found:
+        return [f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (not written by the bundle, or edited)"]
+    digest = sha256_of(folder / MANIFEST_NAME)
+    if digest != found.group(1):
+        return [f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
+                f"{found.group(1)[:16]}... (manifest.json was edited after the build)"]
+    return []
+
+
+def checksum_problems(folder, skip=()) -> tuple:
+    """-> (problems, listed names) of checksums.sha256 (sha256sum format). Files in `skip` are
+    left to another check, so that each file is named once."""
+    folder = Path(folder)
+    path = folder / CHECKSUMS_NAME
+    if not path.is_file():
+        return [f"{CHECKSUMS_NAME}: missing"], set()
+    problems, listed = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        found = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not found or not _safe_relpath(found.group(2)):
+            problems.append(f"{CHECKSUMS_NAME} line {number} is not '<sha256>  <relative path>'")
+            continue
+        want, name = found.groups()
+        listed.add(name)
+        if name in skip:
+            continue
+        if not (folder / name).is_file():
+            problems.append(f"{name}: missing")
+            continue
+        digest = sha256_of(folder / name)
+        if digest != want:
+            problems.append(f"{name}: sha256 {digest[:16]}..., {CHECKSUMS_NAME} says {want[:16]}...")
+    problems += [f"{CHECKSUMS_NAME} does not list {name}" for name in (MANIFEST_NAME, RUN_PY_NAME)
+                 if name not in listed]
+    return problems, listed
+
+
+def labels_problems(folder, manifest: dict) -> list:
+    """labels.txt must equal class_names line by line (predictions use class_names)."""
+    path = Path(folder) / LABELS_NAME
+    if not path.is_file():
+        return [f"{LABELS_NAME}: missing"]
+    labels = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if labels != manifest["class_names"]:
+        return [f"class_names {manifest['class_names']} in {MANIFEST_NAME} differ from "
+                f"{LABELS_NAME} {labels} (predictions would carry the wrong labels)"]
+    return []
+
+
+def integrity_problems(folder) -> tuple:
+    """-> (problems, unlisted files, manifest or None): everything that breaks the artifact's
+    integrity (see the top of this file) and the files nothing lists."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).is_file():
+        read_manifest(folder)  # raises: not an artifact folder
+    problems = seal_problems(folder)
+    if problems:  # still name what else differs, where the edited manifest can be read
+        try:
+            manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return problems, [], None
+        if manifest_problems(manifest):
+            return problems, [], None
+    else:
+        manifest = read_manifest(folder)  # sealed but invalid: a bad build, exit 2 as before
+    skip = set(manifest["files"]) | ({MANIFEST_NAME} if problems else set())
+    sum_problems, listed = checksum_problems(folder, skip)
+    problems += sum_problems + verify_files(folder, manifest) + labels_problems(folder, manifest)
+    known = listed | set(manifest["files"]) | {CHECKSUMS_NAME, MANIFEST_NAME, RUN_PY_NAME}
     unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                       if p.is_file() and "__pycache__" not in p.parts
-                      and p.relative_to(folder).as_posix() not in listed)
-    return problems, unlisted
+                      and p.relative_to(folder).as_posix() not in known)
+    return problems, unlisted, manifest
+
+
+def integrity_error(folder, problems: list) -> IntegrityError:
+    return IntegrityError(f"artifact {str(folder)!r} failed its integrity check, refusing to run: "
+                          + "; ".join(problems) + f"; {FIX_HINT}")
 
 
 def checked_manifest(folder) -> dict:
-    """The manifest, after every listed file matched it; IntegrityError otherwise."""
-    manifest = read_manifest(folder)
-    problems, _ = verify_files(folder, manifest)
+    """The manifest of an artifact whose integrity holds; IntegrityError otherwise."""
+    problems, _, manifest = integrity_problems(folder)
     if problems:
-        raise IntegrityError(f"artifact {str(folder)!r} does not match its manifest, refusing to "
-                             "run: " + "; ".join(problems) + " (copy the artifact again or rebuild it)")
+        raise integrity_error(folder, problems)
     return manifest
 
 
@@ -303,16 +397,13 @@ def _write_text(out, text: str) -> None:
 # ---------------------------------------------------------------- commands
 
 def cmd_verify(folder, args) -> int:
-    manifest = read_manifest(folder)
-    problems, unlisted = verify_files(folder, manifest)
+    problems, unlisted, manifest = integrity_problems(folder)
     for name in unlisted:
         print(f"note: {name} is not in the manifest (not checked, not used)", file=sys.stderr)
     if problems:
-        for p in problems:
-            print(f"MISMATCH {p}", file=sys.stderr)
-        print(f"FAILED: {len(problems)} of {len(manifest['files'])} files differ from {MANIFEST_NAME}")
-        return EXIT_INTEGRITY
-    print(f"OK: {len(manifest['files'])} files match {MANIFEST_NAME}")
+        raise integrity_error(folder, problems)
+    print(f"OK: {len(manifest['files'])} files match {MANIFEST_NAME}; {MANIFEST_NAME} matches the "
+          f"seal in {RUN_PY_NAME}; {CHECKSUMS_NAME} matches; {LABELS_NAME} equals class_names")
     return 0
 
 
@@ -448,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default=None, help="artifact folder (default: where run.py is)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("verify", help="check every file against manifest.json (exit 3 on mismatch)")
+    sub.add_parser("verify", help="check the artifact's integrity (exit 3 when it is broken)")
     p = sub.add_parser("predict", help="label and class probabilities per image")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--format", choices=("json", "csv"), default="json")
@@ -488,19 +579,16 @@ def main(argv=None) -> int:
             return EXIT_USAGE
     try:
         return COMMANDS[args.command](folder, args)
-    except IntegrityError as e:
+    except EdgeXrayError as e:  # IntegrityError: 3, other bad input: 2 (edgexray/errors.py)
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_INTEGRITY
-    except EdgeXrayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
 
 
 # >>> host only: render_run_py builds run.py from this file and leaves this block out
-def render_run_py() -> str:
+def render_run_py(manifest_sha256=None) -> str:
     """The source of an artifact's run.py (see edgexray.bench.harness.render_run_py)."""
     from edgexray.bench.harness import render_run_py as render
-    return render()
+    return render(manifest_sha256)
 # <<< host only
 
 

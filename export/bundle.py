@@ -2,16 +2,21 @@
 
     <out>/<target>-<arch>-<precision>/
         model.tflite | model.onnx   the shipped model; other precisions as model_<precision>.<ext>
-        labels.txt                  one class per line, in output order
+        labels.txt                  one class per line, in output order (== class_names)
         manifest.json               docs/ARCHITECTURE.md "manifest" (edgexray.artifact/1)
-        run.py                      edgexray.bench.harness_template.render_run_py()
+        run.py                      edgexray.bench.harness_template.render_run_py(), sealed
+        checksums.sha256            sha256sum format, every file incl. manifest.json and run.py
         README.md                   device, Android (Kotlin) and iOS (Swift) instructions
         report.html                 self-contained report, plots as base64 PNG
     <out>/<target>-<arch>-<precision>.zip
 
 Atomic: everything is built in a hidden temporary folder next to the destination and renamed
 at the end; the zip is written under a temporary name and renamed after the folder. A killed
-build leaves only hidden `.<name>.*.partial` entries. No patient image is ever written: the
+build leaves only hidden `.<name>.*.partial` entries.
+
+Sealed (seal_artifact): manifest "files" hashes every file but the three seal files; run.py holds
+the sha256 of manifest.json; checksums.sha256 hashes every file. Editing the manifest alone, or
+any file, is caught by run.py, `edgexray bench` and `edgexray verify` (exit 3). No patient image is ever written: the
 only image-derived content allowed is Grad-CAM of synthetic data (`images_are_synthetic`).
 
 The bundle reads model input/output details with edgexray.bench.device_runners (the code run.py
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +55,9 @@ RESERVED = ("schema", "name", "created", "model", "input", "output", "preprocess
             "threads", "profile", "arch", "variants", "tool_versions", "files")
 _SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 _RUNTIME = {"tflite": "litert", "onnx": "onnxruntime"}  # manifest model.runtime (run.py's runners)
+CHECKSUMS = "checksums.sha256"
+# written by seal_artifact and sealed by checksums.sha256 and run.py, not by manifest "files"
+SEAL_FILES = ("manifest.json", "run.py", CHECKSUMS)
 # files that could hold an image; none may end up in an artifact
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".pgm",
                    ".npy", ".npz", ".webp")
@@ -120,16 +129,15 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
         manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
                              list(class_names), preprocess, output_kind)
         _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
-        _write_text(tmp / "run.py", _render_run_py(), executable=True)
         _write_text(tmp / "README.md", render_readme(manifest))
-        _write_manifest(tmp, manifest)
+        seal_artifact(tmp, manifest)  # verify() runs run.py, which checks the seal
         if verify is not None:
             result = verify(tmp)
             manifest = json.loads((tmp / "manifest.json").read_text(encoding="utf-8"))
             manifest.setdefault("arm_verification", result)
         html = render_report_html(manifest, report_assets, images_are_synthetic=images_are_synthetic)
         _write_text(tmp / "report.html", html)
-        _write_manifest(tmp, manifest)
+        seal_artifact(tmp, manifest)
         _refuse_images(tmp)
 
         tmp_zip = out_root / f".{name}.zip.{os.getpid()}.partial"
@@ -243,12 +251,32 @@ def _write_text(path: Path, text: str, executable: bool = False) -> None:
         path.chmod(0o755)
 
 
-def _write_manifest(folder: Path, manifest: dict) -> None:
-    """Record sha256 and size of every file but manifest.json, then write it."""
+def _artifact_files(folder: Path) -> list:
+    return [p for p in sorted(folder.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.relative_to(folder).parts]
+
+
+def seal_artifact(folder: str | os.PathLike, manifest: dict) -> None:
+    """Write manifest.json with "files" = sha256 and size of every file but SEAL_FILES, run.py
+    holding the manifest's sha256, and checksums.sha256 over every other file.
+
+    For a folder being built (not atomic); run it again after changing any file or field.
+    """
+    folder = Path(folder)
     manifest["files"] = {
-        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        rel: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in _artifact_files(folder) if (rel := p.relative_to(folder).as_posix()) not in SEAL_FILES}
+    write_seal(folder, manifest)
+
+
+def write_seal(folder: Path, manifest: dict) -> None:
+    """manifest.json as given, run.py sealed with its sha256, checksums.sha256 over every file."""
+    data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    (folder / "manifest.json").write_bytes(data)
+    _write_text(folder / "run.py", _render_run_py(hashlib.sha256(data).hexdigest()), executable=True)
+    _write_text(folder / CHECKSUMS, "".join(
+        f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in _artifact_files(folder)
+        if p.name != CHECKSUMS or p.parent != folder))
 
 
 def _refuse_images(folder: Path) -> None:
@@ -259,13 +287,13 @@ def _refuse_images(folder: Path) -> None:
                             "written into an artifact (report images are embedded in report.html)")
 
 
-def _render_run_py() -> str:
+def _render_run_py(manifest_sha256: str) -> str:
     try:
         from edgexray.bench.harness_template import render_run_py
     except ImportError as e:
         raise EdgeXrayError(f"cannot write run.py: edgexray.bench.harness_template is missing "
                             f"({e}); reinstall edgexray") from None
-    return render_run_py()
+    return render_run_py(manifest_sha256)
 
 
 def _zip_folder(folder: Path, arc_root: str, dest: Path) -> None:

@@ -7,7 +7,6 @@ the memory ordering test. They are cached in pytest's cache dir, keyed by this f
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgexray.bench.harness import render_run_py
-from edgexray.fsutil import sha256_file
+from edgexray.export.bundle import seal_artifact
 from edgexray.preprocess import Preprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,12 +133,13 @@ def tensor_entry(spec) -> dict:
 
 
 def make_artifact(folder: Path, model: Path, *, precision: str, threads: int = 1) -> Path:
-    """An artifact folder the way the bundle writes one: model, run.py, manifest.json."""
+    """An artifact folder sealed the way the bundle seals one: model, labels.txt, manifest.json,
+    run.py, checksums.sha256."""
     from edgexray.bench.runtimes import runner_for_file
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, folder / model.name)
-    (folder / "run.py").write_text(render_run_py(), encoding="utf-8")
+    (folder / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
     runner = runner_for_file(folder / model.name, threads=1)
     runtime = "litert" if model.suffix == ".tflite" else "onnxruntime"
     output = tensor_entry(runner.output_spec)
@@ -151,10 +150,8 @@ def make_artifact(folder: Path, model: Path, *, precision: str, threads: int = 1
         "model": {"file": model.name, "runtime": runtime, "precision": precision},
         "input": tensor_entry(runner.input_spec), "output": output,
         "preprocess": PRE.to_dict(), "class_names": CLASSES, "threads": threads,
-        "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
-                  for name in (model.name, "run.py")},
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    seal_artifact(folder, manifest)
     return folder
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgexray.bench.harness import _strip_edgexray_imports, render_run_py
+from edgexray.export.bundle import write_seal
 from edgexray.bench.record import schema_problems
 from edgexray.bench.runtimes import runner_for_file
 from edgexray.metrics import softmax
@@ -68,7 +69,7 @@ def test_strip_handles_parenthesized_imports():
 def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, eval_set):
     art = fresh_copy(artifacts["litert"], tmp_path)
     ok = run_py(art, "verify")
-    assert ok.returncode == 0 and "OK: 2 files match manifest.json" in ok.stdout
+    assert ok.returncode == 0 and "OK: 2 files match manifest.json" in ok.stdout, ok.stderr
     model = art / "tiny_int8.tflite"
     data = bytearray(model.read_bytes())
     data[-20] ^= 0xFF  # one flipped byte, same size
@@ -197,17 +198,20 @@ def test_bad_manifest_and_usage(artifacts, tmp_path, capsys):
         ({**good, "input": {**good["input"], "layout": "CHW"}}, "input.layout is 'CHW'"),
         ({**good, "preprocess": {**good["preprocess"], "size": 64}}, "does not match preprocess size 64"),
         ({**good, "class_names": ["only"]}, "class_names must list at least two"),
-        ({**good, "files": {**good["files"], "../x": good["files"]["run.py"]}}, "relative path inside"),
+        ({**good, "files": {**good["files"], "../x": good["files"]["labels.txt"]}}, "relative path inside"),
         ({**good, "input": {**good["input"], "quantization": {"scale": 0.5, "zero_point": 0}}},
          "manifest.json does not describe tiny_int8.tflite: input quantization"),
     ]
     for manifest, message in cases:
-        path.write_text(json.dumps(manifest))
+        path.write_text(json.dumps(manifest))  # edited: the seal in run.py no longer matches
+        code, err = run("predict", art / "run.py")
+        assert code == 3 and "manifest.json was edited" in err, err
+        write_seal(art, manifest)  # sealed (a bad build): the manifest's own checks apply
         code, err = run("predict", art / "run.py")
         assert code == 2 and message in err, (message, err)
     path.write_text("{not json")
     assert run("verify")[0] == 3
-    path.write_text(json.dumps(good))
+    write_seal(art, good)
     assert run("bench", "--seconds", "-1")[0] == 2
     code, err = run("predict", tmp_path / "nope.png")
     assert code == 2 and "nope.png" in err
