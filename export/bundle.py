@@ -16,8 +16,10 @@ build leaves only hidden `.<name>.*.partial` entries.
 
 Sealed (seal_artifact): manifest "files" hashes every file but the three seal files; run.py holds
 the sha256 of manifest.json; checksums.sha256 hashes every file. Editing the manifest alone, or
-any file, is caught by run.py, `edgexray bench` and `edgexray verify` (exit 3). No patient image is ever written: the
-only image-derived content allowed is Grad-CAM of synthetic data (`images_are_synthetic`).
+any file, is caught by run.py, `edgexray bench` and `edgexray verify` (exit 3).
+
+No patient image is ever written: the only image-derived content allowed is Grad-CAM of
+synthetic data (`images_are_synthetic`).
 
 The bundle reads model input/output details with edgexray.bench.device_runners (the code run.py
 itself runs), so it imports edgexray.bench lazily; both are torch-free.

@@ -148,7 +148,8 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     folder = write(tmp_path, {"fp32": onnx_model})
     assert folder == tmp_path / "x86-64-tiny_cbam-fp32"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.md", "labels.txt", "manifest.json", "model.onnx", "report.html", "run.py"]
+    assert names == ["README.md", "checksums.sha256", "labels.txt", "manifest.json", "model.onnx",
+                     "report.html", "run.py"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name, folder.name + ".zip"]
 
     m = json.loads((folder / "manifest.json").read_text())
@@ -161,11 +162,19 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     assert m["preprocess"] == PRE.to_dict() and m["class_names"] == CLASSES
     assert m["tool_versions"]["onnxruntime"] and m["models"][2]["shipped"] is True
     assert (folder / "labels.txt").read_text() == "normal\npneumonia\n"
-    # every file but the manifest is listed with its real sha256 and size
-    assert sorted(m["files"]) == sorted(n for n in names if n != "manifest.json")
+    # every file but the three seal files is listed with its real sha256 and size
+    assert sorted(m["files"]) == sorted(set(names) - {"manifest.json", "run.py", "checksums.sha256"})
     for rel, info in m["files"].items():
         data = (folder / rel).read_bytes()
         assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    # the seal: run.py holds the manifest's sha256; checksums.sha256 covers every other file
+    manifest_sha = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    assert f"MANIFEST_SHA256 = '{manifest_sha}'" in (folder / "run.py").read_text()
+    check = subprocess.run(["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=folder,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert sorted(line.split(": ")[0] for line in check.stdout.splitlines()) == \
+        sorted(set(names) - {"checksums.sha256"})
     assert (folder / "model.onnx").read_bytes() == onnx_model.read_bytes()
     assert os.access(folder / "run.py", os.X_OK)
 
