@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_artifact
+from edgexray.errors import CheckFailed
+from edgexray.fsutil import atomic_write_json
+
+# later results go here: manifest.json stays as sealed at build time (docs/ARCHITECTURE.md)
+RESULT_FILE = "arm_verification.json"
 
 
 @click.command()
@@ -18,7 +24,7 @@ from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_art
 @click.option("--tolerance", type=click.FloatRange(min=0), default=FLOAT_TOLERANCE, show_default=True,
               help="Max abs output difference for float models (int8 outputs: identical, or at most "
                    "2 quantization steps apart with identical labels: kernel rounding).")
-@click.option("--no-write", is_flag=True, help="Do not store the result in manifest.json.")
+@click.option("--no-write", is_flag=True, help=f"Do not store the result in ARTIFACT/{RESULT_FILE}.")
 def verify(artifact, cpu, cache_dir, tolerance, no_write):
     """Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with this host.
 
@@ -31,18 +37,26 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
     of the artifact's first passing verification (at build time): a model file swapped later
     is caught. The first run prepares an arm64 Debian userland and the runtime's aarch64
     wheels (needs root and the network once, about 350 MB); later runs reuse the cache.
-    The result goes into manifest.json ("arm_verification"). Emulated timings are not device
-    speed. Exit status 1 when a check fails.
+    The artifact's integrity is checked first (exit 3 when a file or manifest field was
+    changed). The result goes into ARTIFACT/arm_verification.json; manifest.json keeps the
+    sealed build-time result. Emulated timings are not device speed. Exit status 4 when a
+    check fails.
     """
-    result = verify_artifact(artifact, cpu=cpu, write=not no_write, cache_dir=cache_dir,
+    from edgexray.bench.harness_template import checked_manifest
+
+    if (Path(artifact) / "manifest.json").is_file():  # else verify_artifact says what is missing
+        checked_manifest(artifact)  # IntegrityError (exit 3): never verify a changed artifact
+    result = verify_artifact(artifact, cpu=cpu, write=False, cache_dir=cache_dir,
                              tolerance=tolerance)
+    if not no_write:
+        atomic_write_json(Path(artifact) / RESULT_FILE, result)
     click.echo(json.dumps(result, indent=2))
     for name, check in result["checks"].items():
         click.echo(f"  {'ok  ' if check['passed'] else 'FAIL'} {name}: {check['detail']}", err=True)
     seconds = (result.get("emulated_seconds") or {}).get("guest_predict")
     if seconds is not None:
         click.echo(f"  guest predict took {seconds} s ({EMULATED_NOTE})", err=True)
-    click.echo(f"ARM verification {result['status']} on emulated {result['cpu']}: "
-               f"{result['reason']}", err=True)
+    summary = f"ARM verification {result['status']} on emulated {result['cpu']}: {result['reason']}"
     if result["status"] == "failed":
-        raise SystemExit(1)
+        raise CheckFailed(summary)
+    click.echo(summary, err=True)
