@@ -72,7 +72,8 @@ class CalibrationSet:
     @classmethod
     def from_folder(cls, root, preprocess: Preprocess, count: int = DEFAULT_COUNT, seed: int = 0,
                     progress: bool = True) -> "CalibrationSet":
-        """A stratified sample of `count` images from an image folder (one sub-folder per class)."""
+        """A stratified sample of `count` images from an image folder (one sub-folder per class);
+        all of them, with a warning, when the folder holds fewer."""
         from edgexray.data import load_arrays, scan_image_folder
 
         count = int(count)
@@ -81,9 +82,10 @@ class CalibrationSet:
         index = _scan(root, scan_image_folder)
         labels = np.asarray([label for _, label in index.items])
         if len(labels) < count:
-            raise EdgeXrayError(
-                f"calibration folder {str(root)!r} has {len(labels)} images ({index.counts()}), "
-                f"fewer than the {count} asked for; add images or pass a smaller --calib-count")
+            log.warning("calibration folder %r has %d images (%s), fewer than the %d asked for: "
+                        "calibrating on all %d", str(root), len(labels), index.counts(), count,
+                        len(labels))
+            count = len(labels)
         if count < WARN_BELOW:
             log.warning("calibrating INT8 on only %d images; fewer than %d give less stable "
                         "quantization ranges (default %d)", count, WARN_BELOW, DEFAULT_COUNT)

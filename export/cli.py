@@ -28,12 +28,14 @@ DEFAULT_EVAL_N = 200  # parity images when neither --split nor --n is given
               help=f"Comma-separated: {', '.join(PRECISIONS)}; each is built for every format "
                    "that supports it.")
 @click.option("--calib", type=click.Path(path_type=Path),
-              help="Training images (one sub-folder per class) for INT8 calibration; needed for "
-                   "int8 and for tflite.")
-@click.option("--calib-count", default=DEFAULT_COUNT, show_default=True, type=int,
-              help="Calibration images, stratified by class.")
+              help="Training images (one sub-folder per class) for INT8 calibration, needed for "
+                   "int8 and for tflite (default: the train split of the data folder the "
+                   "checkpoint records).")
+@click.option("--calib-count", default=DEFAULT_COUNT, show_default=True, type=click.IntRange(min=1),
+              help="Calibration images, stratified by class (all, with a warning, when fewer).")
 @click.option("--data", type=click.Path(path_type=Path),
-              help="Images for the parity check (default: the --calib folder, minus the "
+              help="Images for the parity check (default: the test split of the data folder the "
+                   "checkpoint records, as `evaluate` uses; else the --calib folder minus the "
                    "calibration images).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]),
               help="Use this split of the splits file as parity images.")
@@ -72,16 +74,25 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
     refuse_existing(out_dir, force)
     ckpt = load_checkpoint(checkpoint)
     needs_calib = any(f == "tflite" or p == "int8" for f, p in plan)
-    if needs_calib and calib is None:
-        raise EdgeXrayError("int8 and tflite exports need --calib DIR (training images, one "
-                            "sub-folder per class); or export --formats onnx --precisions fp32")
+    # without --data/--split, parity runs on the held-out split of the checkpoint's own data
+    recorded_parity = data is None and not split and _records_data(ckpt)
+    recorded = None
+    if needs_calib and calib is None or recorded_parity:
+        recorded = _recorded_data(ckpt, "int8 and tflite exports need --calib DIR (training "
+                                  "images, one sub-folder per class), or export --formats onnx "
+                                  "--precisions fp32")
     calib_set = None
     if calib is not None:
         _check_folder(calib, "--calib")
         calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
-    inputs, labels, source = _parity_data(ckpt, data or calib, split, splits_path or
-                                          Path(checkpoint).parent / "splits.json",
-                                          n_eval, calib_set)
+    elif needs_calib:
+        calib_set = _recorded_calibration(ckpt, recorded, calib_count)
+    if recorded_parity:
+        inputs, labels, source = _recorded_parity(ckpt, recorded, n_eval)
+    else:
+        inputs, labels, source = _parity_data(ckpt, data or calib, split, splits_path or
+                                              Path(checkpoint).parent / "splits.json",
+                                              n_eval, calib_set)
     result = export_model(
         ckpt.model, out_dir, class_names=ckpt.class_names, preprocess=ckpt.preprocess,
         eval_inputs=inputs, eval_labels=labels, formats=formats, precisions=precisions,
@@ -108,6 +119,54 @@ def _check_folder(path: Path, option: str) -> None:
                             "sub-folder per class")
 
 
+def _records_data(ckpt) -> bool:
+    return bool(ckpt.extra.get("data_dir")) and Path(ckpt.extra["data_dir"]).is_dir()
+
+
+def _recorded_data(ckpt, need: str):
+    """The checkpoint's data folder and splits.json, decoded (as `evaluate` uses them)."""
+    from edgexray.evaluate import held_out_data
+
+    if not _records_data(ckpt):
+        recorded = ckpt.extra.get("data_dir")
+        why = f"its data folder {recorded!r} no longer exists" if recorded else \
+            "it does not record its data folder"
+        raise EdgeXrayError(f"{need}; the checkpoint cannot supply images: {why}")
+    log.info("using the checkpoint's data folder %s and its splits", ckpt.extra["data_dir"])
+    return held_out_data(ckpt)
+
+
+def _recorded_calibration(ckpt, data, count: int) -> CalibrationSet:
+    """A stratified sample of the train split (all of it, with a warning, when smaller)."""
+    labels = data.labels["train"]
+    if len(labels) == 0:
+        raise EdgeXrayError("the train split of the checkpoint's data is empty; pass --calib DIR")
+    if len(labels) < count:
+        log.warning("the train split has %d images, fewer than the %d asked for with "
+                    "--calib-count: calibrating on all %d", len(labels), count, len(labels))
+    idx = stratified_sample(labels, min(count, len(labels)), seed=0)
+    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
+                          preprocess=ckpt.preprocess, labels=labels[idx],
+                          class_names=tuple(data.class_names), root=str(data.index.root))
+
+
+def _recorded_parity(ckpt, data, n_eval):
+    """The test split of the checkpoint's data (`n_eval` of it, stratified, when given)."""
+    gray, labels = data.arrays["test"], data.labels["test"]
+    if n_eval is not None and not 1 <= n_eval <= len(labels):
+        raise EdgeXrayError(f"--n {n_eval}: the test split of the checkpoint's data has "
+                            f"{len(labels)} images; use 1..{len(labels)}")
+    if len(labels) == 0:
+        raise EdgeXrayError("the test split of the checkpoint's data is empty; pass --data DIR "
+                            "with --n for the parity check")
+    if n_eval is not None:
+        idx = stratified_sample(labels, n_eval, seed=1)
+        gray, labels = gray[idx], labels[idx]
+    source = {"split": "test", "splits": str(data.splits_path) if data.splits_path else None,
+              "root": str(data.index.root), "recorded_in_checkpoint": True}
+    return ckpt.preprocess.normalize(gray), labels, source
+
+
 def _parity_data(ckpt, root, split, splits_path, n_eval, calib_set):
     """(inputs NCHW float32, labels, description) of the images the files are checked on."""
     from edgexray.data import load_arrays, read_splits, scan_image_folder
@@ -124,14 +183,19 @@ def _parity_data(ckpt, root, split, splits_path, n_eval, calib_set):
         source = {"split": split, "splits": str(splits_path), "root": str(root)}
     else:
         if root is None:
-            raise EdgeXrayError("no parity images: pass --data DIR (with --split or --n) or --calib")
+            raise EdgeXrayError("no parity images: pass --data DIR (with --split or --n) or "
+                                "--calib DIR; the checkpoint does not record its data folder")
         _check_folder(Path(root), "--data")
         index = scan_image_folder(root)
         class_names = index.class_names
         exclude = set(calib_set.paths) if calib_set is not None and \
             Path(calib_set.root).resolve() == Path(root).resolve() else set()
         pool = [(p, label) for p, label in index.items if p not in exclude]
-        n = DEFAULT_EVAL_N if n_eval is None else n_eval
+        n = min(DEFAULT_EVAL_N, len(pool)) if n_eval is None else n_eval
+        if not pool:
+            raise EdgeXrayError(f"{str(root)!r} has no images left for the parity check once the "
+                                f"{len(exclude)} calibration images are excluded; pass --data DIR "
+                                "(held-out images) or a smaller --calib-count")
         if n < 1 or n > len(pool):
             raise EdgeXrayError(f"--n {n}: {str(root)!r} has {len(pool)} images available for the "
                                 f"parity check (calibration images excluded); use 1..{len(pool)}")

@@ -276,11 +276,16 @@ def test_calibration_errors_and_warning(synth_dir, tmp_path, caplog):
     empty.mkdir()
     with pytest.raises(EdgeXrayError, match="is empty"):
         CalibrationSet.from_folder(empty, PRE)
-    with pytest.raises(EdgeXrayError, match="fewer than the 500 asked"):
-        CalibrationSet.from_folder(synth_dir, PRE, count=500)
+    with pytest.raises(EdgeXrayError, match="must be >= 1"):
+        CalibrationSet.from_folder(synth_dir, PRE, count=0)
     with caplog.at_level(logging.WARNING):
         CalibrationSet.from_folder(synth_dir, Preprocess(size=16), count=30, progress=False)
     assert "only 30 images" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # more than there are: all of them, and a warning
+        calib = CalibrationSet.from_folder(synth_dir, Preprocess(size=16), count=500,
+                                           progress=False)
+    assert len(calib) == 120 and "fewer than the 500 asked for: calibrating on all 120" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,13 +334,14 @@ def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synt
     assert _cli(*args, "--force").exit_code == 0
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_calib", "small_calib",
+@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_calib", "zero_calib_count",
                                   "bad_format", "bad_precision", "no_calib"])
 def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
     ckpt, calib, extra = checkpoint, synth_dir, []
     formats, precisions = "onnx", "fp32,int8"
     expect = {"missing": "not found", "corrupt": "cannot be read", "empty_calib": "is empty",
-              "small_calib": "fewer than the 1000 asked", "bad_format": "did you mean 'onnx'",
+              "zero_calib_count": "0 is not in the range x>=1",
+              "bad_format": "did you mean 'onnx'",
               "bad_precision": "did you mean 'int8'", "no_calib": "need --calib"}[case]
     if case == "missing":
         ckpt = tmp_path / "nope.pt"
@@ -345,8 +351,8 @@ def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
     elif case == "empty_calib":
         calib = tmp_path / "empty"
         calib.mkdir()
-    elif case == "small_calib":
-        extra = ["--calib-count", "1000"]
+    elif case == "zero_calib_count":  # refused before the checkpoint is even read
+        ckpt, extra = tmp_path / "nope.pt", ["--calib-count", "0"]
     elif case == "bad_format":
         formats = "onnxx"
     elif case == "bad_precision":
@@ -359,6 +365,45 @@ def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
     assert run.exit_code == 2, run.output
     assert expect in run.output and "Traceback" not in run.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_defaults_to_the_checkpoints_data_and_splits(tiny_checkpoint, tmp_path, caplog):
+    """No --data, no --calib: calibration from the train split, parity on the test split that
+    the checkpoint records (as `evaluate` does); 72 training images < 200 asked: a warning."""
+    out = tmp_path / "exp"
+    with caplog.at_level(logging.WARNING):
+        run = _cli(tiny_checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--out", out,
+                   "--max-accuracy-drop", "100")
+    assert run.exit_code == 0, run.output
+    splits = json.loads((tiny_checkpoint.parent / "splits.json").read_text())
+    report = json.loads((out / "parity.json").read_text())
+    source = report["info"]["parity_data"]
+    assert source["split"] == "test" and source["recorded_in_checkpoint"] is True
+    assert report["eval"]["n_images"] == len(splits["splits"]["test"]) > 0
+    n_train = len(splits["splits"]["train"])
+    assert f"fewer than the 200 asked for with --calib-count: calibrating on all {n_train}" \
+        in caplog.text
+    assert [e["file"] for e in report["files"]] == ["model_fp32.onnx", "model_int8.onnx"]
+
+
+def test_cli_small_calib_folder_is_used_whole(checkpoint, tmp_path, caplog):
+    """--calib with fewer images than --calib-count: all of them, a warning; a checkpoint that
+    records no data folder then needs --data for the parity check, and says so."""
+    from edgexray.synth import synthesize
+
+    calib = synthesize(tmp_path / "calib", classes=3, per_class=8, size=(40, 40), seed=3,
+                       progress=False)
+    with caplog.at_level(logging.WARNING):
+        run = _cli(checkpoint, "--formats", "onnx", "--precisions", "fp32", "--calib", calib,
+                   "--out", tmp_path / "o")
+    assert "fewer than the 200 asked for: calibrating on all 24" in caplog.text
+    assert run.exit_code == 2 and "no images left for the parity check" in run.output
+    assert "--data" in run.output and not (tmp_path / "o").exists()
+    # fewer calibration images leave the rest for parity (all of them: fewer than the default 200)
+    run = _cli(checkpoint, "--formats", "onnx", "--precisions", "fp32", "--calib", calib,
+               "--calib-count", "15", "--out", tmp_path / "o", "--max-accuracy-drop", "100")
+    assert run.exit_code == 0, run.output
+    assert json.loads((tmp_path / "o/parity.json").read_text())["eval"]["n_images"] == 9
 
 
 # --------------------------------------------------------------------------------------------
