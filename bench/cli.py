@@ -1,9 +1,11 @@
 """`edgexray bench` and `edgexray compare`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import zipfile
 from pathlib import Path
 
 import click
@@ -43,6 +45,8 @@ def _emit(doc: dict, out, force: bool) -> None:
               help="Inference threads (default: the artifact's, else all cores).")
 @click.option("--limit", type=_positive, default=None, help="At most this many images per class.")
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
+@click.option("--timeout", type=_seconds, default=1800, show_default=True,
+              help="Seconds the artifact's run.py bench (and each copy with --remote) may take.")
 @click.option("--remote", default=None, metavar="ssh://user@host[:port]",
               help="Run the artifact's run.py on this device over SSH.")
 @click.option("--remote-python", default="python3", show_default=True,
@@ -57,19 +61,42 @@ def _emit(doc: dict, out, force: bool) -> None:
               help="Folder for results.json, results.md, plots and report.html "
                    "(default: the JSON on stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, remote, remote_python,
-          identity, ssh_options, connect_timeout, out, force):
-    """Latency, memory and accuracy of an artifact (or a model file).
+def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
+          remote_python, identity, ssh_options, connect_timeout, out, force):
+    """Latency, memory and accuracy of an artifact (folder or .zip) or a model file.
 
     \b
     edgexray bench artifacts/rpi4-resnet18_cbam-int8 --data xrays/test --out bench/
+    edgexray bench artifacts/rpi4-resnet18_cbam-int8.zip
     edgexray bench artifacts/rpi4-... --remote ssh://pi@raspberrypi.local
     edgexray bench model.onnx --runtime onnxruntime-cuda
+
+    An artifact's integrity is checked first: exit 3 when a file or manifest field changed.
     """
+    with contextlib.ExitStack() as stack:
+        if target.is_file() and zipfile.is_zipfile(target):
+            from edgexray.bench.local import unzip_artifact
+
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgexray-bench-zip-"))
+            target = unzip_artifact(target, tmp)
+        _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
+               remote_python, identity, ssh_options, connect_timeout, out, force)
+
+
+def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
+           remote_python, identity, ssh_options, connect_timeout, out, force):
     from edgexray.bench import local
+    from edgexray.bench.runtimes import runtime_for_suffix
 
     if out:
         refuse_existing(out, force, "bench output folder")
+    if local.is_artifact(target):
+        from edgexray.bench.harness_template import checked_manifest
+
+        checked_manifest(target)  # IntegrityError (exit 3) before anything runs
+    elif target.is_file() and not runtime and runtime_for_suffix(target.suffix) is None:
+        raise EdgeXrayError(f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
+                            "its .zip, a model file (.pt, .onnx, .tflite), or --runtime")
     options = dict(seconds=seconds, runs=runs, threads=threads, limit=limit, memory=not no_memory)
     if remote:
         from edgexray.bench.remote import parse_ssh_url, remote_bench
@@ -83,9 +110,10 @@ def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, remot
                                     "StrictHostKeyChecking=accept-new")
         url = parse_ssh_url(remote, identity=identity, options=tuple(ssh_options),
                             connect_timeout=connect_timeout)
-        doc = remote_bench(target, url, data=data, remote_python=remote_python, **options)
+        doc = remote_bench(target, url, data=data, remote_python=remote_python, timeout=timeout,
+                           **options)
     elif local.is_artifact(target) and not runtime:
-        doc = local.bench_artifact(target, data=data, **options)
+        doc = local.bench_artifact(target, data=data, timeout=timeout, **options)
     elif local.is_artifact(target):
         doc = local.single_document(local.bench_artifact_with(target, runtime, data=data, **options))
     elif target.is_file():
@@ -99,7 +127,7 @@ def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, remot
 def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, calib_count: int):
     """Export the unpruned ONNX and quantize it with ONNX Runtime when not given."""
     from edgexray.checkpoint import load_checkpoint
-    from edgexray.export.calibration import CalibrationSet
+    from edgexray.export.calibration import CalibrationSet, recorded_calibration, recorded_data
     from edgexray.export.onnx import onnx_metadata, torch2onnx
     from edgexray.export.quantize_onnx import onnx2int8onnx
 
@@ -108,11 +136,12 @@ def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, 
         onnx_path = torch2onnx(ckpt.model, work / "unpruned.onnx", input_shape=ckpt.input_shape,
                                metadata=onnx_metadata(ckpt.class_names, ckpt.preprocess))
     if int8_path is None:
-        if calib is None:
-            raise EdgeXrayError("making the ONNX Runtime INT8 baseline needs calibration images: "
-                                "pass --calib TRAIN_DIR (one subfolder per class), or an existing "
-                                "file with --int8-onnx")
-        calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
+        if calib is None:  # the train split of the data the checkpoint was trained on
+            need = ("making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
+                    "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx")
+            calib_set = recorded_calibration(ckpt, recorded_data(ckpt, need), calib_count)
+        else:
+            calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
         int8_path = onnx2int8onnx(onnx_path, work / "unpruned.int8.onnx", calib_set)
     return Path(onnx_path), Path(int8_path)
 
@@ -130,7 +159,8 @@ def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, 
 @click.option("--int8-onnx", "int8_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Unpruned ONNX Runtime INT8 (default: quantized with --calib).")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Training images for the ONNX Runtime INT8 calibration.")
+              help="Training images for the ONNX Runtime INT8 calibration (default: the train "
+                   "split of the data folder --baseline records).")
 @click.option("--calib-count", type=_positive, default=100, show_default=True)
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Held-out evaluation images, one subfolder per class (adds accuracy).")

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -20,19 +21,45 @@ from edgexray.bench.latency import Stopwatch, measure_latency
 from edgexray.bench.memory import file_size, measure_memory
 from edgexray.bench.record import bench_document, bench_entry, schema_problems
 from edgexray.bench.runtimes import load_runner, runtime_for_suffix
-from edgexray.errors import EdgeXrayError
+from edgexray.errors import EdgeXrayError, IntegrityError
 from edgexray.fsutil import sha256_file
 from edgexray.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
 PRODUCER = f"edgexray {__version__}"
-EXIT_INTEGRITY = 3
+MAX_UNZIPPED_BYTES = 4 << 30  # an artifact zip that unpacks to more is refused (zip bomb)
 
 
 def is_artifact(path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "manifest.json").is_file()
+
+
+def unzip_artifact(zip_path, dest) -> Path:
+    """Unpack an artifact's .zip (as `edgexray build` writes it) into `dest`; -> the folder
+    holding manifest.json. Paths outside the zip's folder and zip bombs are refused."""
+    zip_path, dest = Path(zip_path), Path(dest)
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            infos = z.infolist()
+            outside = [i.filename for i in infos if PurePosixPath(i.filename).is_absolute()
+                       or ".." in PurePosixPath(i.filename).parts or "\\" in i.filename]
+            if outside:
+                raise EdgeXrayError(f"{str(zip_path)!r} holds paths outside its folder "
+                                    f"({outside[:3]}); refusing to unpack it")
+            if sum(i.file_size for i in infos) > MAX_UNZIPPED_BYTES:
+                raise EdgeXrayError(f"{str(zip_path)!r} unpacks to more than "
+                                    f"{MAX_UNZIPPED_BYTES >> 30} GiB; no artifact is that large")
+            z.extractall(dest)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise EdgeXrayError(f"{str(zip_path)!r} is not a readable zip ({e})") from None
+    found = sorted(p.parent for p in dest.rglob("manifest.json"))
+    if len(found) != 1:
+        raise EdgeXrayError(f"{str(zip_path)!r} holds {len(found)} artifacts (folders with "
+                            "manifest.json), need exactly one; pass the .zip `edgexray build` "
+                            "wrote, or the artifact folder")
+    return found[0]
 
 
 def run_py_args(*, seconds=5.0, runs=None, threads=None, data=None, limit=None, memory=True,
@@ -54,9 +81,9 @@ def parse_run_py_output(proc: subprocess.CompletedProcess, where: str, out_text:
     """Turn a finished `run.py bench` into a checked bench document, or a clear error."""
     stderr = (proc.stderr or "").strip()
     last = [line for line in stderr.splitlines() if line.startswith("error:")] or stderr.splitlines()[-1:]
-    if proc.returncode == EXIT_INTEGRITY:
-        raise EdgeXrayError(f"run.py on {where} refused to run: {last[-1] if last else ''} "
-                            "(the artifact's files differ from its manifest.json)")
+    if proc.returncode == IntegrityError.exit_code:
+        message = last[-1][len("error:"):].strip() if last else "the artifact failed its integrity check"
+        raise IntegrityError(f"run.py on {where}: {message}")
     if proc.returncode != 0:
         raise EdgeXrayError(f"run.py bench on {where} failed (exit {proc.returncode}): "
                             f"{last[-1] if last else '(no message)'}")
@@ -92,7 +119,8 @@ def bench_artifact(artifact, *, python: str | None = None, timeout: float = 1800
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                   cwd=artifact, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         except subprocess.TimeoutExpired:
-            raise EdgeXrayError(f"run.py bench did not finish within {timeout:.0f} s") from None
+            raise EdgeXrayError(f"run.py bench did not finish within {timeout:.0f} s; raise "
+                                "--timeout or lower --seconds") from None
         text = out.read_text(encoding="utf-8") if out.is_file() else None
         return parse_run_py_output(proc, "this machine", text)
 
