@@ -2,7 +2,7 @@
 
 Submodules (imported on first use, so `edgexray --help` stays fast):
   onnx          torch2onnx, read_metadata, onnx_metadata
-  quantize_onnx onnx2int8onnx, choose_activation (ONNX Runtime static QDQ)
+  quantize_onnx onnx2int8onnx, choose_scheme (ONNX Runtime static QDQ)
   tflite        onnx2tflite (onnx2tf in an offline subprocess), tflite_io_details, tflite_ops
   calibration   CalibrationSet, stratified_sample
   formats       list_formats, get_format, export_plan
@@ -15,7 +15,7 @@ import importlib
 
 _EXPORTS = {
     "torch2onnx": "onnx", "read_metadata": "onnx", "onnx_metadata": "onnx",
-    "onnx2int8onnx": "quantize_onnx", "choose_activation": "quantize_onnx",
+    "onnx2int8onnx": "quantize_onnx", "choose_scheme": "quantize_onnx",
     "onnx2tflite": "tflite", "tflite_io_details": "tflite", "tflite_ops": "tflite",
     "CalibrationSet": "calibration", "stratified_sample": "calibration",
     "list_formats": "formats", "get_format": "formats", "export_plan": "formats",

@@ -10,9 +10,11 @@ import numpy as np
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
 
-from .calibration import DEFAULT_COUNT, CalibrationSet, stratified_sample
+from .calibration import (DEFAULT_COUNT, CalibrationSet, recorded_calibration, recorded_data,
+                          records_data, stratified_sample)
 from .formats import FORMATS, PRECISIONS, export_plan
 from .parity import DEFAULT_MAX_ACCURACY_DROP
+from .quantize_onnx import SCHEMES
 from .tflite import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -50,14 +52,15 @@ DEFAULT_EVAL_N = 200  # parity images when neither --split nor --n is given
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset.")
 @click.option("--dynamic-batch", is_flag=True, help="ONNX with a dynamic batch dimension.")
-@click.option("--onnx-activation", type=click.Choice(["auto", "u8", "s8"]), default="auto",
-              show_default=True, help="ONNX INT8 activation format; auto measures both here.")
+@click.option("--onnx-scheme", type=click.Choice(["auto", *SCHEMES]), default="auto",
+              show_default=True, help="ONNX INT8 types (activations+weights, -rr = 7-bit "
+              "weights); auto measures every scheme on this CPU and keeps the fastest accurate one.")
 @click.option("--onnx-calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               default="minmax", show_default=True, help="ONNX Runtime calibration method.")
 @click.option("--tflite-timeout", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
               help="Seconds the TFLite conversion may take.")
 def export(checkpoint, formats, precisions, calib, calib_count, data, split, splits_path, n_eval,
-           max_accuracy_drop, out_dir, force, opset, dynamic_batch, onnx_activation,
+           max_accuracy_drop, out_dir, force, opset, dynamic_batch, onnx_scheme,
            onnx_calib_method, tflite_timeout):
     """Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model."""
     from edgexray.checkpoint import load_checkpoint
@@ -75,10 +78,10 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
     ckpt = load_checkpoint(checkpoint)
     needs_calib = any(f == "tflite" or p == "int8" for f, p in plan)
     # without --data/--split, parity runs on the held-out split of the checkpoint's own data
-    recorded_parity = data is None and not split and _records_data(ckpt)
+    recorded_parity = data is None and not split and records_data(ckpt)
     recorded = None
     if needs_calib and calib is None or recorded_parity:
-        recorded = _recorded_data(ckpt, "int8 and tflite exports need --calib DIR (training "
+        recorded = recorded_data(ckpt, "int8 and tflite exports need --calib DIR (training "
                                   "images, one sub-folder per class), or export --formats onnx "
                                   "--precisions fp32")
     calib_set = None
@@ -86,7 +89,7 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         _check_folder(calib, "--calib")
         calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
     elif needs_calib:
-        calib_set = _recorded_calibration(ckpt, recorded, calib_count)
+        calib_set = recorded_calibration(ckpt, recorded, calib_count)
     if recorded_parity:
         inputs, labels, source = _recorded_parity(ckpt, recorded, n_eval)
     else:
@@ -98,7 +101,7 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         eval_inputs=inputs, eval_labels=labels, formats=formats, precisions=precisions,
         calib=calib_set, max_accuracy_drop=max_accuracy_drop, opset=opset,
         dynamic_batch=dynamic_batch, onnx_calib_method=onnx_calib_method,
-        onnx_activation=onnx_activation, tflite_timeout_s=tflite_timeout,
+        onnx_scheme=onnx_scheme, tflite_timeout_s=tflite_timeout,
         metadata={"arch": ckpt.arch, "model_options": ckpt.model_options},
         info={"checkpoint": str(checkpoint), "arch": ckpt.arch, "parity_data": source},
         force=force)
@@ -117,37 +120,6 @@ def _check_folder(path: Path, option: str) -> None:
         what = "is a file" if path.exists() else "does not exist"
         raise EdgeXrayError(f"{option} {str(path)!r} {what}; expected a folder of images with one "
                             "sub-folder per class")
-
-
-def _records_data(ckpt) -> bool:
-    return bool(ckpt.extra.get("data_dir")) and Path(ckpt.extra["data_dir"]).is_dir()
-
-
-def _recorded_data(ckpt, need: str):
-    """The checkpoint's data folder and splits.json, decoded (as `evaluate` uses them)."""
-    from edgexray.evaluate import held_out_data
-
-    if not _records_data(ckpt):
-        recorded = ckpt.extra.get("data_dir")
-        why = f"its data folder {recorded!r} no longer exists" if recorded else \
-            "it does not record its data folder"
-        raise EdgeXrayError(f"{need}; the checkpoint cannot supply images: {why}")
-    log.info("using the checkpoint's data folder %s and its splits", ckpt.extra["data_dir"])
-    return held_out_data(ckpt)
-
-
-def _recorded_calibration(ckpt, data, count: int) -> CalibrationSet:
-    """A stratified sample of the train split (all of it, with a warning, when smaller)."""
-    labels = data.labels["train"]
-    if len(labels) == 0:
-        raise EdgeXrayError("the train split of the checkpoint's data is empty; pass --calib DIR")
-    if len(labels) < count:
-        log.warning("the train split has %d images, fewer than the %d asked for with "
-                    "--calib-count: calibrating on all %d", len(labels), count, len(labels))
-    idx = stratified_sample(labels, min(count, len(labels)), seed=0)
-    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
-                          preprocess=ckpt.preprocess, labels=labels[idx],
-                          class_names=tuple(data.class_names), root=str(data.index.root))
 
 
 def _recorded_parity(ckpt, data, n_eval):

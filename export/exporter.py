@@ -26,7 +26,7 @@ from .calibration import CalibrationSet
 from .formats import export_plan, file_name
 from .onnx import onnx_metadata, torch2onnx
 from .parity import DEFAULT_MAX_ACCURACY_DROP, parity
-from .quantize_onnx import choose_activation, onnx2int8onnx
+from .quantize_onnx import choose_scheme, onnx2int8onnx
 from .tflite import DEFAULT_TIMEOUT_S, check_int8_tflite, onnx2tflite, tflite_ops
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,15 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
                  calib: CalibrationSet | None = None,
                  max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, opset: int = 17,
                  dynamic_batch: bool = False, per_channel: bool = True,
-                 onnx_calib_method: str = "minmax", onnx_activation: str = "auto",
+                 onnx_calib_method: str = "minmax", onnx_scheme: str = "auto",
                  tflite_timeout_s: float = DEFAULT_TIMEOUT_S, launcher: Sequence[str] = (),
                  metadata: dict | None = None, info: dict | None = None,
                  force: bool = False) -> ExportResult:
     """Export, check parity on `eval_inputs` (float32 NCHW, normalized) / `eval_labels`, write
     `out_dir/{model_<precision>.<ext>, parity.json}`.
 
-    `onnx_activation` "auto" quantizes ONNX with u8 and s8 activations and keeps the faster at
-    equal accuracy (measured here). `metadata` is added to the ONNX metadata_props (e.g. arch),
+    `onnx_scheme` "auto" quantizes ONNX INT8 with every scheme (quantize_onnx.SCHEMES) and keeps
+    the fastest that holds accuracy on this CPU. `metadata` is added to the ONNX metadata_props (e.g. arch),
     `info` to parity.json. Never raises for failed parity: check `result.passed`.
     """
     plan = export_plan(formats, precisions)
@@ -98,12 +98,12 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
         if ("onnx", "int8") in plan:
             t = time.perf_counter()
             target = tmp / file_name("onnx", "int8")
-            if onnx_activation == "auto":
-                extras[target] = {"activation_choice": choose_activation(
+            if onnx_scheme == "auto":
+                extras[target] = {"scheme_choice": choose_scheme(
                     fp32_onnx, target, calib, eval_inputs, eval_labels, method=onnx_calib_method,
                     per_channel=per_channel)}
             else:
-                onnx2int8onnx(fp32_onnx, target, calib, onnx_calib_method, onnx_activation,
+                onnx2int8onnx(fp32_onnx, target, calib, onnx_calib_method, onnx_scheme,
                               per_channel)
             timings["onnx_int8"] = time.perf_counter() - t
         tflite_precisions = [p for f, p in plan if f == "tflite"]
@@ -144,7 +144,7 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
                               if calib.labels is not None else None)},
             "settings": {"opset": opset, "dynamic_batch": dynamic_batch,
                          "per_channel": per_channel, "onnx_calib_method": onnx_calib_method,
-                         "onnx_activation": onnx_activation,
+                         "onnx_scheme": onnx_scheme,
                          "max_accuracy_drop_pp": max_accuracy_drop},
             "info": info or {},
             "files": entries,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import socket
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def exported(chest_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "out"
     result = export_model(model, out, class_names=CLASSES, preprocess=PRE, eval_inputs=x_eval,
                           eval_labels=y_eval, formats="onnx,tflite", precisions="fp32,fp16,int8",
-                          calib=calib, onnx_activation="u8", dynamic_batch=True,
+                          calib=calib, onnx_scheme="auto", dynamic_batch=True,
                           launcher=NO_NETWORK)
     return {"result": result, "model": model, "x": x_eval, "y": y_eval, "calib": calib}
 
@@ -145,8 +146,11 @@ def test_onnx_int8_is_quantized_and_within_budget(exported):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     meta = read_metadata(path)
     assert meta["class_names"] == list(CLASSES)
-    assert meta["quantization"]["activation"] == "u8" and meta["quantization"]["per_channel"]
-    p = _entry(exported, "onnx", "int8")["parity"]
+    entry = _entry(exported, "onnx", "int8")
+    # the scheme measured accurate and fastest on THIS CPU is the one in the file
+    assert meta["quantization"]["scheme"] == entry["scheme_choice"]["chosen"]
+    assert meta["quantization"]["per_channel"]
+    p = entry["parity"]
     assert p["passed"] and p["accuracy_drop_pp"] <= 1.0
     assert p["max_abs_diff"] > 0  # really quantized, not a copy of the float model
 
@@ -472,16 +476,31 @@ def test_converter_failure_and_timeout_carry_the_log(chest_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_choose_activation_measures_both_and_keeps_the_faster(exported, tmp_path):
-    from edgexray.export.quantize_onnx import choose_activation
+def test_onnx_scheme_choice_follows_its_own_measurements(exported):
+    from edgexray.export.quantize_onnx import SCHEMES, TIE_FRACTION
 
-    fp32 = exported["result"].files[("onnx", "fp32")]
-    out = tmp_path / "int8.onnx"
-    report = choose_activation(fp32, out, exported["calib"], exported["x"][:100],
-                               exported["y"][:100], runs=20)
-    formats = report["formats"]
-    assert set(formats) == {"u8", "s8"} and all(f["p50_ms"] > 0 for f in formats.values())
-    best = max(f["accuracy"] for f in formats.values())
-    equal = [a for a, f in formats.items() if f["accuracy"] >= best]
-    assert report["chosen"] == min(equal, key=lambda a: formats[a]["p50_ms"])
-    assert read_metadata(out)["quantization"]["activation"] == report["chosen"]
+    choice = _entry(exported, "onnx", "int8")["scheme_choice"]
+    schemes = choice["schemes"]
+    assert set(schemes) == set(SCHEMES) and all(r["p50_ms"] > 0 for r in schemes.values())
+    if platform.machine() == "x86_64":  # the features that decide INT8 speed are on record
+        assert "avx2" in choice["cpu_isa"]
+    floor = min(choice["fp32_accuracy"], max(r["accuracy"] for r in schemes.values()))
+    eligible = [n for n, r in schemes.items() if r["accuracy"] >= floor - choice["accuracy_tolerance"]]
+    assert sorted(choice["eligible"]) == sorted(eligible) and choice["chosen"] in eligible
+    fastest = min(schemes[n]["p50_ms"] for n in eligible)
+    assert schemes[choice["chosen"]]["p50_ms"] <= fastest * (1 + TIE_FRACTION)
+
+
+def test_pick_scheme_drops_a_saturating_scheme_and_breaks_ties_towards_portable():
+    from edgexray.export.quantize_onnx import pick_scheme
+
+    # as measured on an AVX2-only CPU (emulated Haswell): u8s8 and s8s8 saturate
+    avx2 = {"u8s8": {"accuracy": 0.76, "p50_ms": 1.0}, "u8s8-rr": {"accuracy": 0.90, "p50_ms": 1.2},
+            "u8u8": {"accuracy": 0.90, "p50_ms": 1.6}, "s8s8": {"accuracy": 0.76, "p50_ms": 1.0}}
+    assert pick_scheme(avx2, 0.90, 0.005) == ("u8s8-rr", ["u8s8-rr", "u8u8"])
+    # with VNNI every scheme is exact; equal speed goes to the scheme exact on every CPU
+    vnni = {n: {"accuracy": 0.97, "p50_ms": 1.0 + 0.01 * i} for i, n in enumerate(avx2)}
+    assert pick_scheme(vnni, 0.97, 0.005)[0] == "u8s8-rr"
+    # a clearly faster accurate scheme wins
+    vnni["u8s8"]["p50_ms"] = 0.5
+    assert pick_scheme(vnni, 0.97, 0.005)[0] == "u8s8"
