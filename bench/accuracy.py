@@ -15,6 +15,11 @@ from edgexray.errors import EdgeXrayError
 from edgexray.metrics import classification_metrics, softmax
 from edgexray.preprocess import read_image_array
 
+try:  # Pillow refuses images of over twice its pixel limit with its own exception class
+    from PIL.Image import DecompressionBombError
+except ImportError:  # without Pillow such images are not decoded at all
+    DecompressionBombError = ValueError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".npy")
 
 
@@ -56,7 +61,7 @@ def load_batch(paths, preprocess) -> np.ndarray:
     for path in paths:
         try:
             arrays.append(preprocess(read_image_array(path)))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, DecompressionBombError) as e:
             raise EdgeXrayError(f"could not read image {str(path)!r}: {e}") from None
     return np.stack(arrays).astype(np.float32)
 
