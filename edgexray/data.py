@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from edgexray import leakage as leak_guard
 from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes, atomic_write_json, refuse_existing
@@ -135,6 +136,7 @@ class SplitConfig:
     seed: int = 0  # shuffling seed; same seed + same files -> same splits
     group_regex: str | None = None  # e.g. r"(person\d+)_": images sharing the first capture group
     #                                 of this regex (searched in the file name) stay in one split
+    auto_group: bool = True  # without group_regex: detect a patient key (KNOWN_GROUP_KEYS)
 
     def __post_init__(self):
         fractions = {"train": self.train, "val": self.val, "test": self.test}
@@ -176,6 +178,79 @@ def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
+# Patient/study keys in common file-name layouts, tried in order when no group_regex is given;
+# one is used only when it matches every file name.
+KNOWN_GROUP_KEYS = (
+    # Kermany chest X-rays: person1000_bacteria_2931.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-0386-0001.jpeg
+    ("Kermany personN_ / IM-NNNN- / NORMAL2-IM-NNNN-", r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]"),
+    ("patientN", r"(?i)(patient[-_]?\d+)"),
+)
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How images were grouped for splitting: `keys` maps relpath -> group (None: ungrouped)."""
+
+    key: str | None  # the regex, "DICOM PatientID", or None
+    source: str  # "given", "detected: <layout>", "off (--no-group)", "none found"
+    keys: dict | None = field(default=None, repr=False)
+
+    def summary(self) -> dict:
+        out = {"key": self.key, "source": self.source}
+        if self.keys is not None:
+            sizes = np.bincount(np.unique(list(self.keys.values()), return_inverse=True)[1])
+            out.update(groups=int(len(sizes)), images=int(sizes.sum()),
+                       groups_with_several_images=int((sizes > 1).sum()),
+                       images_in_such_groups=int(sizes[sizes > 1].sum()))
+        return out
+
+
+def _dicom_patient_ids(root: Path, relpaths: Sequence[str]) -> dict | None:
+    """PatientID of every file when all are DICOM and all carry one (header only), else None."""
+    if not relpaths or not all(r.lower().endswith(DICOM_SUFFIXES) for r in relpaths):
+        return None
+    import pydicom
+    out = {}
+    for rel in relpaths:
+        try:
+            pid = pydicom.dcmread(root / rel, stop_before_pixels=True,
+                                  specific_tags=["PatientID"]).get("PatientID")
+        except Exception:  # noqa: BLE001 - unreadable headers are caught when decoding
+            return None
+        if not pid:
+            return None
+        out[rel] = f"PatientID:{pid}"
+    return out
+
+
+def grouping_of(index: ImageFolderIndex, cfg: SplitConfig) -> Grouping:
+    """The group (patient/study) of every image: from cfg.group_regex, else detected from the
+    file names (KNOWN_GROUP_KEYS) or DICOM PatientID when cfg.auto_group, else none."""
+    relpaths = [rel for rel, _ in index.items]
+    if cfg.group_regex is not None:
+        pattern = re.compile(cfg.group_regex)
+        keys = {rel: _group_of(rel, pattern) for rel in relpaths}
+        unmatched = [rel for rel, g in keys.items() if g is None]
+        if unmatched:
+            raise EdgeXrayError(f"group_regex {cfg.group_regex!r} matches no group in "
+                                f"{len(unmatched)} file name(s), e.g. {unmatched[:3]}; every file "
+                                "name must contain the group (e.g. patient id); fix the regex or "
+                                "the file names, or split without group_regex")
+        return Grouping(cfg.group_regex, "given", keys)
+    if not cfg.auto_group:
+        return Grouping(None, "off (--no-group)")
+    for layout, regex in KNOWN_GROUP_KEYS:
+        pattern = re.compile(regex)
+        keys = {rel: _group_of(rel, pattern) for rel in relpaths}
+        if relpaths and all(g is not None for g in keys.values()):
+            return Grouping(regex, f"detected: {layout}", keys)
+    keys = _dicom_patient_ids(Path(index.root), relpaths)
+    if keys is not None:
+        return Grouping("DICOM PatientID", "detected: DICOM PatientID tag", keys)
+    return Grouping(None, "none found (no known patient key in the file names)")
+
+
 def _group_of(relpath: str, pattern: re.Pattern) -> str | None:
     m = pattern.search(relpath.rsplit("/", 1)[-1])
     if m is None:
@@ -183,20 +258,26 @@ def _group_of(relpath: str, pattern: re.Pattern) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig()) -> dict[str, list[str]]:
+def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig(),
+                links: Sequence[Sequence[str]] = (), grouping: Grouping | None = None
+                ) -> dict[str, list[str]]:
     """Stratified, seeded train/val/test split of `index`: {"train": [relpath, ...], ...}.
 
-    With `cfg.group_regex`, whole groups (e.g. patients) are assigned to a split, balancing each
-    split's share of images per class (groups stratified by their majority class).
+    Images are grouped by `grouping_of(index, cfg)` (a patient key, given or detected) and
+    whole groups are assigned to a split, balancing each split's share of images per class
+    (groups stratified by their majority class). `links` (e.g. near-duplicate clusters) join
+    the groups of their members, so each link ends in one split.
     """
     rng = np.random.default_rng(cfg.seed)
     fractions = [cfg.fractions()[s] for s in SPLIT_NAMES]
     out: dict[str, list[str]] = {s: [] for s in SPLIT_NAMES}
-    by_class: dict[int, list[str]] = {}
-    for rel, label in index.items:
-        by_class.setdefault(label, []).append(rel)
+    grouping = grouping or grouping_of(index, cfg)
+    links = [list(c) for c in links if len(c) > 1]
 
-    if cfg.group_regex is None:
+    if grouping.keys is None and not links:
+        by_class: dict[int, list[str]] = {}
+        for rel, label in index.items:
+            by_class.setdefault(label, []).append(rel)
         for label in sorted(by_class):
             paths = sorted(by_class[label])
             paths = [paths[i] for i in rng.permutation(len(paths))]
@@ -204,38 +285,39 @@ def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig()) -> di
             for split, count in zip(SPLIT_NAMES, _allocate(len(paths), fractions)):
                 out[split].extend(paths[start:start + count])
                 start += count
-    else:
-        pattern = re.compile(cfg.group_regex)
-        groups: dict[str, list[tuple[str, int]]] = {}
-        unmatched = []
-        for rel, label in index.items:
-            g = _group_of(rel, pattern)
-            if g is None:
-                unmatched.append(rel)
-            else:
-                groups.setdefault(g, []).append((rel, label))
-        if unmatched:
-            raise EdgeXrayError(f"group_regex {cfg.group_regex!r} matches no group in "
-                                f"{len(unmatched)} file name(s), e.g. {unmatched[:3]}; every file "
-                                "name must contain the group (e.g. patient id); fix the regex or "
-                                "the file names, or split without group_regex")
-        strata: dict[int, list[str]] = {}
-        for g, members in groups.items():
-            majority = int(np.bincount([lab for _, lab in members]).argmax())
-            strata.setdefault(majority, []).append(g)
-        for label in sorted(strata):
-            names = sorted(strata[label])
-            names = [names[i] for i in rng.permutation(len(names))]
-            # Each group goes to the split furthest below its target share of images; with
-            # nothing assigned yet that visits train, val, test in turn, so all get a group.
-            total = sum(len(groups[g]) for g in names)
-            target = np.array(fractions) * total
-            have = np.zeros(len(SPLIT_NAMES))
-            for g in names:
-                deficit = np.where(target > 0, (target - have) / np.maximum(target, 1e-12), -np.inf)
-                i = int(np.argmax(deficit))
-                have[i] += len(groups[g])
-                out[SPLIT_NAMES[i]].extend(rel for rel, _ in groups[g])
+        return {s: sorted(v) for s, v in out.items()}
+
+    key_of = dict(grouping.keys) if grouping.keys is not None else {rel: rel for rel, _ in index.items}
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.get(k, k) != k:
+            k = parent[k]
+        return k
+    for members in links:
+        roots = sorted({find(key_of[m]) for m in members if m in key_of})
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for rel, label in index.items:
+        groups.setdefault(find(key_of[rel]), []).append((rel, label))
+    strata: dict[int, list[str]] = {}
+    for g, members in groups.items():
+        majority = int(np.bincount([lab for _, lab in members]).argmax())
+        strata.setdefault(majority, []).append(g)
+    for label in sorted(strata):
+        names = sorted(strata[label])
+        names = [names[i] for i in rng.permutation(len(names))]
+        # Each group goes to the split furthest below its target share of images; with
+        # nothing assigned yet that visits train, val, test in turn, so all get a group.
+        total = sum(len(groups[g]) for g in names)
+        target = np.array(fractions) * total
+        have = np.zeros(len(SPLIT_NAMES))
+        for g in names:
+            deficit = np.where(target > 0, (target - have) / np.maximum(target, 1e-12), -np.inf)
+            i = int(np.argmax(deficit))
+            have[i] += len(groups[g])
+            out[SPLIT_NAMES[i]].extend(rel for rel, _ in groups[g])
     return {s: sorted(v) for s, v in out.items()}
 
 
@@ -249,8 +331,10 @@ def split_counts(splits: dict[str, list[str]], index: ImageFolderIndex) -> dict[
 
 
 def write_splits(path: str | os.PathLike, splits: dict[str, list[str]], index: ImageFolderIndex,
-                 cfg: SplitConfig, force: bool = False) -> Path:
-    """Write splits.json atomically: the lists, class names, counts per class, the config."""
+                 cfg: SplitConfig, force: bool = False, grouping: dict | None = None,
+                 leakage: dict | None = None) -> Path:
+    """Write splits.json atomically: the lists, class names, counts per class, the config, the
+    grouping (key and group counts) and the leakage guard's findings."""
     refuse_existing(path, force, "splits file")
     doc = {
         "format": SPLITS_FORMAT,
@@ -259,6 +343,8 @@ def write_splits(path: str | os.PathLike, splits: dict[str, list[str]], index: I
         "config": cfg.to_dict(),
         "counts": split_counts(splits, index),
         "skipped": [list(s) for s in index.skipped],
+        "grouping": grouping,
+        "leakage": leakage,
         "splits": {s: list(splits.get(s, [])) for s in SPLIT_NAMES},
     }
     return atomic_write_json(path, doc)
@@ -272,6 +358,8 @@ class StoredSplits:
     splits: dict
     config: SplitConfig
     root: str = ""
+    grouping: dict | None = None
+    leakage: dict | None = None
 
 
 def read_splits(path: str | os.PathLike) -> StoredSplits:
@@ -288,23 +376,38 @@ def read_splits(path: str | os.PathLike) -> StoredSplits:
         raise EdgeXrayError(f"{str(path)!r} is not an edgexray splits file (format "
                             f"{doc.get('format') if isinstance(doc, dict) else None!r}, "
                             f"expected {SPLITS_FORMAT!r})")
-    splits = doc["splits"]
-    if set(splits) != set(SPLIT_NAMES):
-        raise EdgeXrayError(f"splits file {str(path)!r} has splits {sorted(splits)}; "
-                            f"expected {list(SPLIT_NAMES)}")
+    splits, names, config = doc.get("splits"), doc.get("class_names"), doc.get("config")
+    malformed = None
+    if not isinstance(splits, dict) or set(splits) != set(SPLIT_NAMES):
+        malformed = f"'splits' must map {', '.join(SPLIT_NAMES)} to lists of image paths"
+    elif not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
+                 for v in splits.values()):
+        malformed = "every split must be a list of image paths (strings)"
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        malformed = "'class_names' must be a list of strings"
+    elif not isinstance(config, dict) or not isinstance(config.get("group_regex"), (str, type(None))) \
+            or not isinstance(config.get("seed", 0), int):
+        malformed = "'config' must be a dict of split fractions, an integer seed and a group_regex"
+    elif not isinstance(doc.get("root", ""), str):
+        malformed = "'root' must be a folder path"
+    if malformed:
+        raise EdgeXrayError(f"splits file {str(path)!r} is malformed: {malformed}; pass a "
+                            "splits.json written by `edgexray train`, or drop --splits to make new splits")
     return StoredSplits(class_names=tuple(doc["class_names"]),
                         splits={s: list(splits[s]) for s in SPLIT_NAMES},
-                        config=SplitConfig.from_dict(doc["config"]), root=doc.get("root", ""))
+                        config=SplitConfig.from_dict(doc["config"]), root=doc.get("root", ""),
+                        grouping=doc.get("grouping"), leakage=doc.get("leakage"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoding
 
 def _cache_key(root: Path, relpaths: Sequence[str], size: int) -> str:
-    h = hashlib.sha256(f"{root.resolve()}\0{size}".encode())
+    # os.fsencode: a file name need not be valid UTF-8 (its bytes come back surrogate-escaped)
+    h = hashlib.sha256(os.fsencode(f"{root.resolve()}\0{size}"))
     for rel in relpaths:
         st = (root / rel).stat()
-        h.update(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(os.fsencode(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}"))
     return h.hexdigest()[:32]
 
 
@@ -543,6 +646,8 @@ class PreparedData:
     labels: dict = field(repr=False)  # {split: int64 (N,)}
     size: int = 224
     splits_path: Path | None = None
+    grouping: dict | None = None  # Grouping.summary(): key, source, group counts
+    leakage: dict | None = None  # leakage.folder_report of the whole folder
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -569,6 +674,10 @@ def prepare(data_dir: str | os.PathLike, size: int, split_cfg: SplitConfig = Spl
                                 "folder the splits were made from, or make new splits")
         chosen, split_cfg = stored.splits, stored.config
         arrays = {s: load_arrays(root, chosen[s], size, progress, cache_dir) for s in SPLIT_NAMES}
+        grouping = stored.grouping
+        relpaths = [rel for s in SPLIT_NAMES for rel in chosen[s]]
+        leak = _leakage_report(index, relpaths, np.concatenate([arrays[s] for s in SPLIT_NAMES]),
+                               chosen, moved=False)
     else:
         relpaths = [rel for rel, _ in index.items]
         all_arrays, failed = _decode_all(root, relpaths, size, progress, strict, cache_dir)
@@ -579,19 +688,60 @@ def prepare(data_dir: str | os.PathLike, size: int, split_cfg: SplitConfig = Spl
                 skipped=index.skipped + tuple(failed))
             relpaths = [rel for rel in relpaths if rel not in bad]
         row = {rel: i for i, rel in enumerate(relpaths)}
-        chosen = make_splits(index, split_cfg)
+        found = grouping_of(index, split_cfg)
+        grouping = found.summary()
+        if found.keys is not None:
+            log.warning("splitting by patient: %s groups of images (key %r, %s); pass "
+                        "--no-group to split images independently", grouping["groups"],
+                        found.key, found.source)
+        exact, near = leak_guard.duplicate_clusters(all_arrays)
+        # a cluster larger than half the smallest split is no copy but a folder of look-alikes
+        # (e.g. uniform test patterns): kept together, it would distort or empty a split
+        limit = 0.5 * min(f for f in split_cfg.fractions().values() if f > 0) * len(relpaths)
+        too_big = [c for c in near if len(c) > limit]
+        if too_big:
+            log.warning("leakage guard: %d near-duplicate cluster(s) of up to %d images are too "
+                        "large to keep in one split (limit: half the smallest split, %d); split "
+                        "as usual", len(too_big), max(map(len, too_big)), limit)
+        chosen = make_splits(index, split_cfg, grouping=found,
+                             links=[[relpaths[i] for i in c] for c in near if c not in too_big])
         arrays = {s: all_arrays[[row[rel] for rel in chosen[s]]] for s in SPLIT_NAMES}
+        leak = _leakage_report(index, relpaths, all_arrays, chosen, moved=True, found=(exact, near))
     labels = {s: index.labels_of(chosen[s]) for s in SPLIT_NAMES}
     splits_path = Path(splits) if splits is not None else None
     if out_dir is not None:
         target = Path(out_dir) / "splits.json"
         if splits_path is None or target.resolve() != splits_path.resolve():
-            splits_path = write_splits(target, chosen, index, split_cfg, force=force)
+            splits_path = write_splits(target, chosen, index, split_cfg, force=force,
+                                       grouping=grouping, leakage=leak)
     counts = {s: len(chosen[s]) for s in SPLIT_NAMES}
     log.info("%s: %d classes %s, images per split %s, %d skipped", root, len(index.class_names),
              list(index.class_names), counts, len(index.skipped))
     return PreparedData(index=index, splits=chosen, split_config=split_cfg, arrays=arrays,
-                        labels=labels, size=int(size), splits_path=splits_path)
+                        labels=labels, size=int(size), splits_path=splits_path,
+                        grouping=grouping, leakage=leak)
+
+
+def _leakage_report(index: ImageFolderIndex, relpaths: list[str], arrays: np.ndarray,
+                    splits: dict, moved: bool, found=None) -> dict:
+    """Run the leakage guard (unless `found` = its clusters) and say what it found on stderr."""
+    exact, near = found or leak_guard.duplicate_clusters(arrays)
+    split_of = {rel: s for s in SPLIT_NAMES for rel in splits[s]}
+    report = leak_guard.folder_report(relpaths, index.labels_of(relpaths), index.class_names,
+                                      exact, near, split_of)
+    report["near_duplicates_kept_in_one_split"] = moved
+    if near:
+        log.warning("leakage guard: %d exact and %d near-duplicate cluster(s) (%d images)%s",
+                    len(exact), len(near), report["images_in_near_clusters"],
+                    "; each kept in one split" if moved else "")
+    if report["conflicting_labels"]:
+        log.warning("leakage guard: %d duplicate cluster(s) carry different labels, e.g. %s",
+                    report["conflicting_labels"], report["conflicting_label_clusters"][0]["images"])
+    if report["across_splits"]:
+        log.warning("leakage guard: %d duplicate cluster(s) span splits, e.g. %s",
+                    report["across_splits"],
+                    report["across_split_clusters"][0]["images"])
+    return report
 
 
 def _decode_all(root: Path, relpaths: list[str], size: int, progress: bool, strict: bool,
