@@ -25,7 +25,7 @@ from edgexray.bench.arm import (ArmCache, arm_verification_available, compare_ou
 from edgexray.cli import main
 from edgexray.devices import load_profile
 from edgexray.errors import EdgeXrayError
-from edgexray.export.bundle import model_io_spec, write_artifact
+from edgexray.export.bundle import model_io_spec, write_artifact, write_seal
 from edgexray.fsutil import sha256_file
 from edgexray.preprocess import Preprocess, decode_png, read_image_array
 
@@ -120,20 +120,26 @@ def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_pa
     shutil.copytree(verified_artifact, art)
     shutil.copyfile(tiny_models[1], art / "model.tflite")
     # fix up the manifest (checksum, size, quantization) so that run.py accepts the new model:
-    # only the comparison can catch the swap
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["files"]["model.tflite"] = {"sha256": sha256_file(art / "model.tflite"),
                                          "bytes": (art / "model.tflite").stat().st_size}
     spec = model_io_spec(art / "model.tflite")
     manifest["input"], manifest["output"] = spec["input"], {**spec["output"], "kind": "logits"}
     (art / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    # the seal in run.py catches the edited manifest (integrity, exit 3) before anything runs
+    refused = CliRunner().invoke(main, ["verify", str(art)])
+    assert refused.exit_code == 3 and "manifest.json was edited" in refused.output
+    # re-sealed as well (run.py and checksums.sha256 rewritten): only the comparison can catch it
+    write_seal(art, manifest)
     check = subprocess.run([sys.executable, "run.py", "verify"], cwd=art, capture_output=True,
                            text=True)
     assert check.returncode == 0, check.stderr
 
+    sealed = {p.name: p.read_bytes() for p in art.iterdir()}
     result = CliRunner().invoke(main, ["verify", str(art)])
-    assert result.exit_code == 1, result.output
-    stored = json.loads((art / "manifest.json").read_text())["arm_verification"]
+    assert result.exit_code == 4, result.output  # CheckFailed
+    assert {p.name: p.read_bytes() for p in art.iterdir() if p.name in sealed} == sealed
+    stored = json.loads((art / "arm_verification.json").read_text())
     assert stored["status"] == "failed"
     checks = stored["checks"]
     assert not checks["matches_reference"]["passed"]
