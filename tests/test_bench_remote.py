@@ -147,8 +147,8 @@ def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(sshd_server, 
     (tampered / "run.py").write_text((tampered / "run.py").read_text() + "\n# edited\n")
     before = _workdirs()
     result = CliRunner().invoke(main, args[:1] + [str(tampered)] + args[2:])
-    assert result.exit_code == 2
-    assert "refused to run" in result.output and "run.py: " in result.output
+    assert result.exit_code == 3  # IntegrityError, checked here before anything is copied
+    assert "refusing to run" in result.output and "run.py: sha256" in result.output
     assert _workdirs() == before
 
 
