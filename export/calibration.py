@@ -145,3 +145,35 @@ def _scan(root, scan_image_folder):
         raise EdgeXrayError(f"calibration folder {str(root)!r} is empty; point --calib at the "
                             "training images (one sub-folder per class)")
     return scan_image_folder(root)
+
+
+def records_data(ckpt) -> bool:
+    """Whether the checkpoint records a data folder that still exists."""
+    return bool(ckpt.extra.get("data_dir")) and Path(ckpt.extra["data_dir"]).is_dir()
+
+
+def recorded_data(ckpt, need: str):
+    """The checkpoint's data folder and splits.json, decoded (as `evaluate` uses them)."""
+    from edgexray.evaluate import held_out_data
+
+    if not records_data(ckpt):
+        recorded = ckpt.extra.get("data_dir")
+        why = f"its data folder {recorded!r} no longer exists" if recorded else \
+            "it does not record its data folder"
+        raise EdgeXrayError(f"{need}; the checkpoint cannot supply images: {why}")
+    log.info("using the checkpoint's data folder %s and its splits", ckpt.extra["data_dir"])
+    return held_out_data(ckpt)
+
+
+def recorded_calibration(ckpt, data, count: int) -> CalibrationSet:
+    """A stratified sample of the train split (all of it, with a warning, when smaller)."""
+    labels = data.labels["train"]
+    if len(labels) == 0:
+        raise EdgeXrayError("the train split of the checkpoint's data is empty; pass --calib DIR")
+    if len(labels) < count:
+        log.warning("the train split has %d images, fewer than the %d asked for with "
+                    "--calib-count: calibrating on all %d", len(labels), count, len(labels))
+    idx = stratified_sample(labels, min(count, len(labels)), seed=0)
+    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
+                          preprocess=ckpt.preprocess, labels=labels[idx],
+                          class_names=tuple(data.class_names), root=str(data.index.root))
