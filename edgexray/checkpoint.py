@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgexray.errors import EdgeXrayError
+from edgexray.errors import EdgeXrayError, first_line
 from edgexray.fsutil import atomic_write_bytes, refuse_existing
 from edgexray.models import create_model
 from edgexray.preprocess import Preprocess
@@ -104,6 +104,46 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, model_options: dict, c
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# key -> (type, description) of what every checkpoint holds
+_FIELDS = {
+    "arch": (str, "an architecture name"),
+    "model_options": (dict, "a dict of model options"),
+    "class_names": (list, "a list of class names"),
+    "preprocess": (dict, "a dict of preprocessing settings"),
+    "structure": (dict, "a dict of layer sizes"),
+    "state_dict": (dict, "a dict of weight tensors"),
+}
+
+MODEL_OPTIONS = {"num_classes", "in_chans", "width"}  # what a checkpoint may pass to create_model
+
+
+def _check_payload(path: Path, payload: dict) -> None:
+    for key, (kind, what) in _FIELDS.items():
+        if not isinstance(payload.get(key), kind):
+            found = "missing" if key not in payload else f"a {type(payload[key]).__name__}"
+            raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: {key!r} should be {what} "
+                                f"but is {found}; re-run `edgexray train` or use another checkpoint")
+    unknown = set(payload["model_options"]) - MODEL_OPTIONS
+    if unknown:
+        raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: unknown model options "
+                            f"{sorted(map(str, unknown))}; allowed: {sorted(MODEL_OPTIONS)}")
+    if not all(isinstance(d, dict) and all(isinstance(v, int) for v in d.values())
+               for d in payload["structure"].values()):
+        raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: its layer structure is not "
+                            "a dict of channel counts; re-run `edgexray train`")
+    names = payload["class_names"]
+    if len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: class_names {names!r:.200}; "
+                            "expected two or more names; re-run `edgexray train`")
+    if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+        raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: its state_dict holds values "
+                            "that are not tensors; re-run `edgexray train`")
+    for key in ("train_config", "metrics", "extra"):
+        if not isinstance(payload.get(key), (dict, type(None))):
+            raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: {key!r} should be a dict; "
+                                "re-run `edgexray train`")
+
+
 def load_checkpoint(path, arch: str | None = None, num_classes: int | None = None) -> Checkpoint:
     """Rebuild the model of a checkpoint; `arch` / `num_classes` check what the caller expects."""
     path = Path(path)
@@ -112,13 +152,14 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
                             "`edgexray train` or `edgexray prune`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise EdgeXrayError(f"checkpoint {str(path)!r} cannot be read ({e.__class__.__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); it is corrupt or not an edgexray "
-                            "checkpoint — re-run `edgexray train`") from e
+    except Exception as e:  # torch.load raises many types on a damaged or foreign file
+        raise EdgeXrayError(f"checkpoint {str(path)!r} cannot be read ({first_line(e)}); it is "
+                            "empty, corrupt or not an edgexray checkpoint; pass the model.pt "
+                            "written by `edgexray train` or `edgexray prune`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EdgeXrayError(f"{str(path)!r} is not an edgexray checkpoint (expected format "
                             f"{FORMAT!r}); checkpoints are written by `edgexray train`")
+    _check_payload(path, payload)
     if arch and payload["arch"] != arch:
         raise EdgeXrayError(f"checkpoint {str(path)!r} holds a {payload['arch']} model, not {arch}; "
                             f"pass --arch {payload['arch']} or another checkpoint")
@@ -127,12 +168,17 @@ def load_checkpoint(path, arch: str | None = None, num_classes: int | None = Non
         raise EdgeXrayError(f"checkpoint {str(path)!r} has {n_classes} classes "
                             f"({', '.join(payload['class_names'])}), the data has {num_classes}; "
                             "train a new model for these classes")
-    model = create_model(payload["arch"], **payload["model_options"])
-    apply_structure(model, payload["structure"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = create_model(payload["arch"], **payload["model_options"])
+        apply_structure(model, payload["structure"])
+        model.load_state_dict(payload["state_dict"])
+        preprocess = Preprocess.from_dict(payload["preprocess"])
+    except (TypeError, ValueError, RuntimeError) as e:  # wrong options, sizes or tensor shapes
+        raise EdgeXrayError(f"checkpoint {str(path)!r} is damaged: its {payload['arch']} model "
+                            f"cannot be rebuilt from it ({first_line(e)}); re-run `edgexray "
+                            "train` or use another checkpoint") from None
     model.eval()
     return Checkpoint(model=model, arch=payload["arch"], model_options=payload["model_options"],
-                      class_names=tuple(payload["class_names"]),
-                      preprocess=Preprocess.from_dict(payload["preprocess"]),
+                      class_names=tuple(payload["class_names"]), preprocess=preprocess,
                       train_config=payload["train_config"], metrics=payload["metrics"],
                       structure=payload["structure"], extra=payload["extra"] or {}, path=path)

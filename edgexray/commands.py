@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgexray.cliparams import SEED, SIZE, WIDTH, number
 from edgexray.errors import EdgeXrayError
 
 
@@ -33,7 +34,7 @@ def data() -> None:
 @click.option("--per-class", type=int, default=100, show_default=True, help="Images per class.")
 @click.option("--size", default="96-160", show_default=True,
               help="Image side in pixels: N, or a range LO-HI drawn per image.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing OUT folder.")
 def synth(out, classes, per_class, size, seed, force):
     """Write SYNTHETIC radiograph-like bone images (ImageFolder layout) to OUT."""
@@ -49,44 +50,62 @@ def synth(out, classes, per_class, size, seed, force):
     click.echo(f"wrote {classes * per_class} synthetic images to {path}")
 
 
+def _list_archs(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        from edgexray.models import list_models
+        click.echo("\n".join(list_models()))
+        ctx.exit()
+
+
 @click.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(),
               help="ImageFolder: one sub-folder of images per class.")
 @click.option("--arch", default="resnet18_cbam", show_default=True,
-              help="Architecture (see `edgexray train --list-archs`).")
+              help="Architecture (see --list-archs).")
+@click.option("--list-archs", is_flag=True, is_eager=True, expose_value=False,
+              callback=_list_archs, help="List the architectures and exit.")
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(),
               help="Output folder: model.pt, splits.json, metrics.csv, tensorboard/.")
-@click.option("--size", type=int, default=128, show_default=True, help="Input side in pixels.")
+@click.option("--size", type=int, default=128, show_default=True, callback=SIZE,
+              help="Input side in pixels (16-1024).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="Model input channels (3 = gray repeated, for ImageNet weights).")
-@click.option("--width", type=float, default=1.0, show_default=True, help="Channel multiplier.")
+@click.option("--width", type=float, default=1.0, show_default=True, callback=WIDTH,
+              help="Channel multiplier (0 < width <= 4).")
 @click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
 @click.option("--weights", type=click.Path(), help="Local ImageNet state-dict file (offline).")
 @click.option("--norm", type=click.Choice(["zscore", "imagenet"]), default="zscore",
               show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True, callback=number(1, example="8"))
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              callback=number(1, example="32"))
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              callback=number(0, 10, lo_open=True, example="0.001"))
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adamw",
               show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "cosine-restarts", "constant"]),
               default="cosine", show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True,
+              callback=number(0, 0.99, example="0.1"))
 @click.option("--loss", type=click.Choice(["ce", "focal"]), default="ce", show_default=True)
 @click.option("--class-weighted", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--oversample", is_flag=True, help="Weighted sampler that balances classes.")
-@click.option("--mixup", type=float, default=0.0, show_default=True, help="MixUp alpha (0 = off).")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Augmentation noise std.")
-@click.option("--blur", type=float, default=0.0, show_default=True, help="Max augmentation blur sigma.")
+@click.option("--mixup", type=float, default=0.0, show_default=True,
+              callback=number(0, 100, example="0.2"), help="MixUp alpha (0 = off).")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              callback=number(0, 1, example="0.02"), help="Augmentation noise std.")
+@click.option("--blur", type=float, default=0.0, show_default=True,
+              callback=number(0, 20, example="1.0"), help="Max augmentation blur sigma.")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
-@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience.")
+@click.option("--patience", type=int, default=5, show_default=True,
+              callback=number(1, example="5"), help="Early-stopping patience.")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy", "val_macro_f1",
                                               "val_roc_auc"]), default="val_loss", show_default=True)
 @click.option("--split", default="0.6,0.2,0.2", show_default=True, help="train,val,test fractions.")
 @click.option("--group-regex", help=r"Keep images sharing this regex's first group (e.g. a "
                                     r"patient id '(person\d+)_') in one split.")
 @click.option("--splits", type=click.Path(), help="Reuse an existing splits.json.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
@@ -128,7 +147,7 @@ def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm,
 @click.option("--out", type=click.Path(), help="Output folder (default: <ckpt folder>/eval-<split>).")
 @click.option("--tta", is_flag=True, help="Test-time augmentation (average with the mirror image).")
 @click.option("--gradcam", type=int, default=0, show_default=True,
-              help="Write Grad-CAM overlays for N test images.")
+              callback=number(0, example="8"), help="Write Grad-CAM overlays for N test images.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
 def evaluate(ckpt, data_dir, split, out, tta, gradcam, force):
     """Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."""

@@ -145,7 +145,13 @@ class SplitConfig:
             raise EdgeXrayError(f"split fractions train={self.train}, val={self.val}, "
                                 f"test={self.test}; each must be in [0, 1], train > 0, and they "
                                 "must sum to 1, e.g. 0.6/0.2/0.2")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise EdgeXrayError(f"split seed {self.seed!r}; must be an integer from 0 to "
+                                f"{2**32 - 1}, e.g. 0")
         if self.group_regex is not None:
+            if not isinstance(self.group_regex, str):
+                raise EdgeXrayError(f"group_regex {self.group_regex!r}; must be a regular "
+                                    r"expression string, e.g. '(person\d+)_'")
             try:
                 re.compile(self.group_regex)
             except re.error as e:
@@ -413,6 +419,12 @@ def _cache_key(root: Path, relpaths: Sequence[str], size: int) -> str:
 
 def _decode(root: Path, relpaths: Sequence[str], size: int, progress: bool,
             skip_errors: bool) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    need = len(relpaths) * size * size * np.dtype(np.float16).itemsize
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+    if total and need > total // 2:
+        raise EdgeXrayError(f"{len(relpaths)} images at {size}x{size} px need {need / 2**30:.1f} GiB "
+                            f"as arrays, more than half of this machine's {total / 2**30:.1f} GiB "
+                            "memory; use a smaller --size (e.g. 224) or fewer images")
     arrays = np.empty((len(relpaths), size, size), np.float16)
     failed: list[tuple[str, str]] = []
     kept = 0
@@ -498,8 +510,8 @@ class AugmentConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name != "hflip" and (not isinstance(v, (int, float)) or v < 0):
-                raise EdgeXrayError(f"augment {f.name}={v!r}; must be a number >= 0")
+            if f.name != "hflip" and (not isinstance(v, (int, float)) or not 0 <= v < math.inf):
+                raise EdgeXrayError(f"augment {f.name}={v!r}; must be a finite number >= 0")
         if self.scale >= 1 or self.brightness >= 1:
             raise EdgeXrayError(f"augment scale={self.scale}, brightness={self.brightness}; "
                                 "each must be < 1, e.g. 0.1 and 0.2")
@@ -615,9 +627,14 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
 
 def make_loader(dataset: XrayDataset, batch_size: int, shuffle: bool, oversample: bool = False,
                 seed: int = 0, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader; `oversample` draws with replacement by inverse class frequency."""
+    """A DataLoader; `oversample` draws with replacement by inverse class frequency.
+
+    A training loader (`shuffle` or `oversample`) drops a last batch of one image: batch norm
+    cannot train on a single value per channel."""
     if batch_size < 1:
         raise EdgeXrayError(f"batch size {batch_size}; must be >= 1, e.g. 32")
+    if (shuffle or oversample) and len(dataset) > batch_size and len(dataset) % batch_size == 1:
+        drop_last = True
     g = torch.Generator().manual_seed(seed)
     sampler = None
     if oversample:

@@ -33,6 +33,12 @@ class CheckFailed(EdgeXrayError):
     exit_code = 4
 
 
+def first_line(e: BaseException) -> str:
+    """`TypeName: first line of the message` (at most 200 characters), for one-line errors."""
+    text = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> EdgeXrayError:
     """`unknown model 'resnt18'; did you mean 'resnet18'? valid: ...`."""
     choices = sorted(choices)

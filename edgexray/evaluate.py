@@ -10,7 +10,7 @@ import torch
 from edgexray import plots
 from edgexray.checkpoint import Checkpoint, load_checkpoint
 from edgexray.errors import EdgeXrayError
-from edgexray.fsutil import atomic_write_json, cache_dir, refuse_existing
+from edgexray.fsutil import atomic_write_json, cache_dir, refuse_existing, staged_dir
 from edgexray.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     distribution) and `gradcam` Grad-CAM overlays; return the metrics."""
     if split not in ("train", "val", "test"):
         raise EdgeXrayError(f"split {split!r}; allowed: train, val, test")
+    if not isinstance(gradcam, int) or gradcam < 0:
+        raise EdgeXrayError(f"gradcam={gradcam!r}; allowed: 0 (none) or the number of Grad-CAM "
+                            "overlays to write, e.g. --gradcam 8")
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, force, "evaluation output folder")
+    refuse_existing(out_dir, force, "evaluation output folder", folder=True)
     ckpt = load_checkpoint(ckpt_path)
     data = held_out_data(ckpt, data_dir, progress)
     arrays, labels = data.arrays[split], data.labels[split]
@@ -71,18 +74,18 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     metrics = classification_metrics(labels, probs, names)
     metrics.update(split=split, tta=tta, checkpoint=str(Path(ckpt_path).resolve()),
                    arch=ckpt.arch, synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots.plot_confusion(metrics["confusion_matrix"], names, out_dir / "confusion_matrix.png")
-    plots.plot_roc(labels, probs, names, out_dir / "roc.png")
-    plots.plot_pr(labels, probs, names, out_dir / "pr.png")
-    plots.plot_class_distribution(
-        {s: {c: int((data.labels[s] == i).sum()) for i, c in enumerate(names)} for s in data.labels},
-        out_dir / "class_distribution.png")
-    if ckpt.extra.get("history"):
-        plots.plot_history(ckpt.extra["history"], out_dir / "training_curves.png")
-    if gradcam:
-        write_gradcams(ckpt, arrays, labels, out_dir / "gradcam", gradcam)
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    with staged_dir(out_dir, force, "evaluation output folder", merge=True) as work:
+        plots.plot_confusion(metrics["confusion_matrix"], names, work / "confusion_matrix.png")
+        plots.plot_roc(labels, probs, names, work / "roc.png")
+        plots.plot_pr(labels, probs, names, work / "pr.png")
+        plots.plot_class_distribution(
+            {s: {c: int((data.labels[s] == i).sum()) for i, c in enumerate(names)}
+             for s in data.labels}, work / "class_distribution.png")
+        if ckpt.extra.get("history"):
+            plots.plot_history(ckpt.extra["history"], work / "training_curves.png")
+        if gradcam:
+            write_gradcams(ckpt, arrays, labels, work / "gradcam", gradcam)
+        atomic_write_json(work / "metrics.json", metrics)
     return metrics
 
 

@@ -1,12 +1,14 @@
 """Atomic writes and the rule that nothing the user has is overwritten without --force."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from edgexray.errors import EdgeXrayError
 
@@ -16,9 +18,14 @@ os.umask(_UMASK)
 FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
-def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output") -> None:
-    """Raise unless `path` is absent, an empty directory, or `force` is set."""
+def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output",
+                    folder: bool = False) -> None:
+    """Raise unless `path` is absent, an empty directory, or `force` is set. A `folder` output
+    is refused over a file even with `force`: --force replaces folders, never a user's file."""
     p = Path(path)
+    if folder and (p.is_symlink() or p.exists()) and not p.is_dir():
+        raise EdgeXrayError(f"{what} {str(p)!r} is a file, not a folder; choose another path "
+                            "(--force replaces an existing folder, never a file)")
     if force or not p.exists():
         return
     if p.is_dir() and not any(p.iterdir()):
@@ -65,6 +72,70 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike, force:
     else:
         os.replace(tmp_dir, final_dir)
     return final_dir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(final_dir: str | os.PathLike) -> None:
+    """Remove `staged_dir` work folders of `final_dir` left by killed runs (their pid is gone)."""
+    final_dir = Path(final_dir)
+    for p in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
+        pid = p.name[len(f".{final_dir.name}.partial-"):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _merge_into(src: Path, dst: Path) -> None:
+    """Move every entry of `src` into the existing folder `dst`, replacing same-named ones;
+    other entries of `dst` (files the user keeps there) stay."""
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if target.is_dir() and not target.is_symlink():
+            trash = dst / f".{entry.name}.old-{os.getpid()}"
+            os.replace(target, trash)
+            os.replace(entry, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+
+
+@contextlib.contextmanager
+def staged_dir(final_dir: str | os.PathLike, force: bool, what: str = "output folder",
+               merge: bool = False) -> Iterator[Path]:
+    """A hidden work folder next to `final_dir`, moved into place when the block succeeds and
+    removed when it fails, so a failed or killed run leaves nothing that blocks the next one.
+
+    `merge` (with `force`) moves the results into an existing folder entry by entry instead of
+    replacing the whole folder. An unwritable location is an EdgeXrayError.
+    """
+    final_dir = Path(final_dir)
+    refuse_existing(final_dir, force, what, folder=True)
+    try:
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final_dir)
+        tmp = Path(tempfile.mkdtemp(dir=final_dir.parent,
+                                    prefix=f".{final_dir.name}.partial-{os.getpid()}-"))
+    except OSError as e:
+        raise EdgeXrayError(f"cannot write the {what} {str(final_dir)!r}: {e.strerror or e}; "
+                            "choose a writable location (e.g. --out under your home folder)") from None
+    try:
+        yield tmp
+        if merge and final_dir.is_dir():
+            refuse_existing(final_dir, force, what, folder=True)
+            os.chmod(tmp, DIR_MODE)
+            _merge_into(tmp, final_dir)
+        else:
+            replace_dir(tmp, final_dir, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgexray.errors import EdgeXrayError
-from edgexray.fsutil import atomic_write_text, refuse_existing, replace_dir
+from edgexray.fsutil import atomic_write_text, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +149,12 @@ def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 10
         raise EdgeXrayError(f"synthetic classes {classes!r}; allowed: {sorted(CLASS_SETS)}")
     if not isinstance(per_class, (int, np.integer)) or per_class < 1:
         raise EdgeXrayError(f"images per class {per_class!r}; must be an integer >= 1, e.g. 200")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise EdgeXrayError(f"seed {seed!r}; must be an integer from 0 to {2**32 - 1}, e.g. 0")
     lo, hi = _parse_size(size)
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, force, "output folder")
     names = CLASS_SETS[classes]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with staged_dir(out_dir, force, "output folder") as tmp:
         bar = tqdm(total=classes * per_class, desc="synthesize", unit="img",
                    disable=None if progress else True, leave=False)
         for k, name in enumerate(names):
@@ -174,8 +171,5 @@ def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 10
         atomic_write_text(tmp / "SYNTHETIC.txt", MARKER.format(
             version=__version__, classes=", ".join(names), per_class=per_class,
             size_lo=lo, size_hi=hi, seed=seed))
-        replace_dir(tmp, out_dir, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d synthetic images to %s", classes * per_class, out_dir)
     return out_dir

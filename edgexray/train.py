@@ -4,8 +4,9 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgexray.cliparams import MAX_SIZE, MIN_SIZE
 from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError
 from edgexray.metrics import classification_metrics
@@ -52,10 +54,12 @@ class TrainConfig:
                               ("loss", LOSSES), ("monitor", MONITORS)):
             if getattr(self, name) not in allowed:
                 raise EdgeXrayError(f"{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
             raise EdgeXrayError(f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}; "
-                                "all must be positive")
-        if not 0 <= self.label_smoothing < 1 or self.mixup_alpha < 0:
+                                "all must be positive and finite, e.g. --lr 0.001")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise EdgeXrayError(f"seed={self.seed!r}; must be an integer from 0 to {2**32 - 1}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.mixup_alpha < math.inf:
             raise EdgeXrayError("label_smoothing must be in [0, 1) and mixup_alpha >= 0")
 
     def to_dict(self) -> dict:
@@ -262,6 +266,48 @@ class ModelConfig:
     weights: str | None = None  # local ImageNet state-dict file, for offline machines
     norm: str = "zscore"  # zscore (training-split statistics) | imagenet
 
+    def __post_init__(self):
+        if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise EdgeXrayError(f"size={self.size!r}; allowed: an integer from {MIN_SIZE} to "
+                                f"{MAX_SIZE} pixels, e.g. 128 (224 for full quality)")
+        if self.channels not in (1, 3):
+            raise EdgeXrayError(f"channels={self.channels!r}; allowed: 1 or 3")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width)
+                and 0 < self.width <= 4):
+            raise EdgeXrayError(f"width={self.width!r}; allowed: 0 < width <= 4, e.g. 1.0 "
+                                "(0.25 for a quick test)")
+        if self.norm not in ("zscore", "imagenet"):
+            raise EdgeXrayError(f"norm={self.norm!r}; allowed: zscore, imagenet")
+        if (self.pretrained or self.weights) and self.width != 1.0:
+            raise EdgeXrayError(f"ImageNet weights need width 1.0, got width {self.width}; "
+                                "drop --width or --pretrained/--weights")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Fail before any image is read: the architecture must accept the input size (tried on
+    the meta device: shapes only, no compute), and ImageNet weights must load."""
+    from edgexray.models import create_model
+
+    def fits(size: int) -> bool:
+        with torch.device("meta"), torch.no_grad():
+            model = create_model(cfg.arch, num_classes=2, in_chans=cfg.channels, width=cfg.width)
+            try:
+                model.eval()(torch.zeros(1, cfg.channels, size, size))
+            except RuntimeError as e:
+                if "too small" not in str(e):
+                    raise
+                return False
+        return True
+
+    if not fits(cfg.size):
+        smallest = next((s for s in range(cfg.size + 8 - cfg.size % 8, MAX_SIZE + 1, 8)
+                         if fits(s)), None)
+        raise EdgeXrayError(f"input size {cfg.size} px is too small for {cfg.arch}: its feature "
+                            f"maps shrink to nothing; use --size {smallest or 224} or more")
+    if cfg.pretrained or cfg.weights:
+        create_model(cfg.arch, num_classes=2, in_chans=cfg.channels, width=cfg.width,
+                     pretrained=cfg.pretrained, weights=cfg.weights)
+
 
 @dataclass(frozen=True)
 class TrainedModel:
@@ -280,51 +326,55 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
     from edgexray.data import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD,
                                AugmentConfig, SplitConfig, XrayDataset, class_weights, make_loader,
                                norm_stats, prepare)
-    from edgexray.fsutil import cache_dir, refuse_existing
+    from edgexray.fsutil import cache_dir, refuse_existing, staged_dir
     from edgexray.models import create_model
     from edgexray.preprocess import Preprocess
 
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, force, "training output folder")
-    if model_cfg.norm not in ("zscore", "imagenet"):
-        raise EdgeXrayError(f"norm={model_cfg.norm!r}; allowed: zscore, imagenet")
-    data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=out_dir,
-                   strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
-                   progress=progress, force=force)
-    if len(data.labels["val"]) == 0:
-        raise EdgeXrayError(f"the validation split of {str(data_dir)!r} is empty; add images or "
-                            "raise the val fraction (e.g. --split 0.6,0.2,0.2)")
-    if model_cfg.norm == "imagenet":
-        mean, std = (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD) if model_cfg.channels == 1 \
-            else (IMAGENET_MEAN, IMAGENET_STD)
-    else:
-        m, s = norm_stats(data.arrays["train"])
-        mean, std = (m,) * model_cfg.channels, (s,) * model_cfg.channels
-    preprocess = Preprocess(size=model_cfg.size, channels=model_cfg.channels, mean=mean, std=std)
-    n_classes = len(data.class_names)
-    model = create_model(model_cfg.arch, num_classes=n_classes, in_chans=model_cfg.channels,
-                         width=model_cfg.width, pretrained=model_cfg.pretrained,
-                         weights=model_cfg.weights)
-    augment = AugmentConfig() if augment == "default" else augment  # None: no augmentation
-    train_set = XrayDataset(data.arrays["train"], data.labels["train"], preprocess, augment,
-                            seed=train_cfg.seed)
-    val_set = XrayDataset(data.arrays["val"], data.labels["val"], preprocess)
-    train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
-                               oversample=train_cfg.oversample, seed=train_cfg.seed)
-    val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
-    result = train_model(model, train_loader, val_loader, train_cfg,
-                         class_weights=class_weights(data.labels["train"], n_classes),
-                         class_names=list(data.class_names), out_dir=out_dir, progress=progress)
-    model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels,
-                     "width": model_cfg.width}
-    ckpt = save_checkpoint(
-        out_dir / "model.pt", result.model, arch=model_cfg.arch, model_options=model_options,
-        class_names=data.class_names, preprocess=preprocess,
-        train_config={"model": asdict(model_cfg), "train": train_cfg.to_dict(),
-                      "augment": augment.to_dict() if augment else None,
-                      "split": data.split_config.to_dict()},
-        metrics={"monitor": train_cfg.monitor, **result.history[result.best_epoch - 1]},
-        extra={"data_dir": str(Path(data_dir).resolve()),
-               "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
-               "history": result.history}, force=force)
-    return TrainedModel(checkpoint=ckpt, data=data, result=result)
+    refuse_existing(out_dir, force, "training output folder", folder=True)
+    check_model_config(model_cfg)  # before any image is read
+    with staged_dir(out_dir, force, "training output folder", merge=True) as work:
+        data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=work,
+                       strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
+                       progress=progress, force=force)
+        if data.splits_path is not None and data.splits_path.parent == work:
+            data = replace(data, splits_path=out_dir / data.splits_path.name)
+        if len(data.labels["train"]) < 2 or len(data.labels["val"]) == 0:
+            raise EdgeXrayError(f"the train or validation split of {str(data_dir)!r} is too small "
+                                f"({len(data.labels['train'])} and {len(data.labels['val'])} "
+                                "images; at least 2 and 1 are needed); add images or change the "
+                                "fractions (e.g. --split 0.6,0.2,0.2)")
+        if model_cfg.norm == "imagenet":
+            mean, std = (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD) if model_cfg.channels == 1 \
+                else (IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            m, s = norm_stats(data.arrays["train"])
+            mean, std = (m,) * model_cfg.channels, (s,) * model_cfg.channels
+        preprocess = Preprocess(size=model_cfg.size, channels=model_cfg.channels, mean=mean, std=std)
+        n_classes = len(data.class_names)
+        model = create_model(model_cfg.arch, num_classes=n_classes, in_chans=model_cfg.channels,
+                             width=model_cfg.width, pretrained=model_cfg.pretrained,
+                             weights=model_cfg.weights)
+        augment = AugmentConfig() if augment == "default" else augment  # None: no augmentation
+        train_set = XrayDataset(data.arrays["train"], data.labels["train"], preprocess, augment,
+                                seed=train_cfg.seed)
+        val_set = XrayDataset(data.arrays["val"], data.labels["val"], preprocess)
+        train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
+                                   oversample=train_cfg.oversample, seed=train_cfg.seed)
+        val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
+        result = train_model(model, train_loader, val_loader, train_cfg,
+                             class_weights=class_weights(data.labels["train"], n_classes),
+                             class_names=list(data.class_names), out_dir=work, progress=progress)
+        model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels,
+                         "width": model_cfg.width}
+        save_checkpoint(
+            work / "model.pt", result.model, arch=model_cfg.arch, model_options=model_options,
+            class_names=data.class_names, preprocess=preprocess,
+            train_config={"model": asdict(model_cfg), "train": train_cfg.to_dict(),
+                          "augment": augment.to_dict() if augment else None,
+                          "split": data.split_config.to_dict()},
+            metrics={"monitor": train_cfg.monitor, **result.history[result.best_epoch - 1]},
+            extra={"data_dir": str(Path(data_dir).resolve()),
+                   "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
+                   "history": result.history}, force=force)
+    return TrainedModel(checkpoint=out_dir / "model.pt", data=data, result=result)

@@ -144,3 +144,26 @@ def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_se
 def test_compare_cli_needs_calibration_for_the_int8_baseline(checkpoints, artifact):
     result = invoke("compare", "--baseline", checkpoints["unpruned"], "--artifact", artifact)
     assert result.exit_code == 2 and "--calib" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_readme_compare_line_runs_as_written(tiny_build, tmp_path):
+    """README's `edgexray compare --baseline … --artifact …`: the INT8 baseline is calibrated on
+    the train split of the data the checkpoint records, so nothing else is needed."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    artifact = tiny_build[0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = re.search(r"^edgexray compare .*$", readme, re.M).group(0)
+    words = shlex.split(line.split("#")[0])[2:]
+    assert words[0::2] == ["--baseline", "--artifact"], line  # options as the README writes them
+    paths = {"--baseline": artifact.parent / "build-rpi4/train/model.pt", "--artifact": artifact}
+    args = [a for option in words[0::2] for a in (option, paths[option])]
+    result = invoke("compare", *args, "--seconds", "0.2", "--rounds", "1", "--threads", "1",
+                    "--no-memory", "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    labels = [e["label"] for e in read_results(tmp_path / "c")["results"]]
+    assert labels == ["unpruned FP32 PyTorch", "unpruned FP32 ONNX Runtime",
+                      "unpruned INT8 ONNX Runtime", f"artifact {artifact.name}"]

@@ -1,5 +1,5 @@
-"""`edgexray build` end to end on a tiny model, and the artifact run where only numpy and
-ai-edge-litert are installed."""
+"""`edgexray build` end to end on a tiny model (the session's `tiny_build`, conftest.py), and the
+artifact run where only numpy and ai-edge-litert are installed."""
 from __future__ import annotations
 
 import json
@@ -14,20 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.cli import main
-from edgexray.pipeline import BuildConfig, build
 
 from test_bench_fixtures import clean_venv  # noqa: F401  (session fixture: numpy + ai-edge-litert only)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, synth_dir):
-    out = tmp_path_factory.mktemp("build")
-    summary = build(BuildConfig(target="rpi4", data_dir=str(synth_dir), out=str(out), size=48,
-                                width=0.25, epochs=3, finetune_epochs=1, calib_count=60,
-                                max_accuracy_drop=100.0, bench_seconds=0.5, verify_arm=False))
-    return Path(summary["artifact"]), summary, synth_dir
 
 
 def run_py(python, folder: Path, *args) -> subprocess.CompletedProcess:
@@ -80,8 +70,10 @@ def test_manifest_records_the_build(tiny_build):
     assert len(shipped) == 1 and shipped[0]["params"] < models[0]["params"]
     assert manifest["reduction"]["params"] > 0.5  # the rpi4 profile asks for >= 70%
     assert set(manifest["accuracy"]) >= {"unpruned_fp32", "pruned_fp32", "exported_int8"}
-    for name in ("model.tflite", "run.py", "labels.txt", "README.md", "report.html"):
+    for name in ("model.tflite", "labels.txt", "README.md", "report.html"):
         assert name in manifest["files"]
+    sealed = (folder / "checksums.sha256").read_text()  # the seal covers run.py and the manifest
+    assert "  run.py\n" in sealed and "  manifest.json\n" in sealed
     assert manifest["tool_versions"]["torch-pruning"]
     with zipfile.ZipFile(str(folder) + ".zip") as z:
         assert f"{folder.name}/manifest.json" in z.namelist()
@@ -114,6 +106,17 @@ def test_existing_artifact_is_not_overwritten(tiny_build):
                                   "--out", str(folder.parent)])
     assert r.exit_code == 2 and "--force" in r.output
     assert (folder / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("option,value", [("--calib-count", "0"), ("--epochs", "0"),
+                                          ("--width", "0"), ("--bench-seconds", "-1")])
+def test_bad_numbers_are_refused_before_any_work(option, value, tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, ["build", option, value, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output
+    assert time.monotonic() - t0 < 5 and not (tmp_path / "o").exists()  # no data, no training
 
 
 def test_unknown_target_suggests_closest(tmp_path):

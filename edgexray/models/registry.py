@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.errors import EdgeXrayError, first_line, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,19 @@ def _pretrained_state(spec: ArchSpec, weights) -> dict:
         if not path.is_file():
             raise EdgeXrayError(f"weights file {str(path)!r} not found; pass a torchvision "
                                 f"state-dict file (.pth) for {spec.base}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch.load raises many types on a damaged or foreign file
+            raise EdgeXrayError(f"weights file {str(path)!r} cannot be read as weights "
+                                f"({first_line(e)}); pass a torchvision state-dict file (.pth) "
+                                f"for {spec.base}, or drop --weights") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict) or not state \
+                or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                           for k, v in state.items()):
+            raise EdgeXrayError(f"weights file {str(path)!r} is not a state dict (a dict of "
+                                f"tensors); pass a torchvision .pth file for {spec.base}")
+        return state
     if not spec.tv_weights:
         raise EdgeXrayError(f"no ImageNet weights are known for {spec.base}; train from scratch "
                             "or pass --weights FILE")

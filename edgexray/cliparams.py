@@ -1,0 +1,39 @@
+"""Click callbacks that check numeric options while the command line is parsed, before any
+work: a bad value is one `error:` line (EdgeXrayError, exit 2), not a failure minutes later."""
+from __future__ import annotations
+
+import math
+
+from edgexray.errors import EdgeXrayError
+
+MIN_SIZE, MAX_SIZE = 16, 1024  # model input side in pixels; decoded arrays grow with its square
+SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           example: str = ""):
+    """A callback accepting finite numbers in [lo, hi] ((lo, hi] with `lo_open`); None passes."""
+    lower = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+    upper = "" if hi is None else f"<= {hi}"
+    allowed = " and ".join(b for b in (lower, upper) if b) or "a finite number"
+
+    def check(ctx, param, value):
+        if value is None:
+            return value
+        ok = math.isfinite(value) and (lo is None or (value > lo if lo_open else value >= lo)) \
+            and (hi is None or value <= hi)
+        if not ok:
+            name = max(param.opts, key=len)
+            hint = f", e.g. {name} {example}" if example else ""
+            raise EdgeXrayError(f"{name} {value}; allowed: {allowed}{hint}")
+        return value
+
+    return check
+
+
+SIZE = number(MIN_SIZE, MAX_SIZE, example="128")
+WIDTH = number(0, 4, lo_open=True, example="1.0 (0.25 for a quick test)")
+POSITIVE = number(0, lo_open=True)
+AT_LEAST_ONE = number(1)
+NON_NEGATIVE = number(0)
+SEED = number(0, SEED_MAX, example="0")
