@@ -64,6 +64,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -240,8 +241,33 @@ def seal_problems(folder) -> list:
     digest = sha256_of(folder / MANIFEST_NAME)
     if digest != found.group(1):
         return [f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
-                f"{found.group(1)[:16]}... (manifest.json was edited after the build)"]
+                f"{found.group(1)[:16]}... (manifest.json was edited after the build"
+                f"{_changed_fields(folder, found.group(1))})"]
     return []
+
+
+def _changed_fields(folder: Path, sealed: str) -> str:
+    """', changed: a, b.c' against the sealed manifest in the artifact's .zip beside the folder,
+    when that zip is there and holds it; '' otherwise."""
+    try:
+        with zipfile.ZipFile(folder.parent / f"{folder.name}.zip") as z:
+            original = z.read(f"{folder.name}/{MANIFEST_NAME}")
+        if hashlib.sha256(original).hexdigest() != sealed:
+            return ""
+        old = json.loads(original.decode("utf-8"))
+        new = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return ""
+    if not isinstance(new, dict):
+        return ", changed: the whole file"
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(key)
+    return f", changed: {', '.join(changed)}" if changed else ", formatting only"
 
 
 def checksum_problems(folder, skip=()) -> tuple:

@@ -203,11 +203,30 @@ def test_predict_refuses_a_decompression_bomb(artifact, run_py, tmp_path, capsys
     assert "bomb.png" in lines[0] and "exceeds limit" in lines[0]
 
 
-def test_bench_takes_an_artifact_zip_and_explains_other_files(artifact, tmp_path):
-    archive = tmp_path / f"{artifact.name}.zip"
+def _zip_beside(folder: Path, dest_dir: Path) -> Path:
+    """FOLDER.zip in dest_dir holding FOLDER/..., as the bundle writes it."""
+    archive = dest_dir / f"{folder.name}.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for p in sorted(artifact.iterdir()):
-            z.write(p, f"{artifact.name}/{p.name}")
+        for p in sorted(folder.iterdir()):
+            z.write(p, f"{folder.name}/{p.name}")
+    return archive
+
+
+def test_the_error_names_the_edited_fields_when_the_zip_is_beside(artifact, run_py, tmp_path, capsys):
+    art = tmp_path / artifact.name
+    shutil.copytree(artifact, art)
+    _zip_beside(art, tmp_path)
+    _edit_manifest(lambda m: (m["class_names"].reverse(), m["preprocess"].update(std=[0.3])))(art)
+    assert run_py.main(["--dir", str(art), "verify"]) == 3
+    assert "changed: class_names, preprocess.std)" in capsys.readouterr().err
+    _edit_manifest(lambda m: (m["class_names"].reverse(), m["preprocess"].update(std=[0.25])))(art)
+    (art / "manifest.json").write_text(json.dumps(json.loads((art / "manifest.json").read_text())))
+    assert run_py.main(["--dir", str(art), "verify"]) == 3
+    assert "formatting only" in capsys.readouterr().err
+
+
+def test_bench_takes_an_artifact_zip_and_explains_other_files(artifact, tmp_path):
+    archive = _zip_beside(artifact, tmp_path)
     result = CliRunner().invoke(edgexray_main, ["bench", str(archive), "--runs", "2", "--no-memory"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["results"][0]["latency_ms"]["runs"] == 2
