@@ -237,7 +237,8 @@ def seal_problems(folder) -> list:
         return [f"{RUN_PY_NAME}: missing"]
     found = SEAL_PATTERN.search(run_py.read_text(encoding="utf-8", errors="replace"))
     if not found:
-        return [f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (not written by the bundle, or edited)"]
+        return [f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (edited, or written by an edgexray "
+                "older than the seal)"]
     digest = sha256_of(folder / MANIFEST_NAME)
     if digest != found.group(1):
         return [f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
