@@ -642,9 +642,9 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     on_unavailable="skip" gives a "skipped" result saying why; a run.py that fails on either
     side gives "failed". Nothing is reported as passed that did not run.
 
-    `real_images`: paths of real images (e.g. held-out ones at build time) run and compared besides the
-    synthetic ones, so that rounding is judged on what the model really sees; they are never
-    copied into the manifest, whose reference holds the synthetic inputs only.
+    `real_images`: paths of real images (e.g. held-out ones at build time), run and compared
+    besides the synthetic ones so that rounding is judged on what the model really sees; they
+    are never copied into the manifest, whose reference holds the synthetic inputs only.
     """
     if on_unavailable not in ("raise", "skip"):
         raise EdgeXrayError(f"on_unavailable={on_unavailable!r}; allowed: 'raise', 'skip'")
