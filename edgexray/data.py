@@ -511,7 +511,7 @@ class AugmentConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name != "hflip" and (not isinstance(v, (int, float)) or not 0 <= v < math.inf):
-                raise EdgeXrayError(f"augment {f.name}={v!r}; must be a finite number >= 0")
+                raise EdgeXrayError(f"augment {f.name}={v!r}; must be a number >= 0, and finite")
         if self.scale >= 1 or self.brightness >= 1:
             raise EdgeXrayError(f"augment scale={self.scale}, brightness={self.brightness}; "
                                 "each must be < 1, e.g. 0.1 and 0.2")
