@@ -47,7 +47,7 @@ class BuildConfig:
     epochs: int = 8  # training epochs
     finetune_epochs: int = 3  # fine-tuning epochs after pruning
     batch_size: int = 32
-    max_accuracy_drop: float = 1.0  # percentage points against the unpruned FP32 model (test split)
+    max_accuracy_drop: float = 1.0  # pp vs the unpruned FP32 model: upper 95% bound, val split
     latency_budget_ms: float | None = None  # host latency goal for the pruning search
     precisions: tuple | None = None  # override the profile's precisions (fallback order)
     calib_count: int = 200  # INT8 calibration images (stratified, training split)
@@ -122,43 +122,59 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     # 1. data + unpruned model ------------------------------------------------------------
     with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
         base, data = _trained_model(cfg, profile, given, work, demo, progress)
-    test_x, test_y = _split_inputs(base, data, "test")
+    val_x, val_y = _split_inputs(base, data, "val")
+    _split_inputs(base, data, "test")  # fail now, not after pruning, when there is no test split
     names = list(base.class_names)
     synthetic = (Path(data.index.root) / "SYNTHETIC.txt").is_file()
     summary["synthetic"] = synthetic
-    with steps.stage("evaluate unpruned"):
-        base_logits = _torch_logits(base.model, test_x)
-        base_metrics = _metrics(test_y, base_logits, names)
-        steps.say(f"unpruned FP32 (PyTorch) test accuracy {base_metrics['accuracy']:.4f} "
-                  f"on {len(test_y)} held-out images")
+    # Every choice below (pruning level, precision) is made on the validation split; the test
+    # split is read once, after the last choice, for the report.
+    with steps.stage("evaluate unpruned (val)"):
+        base_val_logits = _torch_logits(base.model, val_x)
+        steps.say(f"unpruned FP32 (PyTorch) validation accuracy "
+                  f"{_metrics(val_y, base_val_logits, names)['accuracy']:.4f} on {len(val_y)} "
+                  "images (every choice of this build is made on this split)")
+    judge = _budget_judge(cfg, data, val_y, base_val_logits, names)
 
     # 2. prune + fine-tune, falling back to less pruning when accuracy breaks the budget ----
     with steps.stage("prune + fine-tune"):
-        pruned, prune_report, pruned_metrics, pruned_logits = _prune_within_budget(
-            cfg, profile, base, data, work, base_metrics, test_x, test_y, steps)
+        pruned, prune_report, pruned_val_logits = _prune_within_budget(
+            cfg, profile, base, data, work, judge, val_x, steps)
 
-    # 3. export + parity ------------------------------------------------------------------
+    # 3. export + parity (val) --------------------------------------------------------------
     with steps.stage("export + parity"):
-        files, parity = _export(cfg, profile, pruned, data, work, precisions, pruned_logits,
-                                test_x, test_y, base_metrics, steps)
+        files, val_parity = _export(cfg, profile, pruned, data, work, precisions,
+                                    pruned_val_logits, val_x, val_y, judge, steps)
 
     # 4. choose what ships -------------------------------------------------------------------
-    shipped = _choose_precision(profile, precisions, parity, base_metrics, cfg.max_accuracy_drop,
-                                steps)
+    shipped = _choose_precision(profile, precisions, val_parity, cfg.max_accuracy_drop, steps)
+    selection = _selection_record(cfg, data, val_y, prune_report, val_parity, shipped)
 
-    # 5. host benchmark: the same run measures the baselines a user would otherwise ship -----
+    # 5. the test split, read once: every model of the comparison, for the report -------------
+    with steps.stage("evaluate on test"):
+        test_x, test_y = _split_inputs(base, data, "test")
+        base_metrics, pruned_metrics, parity = _test_report(
+            cfg, base, pruned, data, files, test_x, test_y, work, steps)
+
+    # 6. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
         bench = _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
                             steps)
 
-    # 6. bundle -------------------------------------------------------------------------------
+    # 7. bundle -------------------------------------------------------------------------------
     with steps.stage("bundle"):
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
-                           base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out)
+                           base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out,
+                           selection)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
                    exported={p: parity[p]["candidate"]["accuracy"] for p in parity},
+                   intervals={"unpruned": base_metrics["ci95"]["accuracy"],
+                              "pruned": pruned_metrics["ci95"]["accuracy"],
+                              **{p: parity[p]["candidate"]["ci95"]["accuracy"] for p in parity}},
+                   pruning_level=selection["decisions"][0]["chosen"],
+                   selection=selection, fallbacks=steps.fallbacks,
                    reduction=prune_report["reduction"], bench=bench["summary"])
     atomic_write_json(work / "summary.json", summary)
     return summary
@@ -209,23 +225,82 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
                            for i in range(0, len(x), 64)])
 
 
-def _metrics(y, logits, names) -> dict:
+def _split_groups(data, split: str):
+    """Group (patient) id of every image of `split` when the splits were grouped, else None:
+    intervals are then drawn over groups, as the splits were."""
+    import re
+
+    from edgexray import data as data_mod
+    key = (getattr(data, "grouping", None) or {}).get("key") or data.split_config.group_regex
+    rels = list(data.splits.get(split) or [])
+    if not key or len(rels) != len(data.labels[split]):
+        return None
+    if key == "DICOM PatientID":
+        ids = data_mod._dicom_patient_ids(Path(data.index.root), rels) or {}
+        return np.asarray([ids.get(rel, rel) for rel in rels])
+    pattern = re.compile(key)
+    return np.asarray([data_mod._group_of(rel, pattern) or rel for rel in rels])
+
+
+def _metrics(y, logits, names, intervals: bool = False, groups=None, seed: int = 0) -> dict:
     from edgexray.metrics import classification_metrics, softmax
-    return classification_metrics(y, softmax(logits), names)
+    return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups,
+                                  seed=seed)
 
 
-def _prune_config(profile, cfg: BuildConfig, target_params, target_macs):
+def _budget_judge(cfg, data, val_y, base_val_logits, names):
+    """judge(candidate_logits) -> metrics.budget_check against the unpruned model on val."""
+    from edgexray.metrics import budget_check
+    groups = _split_groups(data, "val")
+    ref = np.asarray(base_val_logits).argmax(1)
+
+    def judge(logits) -> dict:
+        return budget_check(val_y, ref, np.asarray(logits).argmax(1), names,
+                            cfg.max_accuracy_drop, groups=groups, seed=cfg.seed)
+    return judge
+
+
+def _budget_text(check: dict) -> str:
+    lo, hi = check["accuracy_drop_interval_pp"]
+    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
+    if check["failures"]:
+        text += "; " + "; ".join(check["failures"])
+    if check["note"]:
+        text += f" [{check['note']}]"
+    return text
+
+
+def _prune_config(profile, cfg: BuildConfig, kind, amount):
     from edgexray.prune.prune import PruneConfig
     p = profile.prune  # a target is reached by scaling the profile's schedule
-    return PruneConfig(method=p.method, schedule=p.schedule, ratio=p.ratio, stage_ratios=tuple(p.stage_ratios),
-                       target_params=target_params, target_macs=target_macs,
+    scale = amount if kind == "schedule" else 1.0  # a lighter level of a schedule-only profile
+    return PruneConfig(method=p.method, schedule=p.schedule, ratio=p.ratio * scale,
+                       stage_ratios=tuple(r * scale for r in p.stage_ratios),
+                       target_params=amount if kind == "params" else None,
+                       target_macs=amount if kind == "macs" else None,
                        finetune_epochs=cfg.finetune_epochs, round_to=p.round_to, seed=cfg.seed)
 
 
-def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, test_y, steps):
+def _unpruned_result(model, example):
+    """The last fallback: the unpruned model itself, with a prune report that says so."""
+    from edgexray.prune import graph, measure
+    from edgexray.prune.prune import PruneResult
+    counts = {**measure.count(model, example), "state_dict_bytes": measure.state_dict_bytes(model)}
+    widths = graph.conv_widths(model)
+    spine = graph.spine_widths(model, example[:1])
+    return PruneResult(model, {
+        "method": "none", "criterion": "not pruned: every pruning level broke the budget",
+        "schedule": "none", "config": None, "target": None, "before": counts, "after": counts,
+        "reduction": {"params": 0.0, "macs": 0.0},
+        "spine_widths": {"before": spine, "after": spine},
+        "layers": {n: [w, w] for n, w in widths.items()}, "steps": []})
+
+
+def _prune_within_budget(cfg, profile, base, data, work, judge, val_x, steps):
     """Prune with the profile's settings; if the pruned model (after fine-tuning) breaks the
-    accuracy budget, retry with less pruning. --latency-budget-ms instead searches the
-    smallest MAC reduction whose host latency meets the budget."""
+    accuracy budget on the validation split, retry with less pruning, down to the unpruned
+    model. --latency-budget-ms instead searches the smallest MAC reduction whose host latency
+    meets the budget (and ships nothing when none does)."""
     import copy
 
     from edgexray.checkpoint import save_checkpoint
@@ -239,40 +314,46 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
     finetune = make_finetune(base, loaders, cfg.finetune_epochs, FINETUNE_LR, finetune_log) \
         if cfg.finetune_epochs else None
 
-    p = profile.prune
-    attempts = _pruning_attempts(p, cfg)
-    names = list(base.class_names)
     tried, chosen = [], None
-    for kind, amount in attempts:
-        pcfg = _prune_config(profile, cfg, amount if kind == "params" else None,
-                             amount if kind == "macs" else None)
-        try:
-            result = prune_model(copy.deepcopy(base.model), example, pcfg,
-                                 calib_loader=loaders.calib, finetune=finetune)
-        except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
-            tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
-            steps.say(f"{kind} {amount}: skipped ({e})")
-            continue
-        logits = _torch_logits(result.model, test_x)
-        metrics = _metrics(test_y, logits, names)
-        drop = 100 * (base_metrics["accuracy"] - metrics["accuracy"])
+    for kind, amount in _pruning_attempts(profile.prune, cfg):
+        if kind == "unpruned":
+            result = _unpruned_result(copy.deepcopy(base.model), example)
+        else:
+            try:
+                result = prune_model(copy.deepcopy(base.model), example,
+                                     _prune_config(profile, cfg, kind, amount),
+                                     calib_loader=loaders.calib, finetune=finetune)
+            except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
+                tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
+                steps.say(f"{_level(kind, amount)}: skipped ({e})")
+                continue
+        logits = _torch_logits(result.model, val_x)
+        check = judge(logits)
         latency = cpu_latency_ms(result.model, example)["p50"]
         red = result.report["reduction"]
-        steps.say(f"{kind or 'profile schedule'} {amount or ''}: params -{100 * red['params']:.1f}%, "
-                  f"MACs -{100 * red['macs']:.1f}%, test accuracy {metrics['accuracy']:.4f} "
-                  f"(drop {drop:.2f} pp), host PyTorch latency {latency:.2f} ms")
-        tried.append({"kind": kind, "amount": amount, "reduction": red, "accuracy": metrics["accuracy"],
-                      "accuracy_drop_pp": drop, "host_torch_latency_ms": latency})
+        steps.say(f"{_level(kind, amount)}: params -{100 * red['params']:.1f}%, MACs "
+                  f"-{100 * red['macs']:.1f}%, {_budget_text(check)}, host PyTorch latency "
+                  f"{latency:.2f} ms")
+        tried.append({"kind": kind, "amount": amount, "level": _level(kind, amount),
+                      "reduction": red, "split": "val",
+                      "accuracy_drop_pp": check["accuracy_drop_pp"],
+                      "accuracy_drop_interval_pp": check["accuracy_drop_interval_pp"],
+                      "per_class": check["per_class"], "passed": check["passed"],
+                      "failures": check["failures"], "note": check["note"],
+                      "host_torch_latency_ms": latency})
         fast_enough = cfg.latency_budget_ms is None or latency <= cfg.latency_budget_ms
-        if drop <= cfg.max_accuracy_drop and fast_enough:
-            chosen = result, metrics, logits
+        if check["passed"] and fast_enough:
+            chosen = result, logits
+            if kind == "unpruned":
+                steps.fallback("shipping the UNPRUNED model: no pruning level met the accuracy "
+                               "budget on the validation split")
             break
         if cfg.latency_budget_ms is not None:
-            if drop > cfg.max_accuracy_drop:
+            if not check["passed"]:
                 break  # pruning more to get faster would only lose more accuracy
             continue  # latency search: prune more
-        steps.fallback(f"pruning {kind} {amount}: accuracy drop {drop:.2f} pp breaks the budget "
-                       f"{cfg.max_accuracy_drop} pp; falling back to less pruning")
+        steps.fallback(f"pruning {_level(kind, amount)}: {'; '.join(check['failures'])} "
+                       "(val split); falling back to less pruning")
     if chosen is None:
         raise EdgeXrayError(
             "no pruning level met the budgets: " + "; ".join(map(_describe_attempt, tried))
@@ -280,45 +361,66 @@ def _prune_within_budget(cfg, profile, base, data, work, base_metrics, test_x, t
             + (f" or --latency-budget-ms (now {cfg.latency_budget_ms}, host latency)"
                if cfg.latency_budget_ms is not None else "")
             + ", or train longer; nothing was shipped")
-    result, metrics, logits = chosen
-    report = dict(result.report, attempts=tried, finetune=finetune_log, host_torch_latency_ms={
-        "before": cpu_latency_ms(base.model, example)["p50"], "after": tried[-1]["host_torch_latency_ms"]})
+    result, logits = chosen
+    report = dict(result.report, attempts=tried, finetune=finetune_log,
+                  level=tried[-1]["level"], host_torch_latency_ms={
+                      "before": cpu_latency_ms(base.model, example)["p50"],
+                      "after": tried[-1]["host_torch_latency_ms"]})
     ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
                            model_options=base.model_options, class_names=base.class_names,
                            preprocess=base.preprocess, train_config=base.train_config,
-                           metrics={"test_accuracy": metrics["accuracy"]},
+                           metrics={"val_accuracy_drop_pp": tried[-1]["accuracy_drop_pp"]},
                            extra={**base.extra, "pruned_from": str(base.path), "prune": {
                                k: v for k, v in report.items() if k in ("method", "schedule",
-                                                                         "reduction", "config")}},
+                                                                         "reduction", "config",
+                                                                         "level")}},
                            force=True)
     atomic_write_json(work / "prune_report.json", _jsonable(report))
     from edgexray.checkpoint import load_checkpoint
-    return load_checkpoint(ckpt), report, metrics, logits
+    return load_checkpoint(ckpt), report, logits
+
+
+def _level(kind, amount) -> str:
+    if kind is None:
+        return "profile schedule"
+    if kind == "schedule":
+        return f"profile schedule x{amount}"
+    if kind == "unpruned":
+        return "unpruned (no pruning)"
+    return f"{kind} -{100 * amount:.0f}%"
 
 
 def _describe_attempt(t: dict) -> str:
     if "skipped" in t:
-        return f"{t['kind']} {t['amount']}: not reachable"
-    return (f"{t['kind'] or 'profile schedule'} {t['amount'] or ''}: drop "
-            f"{t['accuracy_drop_pp']:.2f} pp, host latency {t['host_torch_latency_ms']:.2f} ms")
+        return f"{_level(t['kind'], t['amount'])}: not reachable"
+    lo, hi = t["accuracy_drop_interval_pp"]
+    return (f"{t['level']}: val drop {t['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to "
+            f"{hi:.2f}){' [' + '; '.join(t['failures']) + ']' if t['failures'] else ''}, "
+            f"host latency {t['host_torch_latency_ms']:.2f} ms")
 
 
 def _pruning_attempts(p, cfg: BuildConfig) -> list[tuple[str | None, float | None]]:
     """Pruning levels to try, in order. Latency budget: more and more MAC reduction until the
-    host latency meets it. Otherwise the profile's own target, then less of it."""
+    host latency meets it. Otherwise the profile's own level (its target, or its schedule),
+    then lighter ones, then the unpruned model: a plain build always ships something."""
     if cfg.latency_budget_ms is not None:
         return [("macs", r) for r in (0.3, 0.45, 0.6, 0.7, 0.8, 0.85)]
     if p.target_params or p.target_macs:
         kind = "params" if p.target_params else "macs"
         goal = p.target_params or p.target_macs
-        return [(kind, round(goal - d, 2)) for d in (0.0, 0.1, 0.2, 0.3) if goal - d > 0.05]
-    return [(None, None)]
+        levels = [(kind, round(goal - d, 2)) for d in (0.0, 0.1, 0.2, 0.3) if goal - d > 0.05]
+    else:
+        levels = [(None, None), ("schedule", 0.5), ("schedule", 0.25)]
+    return levels + [("unpruned", None)]
 
 
-def _export(cfg, profile, pruned, data, work, precisions, ref_logits, test_x, test_y,
-            base_metrics, steps):
+def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val_y, judge,
+            steps):
+    """Export every precision, then check each file on the validation split: parity with the
+    pruned PyTorch model, and the accuracy budget against the unpruned model."""
     from edgexray.export.onnx import onnx_metadata, torch2onnx
     from edgexray.export.parity import parity as parity_check
+    from edgexray.export.runners import run_file
 
     exp = work / "export"
     exp.mkdir(exist_ok=True)
@@ -345,15 +447,15 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, test_x, te
                             "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts")
     results = {}
     for p, path in files.items():
-        results[p] = parity_check(ref_logits, test_y, path, test_x, list(pruned.class_names),
-                                  precision=p, max_accuracy_drop=cfg.max_accuracy_drop)
-        cand = results[p]["candidate"]
-        drop = 100 * (base_metrics["accuracy"] - cand["accuracy"])
-        results[p]["drop_vs_unpruned_pp"] = drop
-        steps.say(f"{path.name}: accuracy {cand['accuracy']:.4f} (drop vs unpruned {drop:.2f} pp), "
-                  f"top-1 agreement with PyTorch {results[p]['top1_agreement']:.4f}, "
-                  f"max |diff| {results[p]['max_abs_diff']:.2e}")
-    atomic_write_json(exp / "parity.json", _jsonable(results))
+        logits = run_file(path, val_x)
+        results[p] = parity_check(ref_logits, val_y, path, val_x, list(pruned.class_names),
+                                  precision=p, max_accuracy_drop=cfg.max_accuracy_drop,
+                                  candidate_logits=logits)
+        results[p]["split"] = "val"
+        results[p]["budget"] = check = judge(logits)
+        steps.say(f"{path.name}: {_budget_text(check)}, top-1 agreement with PyTorch "
+                  f"{results[p]['top1_agreement']:.4f}, max |diff| {results[p]['max_abs_diff']:.2e}")
+    atomic_write_json(exp / "parity_val.json", _jsonable(results))
     return files, results
 
 
@@ -367,26 +469,97 @@ def _calibration(ckpt, data, count: int, seed: int):
                           class_names=tuple(ckpt.class_names))
 
 
-def _choose_precision(profile, precisions, parity, base_metrics, budget, steps) -> str:
+def _choose_precision(profile, precisions, parity, budget, steps) -> str:
     """The profile's default precision when it holds the accuracy budget against the unpruned
-    FP32 model, else the next one in the profile's order that does."""
+    FP32 model on the validation split (metrics.budget_check), else the next one in the
+    profile's order that does."""
     order = [profile.default_precision] + [p for p in precisions if p != profile.default_precision]
     for p in order:
         if p not in parity:
             continue
         r = parity[p]
         fp_ok = p not in ("fp32", "fp16") or r["passed"]
-        if r["drop_vs_unpruned_pp"] <= budget and fp_ok:
+        if r["budget"]["passed"] and fp_ok:
             if p != profile.default_precision:
                 steps.fallback(f"shipping {p}: {profile.default_precision} broke the budget")
             return p
-        steps.fallback(f"{p} breaks the budget (drop {r['drop_vs_unpruned_pp']:.2f} pp > {budget} pp"
-                  + ("" if fp_ok else ", parity failed") + "); trying the next precision")
-    drops = ", ".join(f"{p}: {r['drop_vs_unpruned_pp']:.2f} pp" for p, r in parity.items())
+        steps.fallback(f"{p} breaks the budget ({_budget_text(r['budget'])}"
+                       + ("" if fp_ok else ", parity failed") + "); trying the next precision")
+    drops = ", ".join(f"{p}: {_budget_text(r['budget'])}" for p, r in parity.items())
     raise EdgeXrayError(
         f"no exported precision of {list(parity)} stays within {budget} pp of the unpruned FP32 "
-        f"model ({drops}); nothing was shipped. Relax --max-accuracy-drop, fine-tune longer (--finetune-epochs) or "
-        "prune less")
+        f"model on the validation split ({drops}); nothing was shipped. Relax "
+        "--max-accuracy-drop, fine-tune longer (--finetune-epochs) or prune less")
+
+
+def _selection_record(cfg, data, val_y, prune_report, val_parity, shipped) -> dict:
+    """What decided what: the manifest's "selection" block."""
+    groups = _split_groups(data, "val")
+    shipped_check = val_parity[shipped]["budget"]
+    return {
+        "split": "val", "n_images": int(len(val_y)),
+        "n_groups": None if groups is None else int(len(np.unique(groups))),
+        "test_split": "read once, after every choice, for the report only",
+        "budget": {"max_accuracy_drop_pp": cfg.max_accuracy_drop,
+                   "rule": "upper 95% paired-bootstrap bound of the accuracy drop vs the unpruned "
+                           "FP32 model <= budget, and no class's sensitivity drops by more than "
+                           "the budget (point estimate); both on the val split",
+                   "note": shipped_check["note"]},
+        "decisions": [
+            {"what": "pruning level", "split": "val", "chosen": prune_report["level"],
+             "fallback": prune_report["level"] != prune_report["attempts"][0].get(
+                 "level", _level(prune_report["attempts"][0]["kind"],
+                                 prune_report["attempts"][0]["amount"])),
+             "candidates": [{k: t.get(k) for k in ("level", "accuracy_drop_pp",
+                                                   "accuracy_drop_interval_pp", "passed",
+                                                   "failures", "skipped")}
+                            for t in prune_report["attempts"]]},
+            {"what": "precision", "split": "val", "chosen": shipped,
+             "candidates": [{"precision": p, "passed": r["budget"]["passed"],
+                             "parity_passed": r["passed"],
+                             "accuracy_drop_pp": r["budget"]["accuracy_drop_pp"],
+                             "accuracy_drop_interval_pp": r["budget"]["accuracy_drop_interval_pp"],
+                             "failures": r["budget"]["failures"]}
+                            for p, r in val_parity.items()]},
+            {"what": "INT8 calibration images", "split": "train",
+             "n_images": int(min(cfg.calib_count, len(data.labels["train"])))},
+        ],
+    }
+
+
+def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
+    """Every model of the comparison on the test split, with 95% intervals (over groups when
+    the split was grouped). Nothing here feeds back into a choice."""
+    from edgexray.export.parity import parity as parity_check
+    from edgexray.export.runners import run_file
+    from edgexray.metrics import bootstrap_intervals, paired_drop, softmax
+
+    names = list(base.class_names)
+    groups = _split_groups(data, "test")
+    base_logits = _torch_logits(base.model, test_x)
+    pruned_logits = _torch_logits(pruned.model, test_x)
+    base_metrics = _metrics(test_y, base_logits, names, True, groups, cfg.seed)
+    pruned_metrics = _metrics(test_y, pruned_logits, names, True, groups, cfg.seed)
+    parity = {}
+    for p, path in files.items():
+        logits = run_file(path, test_x)
+        parity[p] = r = parity_check(pruned_logits, test_y, path, test_x, names, precision=p,
+                                     max_accuracy_drop=cfg.max_accuracy_drop,
+                                     candidate_logits=logits)
+        r["split"] = "test"
+        r["candidate"]["ci95"] = bootstrap_intervals(test_y, softmax(logits), names, groups,
+                                                     seed=cfg.seed)
+        d = paired_drop(test_y, base_logits.argmax(1), logits.argmax(1), names, groups,
+                        seed=cfg.seed)
+        r["drop_vs_unpruned_pp"] = d["accuracy_drop_pp"]
+        r["drop_vs_unpruned_interval_pp"] = d["accuracy_drop_interval_pp"]
+    atomic_write_json(work / "export" / "parity.json", _jsonable(parity))
+    for label, m in (("unpruned FP32", base_metrics), ("pruned FP32", pruned_metrics),
+                     *((f"exported {p}", parity[p]["candidate"]) for p in parity)):
+        lo, hi = m["ci95"]["accuracy"]
+        steps.say(f"test: {label} accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}) on "
+                  f"{len(test_y)} images")
+    return base_metrics, pruned_metrics, parity
 
 
 def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
@@ -432,7 +605,8 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
               f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
               f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
     names = list(base.class_names)
-    onnx_metrics = {key: _metrics(test_y, run_file(path, test_x), names)
+    groups = _split_groups(data, "test")
+    onnx_metrics = {key: _metrics(test_y, run_file(path, test_x), names, True, groups, cfg.seed)
                     for key, path in (("ort", base_onnx), ("ort_int8", base_int8))}
     return {"summary": summary, "document": doc, "labels": labels, "entries": by_label,
             "onnx_metrics": onnx_metrics}
@@ -465,18 +639,29 @@ def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned
         if p == shipped:
             row.update(measured("shipped"), shipped=True)
         rows.append(row)
+    for row in rows:  # 95% bootstrap intervals on the test split
+        ci = row["metrics"]["ci95"]
+        row["accuracy_ci95"] = ci["accuracy"]
+        row["per_class_ci95"] = ci["per_class"]
     return rows
 
 
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
-            pruned_metrics, bench, steps, synthetic, test_y, out):
+            pruned_metrics, bench, steps, synthetic, test_y, out, selection):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
 
-    shipped_drop = parity[shipped]["drop_vs_unpruned_pp"]
-    budgets = {"max_accuracy_drop_pp": {"limit": cfg.max_accuracy_drop, "measured": shipped_drop,
-                                        "passed": shipped_drop <= cfg.max_accuracy_drop}}
+    chosen = next(c for c in selection["decisions"] if c["what"] == "precision")
+    check = next(c for c in chosen["candidates"] if c["precision"] == shipped)
+    budgets = {"max_accuracy_drop_pp": {
+        "limit": cfg.max_accuracy_drop, "split": "val", "measured": check["accuracy_drop_pp"],
+        "upper_95": check["accuracy_drop_interval_pp"][1], "passed": check["passed"],
+        "rule": "upper 95% bound of the paired drop, and every class's sensitivity drop "
+                "(point estimate), within the limit",
+        "note": selection["budget"]["note"],
+        "test_drop_pp": parity[shipped]["drop_vs_unpruned_pp"],
+        "test_drop_interval_pp": parity[shipped]["drop_vs_unpruned_interval_pp"]}}
     if cfg.latency_budget_ms is not None:
         host = prune_report["host_torch_latency_ms"]["after"]
         budgets["latency_budget_ms (host, PyTorch)"] = {
@@ -486,7 +671,12 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         "models": _model_rows(base, files, shipped, parity, prune_report, base_metrics,
                               pruned_metrics, bench),
         "reduction": prune_report["reduction"],
+        "selection": selection,
         "accuracy": {"split": "test", "n": int(len(test_y)),
+                     "ci95": {"unpruned_fp32": base_metrics["ci95"]["accuracy"],
+                              "pruned_fp32": pruned_metrics["ci95"]["accuracy"],
+                              **{f"exported_{p}": parity[p]["candidate"]["ci95"]["accuracy"]
+                                 for p in parity}},
                      "unpruned_fp32": base_metrics["accuracy"],
                      "pruned_fp32": pruned_metrics["accuracy"],
                      **{f"exported_{p}": parity[p]["candidate"]["accuracy"] for p in parity}},
@@ -495,7 +685,7 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         "budgets": budgets,
         "fallbacks": steps.fallbacks,
         "prune": {k: prune_report[k] for k in ("method", "criterion", "schedule", "config",
-                                               "spine_widths", "attempts", "target")
+                                               "spine_widths", "attempts", "target", "level")
                   if k in prune_report},
         "channels_kept": prune_report.get("layers"),
         "host_benchmark": bench["summary"],
@@ -567,14 +757,25 @@ def _jsonable(obj):
 def format_summary(summary: dict) -> str:
     red = summary["reduction"]
     b = summary["bench"]
+    ci = summary["intervals"]
+    sel = summary["selection"]
+
+    def acc(value, interval):
+        return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
+
     rows = [("artifact", summary["artifact"]),
             ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
+            ("pruning level", summary["pruning_level"]),
             ("shipped precision", summary["shipped_precision"]),
+            ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
+            *[("fallback", f) for f in summary["fallbacks"]],
+            *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
             ("params removed", f"{100 * red['params']:.1f}%"),
             ("MACs removed", f"{100 * red['macs']:.1f}%"),
-            ("test accuracy unpruned FP32", f"{summary['unpruned']:.4f}"),
-            ("test accuracy pruned FP32", f"{summary['pruned']:.4f}"),
-            *[(f"test accuracy exported {p}", f"{a:.4f}") for p, a in summary["exported"].items()],
+            ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
+            ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
+            *[(f"test accuracy exported {p}", acc(a, ci[p]))
+              for p, a in summary["exported"].items()],
             *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
             ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
             ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),

@@ -188,10 +188,19 @@ def _comparison(models: list) -> str:
     rows = [{"model": l, "format": m.get("format"), "precision": m.get("precision"),
              "params": m.get("params"), "MACs": m.get("macs"), "size (bytes)": m.get("size_bytes"),
              "latency p50 (ms)": _latency(m), "accuracy": _accuracy(m),
+             "accuracy 95% CI": _ci(m.get("accuracy_ci95")),
+             "sensitivity per class (95% CI)": "; ".join(
+                 f"{c} {100 * v['sensitivity']:.1f}% ({_ci(m['per_class_ci95'][c]['sensitivity'])})"
+                 for c, v in (m.get("metrics") or {}).get("per_class", {}).items()
+                 if c in (m.get("per_class_ci95") or {})),
              "shipped": "shipped" if m.get("shipped") else ""} for l, m in zip(labels, models)]
     note = ('<p class="sub">Latency is measured on the build host, not on the device; run '
             '<code>python run.py bench</code> on the device for its own numbers.</p>')
     return (_figures(plots) if plots else "") + _table(rows) + note
+
+
+def _ci(interval) -> str | None:
+    return f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f}%" if interval else None
 
 
 def _budgets(budgets, fallbacks) -> str:
