@@ -62,7 +62,7 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike, force: bool) -> Path:
     """Move a finished directory into place; the final path appears complete or not at all."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
-    refuse_existing(final_dir, force)
+    refuse_existing(final_dir, force, folder=True)  # --force replaces a folder, never a file
     os.chmod(tmp_dir, DIR_MODE)
     if final_dir.exists():
         trash = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")

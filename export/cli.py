@@ -74,7 +74,7 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         raise EdgeXrayError(f"--max-accuracy-drop {max_accuracy_drop}; must be >= 0 (percentage "
                             "points, e.g. 1.0)")
     out_dir = out_dir or Path(checkpoint).parent / "export"
-    refuse_existing(out_dir, force)
+    refuse_existing(out_dir, force, "export output folder", folder=True)
     ckpt = load_checkpoint(checkpoint)
     needs_calib = any(f == "tflite" or p == "int8" for f, p in plan)
     # without --data/--split, parity runs on the held-out split of the checkpoint's own data

@@ -268,6 +268,10 @@ def test_out_is_a_file_even_with_force(trained, d18, tmp_path):
                       "is a file")
     assert_user_error(cli("evaluate", trained["ckpt"], "--out", target, "--force"),
                       "is a file, not a folder")
+    assert_user_error(cli("prune", trained["ckpt"], "--out", target, "--force"),
+                      "is a file, not a folder")
+    assert_user_error(cli("export", trained["ckpt"], "--formats", "onnx", "--precisions", "fp32",
+                          "--out", target, "--force"), "is a file, not a folder")
     assert snapshot(tmp_path) == before
 
 

@@ -110,7 +110,7 @@ def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_metho
     from edgexray.prune import report
     from edgexray.prune.stage import load_data
 
-    refuse_existing(out, force, "output folder")
+    refuse_existing(out, force, "output folder", folder=True)
     methods = None
     if compare_methods:
         from edgexray.prune.compare import parse_methods

@@ -136,7 +136,7 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     cfg.validate()
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, force, "prune output folder")
+    refuse_existing(out_dir, force, "prune output folder", folder=True)
     ckpt = load_checkpoint(ckpt_path)
     from edgexray.prune.importance import get_importance
     needs_data = get_importance(cfg.method).needs_data or cfg.finetune_epochs > 0
