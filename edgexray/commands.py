@@ -179,25 +179,28 @@ def format_metrics(m: dict) -> str:
 @click.option("--out", default="artifacts", show_default=True, type=click.Path(),
               help="Where the artifact folder + zip and the build-<target>/ work folder go.")
 @click.option("--arch", default="resnet18_cbam", show_default=True)
-@click.option("--size", type=click.IntRange(min=8),
+@click.option("--size", type=click.IntRange(min=8), callback=SIZE,
               help="Input side (default: the profile's input_size; demo 96).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, callback=WIDTH,
               show_default=True)
 @click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
 @click.option("--weights", type=click.Path(), help="Local ImageNet weights file (offline).")
 @click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              callback=number(0, 100, example="1.0"),
               help="Percentage points allowed below the unpruned FP32 model (held-out split).")
 @click.option("--latency-budget-ms", type=click.FloatRange(min=0, min_open=True),
+              callback=number(0, lo_open=True, example="50"),
               help="Host latency goal (ms, this machine) for the pruning search.")
 @click.option("--precisions", help="Comma list overriding the profile's precisions (fallback order).")
 @click.option("--calib-count", type=click.IntRange(min=1), default=200, show_default=True,
               help="INT8 calibration images from the training split (all, when fewer).")
 @click.option("--bench-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0,
+              callback=number(0, 3600, lo_open=True, example="3"),
               show_default=True)
 @click.option("--no-verify-arm", is_flag=True, help="Skip the emulated-ARM check.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weights, epochs,
           finetune_epochs, max_accuracy_drop, latency_budget_ms, precisions, calib_count,

@@ -130,6 +130,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
     try:
         manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
                              list(class_names), preprocess, output_kind)
+        _add_mobile_files(tmp, manifest)
         _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
         _write_text(tmp / "README.md", render_readme(manifest))
         seal_artifact(tmp, manifest)  # verify() runs run.py, which checks the seal
@@ -158,6 +159,15 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
 
 
 # ----------------------------------------------------------------------------- manifest
+
+def _add_mobile_files(tmp: Path, manifest: dict) -> None:
+    """TFLite Model Metadata in every .tflite, .ort files for ONNX Runtime; before the seal."""
+    from edgexray.export.ort_mobile import embed_ort
+    from edgexray.export.tflite_metadata import embed_metadata
+
+    embed_metadata(tmp, manifest)
+    embed_ort(tmp, manifest)  # .ort + operator config where the runtime is ONNX Runtime
+
 
 def _check_inputs(target, precision, model_files, manifest_fields, class_names, output_kind):
     if precision not in model_files:
@@ -380,7 +390,9 @@ def render_readme(manifest: dict) -> str:
     else:
         mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(
             runtime=prof["runtime"])
-    values["mobile"] = mobile
+    from edgexray.export.ort_mobile import readme_section as ort_readme
+
+    values["mobile"] = mobile + ort_readme(manifest)
     values["measured"] = _measured_table(manifest.get("models"))
     readme = Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
     if manifest.get("synthetic_data"):

@@ -149,7 +149,7 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     assert folder == tmp_path / "x86-64-tiny_cbam-fp32"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["README.md", "checksums.sha256", "labels.txt", "manifest.json", "model.onnx",
-                     "report.html", "run.py"]
+                     "model.ort", "report.html", "required_operators_and_types.config", "run.py"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name, folder.name + ".zip"]
 
     m = json.loads((folder / "manifest.json").read_text())
@@ -321,7 +321,21 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
     assert manifest_problems(m) == []
     assert m["model"]["file"] == "model.tflite" and m["model"]["delegate"] == "xnnpack"
     assert m["variants"]["fp32"]["file"] == "model_fp32.tflite"
-    assert (folder / "model_fp32.tflite").read_bytes() == tflite_models["fp32"].read_bytes()
+    # the same network with TFLite Model Metadata added: labels inside, outputs bit-identical
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgexray.export.tflite_metadata import read_tflite_metadata
+    shipped = folder / "model_fp32.tflite"
+    assert read_tflite_metadata(shipped.read_bytes())["files"]["labels.txt"] == b"normal\npneumonia\n"
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 1)).astype(np.float32)
+    outs = []
+    for path in (shipped, tflite_models["fp32"]):
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outs[0], outs[1])
     inp, out = m["input"], m["output"]
     assert inp["shape"] == [1, 32, 32, 1] and inp["layout"] == "NHWC" and inp["dtype"] == "int8"
     assert out["dtype"] == "int8" and out["quantization"]["scale"] > 0

@@ -1,0 +1,271 @@
+"""The artifact in a mobile app: TFLite Model Metadata read back by MediaPipe's own extractor
+(in a fresh virtualenv with only mediapipe), outputs unchanged by it, on real chest X-rays."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgexray.devices import load_profile
+from edgexray.export.bundle import write_artifact
+from edgexray.export.tflite_metadata import (LABELS_FILE, MANIFEST_FILE, MIN_PARSER_VERSION,
+                                             NOT_A_MEDICAL_DEVICE, read_tflite_metadata)
+from edgexray.imageio import read_gray
+from edgexray.preprocess import Preprocess, resize_square
+
+SIZE = 64
+CLASSES = ["NORMAL", "PNEUMONIA"]
+PRE = Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,))
+N_IMAGES = 50
+# 0.10.21: the last release whose Python metadata module imports (1.x ships it without the
+# _pywrap_metadata_version extension it needs)
+MEDIAPIPE = "mediapipe==0.10.21"
+CACHE = Path(os.environ.get("EDGEXRAY_TEST_CACHE", Path.home() / ".cache" / "edgexray-tests"))
+
+TFLITE_SCRIPT = textwrap.dedent(f"""
+    import sys, numpy as np, tensorflow as tf
+    tf.keras.utils.set_random_seed(0)
+    m = tf.keras.Sequential([tf.keras.Input(({SIZE}, {SIZE}, 1)),
+                             tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2)])
+    calib = np.load(sys.argv[2])
+    def rep():
+        for x in calib:
+            yield [x[None]]
+    c = tf.lite.TFLiteConverter.from_keras_model(m)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = rep
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    open(sys.argv[1], "wb").write(c.convert())
+""")
+
+
+@pytest.fixture(scope="module")
+def chest_images(chest_dir) -> list[Path]:
+    """N_IMAGES real chest X-rays, both classes, a fixed choice."""
+    per = N_IMAGES // 2
+    return [p for c in CLASSES for p in sorted((chest_dir / c).glob("*.jpeg"))[:per]]
+
+
+@pytest.fixture(scope="module")
+def chest_nhwc(chest_images) -> np.ndarray:
+    """The images as the model sees them: normalized float32 NHWC (1 channel)."""
+    x = PRE.normalize(np.stack([resize_square(read_gray(p), SIZE) for p in chest_images]))
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, chest_nhwc) -> Path:
+    """A real full-integer INT8 TFLite (int8 in/out) at 64 px, calibrated on the real images."""
+    d = tmp_path_factory.mktemp("mobile-model")
+    np.save(d / "calib.npy", chest_nhwc[:16])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(d / "model_int8.tflite"),
+                    str(d / "calib.npy")], check=True, env=env, capture_output=True, timeout=600)
+    return d / "model_int8.tflite"
+
+
+@pytest.fixture(scope="module")
+def android_artifact(tmp_path_factory, int8_model) -> Path:
+    fields = {"reduction": {"params": 0.896, "macs": 0.7},
+              "accuracy": {"exported_int8": 0.9827}, "config": {"data_dir": "/data/chest-xray"}}
+    return write_artifact(tmp_path_factory.mktemp("mobile-artifact"),
+                          target=load_profile("android-arm64"), arch="tiny_cbam",
+                          precision="int8", model_files={"int8": int8_model},
+                          manifest_fields=fields, class_names=CLASSES, preprocess=PRE)
+
+
+@pytest.fixture(scope="session")
+def mediapipe_python() -> Path:
+    """python of a virtualenv holding only mediapipe (no torch, no tensorflow), made once per
+    machine under the cache dir; skips with pip's reason where mediapipe cannot install."""
+    venv = CACHE / f"venv-{MEDIAPIPE.replace('==', '-')}"
+    python, stamp = venv / "bin" / "python", venv / ".installed"
+    if not stamp.is_file():
+        shutil.rmtree(venv, ignore_errors=True)  # a half-made one from a killed run
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        r = subprocess.run([str(python), "-m", "pip", "install", "-q", MEDIAPIPE],
+                           capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            pytest.skip(f"{MEDIAPIPE} cannot be installed here: {r.stderr.strip()[-400:]}")
+        stamp.write_text(MEDIAPIPE + "\n")
+    return python
+
+
+def mediapipe_run(python: Path, script: str, *args) -> dict:
+    r = subprocess.run([str(python), "-c", textwrap.dedent(script), *map(str, args)],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def litert_outputs(path: Path, inputs_q: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    outs = []
+    for x in inputs_q:
+        it.set_tensor(i, x[None])
+        it.invoke()
+        outs.append(it.get_tensor(o)[0].copy())
+    return np.stack(outs)
+
+
+# ------------------------------------------------------------------------ TFLite Model Metadata
+
+def test_metadata_outputs_bit_identical(android_artifact, int8_model, chest_nhwc):
+    """Metadata changes no value: same int8 outputs with and without it on 50 real X-rays."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(int8_model))
+    scale, zero = it.get_input_details()[0]["quantization"]
+    q = np.clip(np.round(chest_nhwc / scale) + zero, -128, 127).astype(np.int8)
+    plain = litert_outputs(int8_model, q)
+    shipped = android_artifact / "model.tflite"
+    assert shipped.read_bytes() != int8_model.read_bytes()  # the metadata is there
+    with_meta = litert_outputs(shipped, q)
+    assert len(q) == N_IMAGES and with_meta.dtype == np.int8
+    np.testing.assert_array_equal(with_meta, plain)
+    assert np.ptp(plain.astype(int)) > 0  # outputs vary with the image: a real comparison
+
+
+def test_metadata_roundtrip(android_artifact):
+    """labels (TENSOR_AXIS_LABELS), normalization on the 0-255 scale and the manifest JSON."""
+    manifest = json.loads((android_artifact / "manifest.json").read_text())
+    md = read_tflite_metadata((android_artifact / "model.tflite").read_bytes())
+    assert md["author"] == "edgexray" and md["name"] == manifest["name"]
+    assert md["min_parser_version"] == MIN_PARSER_VERSION
+    assert NOT_A_MEDICAL_DEVICE in md["description"] and "tiny_cbam" in md["description"]
+    assert "90% fewer params" in md["description"] and "'chest-xray'" in md["description"]
+    assert md["input"]["color_space"] == "GRAYSCALE" and md["input"]["size"] == [SIZE, SIZE]
+    assert md["input"]["mean"] == [127.5] and md["input"]["std"] == [63.75]
+    assert md["input"]["min"] == [-2.0] and md["input"]["max"] == [2.0]
+    assert md["output"]["files"] == {LABELS_FILE: 2}  # AssociatedFileType.TENSOR_AXIS_LABELS
+    assert md["files"][LABELS_FILE].decode().splitlines() == CLASSES
+    sub = json.loads(md["files"][MANIFEST_FILE])
+    assert sub["class_names"] == CLASSES and sub["input"] == manifest["input"]
+    assert sub["preprocess"] == manifest["preprocess"] and sub["precision"] == "int8"
+    # the artifact's own manifest and seal cover the file with its metadata
+    assert manifest["files"]["model.tflite"]["bytes"] == (android_artifact / "model.tflite").stat().st_size
+    assert manifest["variants"]["int8"]["bytes"] == manifest["files"]["model.tflite"]["bytes"]
+
+
+def test_run_py_verify_with_metadata(android_artifact):
+    r = subprocess.run([sys.executable, "run.py", "verify"], cwd=android_artifact,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+MP_READ_METADATA = """
+    import json, sys
+    from mediapipe.tasks.python.metadata import metadata
+    from mediapipe.tasks.cc.metadata.python import _pywrap_metadata_version as v
+    buf = open(sys.argv[1], "rb").read()
+    d = metadata.MetadataDisplayer.with_model_buffer(buf)
+    meta = json.loads(d.get_metadata_json())
+    files = {n: d.get_associated_file_buffer(n).decode() for n in d.get_packed_associated_file_list()}
+    print(json.dumps({"meta": meta, "files": files,
+                      "needed": v.GetMinimumMetadataParserVersion(d.get_metadata_buffer()),
+                      "torch_or_tf": [m for m in ("torch", "tensorflow") if m in sys.modules]}))
+"""
+
+
+def test_metadata_read_by_mediapipe(android_artifact, mediapipe_python):
+    """MediaPipe's MetadataDisplayer (the C++ schema parser behind Tasks) reads what we wrote."""
+    out = mediapipe_run(mediapipe_python, MP_READ_METADATA, android_artifact / "model.tflite")
+    meta, files = out["meta"], out["files"]
+    assert out["needed"] == MIN_PARSER_VERSION == meta["min_parser_version"]
+    assert out["torch_or_tf"] == []
+    assert meta["author"] == "edgexray" and "Not a medical device" in meta["description"]
+    sub = meta["subgraph_metadata"][0]
+    inp, outp = sub["input_tensor_metadata"][0], sub["output_tensor_metadata"][0]
+    assert inp["content"]["content_properties"]["color_space"] == "GRAYSCALE"
+    assert inp["process_units"][0]["options"] == {"mean": [127.5], "std": [63.75]}
+    assert outp["associated_files"][0] == {
+        "name": LABELS_FILE, "description": "Class names, one per line, in output order.",
+        "type": "TENSOR_AXIS_LABELS"}
+    assert files[LABELS_FILE].splitlines() == CLASSES
+    manifest = json.loads((android_artifact / "manifest.json").read_text())
+    assert json.loads(files[MANIFEST_FILE])["input"] == manifest["input"]
+
+
+# ------------------------------------------------------------------------ ONNX Runtime Mobile
+
+def make_onnx(path: Path) -> Path:
+    """A real ONNX classifier at 64 px: Conv(1->8, 3x3) -> ReLU -> GlobalAveragePool -> Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.normal(0, 1, (2, 8)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def x86_artifact(tmp_path_factory) -> Path:
+    onnx_path = make_onnx(tmp_path_factory.mktemp("mobile-onnx") / "model_fp32.onnx")
+    return write_artifact(tmp_path_factory.mktemp("ort-artifact"), target=load_profile("x86-64"),
+                          arch="tiny_cbam", precision="fp32", model_files={"fp32": onnx_path},
+                          manifest_fields={}, class_names=CLASSES, preprocess=PRE)
+
+
+def test_ort_format_written_and_loaded(x86_artifact, chest_nhwc):
+    """model.ort beside model.onnx, loaded by onnxruntime, same outputs on 50 real X-rays."""
+    import onnxruntime as ort
+
+    from edgexray.export.ort_mobile import ORT_CONFIG
+
+    manifest = json.loads((x86_artifact / "manifest.json").read_text())
+    info = manifest["ort_mobile"]
+    assert info["files"]["fp32"]["file"] == "model.ort" and info["target_platform"] == "amd64"
+    assert {"model.ort", ORT_CONFIG} <= set(manifest["files"])  # sealed with the rest
+    x = np.ascontiguousarray(chest_nhwc.transpose(0, 3, 1, 2))
+    outs = {}
+    for name in ("model.onnx", "model.ort"):
+        sess = ort.InferenceSession(str(x86_artifact / name), providers=["CPUExecutionProvider"])
+        outs[name] = np.concatenate([sess.run(None, {"input": xi[None]})[0] for xi in x])
+    assert outs["model.ort"].shape == (N_IMAGES, 2)
+    np.testing.assert_allclose(outs["model.ort"], outs["model.onnx"], rtol=1e-5, atol=1e-5)
+    assert (outs["model.ort"].argmax(1) == outs["model.onnx"].argmax(1)).all()
+    config = (x86_artifact / ORT_CONFIG).read_text()
+    assert "# - model.ort\n" in config and "/tmp" not in config
+    assert all(op in config for op in ("Conv", "GlobalAveragePool", "Flatten", "Gemm"))
+    readme = (x86_artifact / "README.md").read_text()
+    assert f"--include_ops_by_config {ORT_CONFIG}" in readme and "`model.ort`" in readme
+    r = subprocess.run([sys.executable, "run.py", "verify"], cwd=x86_artifact,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ort_not_written_for_litert(android_artifact):
+    manifest = json.loads((android_artifact / "manifest.json").read_text())
+    assert "ort_mobile" not in manifest and not list(android_artifact.glob("*.ort"))
