@@ -132,9 +132,13 @@ def test_cheap_numeric_options_of_train(d18, tmp_path, args, match):
     assert not any(tmp_path.iterdir())
 
 
-def test_build_calib_count_0_is_refused_before_training(tmp_path):
-    result = cli("build", "--out", tmp_path / "a", "--calib-count", 0)
-    assert result.exit_code == 2 and "Traceback" not in result.output
+@pytest.mark.parametrize("args", [("--calib-count", 0), ("--width", "nan"), ("--size", 100000),
+                                  ("--max-accuracy-drop", "nan"), ("--bench-seconds", "inf"),
+                                  ("--seed", -1)])
+def test_build_numbers_are_refused_before_any_work(tmp_path, args):
+    result = cli("build", "--out", tmp_path / "a", *args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert sum(ln.lower().startswith("error:") for ln in result.output.splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
 
