@@ -377,7 +377,7 @@ def test_cli_defaults_to_the_checkpoints_data_and_splits(tiny_checkpoint, tmp_pa
     out = tmp_path / "exp"
     with caplog.at_level(logging.WARNING):
         run = _cli(tiny_checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--out", out,
-                   "--max-accuracy-drop", "100")
+                   "--max-accuracy-drop", "100", "--onnx-scheme", "u8s8-rr")
     assert run.exit_code == 0, run.output
     splits = json.loads((tiny_checkpoint.parent / "splits.json").read_text())
     report = json.loads((out / "parity.json").read_text())
