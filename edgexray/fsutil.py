@@ -116,7 +116,7 @@ def staged_dir(final_dir: str | os.PathLike, force: bool, what: str = "output fo
     `merge` (with `force`) moves the results into an existing folder entry by entry instead of
     replacing the whole folder. An unwritable location is an EdgeXrayError.
     """
-    final_dir = Path(final_dir)
+    final_dir = Path(os.path.abspath(final_dir))  # "." has no name to derive the work folder from
     refuse_existing(final_dir, force, what, folder=True)
     try:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
