@@ -103,7 +103,10 @@ def _list_archs(ctx, param, value):
                                               "val_roc_auc"]), default="val_loss", show_default=True)
 @click.option("--split", default="0.6,0.2,0.2", show_default=True, help="train,val,test fractions.")
 @click.option("--group-regex", help=r"Keep images sharing this regex's first group (e.g. a "
-                                    r"patient id '(person\d+)_') in one split.")
+                                    r"patient id '(person\d+)_') in one split. Default: a "
+                                    "patient key detected in the file names (personN_, IM-NNNN-, "
+                                    "patientN) or DICOM PatientID.")
+@click.option("--no-group", is_flag=True, help="Split images independently (no patient key).")
 @click.option("--splits", type=click.Path(), help="Reuse an existing splits.json.")
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -112,8 +115,8 @@ def _list_archs(ctx, param, value):
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
 def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm, epochs,
           batch_size, lr, optimizer, schedule, label_smoothing, loss, class_weighted, oversample,
-          mixup, noise, blur, no_augment, patience, monitor, split, group_regex, splits, seed,
-          device, strict, force):
+          mixup, noise, blur, no_augment, patience, monitor, split, group_regex, no_group, splits,
+          seed, device, strict, force):
     """Train a classifier on an image folder; writes OUT/model.pt and its splits."""
     from edgexray.data import AugmentConfig, SplitConfig
     from edgexray.models import model_info
@@ -129,7 +132,8 @@ def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm,
                     schedule=schedule, label_smoothing=label_smoothing, loss=loss,
                     class_weighted=class_weighted, oversample=oversample, mixup_alpha=mixup,
                     patience=patience, monitor=monitor, seed=seed, device=device),
-        split_cfg=SplitConfig(train_frac, val_frac, test_frac, seed=seed, group_regex=group_regex),
+        split_cfg=SplitConfig(train_frac, val_frac, test_frac, seed=seed, group_regex=group_regex,
+                              auto_group=not no_group),
         augment=None if no_augment else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup),
         splits=splits, strict=strict, force=force)
     best = run.result.history[run.result.best_epoch - 1]
@@ -148,15 +152,21 @@ def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm,
 @click.option("--tta", is_flag=True, help="Test-time augmentation (average with the mirror image).")
 @click.option("--gradcam", type=int, default=0, show_default=True,
               callback=number(0, example="8"), help="Write Grad-CAM overlays for N test images.")
+@click.option("--test-data", type=click.Path(),
+              help="Evaluate on this external folder (same class folders) instead of a split.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
-def evaluate(ckpt, data_dir, split, out, tta, gradcam, force):
+def evaluate(ckpt, data_dir, split, out, tta, gradcam, test_data, force):
     """Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."""
     from edgexray.evaluate import evaluate_checkpoint
 
-    out = out or str(Path(ckpt).parent / f"eval-{split}")
+    out = out or str(Path(ckpt).parent / ("eval-external" if test_data else f"eval-{split}"))
     m = evaluate_checkpoint(ckpt, out, data_dir=data_dir, split=split, tta=tta, gradcam=gradcam,
-                            force=force)
+                            force=force, test_data=test_data)
     click.echo(format_metrics(m))
+    if test_data:
+        from edgexray.external import format_lines
+        doc = dict(m["external"], models={"checkpoint": m})
+        click.echo("\n".join(f"{k}: {v}" for k, v in format_lines(doc)))
     click.echo(f"wrote {Path(out) / 'metrics.json'}")
 
 
@@ -200,11 +210,17 @@ def format_metrics(m: dict) -> str:
               callback=number(0, 3600, lo_open=True, example="3"),
               show_default=True)
 @click.option("--no-verify-arm", is_flag=True, help="Skip the emulated-ARM check.")
+@click.option("--group-regex", help=r"Patient key of the file names for the splits, e.g. "
+                                    r"'(person\d+)_' (default: detected, see `train --help`).")
+@click.option("--no-group", is_flag=True, help="Split images independently (no patient key).")
+@click.option("--test-data", type=click.Path(),
+              help="External test folder (other patients, same class folders): every model is "
+                   "scored on it at the end; never used for a choice.")
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weights, epochs,
           finetune_epochs, max_accuracy_drop, latency_budget_ms, precisions, calib_count,
-          bench_seconds, no_verify_arm, seed, force):
+          bench_seconds, no_verify_arm, group_regex, no_group, test_data, seed, force):
     """Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."""
     from edgexray.pipeline import BuildConfig, build as run_build, format_summary
 
@@ -214,6 +230,7 @@ def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weig
                       max_accuracy_drop=max_accuracy_drop, latency_budget_ms=latency_budget_ms,
                       precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
                       calib_count=calib_count, bench_seconds=bench_seconds,
-                      verify_arm=not no_verify_arm, seed=seed, force=force)
+                      verify_arm=not no_verify_arm, group_regex=group_regex, group=not no_group,
+                      test_data=test_data, seed=seed, force=force)
     summary = run_build(cfg)
     click.echo(format_summary(summary))

@@ -53,9 +53,12 @@ def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits
 
 
 def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", tta: bool = False,
-                        gradcam: int = 0, force: bool = False, progress: bool = True) -> dict:
+                        gradcam: int = 0, force: bool = False, progress: bool = True,
+                        test_data=None) -> dict:
     """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
-    distribution) and `gradcam` Grad-CAM overlays; return the metrics."""
+    distribution) and `gradcam` Grad-CAM overlays; return the metrics. With `test_data` (an
+    external folder of other patients) that folder is scored instead of `split`, with 95%
+    intervals and its overlap with the training folder (edgexray.external)."""
     if split not in ("train", "val", "test"):
         raise EdgeXrayError(f"split {split!r}; allowed: train, val, test")
     if not isinstance(gradcam, int) or gradcam < 0:
@@ -64,14 +67,24 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     out_dir = Path(out_dir)
     refuse_existing(out_dir, force, "evaluation output folder", folder=True)
     ckpt = load_checkpoint(ckpt_path)
+    ext = None
+    if test_data is not None:
+        from edgexray import external
+        ext = external.load_external(test_data, ckpt.class_names, ckpt.preprocess.size,
+                                     data_dir or ckpt.extra.get("data_dir"), progress)
     data = held_out_data(ckpt, data_dir, progress)
     arrays, labels = data.arrays[split], data.labels[split]
+    if ext is not None:
+        split, arrays, labels = "external", ext.arrays, ext.labels
     if len(labels) == 0:
         raise EdgeXrayError(f"the {split} split is empty; choose --split val or re-split the data")
     inputs = ckpt.preprocess.normalize(arrays)
     probs = predict_proba(ckpt.model, inputs, tta=tta)
     names = list(ckpt.class_names)
     metrics = classification_metrics(labels, probs, names)
+    if ext is not None:
+        metrics = external.metrics_of(ext, probs)
+        metrics["external"] = external.block(ext, {})
     metrics.update(split=split, tta=tta, checkpoint=str(Path(ckpt_path).resolve()),
                    arch=ckpt.arch, synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists())
     with staged_dir(out_dir, force, "evaluation output folder", merge=True) as work:

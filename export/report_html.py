@@ -16,13 +16,14 @@ from string import Template
 _DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
           "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
           "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
-          "config"}
+          "config", "external", "grouping", "leakage"}
 
 
 def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
     models = [m for m in manifest.get("models") or [] if isinstance(m, dict)]
     sections = [
         _section("Before and after", _comparison(models)),
+        _section("External test set (other patients)", _external(manifest, models)),
         _section("Budgets", _budgets(manifest.get("budgets"), manifest.get("fallbacks"))),
         _section("Channels kept per layer", _channels(manifest.get("channels_kept"))),
         _section("Confusion matrices (held-out split)", _confusions(models)),
@@ -338,3 +339,47 @@ def _provenance(manifest: dict) -> str:
 def _details(title: str, obj) -> str:
     return (f"<details><summary>{html.escape(title)}</summary><pre>"
             f"{html.escape(json.dumps(obj, indent=2, default=str))}</pre></details>")
+
+
+def _external(manifest: dict, models: list) -> str:
+    """Every model on the external test set beside its internal test figure, the overlap
+    warnings, the splits' patient key and the leakage guard's findings."""
+    ext, grouping, leak = manifest.get("external"), manifest.get("grouping"), manifest.get("leakage")
+    out = ""
+    if isinstance(grouping, dict):
+        out += ("<p>Splits grouped by patient key <code>" + html.escape(str(grouping.get("key")))
+                + f"</code> ({html.escape(str(grouping.get('source')))}; "
+                  f"{grouping.get('groups', 0)} groups)</p>" if grouping.get("groups") else
+                f"<p>Splits not grouped by patient: {html.escape(str(grouping.get('source')))}</p>")
+    if isinstance(leak, dict):
+        out += (f"<p>Leakage guard: {leak.get('exact_duplicate_clusters')} exact and "
+                f"{leak.get('near_duplicate_clusters')} near-duplicate clusters, "
+                f"{leak.get('conflicting_labels')} with conflicting labels, "
+                f"{leak.get('across_splits')} across splits.</p>")
+    if not isinstance(ext, dict):
+        return out + _missing("No external test set (--test-data): every accuracy in this report "
+                              "comes from a split of the training folder, i.e. the training "
+                              "cohort; it says little about other patients or sites.")
+    for w in ext.get("warnings") or []:
+        out += f'<p class="bad"><strong>{html.escape(w)}</strong></p>'
+    rows = []
+    for m in models:
+        e = m.get("external") or {}
+        if "accuracy" not in e:
+            rows.append({"model": m.get("label"), "external accuracy": "not evaluated"})
+            continue
+        pc, pci = e.get("per_class") or {}, e.get("per_class_ci95") or {}
+        rows.append({
+            "model": str(m.get("label")) + (" (shipped, via run.py)" if m.get("shipped") else ""),
+            "internal test accuracy": _accuracy(m),
+            "external accuracy": e["accuracy"], "95% CI": _ci(e.get("accuracy_ci95")),
+            "external ROC-AUC": e.get("roc_auc"), "AUC 95% CI": _ci(e.get("roc_auc_ci95")),
+            "sensitivity (95% CI)": "; ".join(
+                f"{c} {100 * v['sensitivity']:.1f}% ({_ci((pci.get(c) or {}).get('sensitivity'))})"
+                for c, v in pc.items()),
+            "specificity (95% CI)": "; ".join(
+                f"{c} {100 * v['specificity']:.1f}% ({_ci((pci.get(c) or {}).get('specificity'))})"
+                for c, v in pc.items())})
+    return (out + f"<p>{ext.get('n')} images {html.escape(json.dumps(ext.get('counts')))} from "
+            f"<code>{html.escape(str(ext.get('data')))}</code>, scored once at the end, never used "
+            f"for a choice; {html.escape(str(ext.get('intervals')))}.</p>" + _table(rows))
