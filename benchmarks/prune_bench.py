@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="cbam,l1")
     ap.add_argument("--threads", type=int, default=1, help="latency threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--group-regex", help="patient key of the file names (default: detected)")
+    ap.add_argument("--no-group", action="store_true", help="split images independently")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "prune_bench")
     ap.add_argument("--checkpoint", type=Path,
                     help="reuse OUT/train/model.pt of an earlier run with the same --images/--seed "
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
     import torch
 
     from edgexray.checkpoint import load_checkpoint
+    from edgexray.data import SplitConfig
     from edgexray.prune import PruneConfig, measure, prune_checkpoint
     from edgexray.prune.stage import evaluate, load_data
     from edgexray.train import ModelConfig, TrainConfig, train_folder
@@ -75,7 +78,10 @@ def main(argv=None) -> int:
         else:
             ckpt_path = train_folder(folder, args.out / "train",
                                      ModelConfig(arch="resnet18_cbam", size=args.size, width=args.width),
-                                     TrainConfig(epochs=args.epochs, seed=args.seed), force=True).checkpoint
+                                     TrainConfig(epochs=args.epochs, seed=args.seed),
+                                     split_cfg=SplitConfig(group_regex=args.group_regex,
+                                                           auto_group=not args.no_group),
+                                     force=True).checkpoint
         splits = ckpt_path.parent / "splits.json"  # the same images in the same splits every time
         base = load_checkpoint(ckpt_path)
         data = load_data(base, folder, splits, progress=False)

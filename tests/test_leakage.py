@@ -120,3 +120,43 @@ def test_cross_folder_duplicates_reported(augmented_folder):
     assert report["conflicting_labels"] == 1
     exact, near = duplicate_clusters(arrays[originals])
     assert exact == [] and near == []
+
+
+def test_external_overlap_with_training_folder_is_loud(augmented_folder, chest_dir, tmp_path):
+    import shutil
+
+    from edgexray.errors import EdgeXrayError
+    from edgexray.external import block, load_external
+    ext_dir = tmp_path / "ext"
+    for cls, name in (("NORMAL", "x_aug1.png"), ("PNEUMONIA", "x_aug3.png")):
+        (ext_dir / cls).mkdir(parents=True)
+        shutil.copy(augmented_folder / cls / name, ext_dir / cls / name)
+    far = sorted(os.listdir(chest_dir / "PNEUMONIA"))[-1]  # a patient not in the folder
+    (ext_dir / "PNEUMONIA" / far).symlink_to(chest_dir / "PNEUMONIA" / far)
+    ext = load_external(ext_dir, ("NORMAL", "PNEUMONIA"), 64, train_dir=augmented_folder,
+                        progress=False)
+    overlap = ext.overlap
+    assert overlap["external_images"] == 3
+    assert overlap["external_images_duplicating_training_folder"] == 2
+    assert overlap["exact"] == 2  # and each also matches a copy labelled otherwise:
+    assert overlap["conflicting_labels"] == 2
+    doc = block(ext, {})
+    assert doc["warnings"] and "2 of 3 external test images duplicate" in doc["warnings"][0]
+    with pytest.raises(EdgeXrayError, match="is the training folder"):
+        load_external(augmented_folder, ("NORMAL", "PNEUMONIA"), 64, train_dir=augmented_folder)
+
+
+def test_dicom_patient_id_groups(tmp_path):
+    import pydicom
+
+    from edgexray.data import scan_image_folder
+    from test_data import write_dicom
+    rng = np.random.default_rng(0)
+    for i, (cls, pid) in enumerate([("a", "P1"), ("a", "P1"), ("b", "P2"), ("b", "P3")]):
+        path = write_dicom(tmp_path / "d" / cls / f"img{i}.dcm",
+                           rng.integers(0, 4000, (16, 16)).astype(np.uint16))
+        ds = pydicom.dcmread(path)
+        ds.PatientID = pid
+        ds.save_as(path)
+    g = grouping_of(scan_image_folder(tmp_path / "d"), SplitConfig())
+    assert g.key == "DICOM PatientID" and g.summary()["groups"] == 3
