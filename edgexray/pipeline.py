@@ -216,6 +216,8 @@ def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, pro
         if cfg.size and cfg.size != given.preprocess.size:
             raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
                                 f"{given.preprocess.size} px; drop --size or retrain")
+        if cfg.group_regex or not cfg.group:
+            Progress.say("--group-regex / --no-group ignored: the checkpoint's own splits are reused")
         return given, held_out_data(given, data_dir, progress)
     from edgexray.checkpoint import load_checkpoint
     from edgexray.data import SplitConfig
