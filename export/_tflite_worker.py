@@ -69,12 +69,14 @@ def convert(spec: dict) -> dict:
         elif precision == "int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+            # int8 I/O by default; ("uint8", "float32") for the Tasks-ready variant
+            in_type, out_type = spec.get("int8_io", ("int8", "int8"))
+            converter.inference_input_type = getattr(tf, in_type)
+            converter.inference_output_type = getattr(tf, out_type)
             converter._experimental_disable_per_channel = not spec["per_channel"]
 
             def representative():
-                for x in calib:  # already normalized with the model's mean / std
+                for x in calib:  # normalized with the model's mean / std (or raw pixels)
                     yield [x[None].astype(np.float32)]
 
             converter.representative_dataset = representative

@@ -99,7 +99,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
                    model_files: dict, manifest_fields: dict, class_names, preprocess,
                    report_assets: dict | None = None, images_are_synthetic: bool = False,
                    output_kind: str = "logits", verify: Callable[[Path], dict] | None = None,
-                   force: bool = False) -> Path:
+                   tasks_model: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Write <out_root>/<target>-<arch>-<precision>/ and its .zip; return the folder.
 
     model_files: {precision: path}; `precision` is the shipped one, the others ride along.
@@ -108,6 +108,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
     report_assets: {"plots": {title: PNG bytes | matplotlib Figure},
                     "gradcam": {title: PNG bytes | Figure}} (Grad-CAM kept only when
         images_are_synthetic; otherwise the report says it was left out for privacy).
+    tasks_model: the Tasks-ready variant (export/tasks_variant.py), shipped as model_tasks.tflite.
     verify: called with the finished temporary folder before the report is written (e.g. the
         emulated-ARM check); its result appears in the report, and whatever it stored in
         manifest.json is kept.
@@ -130,7 +131,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
     try:
         manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
                              list(class_names), preprocess, output_kind)
-        _add_mobile_files(tmp, manifest)
+        _add_mobile_files(tmp, manifest, tasks_model)
         _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
         _write_text(tmp / "README.md", render_readme(manifest))
         seal_artifact(tmp, manifest)  # verify() runs run.py, which checks the seal
@@ -160,11 +161,15 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
 
 # ----------------------------------------------------------------------------- manifest
 
-def _add_mobile_files(tmp: Path, manifest: dict) -> None:
-    """TFLite Model Metadata in every .tflite, .ort files for ONNX Runtime; before the seal."""
+def _add_mobile_files(tmp: Path, manifest: dict, tasks_model=None) -> None:
+    """The Tasks-ready variant, TFLite Model Metadata in every .tflite, .ort files for ONNX
+    Runtime; before the seal."""
     from edgexray.export.ort_mobile import embed_ort
+    from edgexray.export.tasks_variant import add_tasks_variant
     from edgexray.export.tflite_metadata import embed_metadata
 
+    if tasks_model is not None:
+        add_tasks_variant(tmp, manifest, tasks_model)
     embed_metadata(tmp, manifest)
     embed_ort(tmp, manifest)  # .ort + operator config where the runtime is ONNX Runtime
 

@@ -34,15 +34,18 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                 precisions: Sequence[str] = ("fp32", "fp16", "int8", "dynamic"),
                 calib: CalibrationSet | None = None, per_channel: bool = True,
                 timeout_s: float = DEFAULT_TIMEOUT_S, stem: str = "model",
-                launcher: Sequence[str] = (), log_path: str | os.PathLike | None = None
+                launcher: Sequence[str] = (), log_path: str | os.PathLike | None = None,
+                int8_io: tuple = ("int8", "int8"), int8_calib_nhwc: np.ndarray | None = None
                 ) -> dict[str, Path]:
     """Convert `onnx_path` to `out_dir/{stem}_{precision}.tflite` for each of `precisions` only.
 
     `calib` (required) supplies onnx2tf's offline sample file and, for int8, the representative
     dataset, normalized with the model's own mean/std. `launcher` prefixes the subprocess
     command (e.g. ("unshare", "-rn") to run with no network namespace at all). INT8 files are
-    checked for builtin ops only and int8 input/output. Raises EdgeXrayError with the tail of
-    the converter's log on failure.
+    checked for builtin ops only and int8 input/output. `int8_io` (input, output) types of the
+    int8 file: ("uint8", "float32") makes the Tasks-ready variant (export/tasks_variant.py),
+    whose representative data `int8_calib_nhwc` then replaces calib's normalized images.
+    Raises EdgeXrayError with the tail of the converter's log on failure.
     """
     precisions = [check_precision(p) for p in dict.fromkeys(precisions)]
     allowed = get_format("tflite").precisions
@@ -76,9 +79,11 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             "outputs": {p: str(work / f"{stem}_{p}.tflite") for p in precisions},
             # a dynamic-batch ONNX becomes a batch-1 TFLite file (what devices run)
             "batch_size": None if batch.HasField("dim_value") else 1,
+            "int8_io": list(int8_io),
         }
         if "int8" in precisions:
-            np.save(work / "calib_nhwc.npy", calib.nhwc())
+            np.save(work / "calib_nhwc.npy",
+                    calib.nhwc() if int8_calib_nhwc is None else np.asarray(int8_calib_nhwc, np.float32))
             spec["calib_nhwc"] = str(work / "calib_nhwc.npy")
         (work / "spec.json").write_text(json.dumps(spec))
         log_file = work / "onnx2tf.log"
@@ -94,7 +99,7 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             shutil.copyfile(result["written"][p], tmp_final)
             os.replace(tmp_final, final)
             paths[p] = final
-    if "int8" in paths:
+    if "int8" in paths and tuple(int8_io) == ("int8", "int8"):
         check_int8_tflite(paths["int8"])
     for p, path in paths.items():
         check_builtin_ops(path)

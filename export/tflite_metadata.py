@@ -63,15 +63,20 @@ class TfliteMetadata:
     author: str = AUTHOR
 
 
+TASKS = "tasks"  # manifest2metadata's name for manifest["tasks_variant"]
+
+
 def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
-    """The metadata of manifest["variants"][variant] (pure)."""
-    var = manifest["variants"][variant]
+    """The metadata of manifest["variants"][variant], or of manifest["tasks_variant"] for
+    variant TASKS (pure)."""
+    tasks = variant == TASKS
+    var = manifest["tasks_variant"] if tasks else manifest["variants"][variant]
     pre = manifest["preprocess"]
     names = tuple(manifest["class_names"])
     inp, out = var["input"], var["output"]
     mean = tuple(255.0 * m for m in pre["mean"])
     std = tuple(255.0 * s for s in pre["std"])
-    arch, precision = manifest["arch"], variant
+    arch, precision = manifest["arch"], "int8" if tasks else variant
     reduction = manifest.get("reduction") or {}
     pruning = ", ".join(f"{100 * v:.0f}% fewer {k}" for k, v in reduction.items()
                         if isinstance(v, (int, float)))
@@ -84,7 +89,8 @@ def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
         dataset = "the user's images"
     acc = (manifest.get("accuracy") or {}).get(f"exported_{precision}")
     description = (
-        f"{arch} X-ray classifier ({', '.join(names)}), {precision}, "
+        f"{arch} X-ray classifier ({', '.join(names)}), {precision}"
+        f"{' (Tasks-ready: RGB pixels in, probabilities out)' if tasks else ''}, "
         f"{'CBAM-guided channel pruning: ' + pruning if pruning else 'not pruned'}; "
         f"trained on {dataset}"
         + (f"; held-out accuracy {100 * acc:.1f}%" if isinstance(acc, (int, float)) else "")
@@ -97,17 +103,23 @@ def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
         f"{'Gray' if channels == 1 else 'RGB'} X-ray, {pre['size']}x{pre['size']}, "
         f"{inp.get('layout', 'NHWC')} {inp['shape']}: pixel values 0-255, normalized as "
         f"(pixel - mean) / std with the NormalizationOptions below (0-255 scale).{quant}")
+    if tasks:  # normalization, gray conversion and quantization are inside the model
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        input_description = (
+            f"RGB image, {pre['size']}x{pre['size']}, NHWC {inp['shape']} uint8: the raw pixel "
+            "values 0-255 (identity normalization). A gray X-ray is given as R = G = B; the "
+            "model averages the channels, normalizes and quantizes inside.")
     kind = out.get("kind", "logits")
     output_description = (f"{'Logits' if kind == 'logits' else 'Probabilities'} of the "
                           f"{len(names)} classes, in the order of {LABELS_FILE}"
                           + ("; softmax gives probabilities." if kind == "logits" else "."))
     subset = {k: manifest[k] for k in MANIFEST_SUBSET if k in manifest}
-    subset.update(precision=precision, file=var["file"],
+    subset.update(input=inp, output=out, precision=precision, file=var["file"], tasks_ready=tasks,
                   edgexray_version=(manifest.get("tool_versions") or {}).get("edgexray"))
     return TfliteMetadata(
         name=manifest["name"], version=str(manifest.get("created", "")),
         description=description, size=int(pre["size"]),
-        color_space="GRAYSCALE" if channels == 1 else "RGB", mean=mean, std=std,
+        color_space="RGB" if tasks or channels == 3 else "GRAYSCALE", mean=mean, std=std,
         input_description=input_description, output_kind=kind,
         output_description=output_description, labels=names,
         manifest_json=json.dumps(subset, indent=2, sort_keys=True) + "\n")
@@ -267,7 +279,10 @@ def embed_metadata(folder: str | os.PathLike, manifest: dict) -> list[str]:
     updating manifest["variants"][*]["bytes"]; returns the files changed. Call before sealing."""
     folder = Path(folder)
     changed = []
-    for precision, var in manifest.get("variants", {}).items():
+    entries = list(manifest.get("variants", {}).items())
+    if manifest.get("tasks_variant"):
+        entries.append((TASKS, manifest["tasks_variant"]))
+    for precision, var in entries:
         if not var["file"].endswith(".tflite"):
             continue
         path = folder / var["file"]

@@ -13,7 +13,7 @@ from edgexray.devices import PRECISIONS, RUNTIMES, DeviceProfile, list_profiles,
 from edgexray.errors import EdgeXrayError
 
 RPI4 = Path(load_profile("rpi4").source).read_text()
-TARGETS = ["rpi4", "rpi5", "jetson-orin-nano", "android-arm64", "x86-64", "cuda-gpu"]
+TARGETS = ["rpi4", "rpi5", "jetson-orin-nano", "android-arm64", "ios-arm64", "x86-64", "cuda-gpu"]
 
 
 def test_builtin_targets_listed():

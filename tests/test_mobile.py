@@ -29,27 +29,6 @@ N_IMAGES = 50
 MEDIAPIPE = "mediapipe==0.10.21"
 CACHE = Path(os.environ.get("EDGEXRAY_TEST_CACHE", Path.home() / ".cache" / "edgexray-tests"))
 
-TFLITE_SCRIPT = textwrap.dedent(f"""
-    import sys, numpy as np, tensorflow as tf
-    tf.keras.utils.set_random_seed(0)
-    m = tf.keras.Sequential([tf.keras.Input(({SIZE}, {SIZE}, 1)),
-                             tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                             tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                             tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2)])
-    calib = np.load(sys.argv[2])
-    def rep():
-        for x in calib:
-            yield [x[None]]
-    c = tf.lite.TFLiteConverter.from_keras_model(m)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = rep
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.int8
-    c.inference_output_type = tf.int8
-    open(sys.argv[1], "wb").write(c.convert())
-""")
-
-
 @pytest.fixture(scope="module")
 def chest_images(chest_dir) -> list[Path]:
     """N_IMAGES real chest X-rays, both classes, a fixed choice."""
@@ -65,24 +44,67 @@ def chest_nhwc(chest_images) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def int8_model(tmp_path_factory, chest_nhwc) -> Path:
-    """A real full-integer INT8 TFLite (int8 in/out) at 64 px, calibrated on the real images."""
-    d = tmp_path_factory.mktemp("mobile-model")
-    np.save(d / "calib.npy", chest_nhwc[:16])
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(d / "model_int8.tflite"),
-                    str(d / "calib.npy")], check=True, env=env, capture_output=True, timeout=600)
-    return d / "model_int8.tflite"
+def train_gray(chest_dir) -> tuple[np.ndarray, np.ndarray]:
+    """40 + 40 other real chest X-rays (not among chest_images) at 64 px, in [0, 1], and labels."""
+    paths = [p for c in CLASSES for p in sorted((chest_dir / c).glob("*.jpeg"))[100:140]]
+    gray = np.stack([resize_square(read_gray(p), SIZE) for p in paths])
+    return gray, np.repeat(np.arange(2), 40)
 
 
 @pytest.fixture(scope="module")
-def android_artifact(tmp_path_factory, int8_model) -> Path:
+def torch_model(train_gray):
+    """A small CNN fitted briefly to real X-rays, so its decisions are not coin flips."""
+    import torch
+
+    gray, labels = train_gray
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    x, y = torch.from_numpy(PRE.normalize(gray)), torch.from_numpy(labels)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def calib(train_gray):
+    from edgexray.export.calibration import CalibrationSet
+
+    return CalibrationSet(gray=train_gray[0][::2], preprocess=PRE)
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, torch_model, calib) -> Path:
+    """The int8-I/O full-integer TFLite run.py ships, converted as edgexray export does."""
+    from edgexray.export.onnx import torch2onnx
+    from edgexray.export.tflite import onnx2tflite
+
+    d = tmp_path_factory.mktemp("mobile-model")
+    torch2onnx(torch_model, d / "model.onnx", input_shape=(1, 1, SIZE, SIZE))
+    return onnx2tflite(d / "model.onnx", d, precisions=("int8",), calib=calib)["int8"]
+
+
+@pytest.fixture(scope="module")
+def tasks_model(tmp_path_factory, torch_model, calib) -> Path:
+    from edgexray.export.tasks_variant import torch2tasks_tflite
+
+    return torch2tasks_tflite(torch_model, tmp_path_factory.mktemp("tasks") / "model_tasks.tflite",
+                              preprocess=PRE, calib=calib, class_names=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def android_artifact(tmp_path_factory, int8_model, tasks_model) -> Path:
     fields = {"reduction": {"params": 0.896, "macs": 0.7},
               "accuracy": {"exported_int8": 0.9827}, "config": {"data_dir": "/data/chest-xray"}}
     return write_artifact(tmp_path_factory.mktemp("mobile-artifact"),
                           target=load_profile("android-arm64"), arch="tiny_cbam",
                           precision="int8", model_files={"int8": int8_model},
-                          manifest_fields=fields, class_names=CLASSES, preprocess=PRE)
+                          manifest_fields=fields, class_names=CLASSES, preprocess=PRE,
+                          tasks_model=tasks_model)
 
 
 @pytest.fixture(scope="session")
@@ -269,3 +291,70 @@ def test_ort_format_written_and_loaded(x86_artifact, chest_nhwc):
 def test_ort_not_written_for_litert(android_artifact):
     manifest = json.loads((android_artifact / "manifest.json").read_text())
     assert "ort_mobile" not in manifest and not list(android_artifact.glob("*.ort"))
+
+
+# ------------------------------------------------------------------------ Tasks-ready variant
+
+MP_CLASSIFY = """
+    import json, sys
+    import numpy as np
+    import mediapipe as mp
+    from mediapipe.tasks import python as mp_tasks
+    from mediapipe.tasks.python import vision
+    options = vision.ImageClassifierOptions(
+        base_options=mp_tasks.BaseOptions(model_asset_path=sys.argv[1]), max_results=-1)
+    rows = []
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for rgb in np.load(sys.argv[2]):
+            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                  data=np.ascontiguousarray(rgb)))
+            rows.append({c.category_name: c.score for c in result.classifications[0].categories})
+    print(json.dumps({"rows": rows,
+                      "torch_or_tf": [m for m in ("torch", "tensorflow") if m in sys.modules]}))
+"""
+SCORE_TOLERANCE = 0.05  # |MediaPipe probability - run.py probability|, two INT8 files
+
+
+def test_tasks_variant_in_artifact(android_artifact):
+    manifest = json.loads((android_artifact / "manifest.json").read_text())
+    tv = manifest["tasks_variant"]
+    assert tv["file"] == "model_tasks.tflite" and "model_tasks.tflite" in manifest["files"]
+    assert tv["input"]["dtype"] == "uint8" and tv["input"]["shape"] == [1, SIZE, SIZE, 3]
+    assert tv["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert tv["output"]["dtype"] == "float32" and tv["output"]["kind"] == "probabilities"
+    md = read_tflite_metadata((android_artifact / "model_tasks.tflite").read_bytes())
+    assert md["input"]["color_space"] == "RGB" and md["input"]["mean"] == [0.0] * 3
+    assert md["input"]["min"] == [0.0] * 3 and md["input"]["max"] == [255.0] * 3
+    assert md["output"]["min"] == [0.0] and md["output"]["max"] == [1.0]
+    assert json.loads(md["files"][MANIFEST_FILE])["tasks_ready"] is True
+    from edgexray.export.tflite import tflite_ops
+    ops = tflite_ops(android_artifact / "model_tasks.tflite")
+    assert "CONV_2D" in ops and "SOFTMAX" in ops and "DEQUANTIZE" in ops  # INT8 compute inside
+
+
+def test_mediapipe_image_classifier_matches_run_py(android_artifact, chest_images,
+                                                    mediapipe_python, tmp_path):
+    """MediaPipe Tasks' ImageClassifier (only mediapipe installed) loads model_tasks.tflite, names
+    the classes from its metadata and agrees with run.py (int8-I/O model) on 50 real X-rays.
+    MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
+    both see the same pixels; the two files differ in their INT8 quantization only."""
+    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, chest_images)],
+                       cwd=android_artifact, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads(r.stdout)["predictions"]
+    gray = np.stack([resize_square(read_gray(p), SIZE) for p in chest_images])
+    rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
+    np.save(tmp_path / "rgb.npy", rgb)
+    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, android_artifact / "model_tasks.tflite",
+                        tmp_path / "rgb.npy")
+    assert out["torch_or_tf"] == [] and len(out["rows"]) == len(ref) == N_IMAGES
+    top1_mp = [max(row, key=row.get) for row in out["rows"]]
+    top1_run = [p["label"] for p in ref]
+    assert set(out["rows"][0]) == set(CLASSES)  # category names from the labels metadata
+    assert top1_mp == top1_run
+    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(out["rows"], ref)
+               for c in CLASSES)
+    print(f"MediaPipe vs run.py on {N_IMAGES} real X-rays: top-1 equal, max |probability "
+          f"difference| {diff:.4f}; classes {sorted(set(top1_run))}")
+    assert diff <= SCORE_TOLERANCE, diff
+    assert len(set(top1_run)) == 2  # both classes occur: the comparison means something

@@ -1,0 +1,122 @@
+"""The Tasks-ready TFLite variant: what MediaPipe Tasks' ImageClassifier and the LiteRT Task
+Library take as they are.
+
+    input   uint8 RGB [1, H, W, 3], raw pixels 0-255 (input quantization scale 1, zero point 0)
+    inside  gray = mean of R, G, B (a gray image arrives as R = G = B), the model's
+            normalization, the network, softmax; full-INT8 compute
+    output  float32 probabilities [1, classes]
+
+The int8-I/O file stays the shipped model of run.py; this one spares an app every constant
+(no normalization, quantization or gray conversion app-side), at the price of MediaPipe's
+own resize (bilinear) instead of run.py's triangle filter.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import shutil
+
+import numpy as np
+
+from edgexray.errors import EdgeXrayError
+from edgexray.preprocess import Preprocess
+
+TASKS_FILE = "model_tasks.tflite"
+DEFAULT_TIMEOUT_S = 900  # export.tflite.DEFAULT_TIMEOUT_S; this module imports torch lazily
+
+
+def pixels2probabilities(model, preprocess: Preprocess):
+    """`model` (normalized input, logits out) behind RGB pixels 0-255 in, probabilities out."""
+    import torch
+
+    class PixelsToProbabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.channels = model, preprocess.channels
+            std = torch.tensor(preprocess.std, dtype=torch.float32).view(1, -1, 1, 1)
+            mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            # (pixel / 255 - mean) / std as one multiply-add
+            self.register_buffer("scale", 1.0 / (255.0 * std))
+            self.register_buffer("shift", -mean / std)
+
+        def forward(self, rgb):
+            x = rgb.mean(dim=1, keepdim=True) if self.channels == 1 else rgb
+            return torch.softmax(self.model(x * self.scale + self.shift), dim=1)
+
+    return PixelsToProbabilities().eval()
+
+
+def pixel_calibration(calib) -> np.ndarray:
+    """float32 (N, S, S, 3) RGB pixels 0-255 from the calibration images. The first image gets
+    one black and one white pixel so the calibrated input range is exactly 0-255: uint8 input
+    scale 1, zero point 0, i.e. the model takes the raw pixel bytes."""
+    pixels = np.repeat((calib.gray * 255.0)[..., None], 3, axis=-1).astype(np.float32)
+    pixels[0, 0, 0, :], pixels[0, 0, 1, :] = 0.0, 255.0
+    return np.ascontiguousarray(pixels)
+
+
+def torch2tasks_tflite(model, out_path: str | os.PathLike, *,
+                       preprocess: Preprocess, calib,
+                       class_names: Sequence[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
+                       launcher: Sequence[str] = ()) -> Path:
+    """Write the Tasks-ready full-INT8 variant of `model` to `out_path`; returns it.
+
+    Raises EdgeXrayError when the converter did not give uint8 pixels in (scale 1, zero point
+    0) and float32 out: an app would then feed it wrong values without noticing."""
+    from .calibration import CalibrationSet
+    from .onnx import onnx_metadata, torch2onnx
+    from .tflite import onnx2tflite, tflite_io_details
+
+    out_path = Path(out_path)
+    wrapped = pixels2probabilities(model, preprocess)
+    size = preprocess.size
+    with tempfile.TemporaryDirectory(prefix="edgexray-tasks-") as tmp:
+        onnx_path = Path(tmp) / "tasks.onnx"
+        torch2onnx(wrapped, onnx_path, input_shape=(1, 3, size, size),
+                   metadata=onnx_metadata(list(class_names), preprocess, variant="tasks"))
+        rgb_pre = Preprocess(size=size, channels=3, mean=(0.0,), std=(1 / 255.0,),
+                             resize=preprocess.resize)
+        rgb_calib = CalibrationSet(gray=calib.gray, preprocess=rgb_pre)
+        made = onnx2tflite(onnx_path, tmp, precisions=("int8",), calib=rgb_calib,
+                           timeout_s=timeout_s, stem="tasks", launcher=launcher,
+                           int8_io=("uint8", "float32"), int8_calib_nhwc=pixel_calibration(calib))
+        io = tflite_io_details(made["int8"])
+        inp, out = io["input"], io["output"]
+        if (inp["dtype"], out["dtype"]) != ("uint8", "float32") or inp["shape"] != [1, size, size, 3] \
+                or (inp["scale"], inp["zero_point"]) != (1.0, 0):
+            raise EdgeXrayError(f"the Tasks-ready variant came out with input {inp} and output "
+                                f"{out}; expected uint8 [1, {size}, {size}, 3] with scale 1 and "
+                                "zero point 0, and float32 probabilities")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out_path.with_name(f".{out_path.name}.tmp")
+        tmp_out.write_bytes(made["int8"].read_bytes())
+        os.replace(tmp_out, out_path)
+    return out_path
+
+
+def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.PathLike) -> None:
+    """Copy the variant into an artifact being built as TASKS_FILE and describe it in
+    manifest["tasks_variant"] (torch-free: the bundle calls it)."""
+    from .bundle import model_io_spec
+
+    folder, src = Path(folder), Path(src)
+    if not src.is_file() or src.suffix != ".tflite":
+        raise EdgeXrayError(f"Tasks-ready model {str(src)!r} is not a .tflite file; make it with "
+                            "edgexray.export.tasks_variant.torch2tasks_tflite")
+    shutil.copyfile(src, folder / TASKS_FILE)
+    spec = model_io_spec(folder / TASKS_FILE)
+    size, n = manifest["preprocess"]["size"], len(manifest["class_names"])
+    inp, out = spec["input"], spec["output"]
+    if inp["dtype"] != "uint8" or inp["shape"] != [1, size, size, 3] or out["dtype"] != "float32" \
+            or out["shape"][-1] != n:
+        raise EdgeXrayError(f"{src.name}: input {inp['dtype']} {inp['shape']}, output "
+                            f"{out['dtype']} {out['shape']}; a Tasks-ready variant takes uint8 "
+                            f"[1, {size}, {size}, 3] and gives float32 [1, {n}]")
+    out["kind"] = "probabilities"
+    manifest["tasks_variant"] = {
+        "file": TASKS_FILE, "bytes": (folder / TASKS_FILE).stat().st_size, **spec,
+        "for": "MediaPipe Tasks ImageClassifier / LiteRT Task Library: RGB pixels 0-255 in "
+               "(gray as R=G=B), probabilities out, full-INT8 compute inside"}
