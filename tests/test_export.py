@@ -318,7 +318,7 @@ def _cli(*args):
 def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synth_dir, tmp_path):
     out = tmp_path / "exp"
     args = [checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--calib", synth_dir,
-            "--calib-count", "30", "--n", "60", "--out", out, "--onnx-activation", "s8",
+            "--calib-count", "30", "--n", "60", "--out", out, "--onnx-scheme", "u8u8",
             "--max-accuracy-drop", "100"]
     run = _cli(*args)
     assert run.exit_code == 0, run.output
