@@ -20,12 +20,14 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     def check(ctx, param, value):
         if value is None:
             return value
-        ok = math.isfinite(value) and (lo is None or (value > lo if lo_open else value >= lo)) \
+        finite = isinstance(value, int) or math.isfinite(value)  # a huge int overflows a float
+        ok = finite and (lo is None or (value > lo if lo_open else value >= lo)) \
             and (hi is None or value <= hi)
         if not ok:
             name = max(param.opts, key=len)
             hint = f", e.g. {name} {example}" if example else ""
-            raise EdgeXrayError(f"{name} {value}; allowed: {allowed}{hint}")
+            shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}..."
+            raise EdgeXrayError(f"{name} {shown}; allowed: {allowed}{hint}")
         return value
 
     return check

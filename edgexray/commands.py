@@ -76,9 +76,9 @@ def _list_archs(ctx, param, value):
 @click.option("--weights", type=click.Path(), help="Local ImageNet state-dict file (offline).")
 @click.option("--norm", type=click.Choice(["zscore", "imagenet"]), default="zscore",
               show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True, callback=number(1, example="8"))
+@click.option("--epochs", type=int, default=8, show_default=True, callback=number(1, 10000, example="8"))
 @click.option("--batch-size", type=int, default=32, show_default=True,
-              callback=number(1, example="32"))
+              callback=number(1, 65536, example="32"))
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               callback=number(0, 10, lo_open=True, example="0.001"))
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adamw",
@@ -98,7 +98,7 @@ def _list_archs(ctx, param, value):
               callback=number(0, 20, example="1.0"), help="Max augmentation blur sigma.")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 @click.option("--patience", type=int, default=5, show_default=True,
-              callback=number(1, example="5"), help="Early-stopping patience.")
+              callback=number(1, 10000, example="5"), help="Early-stopping patience.")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy", "val_macro_f1",
                                               "val_roc_auc"]), default="val_loss", show_default=True)
 @click.option("--split", default="0.6,0.2,0.2", show_default=True, help="train,val,test fractions.")
@@ -151,7 +151,7 @@ def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm,
 @click.option("--out", type=click.Path(), help="Output folder (default: <ckpt folder>/eval-<split>).")
 @click.option("--tta", is_flag=True, help="Test-time augmentation (average with the mirror image).")
 @click.option("--gradcam", type=int, default=0, show_default=True,
-              callback=number(0, example="8"), help="Write Grad-CAM overlays for N test images.")
+              callback=number(0, 100000, example="8"), help="Write Grad-CAM overlays for N test images.")
 @click.option("--test-data", type=click.Path(),
               help="Evaluate on this external folder (same class folders) instead of a split.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
@@ -195,8 +195,10 @@ def format_metrics(m: dict) -> str:
               show_default=True)
 @click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
 @click.option("--weights", type=click.Path(), help="Local ImageNet weights file (offline).")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True,
+              callback=number(1, 10000, example="8"))
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=3, show_default=True,
+              callback=number(0, 10000, example="3"))
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
               callback=number(0, 100, example="1.0"),
               help="Percentage points allowed below the unpruned FP32 model (held-out split).")

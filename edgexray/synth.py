@@ -147,8 +147,9 @@ def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 10
 
     if classes not in CLASS_SETS:
         raise EdgeXrayError(f"synthetic classes {classes!r}; allowed: {sorted(CLASS_SETS)}")
-    if not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise EdgeXrayError(f"images per class {per_class!r}; must be an integer >= 1, e.g. 200")
+    if not isinstance(per_class, (int, np.integer)) or not 1 <= per_class <= 100_000:
+        raise EdgeXrayError(f"images per class {per_class!r:.24}; must be an integer from 1 to "
+                            "100000, e.g. 200")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise EdgeXrayError(f"seed {seed!r}; must be an integer from 0 to {2**32 - 1}, e.g. 0")
     lo, hi = _parse_size(size)

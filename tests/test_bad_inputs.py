@@ -323,7 +323,7 @@ def test_work_folder_of_a_killed_run_is_removed(tmp_path):
 # --- fuzz --------------------------------------------------------------------------------------
 
 BAD_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "1e9", "100000", "-0.0", "1e-320", "abc", "",
-               "2**40", "3.5", "0x10", "18446744073709551617"]
+               "2**40", "3.5", "0x10", "18446744073709551617", "9" * 400]
 
 
 def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
