@@ -546,6 +546,31 @@ def _run_artifact(run_py, cmd_prefix, artifact_dir, images, work, env, side):
                             f"({e}); docs/ARCHITECTURE.md 'Artifact run.py command line'") from None
 
 
+# The model input run.py makes of each image (decoded, pre-processed, quantized), as sha256 per
+# file name: equal on both sides means any output difference comes from the kernels alone.
+INPUT_PROBE = """
+import hashlib, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("edgexray_run_py", sys.argv[1])
+run = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = run
+spec.loader.exec_module(run)
+folder = run.Path(sys.argv[1]).resolve().parent
+manifest = run.checked_manifest(folder)
+runner, pre = run.load_model(folder, manifest, 1), run._preprocess(manifest)
+print(json.dumps({run.Path(p).name: hashlib.sha256(run.np.ascontiguousarray(
+    runner.prepare(run.load_batch([p], pre))).tobytes()).hexdigest() for p in sys.argv[2:]}))
+"""
+
+
+def input_digests(cmd_prefix: list[str], artifact_dir: Path, images: list[Path], env,
+                  side: str) -> dict:
+    """{image file name: sha256 of the input tensor run.py feeds the model}."""
+    proc = _run([*cmd_prefix, "-c", INPUT_PROBE, str(artifact_dir / "run.py"), *map(str, images)],
+                env=env, cwd=artifact_dir, timeout=GUEST_TIMEOUT_S,
+                what=f"run.py's pre-processing on the {side}")
+    return json.loads(proc.stdout)
+
+
 def _predictions(doc: dict) -> list[dict]:
     """run.py's predictions JSON -> [{"image": file name, "label", "raw"}] in input order."""
     return [{"image": Path(p["image"]).name, "label": p["label"], "raw": p["raw"]}
@@ -734,6 +759,11 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
         if side == "guest":
             result["emulated_seconds"] = {"guest_predict": round(seconds, 1), "note": EMULATED_NOTE}
         sides[side] = (ops, preds)
+        try:
+            result.setdefault("input_sha256", {})[side] = input_digests(prefix, artifact_dir,
+                                                                        images, env, side)
+        except (EdgeXrayError, ValueError) as e:
+            result["checks"]["same_inputs"] = _check(False, f"the input probe failed: {e}")
     return sides
 
 
@@ -756,6 +786,14 @@ def _compare_sides(sides: dict, target: dict, tolerance: float, result: dict) ->
         checks["xnnpack_applied"] = _check("DELEGATE" in h_ops and "DELEGATE" in g_ops,
                                            f"DELEGATE op on host: {'DELEGATE' in h_ops}, "
                                            f"on guest: {'DELEGATE' in g_ops}")
+    digests = result.pop("input_sha256", {})
+    if "same_inputs" not in checks:
+        host_in, guest_in = digests.get("host", {}), digests.get("guest", {})
+        differ = sorted(n for n in host_in.keys() | guest_in.keys()
+                        if host_in.get(n) != guest_in.get(n))
+        checks["same_inputs"] = _check(bool(host_in) and not differ, (
+            f"the model inputs of all {len(host_in)} images are bit-identical on both sides"
+            if not differ else f"run.py pre-processes {differ} differently on the guest"))
     c = compare_outputs(host_pred, guest_pred, tolerance)
     result["max_abs_diff"] = c.max_abs_diff
     result["output_kind"] = c.kind

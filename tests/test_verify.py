@@ -99,7 +99,8 @@ def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
     assert result["kernel_rounding"] == (result["max_abs_diff"] > 0)
     assert ("within kernel rounding" in result["reason"]) == result["kernel_rounding"]
     assert set(result["checks"]) >= {"guest_is_aarch64", "same_ops", "xnnpack_applied",
-                                     "outputs_match", "labels_match", "matches_reference"}
+                                     "outputs_match", "labels_match", "matches_reference",
+                                     "same_inputs"}
     assert all(c["passed"] for c in result["checks"].values())
     assert result["emulated_seconds"]["note"] == "emulated, not device speed"
     reference = manifest["arm_reference"]
@@ -146,6 +147,23 @@ def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_pa
     assert "model file changed" in checks["matches_reference"]["detail"]
     assert checks["outputs_match"]["passed"] and checks["guest_is_aarch64"]["passed"]
     assert "matches_reference" in stored["reason"]
+
+
+@pytest.mark.slow
+def test_wrong_preprocessing_fails_verification(verified_artifact, tmp_path):
+    """A sealed artifact whose pre-processing changed (another mean) runs the same on both
+    sides, but its outputs leave the recorded reference by more than kernel rounding."""
+    art = tmp_path / "wrong-pre"
+    shutil.copytree(verified_artifact, art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["preprocess"]["mean"] = [0.2]
+    write_seal(art, manifest)
+    result = verify_artifact(art, write=False)
+    assert result["status"] == "failed", result["reason"]
+    checks = result["checks"]
+    assert checks["same_inputs"]["passed"] and checks["outputs_match"]["passed"]
+    assert not checks["matches_reference"]["passed"]
+    assert "kernel rounding can explain" in checks["matches_reference"]["detail"]
 
 
 # ------------------------------------------------------------------------------ fast
