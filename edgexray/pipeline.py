@@ -758,11 +758,30 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         from edgexray.external import artifact_hook
         ext, rows, holder = external
         verify = artifact_hook(ext, rows, "shipped artifact (run.py)", verify, holder, steps.say)
+    tasks = _tasks_model(cfg, profile, pruned, data, files[shipped].parent, steps)
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
                           report_assets={"plots": plot_assets, "gradcam": gradcam_assets},
-                          images_are_synthetic=synthetic, verify=verify, force=cfg.force)
+                          images_are_synthetic=synthetic, verify=verify, tasks_model=tasks,
+                          force=cfg.force)
+
+
+def _tasks_model(cfg, profile, pruned, data, exp, steps):
+    """The Tasks-ready INT8 variant (MediaPipe / LiteRT Task Library) for LiteRT targets; the
+    build goes on without it, and says so, when the converter cannot make it."""
+    if profile.model_format != "tflite":
+        return None
+    from edgexray.export.tasks_variant import TASKS_FILE, torch2tasks_tflite
+    try:
+        path = torch2tasks_tflite(pruned.model, exp / TASKS_FILE, preprocess=pruned.preprocess,
+                                  calib=_calibration(pruned, data, cfg.calib_count, cfg.seed),
+                                  class_names=list(pruned.class_names))
+    except EdgeXrayError as e:
+        steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")
+        return None
+    steps.say(f"Tasks-ready variant {path.name}: uint8 RGB in, float32 probabilities out")
+    return path
 
 
 def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:

@@ -358,3 +358,29 @@ def test_mediapipe_image_classifier_matches_run_py(android_artifact, chest_image
           f"difference| {diff:.4f}; classes {sorted(set(top1_run))}")
     assert diff <= SCORE_TOLERANCE, diff
     assert len(set(top1_run)) == 2  # both classes occur: the comparison means something
+
+
+def test_build_ships_tasks_variant(tiny_build, mediapipe_python, tmp_path):
+    """`edgexray build --target rpi4` ships model_tasks.tflite; MediaPipe's ImageClassifier runs
+    it and agrees with run.py on the build's own held-out kind of images (synthetic here)."""
+    folder, _, data = tiny_build
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["tasks_variant"]["file"] == "model_tasks.tflite"
+    size, names = manifest["preprocess"]["size"], manifest["class_names"]
+    images = [p for c in names for p in sorted((data / c).glob("*.png"))[:17]]
+    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, images)], cwd=folder,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads(r.stdout)["predictions"]
+    gray = np.stack([resize_square(read_gray(p), size) for p in images])
+    rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
+    np.save(tmp_path / "rgb.npy", rgb)
+    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite",
+                        tmp_path / "rgb.npy")
+    top1_mp = [max(row, key=row.get) for row in out["rows"]]
+    agree = np.mean([a == p["label"] for a, p in zip(top1_mp, ref)])
+    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(out["rows"], ref) for c in names)
+    print(f"rpi4 build: MediaPipe vs run.py on {len(images)} images: top-1 agreement {agree:.3f}, "
+          f"max |probability difference| {diff:.4f}")
+    assert len(images) >= 50 and set(out["rows"][0]) == set(names)
+    assert agree == 1.0 and diff <= SCORE_TOLERANCE
