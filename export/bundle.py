@@ -395,9 +395,10 @@ def render_readme(manifest: dict) -> str:
     else:
         mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(
             runtime=prof["runtime"])
+    from edgexray.export.mobile_snippets import readme_section as tasks_readme
     from edgexray.export.ort_mobile import readme_section as ort_readme
 
-    values["mobile"] = mobile + ort_readme(manifest)
+    values["mobile"] = mobile + tasks_readme(manifest) + ort_readme(manifest)
     values["measured"] = _measured_table(manifest.get("models"))
     readme = Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
     if manifest.get("synthetic_data"):

@@ -385,3 +385,40 @@ def test_build_ships_tasks_variant(tiny_build, mediapipe_python, tmp_path):
           f"max |probability difference| {diff:.4f}")
     assert len(images) >= 50 and set(out["rows"][0]) == set(names)
     assert agree == 1.0 and diff <= SCORE_TOLERANCE
+
+
+# ------------------------------------------------------------------------ README snippets
+
+def test_readme_snippets_match_the_shipped_file(android_artifact):
+    """Kotlin (MediaPipe, LiteRT Interpreter) and Swift (MediaPipe) name the real asset, the
+    labels in output order and the input size; regenerating from the manifest gives the same."""
+    import re
+
+    from edgexray.export.mobile_snippets import readme_section
+
+    manifest = json.loads((android_artifact / "manifest.json").read_text())
+    readme = (android_artifact / "README.md").read_text()
+    section = readme_section(manifest)
+    assert section and section in readme
+    blocks = dict(zip(("kotlin-mp", "kotlin-litert", "swift"),
+                      re.findall(r"```(?:kotlin|swift)\n(.*?)```", section, re.S)))
+    assert len(blocks) == 3
+    assert (android_artifact / "model_tasks.tflite").is_file()
+    labels = ", ".join(f'"{c}"' for c in CLASSES)
+    for name in ("kotlin-mp", "kotlin-litert"):
+        code = blocks[name]
+        assert 'const val MODEL = "model_tasks.tflite"' in code
+        assert f"const val SIZE = {SIZE}" in code and f"listOf({labels})" in code
+    assert "ImageClassifier.createFromOptions" in blocks["kotlin-mp"]
+    assert "const val SCORE_THRESHOLD = 0.0f" in blocks["kotlin-mp"]
+    assert "SIZE * SIZE * 3" in blocks["kotlin-litert"]  # uint8 RGB, as the model's input
+    swift = blocks["swift"]
+    assert 'static let model = "model_tasks"' in swift and 'ofType: "tflite"' in swift
+    assert f"static let size = {SIZE}" in swift and f"static let labels = [{labels}]" in swift
+    # the numbers named are the file's: input side and class count from the model itself
+    assert manifest["tasks_variant"]["input"]["shape"] == [1, SIZE, SIZE, 3]
+    assert manifest["tasks_variant"]["output"]["shape"] == [1, len(CLASSES)]
+
+
+def test_readme_has_no_tasks_section_without_variant(x86_artifact):
+    assert "MediaPipe Tasks and LiteRT Task Library" not in (x86_artifact / "README.md").read_text()

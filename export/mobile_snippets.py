@@ -1,0 +1,180 @@
+"""The artifact README's MediaPipe Tasks section: Android (Kotlin: MediaPipe ImageClassifier,
+and LiteRT's Interpreter for raw control) and iOS (Swift: MediaPipe ImageClassifier) code for
+the Tasks-ready variant, generated from the manifest so asset name, labels, input size and
+decision rule always match the shipped file (pure functions; the bundle calls readme_section).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MEDIAPIPE_VERSION = "0.10.21"  # the release the tests run the variant with
+
+
+def snippet_values(manifest: dict) -> dict:
+    """Everything the snippets name, read from the manifest."""
+    tv = manifest["tasks_variant"]
+    names = list(manifest["class_names"])
+    threshold = manifest.get("decision_threshold")
+    return {"file": tv["file"], "stem": Path(tv["file"]).stem, "labels": names,
+            "size": int(tv["input"]["shape"][1]), "n": len(names),
+            "threshold": float(threshold) if isinstance(threshold, (int, float)) else 0.0}
+
+
+def kotlin_mediapipe(v: dict) -> str:
+    labels = ", ".join(json.dumps(n) for n in v["labels"])
+    return f"""```kotlin
+// app/build.gradle.kts: implementation("com.google.mediapipe:tasks-vision:{MEDIAPIPE_VERSION}")
+// and copy {v['file']} into app/src/main/assets/
+import android.content.Context
+import android.graphics.Bitmap
+import com.google.mediapipe.framework.image.BitmapImageBuilder
+import com.google.mediapipe.tasks.core.BaseOptions
+import com.google.mediapipe.tasks.vision.core.RunningMode
+import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
+
+class XrayTasksClassifier(context: Context) : AutoCloseable {{
+    companion object {{
+        const val MODEL = "{v['file']}"
+        const val SIZE = {v['size']}   // the model's input side; MediaPipe resizes to it
+        val LABELS = listOf({labels})   // also inside the model (metadata), in this order
+        const val SCORE_THRESHOLD = {v['threshold']}f
+    }}
+
+    private val classifier = ImageClassifier.createFromOptions(
+        context,
+        ImageClassifier.ImageClassifierOptions.builder()
+            .setBaseOptions(BaseOptions.builder().setModelAssetPath(MODEL).build())
+            .setRunningMode(RunningMode.IMAGE)
+            .setMaxResults(LABELS.size)
+            .setScoreThreshold(SCORE_THRESHOLD)
+            .build())
+
+    /** (label, probability) of the top class. Gray or color bitmaps alike. */
+    fun classify(bitmap: Bitmap): Pair<String, Float> {{
+        // scaling with filtering first comes closest to run.py's antialiased resize
+        val scaled = Bitmap.createScaledBitmap(bitmap, SIZE, SIZE, true)
+        val result = classifier.classify(BitmapImageBuilder(scaled).build())
+        val top = result.classificationResult().classifications()[0].categories()[0]
+        return top.categoryName() to top.score()
+    }}
+
+    override fun close() = classifier.close()
+}}
+```"""
+
+
+def kotlin_interpreter(v: dict) -> str:
+    labels = ", ".join(json.dumps(n) for n in v["labels"])
+    return f"""```kotlin
+// app/build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.4.1")
+import android.content.Context
+import android.graphics.Bitmap
+import org.tensorflow.lite.Interpreter
+import java.io.FileInputStream
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import java.nio.channels.FileChannel
+
+/** {v['file']} in LiteRT's Interpreter: RGB bytes in, probabilities out, nothing else to do. */
+class XrayTasksInterpreter(context: Context) : AutoCloseable {{
+    companion object {{
+        const val MODEL = "{v['file']}"
+        const val SIZE = {v['size']}
+        val LABELS = listOf({labels})
+    }}
+
+    private val interpreter = context.assets.openFd(MODEL).use {{ fd ->
+        FileInputStream(fd.fileDescriptor).channel.use {{
+            Interpreter(it.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength),
+                        Interpreter.Options().setNumThreads(4))
+        }}
+    }}
+
+    fun probabilities(bitmap: Bitmap): FloatArray {{
+        val scaled = Bitmap.createScaledBitmap(bitmap, SIZE, SIZE, true)
+        val pixels = IntArray(SIZE * SIZE)
+        scaled.getPixels(pixels, 0, SIZE, 0, 0, SIZE, SIZE)
+        val input = ByteBuffer.allocateDirect(SIZE * SIZE * 3).order(ByteOrder.nativeOrder())
+        for (p in pixels) {{   // uint8 R, G, B: the model takes raw pixel values
+            input.put((p shr 16 and 0xFF).toByte())
+            input.put((p shr 8 and 0xFF).toByte())
+            input.put((p and 0xFF).toByte())
+        }}
+        input.rewind()
+        val output = Array(1) {{ FloatArray(LABELS.size) }}
+        interpreter.run(input, output)
+        return output[0]   // probabilities, in the order of LABELS
+    }}
+
+    override fun close() = interpreter.close()
+}}
+```"""
+
+
+def swift_mediapipe(v: dict) -> str:
+    labels = ", ".join(json.dumps(n) for n in v["labels"])
+    return f"""```swift
+// Podfile: pod 'MediaPipeTasksVision', '{MEDIAPIPE_VERSION}'; add {v['file']} to the app target
+import MediaPipeTasksVision
+import UIKit
+
+final class XrayTasksClassifier {{
+    static let model = "{v['stem']}"      // {v['file']}
+    static let size = {v['size']}          // the model's input side; MediaPipe resizes to it
+    static let labels = [{labels}]   // also inside the model (metadata)
+    private let classifier: ImageClassifier
+
+    init() throws {{
+        let options = ImageClassifierOptions()
+        options.baseOptions.modelAssetPath =
+            Bundle.main.path(forResource: Self.model, ofType: "tflite")!
+        options.runningMode = .image
+        options.maxResults = Self.labels.count
+        options.scoreThreshold = {v['threshold']}
+        classifier = try ImageClassifier(options: options)
+    }}
+
+    /// (label, probability) of the top class.
+    func classify(_ image: UIImage) throws -> (String, Float) {{
+        let result = try classifier.classify(image: try MPImage(uiImage: image))
+        let top = result.classificationResult.classifications[0].categories[0]
+        return (top.categoryName ?? "", top.score)
+    }}
+}}
+```"""
+
+
+def readme_section(manifest: dict) -> str:
+    """The README section for the Tasks-ready variant (empty when the artifact has none)."""
+    if not manifest.get("tasks_variant"):
+        return ""
+    v = snippet_values(manifest)
+    rule = (f"the top class (scores are probabilities; threshold {v['threshold']})")
+    return f"""
+## MediaPipe Tasks and LiteRT Task Library: `{v['file']}`
+
+`{v['file']}` is the Tasks-ready twin of the shipped model: uint8 RGB `[1, {v['size']}, {v['size']}, 3]`
+in (raw pixel values; a gray X-ray as R = G = B), float32 probabilities `[1, {v['n']}]` out, full-INT8
+compute inside (channel average, normalization and softmax are part of the model). Its TFLite
+metadata names the classes ({', '.join(v['labels'])}), so MediaPipe's ImageClassifier reports
+them by name; the decision is {rule}. MediaPipe stretches the image to {v['size']}x{v['size']}
+with its own (bilinear) filter: scale the image yourself first, as below, to stay close to
+`run.py`, which this file matches on top-1 (tested on real chest X-rays).
+
+### Android (Kotlin, MediaPipe Tasks ImageClassifier)
+
+{kotlin_mediapipe(v)}
+
+### Android (Kotlin, LiteRT Interpreter, raw control)
+
+{kotlin_interpreter(v)}
+
+### iOS (Swift, MediaPipe Tasks ImageClassifier)
+
+{swift_mediapipe(v)}
+
+These snippets are generated from manifest.json; they were not compiled here (no Android SDK,
+Kotlin or Swift toolchain on the build machine). The model file itself was run by MediaPipe
+Tasks' ImageClassifier (Python, the same C++ task library) in edgexray's tests.
+"""
