@@ -45,6 +45,9 @@ class ExternalSet:
 def check_test_data(test_dir, class_names) -> None:
     """Refuse a test folder whose class sub-folders differ from the training classes."""
     from edgexray.data import scan_image_folder
+    if not Path(test_dir).is_dir():
+        raise EdgeXrayError(f"--test-data {str(test_dir)!r} is not a folder; pass a folder with one "
+                            f"sub-folder per class: {', '.join(class_names)}")
     index = scan_image_folder(test_dir)
     if tuple(index.class_names) != tuple(class_names):
         raise EdgeXrayError(

@@ -132,3 +132,8 @@ def test_test_data_with_other_classes_is_refused(synth_dir, tmp_path):
         build(BuildConfig(target="rpi4", data_dir=str(synth_dir), out=str(tmp_path / "out"),
                           test_data=str(other), verify_arm=False))
     assert not list((tmp_path / "out").glob("rpi4-*"))  # refused before training: nothing shipped
+    r = CliRunner().invoke(main, ["build", "--data", str(synth_dir), "--out", str(tmp_path / "o2"),
+                                  "--test-data", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "--test-data" in r.output and "is not a folder" in r.output
+    r = CliRunner().invoke(main, ["build", "--out", str(tmp_path / "o3"), "--test-data", str(other)])
+    assert r.exit_code == 2 and "needs --data" in r.output
