@@ -179,6 +179,24 @@ def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -
     return out
 
 
+def pixels_model_metrics(ext: ExternalSet, path, seed: int = 0) -> dict:
+    """Metrics of a .tflite that takes uint8 RGB pixels (gray as R = G = B, what an app passes)
+    and gives probabilities, e.g. the Tasks-ready variant (export/tasks_variant.py)."""
+    from edgexray.export.runners import tflite_interpreter
+
+    interpreter = tflite_interpreter(path)
+    i, o = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = o.get("quantization") or (0.0, 0)
+    u8 = np.clip(np.round(ext.arrays.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    probs = []
+    for x in u8:
+        interpreter.set_tensor(i["index"], np.repeat(x[None, :, :, None], 3, axis=-1))
+        interpreter.invoke()
+        p = interpreter.get_tensor(o["index"])[0].astype(np.float64)
+        probs.append((p - zero) * scale if scale else p)
+    return metrics_of(ext, np.stack(probs), seed)
+
+
 def _import_run_py(folder: Path):
     name = f"_edgexray_artifact_run_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, Path(folder) / "run.py")
