@@ -1,0 +1,167 @@
+"""What a build ships is chosen on the validation split only, and every device profile's plain
+build ships something that meets its budget (down to the unpruned model), saying which level.
+
+Real builds of a tiny model (32 px, width 0.25) from one shared checkpoint; the host benchmark
+skips its fresh-process memory probe (not what these tests are about)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgexray import pipeline
+from edgexray.cli import main
+
+TINY = ["--bench-seconds", "0.1", "--calib-count", "30", "--no-verify-arm"]
+
+
+@pytest.fixture(scope="module")
+def fast_bench():
+    from edgexray.bench import compare
+    real = compare.compare_models
+
+    def latency_only(*args, **kwargs):
+        return real(*args, **{**kwargs, "memory": False})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compare, "compare_models", latency_only)
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """3 classes x 60 synthetic images and a resnet18_cbam (32 px, width 0.25) trained 3 epochs."""
+    from edgexray.synth import synthesize
+    from edgexray.train import ModelConfig, TrainConfig, train_folder
+    root = tmp_path_factory.mktemp("selection")
+    data = synthesize(root / "xrays", classes=3, per_class=60, size=(48, 64), seed=2,
+                      progress=False)
+    run = train_folder(data, root / "run", ModelConfig(arch="resnet18_cbam", size=32, width=0.25),
+                       TrainConfig(epochs=3, batch_size=32), progress=False)
+    return data, run.checkpoint
+
+
+def _build(target, data, ckpt, out, *extra):
+    r = CliRunner().invoke(main, ["build", "--target", target, "--checkpoint", str(ckpt),
+                                  "--data", str(data), "--out", str(out), *TINY, *extra])
+    assert r.exit_code == 0, r.output
+    folder = next(p for p in Path(out).glob(f"{target}-*") if p.is_dir())
+    return json.loads((folder / "manifest.json").read_text()), r.output, folder
+
+
+def _scramble_test_labels(monkeypatch):
+    """Every test image gets another class (y -> y+1 mod K): any use of the test labels for a
+    choice would see a different model ranking."""
+    real = pipeline._trained_model
+
+    def scrambled(*args, **kwargs):
+        base, data = real(*args, **kwargs)
+        k = len(data.class_names)
+        labels = {**data.labels, "test": (data.labels["test"] + 1) % k}
+        return base, dataclasses.replace(data, labels=labels)
+    monkeypatch.setattr(pipeline, "_trained_model", scrambled)
+
+
+@pytest.fixture(scope="module")
+def x86_builds(tiny_run, fast_bench, tmp_path_factory):
+    data, ckpt = tiny_run
+    out = tmp_path_factory.mktemp("x86")
+    plain = _build("x86-64", data, ckpt, out / "plain", "--finetune-epochs", "1")
+    with pytest.MonkeyPatch.context() as mp:
+        _scramble_test_labels(mp)
+        scrambled = _build("x86-64", data, ckpt, out / "scrambled", "--finetune-epochs", "1")
+    return out, plain, scrambled
+
+
+def _pruned_state(out: Path):
+    return torch.load(out / "build-x86-64" / "pruned.pt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_scrambled_test_labels_do_not_change_what_is_shipped(x86_builds):
+    out, (plain, _, _), (scrambled, _, _) = x86_builds
+    sel = plain["selection"]
+    assert sel["split"] == "val" and sel["n_images"] > 0
+    assert [d["split"] for d in sel["decisions"]] == ["val", "val", "train"]
+    # the same choices, made from the same figures
+    assert scrambled["selection"] == sel
+    assert scrambled["model"]["precision"] == plain["model"]["precision"]
+    assert scrambled["channels_kept"] == plain["channels_kept"]
+    a, b = _pruned_state(out / "plain"), _pruned_state(out / "scrambled")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # ... while the test split was read, scrambled, for the report
+    assert scrambled["accuracy"]["unpruned_fp32"] != plain["accuracy"]["unpruned_fp32"]
+
+
+@pytest.mark.slow
+def test_manifest_and_summary_show_intervals_and_the_budget_rule(x86_builds):
+    _, (plain, output, folder), _ = x86_builds
+    for row in plain["models"]:
+        lo, hi = row["accuracy_ci95"]
+        assert lo <= row["accuracy"] <= hi
+        assert set(row["per_class_ci95"]) == set(plain["class_names"])
+    budget = plain["budgets"]["max_accuracy_drop_pp"]
+    assert budget["split"] == "val" and budget["passed"] and budget["upper_95"] <= budget["limit"]
+    assert "95% CI" in output and "chosen on" in output and "pruning level" in output
+    assert "accuracy 95% CI" in (folder / "report.html").read_text()
+
+
+def _every_profile():
+    from edgexray.devices import list_profiles
+    return list_profiles()
+
+
+@pytest.mark.slow
+def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_builds, tmp_path):
+    data, ckpt = tiny_run
+    _, (x86, _, _), _ = x86_builds
+    manifests = {"x86-64": x86}
+    for name in _every_profile():
+        if name not in manifests:
+            manifests[name] = _build(name, data, ckpt, tmp_path / name, "--finetune-epochs", "0")[0]
+    for name, m in manifests.items():
+        level = m["selection"]["decisions"][0]
+        assert level["what"] == "pruning level" and level["chosen"], name
+        assert m["prune"]["level"] == level["chosen"]
+        assert m["budgets"]["max_accuracy_drop_pp"]["passed"], name
+        if level["fallback"]:  # the lighter levels were tried first, each refused for a reason
+            refused = [c for c in level["candidates"] if c["level"] != level["chosen"]]
+            assert refused and all(c["failures"] or c["skipped"] for c in refused), name
+            assert any("falling back" in f or "UNPRUNED" in f for f in m["fallbacks"]), name
+        if level["chosen"].startswith("unpruned"):
+            assert m["reduction"] == {"params": 0.0, "macs": 0.0}
+
+
+def test_a_precision_whose_minority_class_collapses_is_not_shipped():
+    from types import SimpleNamespace
+
+    from edgexray.metrics import budget_check
+    y = np.r_[np.zeros(950, int), np.ones(50, int)]
+    ref = y.copy()
+    ref[:50], ref[950:955] = 1, 0
+    collapsed = ref.copy()
+    collapsed[:25], collapsed[955:980] = 0, 0  # same accuracy, rare sensitivity 90% -> 40%
+    names = ["common", "rare"]
+    parity = {"int8": {"passed": True, "budget": budget_check(y, ref, collapsed, names, 1.0)},
+              "fp32": {"passed": True, "budget": budget_check(y, ref, ref, names, 1.0)}}
+    steps = pipeline.Progress()
+    shipped = pipeline._choose_precision(SimpleNamespace(default_precision="int8"),
+                                         ("int8", "fp32"), parity, 1.0, steps)
+    assert shipped == "fp32"
+    assert "rare sensitivity drop 50.00 pp" in steps.fallbacks[0]
+
+
+def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
+    from edgexray.devices import load_profile
+    plain = pipeline.BuildConfig()
+    for name in _every_profile():
+        levels = pipeline._pruning_attempts(load_profile(name).prune, plain)
+        assert levels[-1] == ("unpruned", None) and len(levels) >= 3, name
+    # a latency search ships nothing rather than an unpruned model that misses the latency goal
+    latency = pipeline._pruning_attempts(load_profile("rpi4").prune,
+                                         pipeline.BuildConfig(latency_budget_ms=5.0))
+    assert ("unpruned", None) not in latency
