@@ -55,6 +55,9 @@ class BuildConfig:
     verify_arm: bool = True  # run the emulated-ARM check for aarch64 targets when the host can
     synth_classes: int = 3  # demo data
     synth_per_class: int = 120  # demo data
+    group_regex: str | None = None  # patient key of the file names; None = detect one (data.py)
+    group: bool = True  # False (--no-group): split images independently
+    test_data: str | None = None  # external test folder: scored at the end, never for a choice
     seed: int = 0
     force: bool = False  # replace an existing artifact / build folder
 
@@ -119,6 +122,12 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     steps = Progress()
     summary: dict = {"target": profile.name, "config": _jsonable(asdict(cfg))}
 
+    ext = None
+    if cfg.test_data:  # before training: a wrong folder fails now, an overlap is said up front
+        from edgexray import external
+        with steps.stage("external test set"):
+            ext = external.for_build(cfg, profile, given, progress, steps.say)
+
     # 1. data + unpruned model ------------------------------------------------------------
     with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
         base, data = _trained_model(cfg, profile, given, work, demo, progress)
@@ -161,11 +170,17 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         bench = _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
                             steps)
 
-    # 7. bundle -------------------------------------------------------------------------------
+    # 7. the external test set, read once, by every model (the shipped one in the bundle) ------
+    external_rows, holder = None, {}
+    if ext is not None:
+        with steps.stage("external test set: every model"):
+            external_rows = _external_rows(ext, base, pruned, files, bench, work, cfg.seed)
+
+    # 8. bundle -------------------------------------------------------------------------------
     with steps.stage("bundle"):
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
                            base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out,
-                           selection)
+                           selection, external=(ext, external_rows, holder) if ext else None)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
@@ -175,7 +190,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                               **{p: parity[p]["candidate"]["ci95"]["accuracy"] for p in parity}},
                    pruning_level=selection["decisions"][0]["chosen"],
                    selection=selection, fallbacks=steps.fallbacks,
-                   reduction=prune_report["reduction"], bench=bench["summary"])
+                   reduction=prune_report["reduction"], bench=bench["summary"],
+                   grouping=data.grouping, leakage=_leakage_brief(data.leakage),
+                   external=holder.get("external"))
     atomic_write_json(work / "summary.json", summary)
     return summary
 
@@ -199,14 +216,18 @@ def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, pro
         if cfg.size and cfg.size != given.preprocess.size:
             raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
                                 f"{given.preprocess.size} px; drop --size or retrain")
+        if cfg.group_regex or not cfg.group:
+            Progress.say("--group-regex / --no-group ignored: the checkpoint's own splits are reused")
         return given, held_out_data(given, data_dir, progress)
     from edgexray.checkpoint import load_checkpoint
+    from edgexray.data import SplitConfig
     from edgexray.train import ModelConfig, TrainConfig, train_folder
     size = cfg.size or profile.input_size
     run = train_folder(data_dir, work / "train",
                        ModelConfig(arch=cfg.arch, size=size, width=cfg.width,
                                    pretrained=cfg.pretrained, weights=cfg.weights),
                        TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+                       split_cfg=SplitConfig(group_regex=cfg.group_regex, auto_group=cfg.group),
                        force=True, progress=progress)
     return load_checkpoint(run.checkpoint), run.data
 
@@ -651,8 +672,30 @@ def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned
     return rows
 
 
+def _external_rows(ext, base, pruned, files, bench, work, seed) -> dict:
+    """External-set metrics of every model of the comparison table, by its row label (the
+    shipped artifact is scored through its run.py when bundled: external.artifact_hook)."""
+    from edgexray import external
+    labels = bench["labels"]
+    models = {labels["torch"]: base.model,
+              labels["ort"]: work / "bench" / "unpruned_fp32.onnx",
+              labels["ort_int8"]: work / "bench" / "unpruned_int8_ort.onnx",
+              labels["pruned"]: pruned.model,
+              **{f"pruned {p} ({path.suffix[1:]})": path for p, path in files.items()}}
+    rows = external.evaluate_models(ext, models, base.preprocess, seed)
+    for label, m in rows.items():
+        ci = m["ci95"]["accuracy"]
+        Progress.say(f"external {label}: accuracy {m['accuracy']:.4f} "
+                     f"(95% CI {ci[0]:.4f}-{ci[1]:.4f})")
+    return rows
+
+
+def _leakage_brief(leak: dict | None) -> dict | None:
+    return None if leak is None else {k: v for k, v in leak.items() if not isinstance(v, list)}
+
+
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
-            pruned_metrics, bench, steps, synthetic, test_y, out, selection):
+            pruned_metrics, bench, steps, synthetic, test_y, out, selection, external=None):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
@@ -696,6 +739,8 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         "host_benchmark": bench["summary"],
         "host_benchmark_results": bench["document"],
         "source_checkpoint_sha256": sha256_file(base.path),
+        "grouping": data.grouping,  # the patient key of the splits and its group counts
+        "leakage": data.leakage,  # duplicate images found in the data folder (edgexray.leakage)
         "config": _jsonable(asdict(cfg)),
     }
     names = list(base.class_names)
@@ -714,11 +759,34 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
     test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
     verify = _arm_verifier(cfg, profile, steps, [Path(data.index.root) / rel for rel in
                                                  test_files[::max(1, len(test_files) // 6)][:6]])
+    if external is not None:  # scores the finished artifact through its run.py
+        from edgexray.external import artifact_hook
+        ext, rows, holder = external
+        verify = artifact_hook(ext, rows, "shipped artifact (run.py)", verify, holder, steps.say)
+    tasks = _tasks_model(cfg, profile, pruned, data, files[shipped].parent, steps)
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
                           report_assets={"plots": plot_assets, "gradcam": gradcam_assets},
-                          images_are_synthetic=synthetic, verify=verify, force=cfg.force)
+                          images_are_synthetic=synthetic, verify=verify, tasks_model=tasks,
+                          force=cfg.force)
+
+
+def _tasks_model(cfg, profile, pruned, data, exp, steps):
+    """The Tasks-ready INT8 variant (MediaPipe / LiteRT Task Library) for LiteRT targets; the
+    build goes on without it, and says so, when the converter cannot make it."""
+    if profile.model_format != "tflite":
+        return None
+    from edgexray.export.tasks_variant import TASKS_FILE, torch2tasks_tflite
+    try:
+        path = torch2tasks_tflite(pruned.model, exp / TASKS_FILE, preprocess=pruned.preprocess,
+                                  calib=_calibration(pruned, data, cfg.calib_count, cfg.seed),
+                                  class_names=list(pruned.class_names))
+    except EdgeXrayError as e:
+        steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")
+        return None
+    steps.say(f"Tasks-ready variant {path.name}: uint8 RGB in, float32 probabilities out")
+    return path
 
 
 def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
@@ -785,5 +853,8 @@ def format_summary(summary: dict) -> str:
             ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
             ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
             ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
+    from edgexray.external import format_lines, grouping_lines
+    rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))
+    rows += format_lines(summary.get("external"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
