@@ -120,3 +120,55 @@ def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.P
         "file": TASKS_FILE, "bytes": (folder / TASKS_FILE).stat().st_size, **spec,
         "for": "MediaPipe Tasks ImageClassifier / LiteRT Task Library: RGB pixels 0-255 in "
                "(gray as R=G=B), probabilities out, full-INT8 compute inside"}
+
+
+def gray2rgb_pixels(gray: np.ndarray) -> np.ndarray:
+    """(N, S, S) gray in [0, 1] -> uint8 (N, S, S, 3) with R = G = B: what an app passes."""
+    u8 = np.clip(np.round(np.asarray(gray, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(u8[..., None], 3, axis=-1))
+
+
+def _p50_ms(interpreter, x: np.ndarray, runs: int) -> float:
+    import time
+
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.set_tensor(index, x)
+    for _ in range(3):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def measure_tasks_variant(tasks_path, shipped_path, gray: np.ndarray, labels: np.ndarray,
+                          preprocess: Preprocess, threads: int | None = None,
+                          runs: int = 50) -> dict:
+    """Accuracy of the Tasks-ready variant on `gray` (N, S, S in [0, 1]) / `labels`, its top-1
+    agreement with the int8-I/O file `shipped_path` on the same images, and both files' p50
+    latency (LiteRT, batch 1, `runs` invokes each, measured back to back)."""
+    from .runners import run_file, tflite_interpreter
+
+    rgb = gray2rgb_pixels(gray)
+    tasks = tflite_interpreter(tasks_path, threads)
+    i, o = tasks.get_input_details()[0]["index"], tasks.get_output_details()[0]["index"]
+    probs = []
+    for x in rgb:
+        tasks.set_tensor(i, x[None])
+        tasks.invoke()
+        probs.append(tasks.get_tensor(o)[0].copy())
+    tasks_top1 = np.argmax(np.stack(probs), 1)
+    shipped_top1 = np.argmax(run_file(shipped_path, preprocess.normalize(gray), threads), 1)
+    shipped = tflite_interpreter(shipped_path, threads)
+    detail = shipped.get_input_details()[0]
+    x_shipped = np.zeros(detail["shape"], detail["dtype"])
+    labels = np.asarray(labels)
+    return {"n": int(len(labels)), "split": "test",
+            "accuracy": float(np.mean(tasks_top1 == labels)),
+            "shipped_accuracy": float(np.mean(shipped_top1 == labels)),
+            "top1_agreement_with_shipped": float(np.mean(tasks_top1 == shipped_top1)),
+            "latency_ms_p50": _p50_ms(tasks, rgb[:1], runs),
+            "shipped_latency_ms_p50": _p50_ms(shipped, x_shipped, runs),
+            "threads": threads, "runs": runs}
