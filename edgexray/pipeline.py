@@ -763,30 +763,43 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         from edgexray.external import artifact_hook
         ext, rows, holder = external
         verify = artifact_hook(ext, rows, "shipped artifact (run.py)", verify, holder, steps.say)
-    tasks = _tasks_model(cfg, profile, pruned, data, files[shipped].parent, steps)
+    tasks = _tasks_model(cfg, profile, pruned, data, files[shipped], steps)
+    if tasks is not None:
+        manifest_fields["tasks_variant_measured"] = tasks[1]
+        manifest_fields["models"].append(
+            {"label": "pruned int8 Tasks-ready (uint8 RGB in, probabilities out)",
+             "format": "tflite", "precision": "int8", "size_bytes": tasks[0].stat().st_size,
+             "latency_ms": {"p50": tasks[1]["latency_ms_p50"]}, "accuracy": tasks[1]["accuracy"]})
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
                           report_assets={"plots": plot_assets, "gradcam": gradcam_assets},
-                          images_are_synthetic=synthetic, verify=verify, tasks_model=tasks,
-                          force=cfg.force)
+                          images_are_synthetic=synthetic, verify=verify,
+                          tasks_model=tasks and tasks[0], force=cfg.force)
 
 
-def _tasks_model(cfg, profile, pruned, data, exp, steps):
-    """The Tasks-ready INT8 variant (MediaPipe / LiteRT Task Library) for LiteRT targets; the
-    build goes on without it, and says so, when the converter cannot make it."""
+def _tasks_model(cfg, profile, pruned, data, shipped_file, steps):
+    """(path, measured) of the Tasks-ready INT8 variant (MediaPipe / LiteRT Task Library) for
+    LiteRT targets, measured on the test split against the shipped int8-I/O file; None, said,
+    when the converter cannot make it (the build goes on without it)."""
     if profile.model_format != "tflite":
         return None
-    from edgexray.export.tasks_variant import TASKS_FILE, torch2tasks_tflite
+    from edgexray.export.tasks_variant import TASKS_FILE, measure_tasks_variant, torch2tasks_tflite
     try:
-        path = torch2tasks_tflite(pruned.model, exp / TASKS_FILE, preprocess=pruned.preprocess,
+        path = torch2tasks_tflite(pruned.model, shipped_file.parent / TASKS_FILE,
+                                  preprocess=pruned.preprocess,
                                   calib=_calibration(pruned, data, cfg.calib_count, cfg.seed),
                                   class_names=list(pruned.class_names))
     except EdgeXrayError as e:
         steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")
         return None
-    steps.say(f"Tasks-ready variant {path.name}: uint8 RGB in, float32 probabilities out")
-    return path
+    m = measure_tasks_variant(path, shipped_file, data.arrays["test"], data.labels["test"],
+                              pruned.preprocess)
+    steps.say(f"Tasks-ready variant {path.name} (uint8 RGB in, float32 probabilities out): test "
+              f"accuracy {m['accuracy']:.4f} vs {m['shipped_accuracy']:.4f} int8-I/O, top-1 "
+              f"agreement {m['top1_agreement_with_shipped']:.4f}, host p50 "
+              f"{m['latency_ms_p50']:.2f} vs {m['shipped_latency_ms_p50']:.2f} ms")
+    return path, m
 
 
 def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
