@@ -7,9 +7,11 @@ DEMO_OUT ?= demo-out
 
 .PHONY: install system-deps demo test test-fast clean
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	# TFLite metadata schema classes only: tflite-support's own pins (protobuf<4) clash with onnx's
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps tflite-support==0.4.4
 	touch $(STAMP)
 
 install: $(STAMP)

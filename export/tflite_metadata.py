@@ -1,12 +1,13 @@
 """TFLite Model Metadata in every shipped .tflite: what a mobile app (MediaPipe Tasks, LiteRT
 Support Library, Android Studio's model binding) reads instead of hand-copied constants.
 
-The metadata is the official schema (metadata_schema.fbs, vendored as
-_metadata_schema_py_generated) written the way tflite-support's / MediaPipe's MetadataPopulator
+The metadata follows the official schema (metadata_schema.fbs; its flatc-generated classes come
+from tflite-support, installed without its dependencies by the Makefile because its pins clash with
+this project's protobuf) and is written the way tflite-support's / MediaPipe's MetadataPopulator
 writes it: the ModelMetadata flatbuffer (identifier "M001") in a model buffer named
 "TFLITE_METADATA", and the associated files (labels, edgexray's manifest subset) as an
-uncompressed zip appended to the model. Neither writer installs next to this project's
-protobuf / numpy pins; the test reads the result back with MediaPipe's own extractor.
+uncompressed zip appended to the model. The populator itself needs tflite-support's compiled
+extensions and their dependencies; the test reads the result back with MediaPipe's own extractor.
 
 Only the flatbuffer's metadata list and one extra buffer change: every tensor, weight and
 operator is repacked as it was, so the model computes the same values bit for bit.
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import flatbuffers
 import numpy as np
+from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta_fb
 
 from edgexray.errors import EdgeXrayError
 
-from . import _metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # MetadataPopulator.METADATA_FIELD_NAME
 METADATA_IDENTIFIER = b"M001"
