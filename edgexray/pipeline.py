@@ -458,12 +458,16 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val
         from edgexray.export.tflite import onnx2tflite
         files = onnx2tflite(onnx_fp32, exp, precisions=precisions, calib=calib)
     elif profile.model_format == "onnx":
-        from edgexray.export.quantize_onnx import onnx2int8onnx
+        from edgexray.export.quantize_onnx import choose_scheme
         for p in precisions:
             if p == "fp32":
                 files[p] = onnx_fp32
-            elif p == "int8":
-                files[p] = onnx2int8onnx(onnx_fp32, exp / "model_int8.onnx", calib)
+            elif p == "int8":  # the INT8 scheme is measured on val, on this CPU
+                files[p] = exp / "model_int8.onnx"
+                scheme = choose_scheme(onnx_fp32, files[p], calib, val_x, val_y)
+                steps.say(f"ONNX INT8 scheme {scheme['chosen']} (chosen on val on this CPU: "
+                          + ", ".join(f"{n} {r['accuracy']:.4f} / {r['p50_ms']:.2f} ms"
+                                      for n, r in scheme["schemes"].items()) + ")")
             else:
                 raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; "
                                     "allowed: fp32, int8")
@@ -478,6 +482,8 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val
                                   candidate_logits=logits)
         results[p]["split"] = "val"
         results[p]["budget"] = check = judge(logits)
+        if p == "int8" and profile.model_format == "onnx":
+            results[p]["int8_scheme"] = scheme
         steps.say(f"{path.name}: {_budget_text(check)}, top-1 agreement with PyTorch "
                   f"{results[p]['top1_agreement']:.4f}, max |diff| {results[p]['max_abs_diff']:.2e}")
     atomic_write_json(exp / "parity_val.json", _jsonable(results))
@@ -549,6 +555,13 @@ def _selection_record(cfg, data, val_y, prune_report, val_parity, shipped) -> di
                             for p, r in val_parity.items()]},
             {"what": "INT8 calibration images", "split": "train",
              "n_images": int(min(cfg.calib_count, len(data.labels["train"])))},
+            *([{"what": "ONNX INT8 scheme", "split": "val", "chosen": s["chosen"],
+                "by": "fastest on this CPU among the schemes within "
+                      f"{100 * s['accuracy_tolerance']:.1f} pp of FP32 accuracy",
+                "cpu_model": s["cpu_model"],
+                "candidates": [{"scheme": n, "accuracy": r["accuracy"], "p50_ms": r["p50_ms"]}
+                               for n, r in s["schemes"].items()]}]
+              if (s := val_parity.get("int8", {}).get("int8_scheme")) else []),
         ],
     }
 
