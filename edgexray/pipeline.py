@@ -783,6 +783,10 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
             {"label": "pruned int8 Tasks-ready (uint8 RGB in, probabilities out)",
              "format": "tflite", "precision": "int8", "size_bytes": tasks[0].stat().st_size,
              "latency_ms": {"p50": tasks[1]["latency_ms_p50"]}, "accuracy": tasks[1]["accuracy"]})
+    if external is not None and tasks is not None:  # the row just added, on the external set too
+        from edgexray.external import pixels_model_metrics
+        external[1][manifest_fields["models"][-1]["label"]] = pixels_model_metrics(external[0],
+                                                                                   tasks[0])
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
