@@ -107,7 +107,7 @@ def test_cbam_importance_is_the_mean_gate_value(xray_batches):
 
 
 ATTENTION_ARCHS = list_models("cbam") + list_models("se")
-PRUNABLE = [a for a in ATTENTION_ARCHS if not a.startswith("shufflenet")]
+PRUNABLE = [a for a in ATTENTION_ARCHS if not a.startswith("shufflenet")]  # test_prune_shufflenet.py
 
 
 @pytest.mark.slow
@@ -147,14 +147,6 @@ def test_every_attention_arch_prunes_exports_and_reloads(arch, xray_batches, tmp
     assert graph.conv_widths(back) == graph.conv_widths(model)
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
-
-
-@pytest.mark.parametrize("arch", [a for a in ATTENTION_ARCHS if a.startswith("shufflenet")])
-def test_shufflenet_is_a_documented_limitation(arch):
-    model = create_model(arch, width=0.25)
-    with pytest.raises(EdgeXrayError, match="channel_shuffle.*Prune another architecture"):
-        prune_model(model, torch.randn(1, 1, SIZE, SIZE),
-                    PruneConfig(method="l1", schedule="one-shot"))
 
 
 def test_every_criterion_prunes_and_records_how(xray_batches):

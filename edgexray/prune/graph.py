@@ -23,6 +23,7 @@ from torchvision.ops import SqueezeExcitation
 
 from edgexray.errors import EdgeXrayError
 from edgexray.models.attention import ChannelGate, SEGate, SpatialGate
+from edgexray.models.mobile import ChannelShuffle
 
 log = logging.getLogger(__name__)
 
@@ -62,36 +63,40 @@ class GroupInfo:
 GATE_TYPES = (ChannelGate, SEGate, SpatialGate, SqueezeExcitation)
 
 
-def _unsupported(model: nn.Module) -> str | None:
-    for name, m in model.named_modules():
-        if type(m).__name__ == "InvertedResidual" and hasattr(m, "branch2"):  # torchvision ShuffleNetV2
-            return (f"{name or 'the model'} is a ShuffleNetV2 block: its channel_shuffle (a view/"
-                    "transpose that interleaves the two branches) cannot be traced by torch-pruning "
-                    "1.6.1's dependency graph")
-    return None
+class ShuffleStopPruner(tp.pruner.BasePruningFunc):
+    """ShuffleNetV2's channel shuffle (models.mobile.ChannelShuffle): an interleaving permutation
+    that torch-pruning cannot follow. Separate in/out functions decouple its input from its output,
+    so no group crosses it, and `prunable_groups` leaves out every group that reaches it (those
+    cover the spine); what remains (the branch-internal widths, the stem, the last conv) never
+    meets a shuffle and prunes exactly. Its functions never run: no group touching it is pruned."""
+    TARGET_MODULES = (ChannelShuffle,)
 
+    def prune_out_channels(self, layer, idxs):
+        raise RuntimeError("a group crossing a channel shuffle must not be pruned")
 
-def check_supported(model: nn.Module) -> None:
-    reason = _unsupported(model)
-    if reason:
-        raise EdgeXrayError(f"structured pruning is not supported for this architecture: {reason}. "
-                            "Prune another architecture (e.g. mobilenet_v2_cbam or resnet18_cbam) "
-                            "or export this one unpruned (skip the prune stage).")
+    def prune_in_channels(self, layer, idxs):
+        raise RuntimeError("a group crossing a channel shuffle must not be pruned")
+
+    def get_out_channels(self, layer):
+        return getattr(layer, "_edgexray_channels", None)
+
+    get_in_channels = get_out_channels
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """The dependency graph with the spatial gate registered as pass-through."""
-    check_supported(model)
+    """The dependency graph with the spatial gate registered as pass-through and the channel
+    shuffle as a stop."""
     model.eval()
     # the trace's forward pass records each spatial gate's channel count for PassThroughPruner
     hooks = [g.register_forward_pre_hook(lambda mod, args: setattr(mod, "_edgexray_channels",
                                                                    int(args[0].shape[1])))
-             for g in model.modules() if isinstance(g, SpatialGate)]
+             for g in model.modules() if isinstance(g, (SpatialGate, ChannelShuffle))]
     try:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_input,
-                customized_pruners={SpatialGate: PassThroughPruner()}, verbose=False)
+                customized_pruners={SpatialGate: PassThroughPruner(),
+                                    ChannelShuffle: ShuffleStopPruner()}, verbose=False)
     finally:
         for h in hooks:
             h.remove()
@@ -130,14 +135,15 @@ def module_stages(model: nn.Module, example_input: torch.Tensor) -> dict[str, in
 
 def prunable_groups(model: nn.Module, DG: tp.DependencyGraph,
                     stages: dict[str, int]) -> list[GroupInfo]:
-    """Every group that may shrink: not reaching the network output, not a gate's hidden width."""
+    """Every group that may shrink: not reaching the network output, not a gate's hidden width,
+    not meeting a channel shuffle."""
     hidden = set(gate_hidden_layers(model))
     names = {m: n for n, m in model.named_modules()}
     # the layer computing the network output is a sink of the graph (or feeds an _OutputOp)
     sinks = {node.module for node in DG.module2node.values() if not node.outputs}
     groups = []
     for group in DG.get_all_groups(ignored_layers=[], root_module_types=(nn.Conv2d, nn.Linear)):
-        members, reaches_output, touches_hidden = [], False, False
+        members, reaches_output, touches_hidden, crosses_shuffle = [], False, False, False
         for dep, _ in group:
             target = dep.target.module
             if isinstance(target, tp.ops._OutputOp) or (target in sinks and dep.handler in OUT_FNS):
@@ -145,7 +151,8 @@ def prunable_groups(model: nn.Module, DG: tp.DependencyGraph,
             if dep.handler in OUT_FNS:
                 members.append(target)
                 touches_hidden |= target in hidden
-        if reaches_output or touches_hidden or not members:
+            crosses_shuffle |= isinstance(target, ChannelShuffle)
+        if reaches_output or touches_hidden or crosses_shuffle or not members:
             continue
         root = group[0].dep.target.module
         stage = max([stages[names[m]] for m in members if names[m] in stages] or [1])
@@ -174,10 +181,10 @@ def conv_widths(model: nn.Module) -> dict[str, int]:
 
 
 def spine_widths(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """Output channels of each stage module: ResNet's layer1..layer4, else every child of
-    `features` (torchvision-style models)."""
-    stages = [(n, getattr(model, n)) for n in ("layer1", "layer2", "layer3", "layer4")
-              if hasattr(model, n)]
+    """Output channels of each stage module: ResNet's layer1..layer4 (ShuffleNetV2's
+    stage2..stage4), else every child of `features` (torchvision-style models)."""
+    stages = [(n, getattr(model, n)) for n in ("layer1", "layer2", "layer3", "layer4",
+                                               "stage2", "stage3", "stage4") if hasattr(model, n)]
     if not stages and isinstance(getattr(model, "features", None), nn.Sequential):
         stages = [(f"features.{n}", m) for n, m in model.features.named_children()]
     names = {m: n for n, m in stages}

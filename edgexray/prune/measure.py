@@ -49,3 +49,33 @@ def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30
     times.sort()
     return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))],
             "mean": statistics.fmean(times), "min": times[0], "runs": runs, "threads": threads or old}
+
+
+def onnx_count(path) -> dict:
+    """{"params", "macs"} read from an exported ONNX file: float weights in its initializers, and
+    multiply-accumulates of its Conv / Gemm / MatMul nodes (batch 1, shapes inferred)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    m = shape_inference.infer_shapes(onnx.load(str(path)))
+    g = m.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    params = sum(int(w.size) for w in weights.values() if np.issubdtype(w.dtype, np.floating))
+    shapes = {}
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value or 1 for d in dims]  # a symbolic batch counts as 1
+    macs = 0
+    for node in g.node:
+        if node.op_type == "Conv":
+            w = weights[node.input[1]].shape  # (out, in / groups, kh, kw)
+            out = shapes[node.output[0]]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            b = weights.get(node.input[1])
+            k = (b.shape[0] if node.op_type == "MatMul" or not any(
+                a.name == "transB" and a.i for a in node.attribute) else b.shape[1]) if b is not None \
+                else shapes[node.input[0]][-1]
+            macs += int(np.prod(shapes[node.output[0]])) * int(k)
+    return {"params": params, "macs": macs}

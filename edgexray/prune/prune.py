@@ -179,7 +179,6 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
     """Prune `model` in place (and return it) with `cfg`; `finetune(model, step)` runs after every
     step when given and returns the model to continue with."""
     cfg.validate()
-    graph.check_supported(model)
     crit = get_importance(cfg.method, seed=cfg.seed)
     crit.check(model)
     batches = calibration_batches(calib_loader, cfg.calib_images, crit.needs_data, cfg.method)
