@@ -39,6 +39,10 @@ Unknown top-level keys are allowed and ignored; the keys below are required unle
                      "resize": "triangle"},     # Preprocess.to_dict(); matches input shape
       "class_names": ["NORMAL", "PNEUMONIA"],   # output index order
       "threads": 4,                             # optional default thread count
+      # optional, onnxruntime only: model.execution_provider "CPUExecutionProvider" (default) |
+      # "CUDAExecutionProvider" | "TensorrtExecutionProvider" (needs onnxruntime-gpu), and
+      # model.provider_fallback "cpu" (run on the CPU, say so on stderr and in bench "provider")
+      # | "none" (default: exit 2 when the provider is not available here)
       "files": {"model.tflite": {"sha256": "<64 hex>", "bytes": 123456},
                 "labels.txt": {"sha256": "<64 hex>", "bytes": 20}}  # every file but manifest.json,
     }                                           # run.py and checksums.sha256 (they seal it)
@@ -98,6 +102,11 @@ MODEL_RUNTIMES = {"litert": ".tflite", "onnxruntime": ".onnx"}
 LAYOUTS = ("NHWC", "NCHW")
 TENSOR_DTYPES = ("int8", "uint8", "float32")
 OUTPUT_KINDS = ("logits", "probabilities")
+# model.execution_provider (ONNX Runtime) -> the runner kind that uses it
+EXECUTION_PROVIDERS = {"CPUExecutionProvider": "onnxruntime-cpu",
+                       "CUDAExecutionProvider": "onnxruntime-cuda",
+                       "TensorrtExecutionProvider": "onnxruntime-tensorrt"}
+PROVIDER_FALLBACKS = ("cpu", "none")
 
 
 # ---------------------------------------------------------------- manifest
@@ -139,6 +148,13 @@ def manifest_problems(manifest) -> list:
     elif not model["file"].endswith(MODEL_RUNTIMES[model["runtime"]]):
         problems.append(f"model.file {model['file']!r} does not end in "
                         f"{MODEL_RUNTIMES[model['runtime']]} for runtime {model['runtime']!r}")
+    if isinstance(model, dict) and model.get("runtime") == "onnxruntime":
+        if model.get("execution_provider", "CPUExecutionProvider") not in EXECUTION_PROVIDERS:
+            problems.append(f"model.execution_provider is {model.get('execution_provider')!r}; "
+                            f"allowed: {list(EXECUTION_PROVIDERS)}")
+        if model.get("provider_fallback", "none") not in PROVIDER_FALLBACKS:
+            problems.append(f"model.provider_fallback is {model.get('provider_fallback')!r}; "
+                            f"allowed: {list(PROVIDER_FALLBACKS)}")
     problems += _tensor_problems("input", manifest.get("input"))
     problems += _tensor_problems("output", manifest.get("output"))
     inp = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
@@ -375,6 +391,44 @@ def _spec_mismatch(where: str, declared: TensorSpec, actual: TensorSpec) -> list
     return problems
 
 
+def _ort_runner(path, threads, model: dict) -> Runner:
+    """ONNX Runtime on the manifest's execution provider; on the CPU instead, said on stderr and
+    recorded in runner.provider, only when the manifest's provider_fallback is "cpu"."""
+    wanted = model.get("execution_provider", "CPUExecutionProvider")
+    runner = None
+    if wanted != "CPUExecutionProvider":
+        try:
+            import onnxruntime as ort
+            available = ort.get_available_providers()
+        except ImportError:
+            ort, available = None, []
+        if wanted in available:
+            runner = OrtRunner(path, threads, kind=EXECUTION_PROVIDERS[wanted])
+            if runner.providers()[0] == wanted:
+                runner.provider = {"requested": wanted, "used": wanted, "fallback": False}
+                return runner
+            why = (f"ONNX Runtime lists {wanted} but could not start it (CUDA/cuDNN/TensorRT "
+                   f"libraries missing or no GPU; it ran on {runner.providers()})")
+        elif ort is None:
+            why = "onnxruntime-gpu is not installed here"
+        else:
+            why = (f"onnxruntime-gpu/CUDA is missing here (onnxruntime {ort.__version__} offers "
+                   f"{available})")
+        fix = ("install onnxruntime-gpu with a matching CUDA (see the artifact's README, 'install') "
+               "on a machine with an NVIDIA GPU")
+        if model.get("provider_fallback", "none") != "cpu":
+            raise EdgeXrayError(f"the manifest asks for {wanted} but {why}, and its "
+                                "provider_fallback is 'none' (no CPU fallback allowed); " + fix)
+        print(f"warning: the manifest asks for {wanted} but {why}; running on the CPU instead "
+              f"(manifest provider_fallback: cpu): figures are CPU figures; to use the GPU, {fix}",
+              file=sys.stderr)
+    if runner is None or runner.kind != "onnxruntime-cpu":
+        runner = OrtRunner(path, threads, kind="onnxruntime-cpu")
+    runner.provider = {"requested": wanted, "used": "CPUExecutionProvider",
+                       "fallback": wanted != "CPUExecutionProvider"}
+    return runner
+
+
 def load_model(folder, manifest: dict, threads=None) -> Runner:
     """Load the manifest's model and check its tensors against the manifest."""
     path = Path(folder) / manifest["model"]["file"]
@@ -382,7 +436,7 @@ def load_model(folder, manifest: dict, threads=None) -> Runner:
     if manifest["model"]["runtime"] == "litert":
         runner = LiteRTRunner(path, threads)
     else:
-        runner = OrtRunner(path, threads, kind="onnxruntime-cpu")
+        runner = _ort_runner(path, threads, manifest["model"])
     declared_in = _manifest_spec(manifest["input"], manifest["input"]["layout"])
     declared_out = _manifest_spec(manifest["output"], "NC")
     problems = (_spec_mismatch("input", declared_in, runner.input_spec)
@@ -539,7 +593,8 @@ def bench_result(folder, manifest, *, seconds=5.0, runs=None, threads=None, data
         runtime_version=runner.version, device=runner.device,
         precision=manifest["model"].get("precision"), threads=runner.threads, batch=1,
         input=runner.input_spec.to_dict(), latency_ms=latency,
-        memory_mb=probe_memory(folder, runner.threads) if memory else None, accuracy=accuracy)
+        memory_mb=probe_memory(folder, runner.threads) if memory else None, accuracy=accuracy,
+        provider=getattr(runner, "provider", None))
 
 
 def cmd_bench(folder, args) -> int:
@@ -558,7 +613,8 @@ def cmd_ops(folder, args) -> int:
     runner = load_model(folder, manifest, args.threads)
     ops = runner.ops()
     print(json.dumps({"runtime": runner.kind, "version": runner.version, "ops": ops,
-                      "delegated": "DELEGATE" in ops}, indent=2))
+                      "delegated": "DELEGATE" in ops,
+                      "provider": getattr(runner, "provider", None)}, indent=2))
     return 0
 
 

@@ -15,6 +15,8 @@ MEMORY_KEYS = ("peak_rss", "baseline_rss", "increment", "device_peak", "method")
 ENTRY_KEYS = ("label", "model_file", "model_sha256", "size_bytes", "runtime", "runtime_version",
               "device", "precision", "threads", "batch", "input", "latency_ms", "memory_mb",
               "accuracy", "error")
+# present only when set: "provider" = {"requested", "used", "fallback": bool} of an ONNX Runtime run
+OPTIONAL_ENTRY_KEYS = ("provider",)
 
 
 def utc_now() -> str:
@@ -23,10 +25,12 @@ def utc_now() -> str:
 
 def bench_entry(**fields) -> dict:
     """One measured model; every key of the schema is present (None when not measured)."""
-    unknown = set(fields) - set(ENTRY_KEYS)
+    unknown = set(fields) - set(ENTRY_KEYS) - set(OPTIONAL_ENTRY_KEYS)
     if unknown:
-        raise ValueError(f"unknown bench entry keys {sorted(unknown)}; allowed: {list(ENTRY_KEYS)}")
+        raise ValueError(f"unknown bench entry keys {sorted(unknown)}; allowed: "
+                         f"{list(ENTRY_KEYS + OPTIONAL_ENTRY_KEYS)}")
     entry = {key: fields.get(key) for key in ENTRY_KEYS}
+    entry.update({key: fields[key] for key in OPTIONAL_ENTRY_KEYS if fields.get(key) is not None})
     if entry["batch"] is None:
         entry["batch"] = 1
     return entry

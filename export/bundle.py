@@ -215,6 +215,9 @@ def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, cla
              "precision": precision, "arch": arch}
     if target.execution_provider:
         model["execution_provider"] = target.execution_provider
+        if target.execution_provider != "CPUExecutionProvider":
+            # run.py falls back to the CPU (and says so) where onnxruntime-gpu/CUDA is missing
+            model["provider_fallback"] = "cpu"
     if target.delegate:
         model["delegate"] = target.delegate
     return {
