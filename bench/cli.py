@@ -47,8 +47,13 @@ def _emit(doc: dict, out, force: bool) -> None:
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
 @click.option("--timeout", type=_seconds, default=1800, show_default=True,
               help="Seconds the artifact's run.py bench (and each copy with --remote) may take.")
-@click.option("--remote", default=None, metavar="ssh://user@host[:port]",
-              help="Run the artifact's run.py on this device over SSH.")
+@click.option("--remote", "remotes", multiple=True, metavar="ssh://user@host[:port]",
+              help="Run the artifact's run.py on this device over SSH; repeat it for a fleet "
+                   "(the devices run in parallel, one row each).")
+@click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A file of ssh URLs, one per line ('#' comments): a fleet bench.")
+@click.option("--parallel", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="At most this many devices at a time in a fleet bench.")
 @click.option("--remote-python", default="python3", show_default=True,
               help="Python on the device (with numpy and the runtime installed).")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -61,8 +66,8 @@ def _emit(doc: dict, out, force: bool) -> None:
               help="Folder for results.json, results.md, plots and report.html "
                    "(default: the JSON on stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
-          remote_python, identity, ssh_options, connect_timeout, out, force):
+def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
+          hosts_file, parallel, remote_python, identity, ssh_options, connect_timeout, out, force):
     """Latency, memory and accuracy of an artifact (folder or .zip) or a model file.
 
     \b
@@ -71,20 +76,29 @@ def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeo
     edgexray bench artifacts/rpi4-... --remote ssh://pi@raspberrypi.local
     edgexray bench model.onnx --runtime onnxruntime-cuda
 
+    edgexray bench artifacts/rpi4-... --hosts hosts.txt --out fleet/
+
     An artifact's integrity is checked first: exit 3 when a file or manifest field changed.
+    A fleet bench (several --remote, or --hosts) writes one row per device, failed ones with
+    their error: exit 0 when every device was measured, 4 when some failed (the table and
+    reports are written either way).
     """
+    from edgexray.bench.fleet import hosts2urls
+
+    remotes = list(remotes) + (hosts2urls(hosts_file) if hosts_file else [])
+    fleet = len(remotes) > 1 or hosts_file is not None
     with contextlib.ExitStack() as stack:
         if target.is_file() and zipfile.is_zipfile(target):
             from edgexray.bench.local import unzip_artifact
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgexray-bench-zip-"))
             target = unzip_artifact(target, tmp)
-        _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
-               remote_python, identity, ssh_options, connect_timeout, out, force)
+        _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
+               fleet, parallel, remote_python, identity, ssh_options, connect_timeout, out, force)
 
 
-def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remote,
-           remote_python, identity, ssh_options, connect_timeout, out, force):
+def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
+           fleet, parallel, remote_python, identity, ssh_options, connect_timeout, out, force):
     from edgexray.bench import local
     from edgexray.bench.runtimes import runtime_for_suffix
 
@@ -98,7 +112,7 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
         raise EdgeXrayError(f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
                             "its .zip, a model file (.pt, .onnx, .tflite), or --runtime")
     options = dict(seconds=seconds, runs=runs, threads=threads, limit=limit, memory=not no_memory)
-    if remote:
+    if remotes:
         from edgexray.bench.remote import parse_ssh_url, remote_bench
 
         if runtime:
@@ -108,10 +122,26 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
             if "=" not in option:
                 raise EdgeXrayError(f"--ssh-option {option!r} must be KEY=VALUE, e.g. "
                                     "StrictHostKeyChecking=accept-new")
-        url = parse_ssh_url(remote, identity=identity, options=tuple(ssh_options),
-                            connect_timeout=connect_timeout)
-        doc = remote_bench(target, url, data=data, remote_python=remote_python, timeout=timeout,
-                           **options)
+        urls = [parse_ssh_url(r, identity=identity, options=tuple(ssh_options),
+                              connect_timeout=connect_timeout) for r in remotes]
+        if fleet:
+            from edgexray.bench.fleet import failed_hosts, fleet_bench
+
+            if not local.is_artifact(target):
+                raise EdgeXrayError(f"{str(target)!r} is not an artifact folder; a fleet bench "
+                                    "runs the folder `edgexray build` wrote")
+            doc = fleet_bench(target, urls, max_parallel=parallel, data=data,
+                              remote_python=remote_python, timeout=timeout, **options)
+            _emit(doc, out, force)
+            failed = failed_hosts(doc)
+            if failed:
+                from edgexray.errors import CheckFailed
+
+                raise CheckFailed(f"{len(failed)} of {len(urls)} hosts failed ({', '.join(failed)}); "
+                                  "their rows give the reason, the other hosts were measured")
+            return
+        doc = remote_bench(target, urls[0], data=data, remote_python=remote_python,
+                           timeout=timeout, **options)
     elif local.is_artifact(target) and not runtime:
         doc = local.bench_artifact(target, data=data, timeout=timeout, **options)
     elif local.is_artifact(target):

@@ -54,8 +54,34 @@ def _fmt(value, spec=".2f", suffix=""):
     return "–" if value is None else f"{value:{spec}}{suffix}"
 
 
+def fleet_rows(doc) -> tuple:
+    """One row per host of a fleet bench (bench/fleet.py): the device's CPU and ISA too."""
+    header = ["host", "CPU", "ISA", "runtime", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB",
+              "accuracy", "status"]
+    rows = []
+    for host, e in zip(doc["fleet"], doc["results"]):
+        env = host.get("environment") or {}
+        isa = " ".join(env.get("cpu_isa") or []) or ("–" if not env else "none listed")
+        cpu = f"{env['cpu_model']} ({env.get('machine')})" if env.get("cpu_model") else "–"
+        if e.get("error"):
+            rows.append([host["host"], cpu, isa, "–", "–", "–", "–", "–", "–",
+                         "failed: " + " ".join(e["error"].split())[:200]])
+            continue
+        lat, mem = e["latency_ms"], e.get("memory_mb") or {}
+        metrics = (e.get("accuracy") or {}).get("metrics") or {}
+        provider = e.get("provider") or {}
+        status = "ok" + (" (CPU fallback)" if provider.get("fallback") else "")
+        rows.append([host["host"], cpu, isa, f"{e['runtime']} {e['runtime_version']}",
+                     _fmt(lat["p50"], ".3f"), _fmt(lat["p90"], ".3f"), _fmt(lat["p99"], ".3f"),
+                     _fmt(mem.get("peak_rss"), ".1f"), _fmt(metrics.get("accuracy"), ".3f"),
+                     status])
+    return header, rows
+
+
 def table_rows(doc) -> tuple:
     """(header, rows of strings) shared by the Markdown and HTML tables."""
+    if doc.get("fleet"):
+        return fleet_rows(doc)
     base = _baseline(doc)
     header = ["model", "runtime", "precision", "threads", "size MB", "p50 ms", "p90 ms", "p99 ms",
               "peak RSS MB", "+RSS MB", "accuracy", "macro F1", "AUC", "agreement"]

@@ -7,6 +7,7 @@ only when that is impossible.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import glob
 import json
@@ -55,13 +56,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def sshd_server(tmp_path_factory):
+@contextlib.contextmanager
+def running_sshd(d: Path, client_key: Path | None = None):
+    """An sshd on a free loopback port, as the current user, with its own keys in `d` (or the
+    given client key's .pub authorized); yields {"url", "identity", "options", "dir", "port"}
+    (also used by test_bench_fleet)."""
     sshd = _ensure_sshd()
-    d = tmp_path_factory.mktemp("sshd")
-    for key in ("host_key", "client_key"):
+    for key in ("host_key",) + (() if client_key else ("client_key",)):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
+    client_key = client_key or d / "client_key"
+    shutil.copy(f"{client_key}.pub", d / "authorized_keys")
     port = _free_port()
     (d / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
@@ -82,22 +86,30 @@ LogLevel VERBOSE
     Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None  # privilege separation dir
     log = open(d / "sshd.log", "w")
     proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    options = (f"UserKnownHostsFile={d}/known_hosts", "GlobalKnownHostsFile=/dev/null",
-               "StrictHostKeyChecking=yes")
-    yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "identity": str(d / "client_key"),
-           "options": options, "dir": d, "port": port}
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        options = (f"UserKnownHostsFile={d}/known_hosts", "GlobalKnownHostsFile=/dev/null",
+                   "StrictHostKeyChecking=yes")
+        yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "identity": str(client_key),
+               "options": options, "dir": d, "port": port}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def sshd_server(tmp_path_factory):
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
