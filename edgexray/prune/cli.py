@@ -21,7 +21,8 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--method", default="cbam", show_default=True,
-              help="Criterion: cbam, se, l1, taylor, bnscale, random, synflow.")
+              help="Criterion: cbam, se, l1, taylor, bnscale, random, synflow; or l1-unstructured "
+                   "(zeroes single weights: no MAC or latency gain on dense runtimes).")
 @click.option("--schedule", default="progressive", show_default=True,
               help="one-shot (--ratio everywhere), progressive (--stage-ratios), target.")
 @click.option("--ratio", type=float, default=0.5, show_default=True,
@@ -32,6 +33,9 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--target-params", type=float, help="Remove this fraction of parameters (searched).")
 @click.option("--steps", type=int, default=1, show_default=True,
               help="Iterative steps, fine-tuning after each.")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="l1-unstructured: rounds, each zeroing --ratio of the remaining weights, "
+                   "fine-tuned between (e.g. --rounds 4 --ratio 0.2).")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True,
               help="Fine-tune epochs after each step (0 = none).")
 @click.option("--finetune-lr", type=float, help="Fine-tune learning rate (default: the training one).")
@@ -53,7 +57,7 @@ def _ratios(text: str) -> tuple[float, ...]:
               help="CPU threads for latency (1 is steadiest on a shared machine).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target_params, steps,
-          finetune_epochs, finetune_lr, round_to, calib_images, data_dir, splits, out, sensitivity,
+          rounds, finetune_epochs, finetune_lr, round_to, calib_images, data_dir, splits, out, sensitivity,
           compare_methods, sensitivity_ratios, latency_runs, latency_threads, force):
     """Remove whole channels from CHECKPOINT so the network physically shrinks.
 
@@ -68,7 +72,8 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
         schedule = "target"  # a target scales the progressive stage profile
     cfg = PruneConfig(method=method, schedule=schedule, ratio=ratio,
                       stage_ratios=_ratios(stage_ratios), target_macs=target_macs,
-                      target_params=target_params, steps=steps, finetune_epochs=finetune_epochs,
+                      target_params=target_params, steps=steps, rounds=rounds,
+                      finetune_epochs=finetune_epochs,
                       round_to=round_to, calib_images=calib_images)
     cfg.validate()
     if sensitivity and compare_methods:
@@ -89,10 +94,17 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
     r = res.report
     b, a = r["measured"]["before"], r["measured"]["after"]
     acc = r["accuracy"]
-    click.echo(f"pruned {r['arch']} with {r['method']}: params {b['params']:,} -> {a['params']:,} "
-               f"(-{100 * r['reduction']['params']:.1f}%), MACs {b['macs']:,} -> {a['macs']:,} "
-               f"(-{100 * r['reduction']['macs']:.1f}%), latency p50 {b['latency_ms']['p50']:.2f} -> "
-               f"{a['latency_ms']['p50']:.2f} ms")
+    if r["method"] == "l1-unstructured":
+        click.echo(f"zeroed {100 * r['sparsity']:.1f}% of the weights of {r['arch']} "
+                   f"({r['schedule']}): weights zipped {r['before']['zipped_bytes']:,} -> "
+                   f"{r['after']['zipped_bytes']:,} bytes, as stored {r['before']['stored_bytes']:,} -> "
+                   f"{r['after']['stored_bytes']:,}, latency p50 {b['latency_ms']['p50']:.2f} -> "
+                   f"{a['latency_ms']['p50']:.2f} ms (dense: no speed-up expected)")
+    else:
+        click.echo(f"pruned {r['arch']} with {r['method']}: params {b['params']:,} -> {a['params']:,} "
+                   f"(-{100 * r['reduction']['params']:.1f}%), MACs {b['macs']:,} -> {a['macs']:,} "
+                   f"(-{100 * r['reduction']['macs']:.1f}%), latency p50 {b['latency_ms']['p50']:.2f} -> "
+                   f"{a['latency_ms']['p50']:.2f} ms")
     if acc.get("val_before"):
         ft = acc.get("val_finetuned")
         click.echo(f"val accuracy {100 * acc['val_before']['accuracy']:.2f}% -> pruned "

@@ -253,6 +253,6 @@ def list_importances() -> list[str]:
 
 def get_importance(name: str, **kw) -> Criterion:
     """A fresh criterion by name (cbam, se, l1, taylor, bnscale, random, synflow)."""
-    if name not in _CRITERIA:
-        raise unknown_name("pruning method", name, _CRITERIA)
+    if name not in _CRITERIA:  # l1-unstructured is no channel criterion (prune/unstructured.py)
+        raise unknown_name("pruning method", name, [*_CRITERIA, "l1-unstructured"])
     return _CRITERIA[name](**kw)

@@ -26,6 +26,15 @@ def state_dict_bytes(model: nn.Module) -> int:
     return buf.tell()
 
 
+def zipped_bytes(data: bytes) -> int:
+    """Size of `data` in a zip archive (deflate, level 9): what zeroed weights save on disk."""
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("file", data)
+    return buf.tell()
+
+
 def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30, warmup: int = 5,
                    threads: int | None = None) -> dict:
     """Batch-1 latency in PyTorch on the CPU after warm-up: p50/p90/mean/min in ms (min is the

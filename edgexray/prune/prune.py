@@ -41,6 +41,7 @@ class PruneConfig:
     max_ratio: float = 0.9  # no group loses more than this fraction (target search bound)
     tolerance: float = 0.01  # target search: |reached - requested| allowed (1 percentage point)
     seed: int = 0  # random criterion seed
+    rounds: int = 1  # l1-unstructured: rounds of `ratio` of the remaining weights, fine-tuned between
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneConfig":
@@ -63,7 +64,17 @@ class PruneConfig:
         return None
 
     def validate(self) -> None:
-        get_importance(self.method)  # unknown method -> error with suggestions
+        from edgexray.prune.unstructured import METHOD as UNSTRUCTURED
+        if self.method == UNSTRUCTURED:
+            if self.target is not None:
+                raise EdgeXrayError(f"--method {UNSTRUCTURED} removes no MACs and no parameters "
+                                    "(it zeroes weights), so a MAC or parameter target cannot "
+                                    "apply; pass --ratio (fraction zeroed per round) and --rounds")
+        elif self.rounds != 1:
+            raise EdgeXrayError(f"rounds={self.rounds} is for --method {UNSTRUCTURED}; structured "
+                                "methods prune iteratively with --steps")
+        else:
+            get_importance(self.method)  # unknown method -> error with suggestions
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES)
         for name in ("ratio", "target_macs", "target_params", "max_ratio"):
@@ -80,7 +91,7 @@ class PruneConfig:
         if self.schedule == "target" and self.target is None:
             raise EdgeXrayError("schedule 'target' needs target_macs or target_params "
                                 "(e.g. --target-macs 0.5)")
-        for name, low in (("steps", 1), ("round_to", 1), ("calib_images", 1), ("finetune_epochs", 0)):
+        for name, low in (("steps", 1), ("rounds", 1), ("round_to", 1), ("calib_images", 1), ("finetune_epochs", 0)):
             if int(getattr(self, name)) < low:
                 raise EdgeXrayError(f"{name}={getattr(self, name)}; must be >= {low}")
         if not 0 < self.tolerance < 0.5:
@@ -179,6 +190,9 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
     """Prune `model` in place (and return it) with `cfg`; `finetune(model, step)` runs after every
     step when given and returns the model to continue with."""
     cfg.validate()
+    from edgexray.prune import unstructured
+    if cfg.method == unstructured.METHOD:
+        return unstructured.prune_unstructured(model, example_input, cfg, finetune)
     crit = get_importance(cfg.method, seed=cfg.seed)
     crit.check(model)
     batches = calibration_batches(calib_loader, cfg.calib_images, crit.needs_data, cfg.method)

@@ -14,7 +14,56 @@ def _mb(n) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
+def unstructured_markdown(rep: dict) -> str:
+    b, a = rep["measured"]["before"], rep["measured"]["after"]
+    acc = rep.get("accuracy") or {}
+    files = rep.get("files", {})
+    nz = rep["nonzero_weights"]
+    threads = b["latency_ms"]["threads"]
+    lines = [
+        f"# Pruning report: {rep['arch']} with {rep['method']}",
+        "",
+        f"Criterion: {rep['criterion']}. Schedule: {rep['schedule']}, {rep['config']['ratio']:.0%} "
+        f"of the remaining weights zeroed per round, {rep['config']['finetune_epochs']} fine-tune "
+        f"epoch(s) per round; masks made permanent. Sparsity reached: {_pct(rep['sparsity'])} of "
+        "the conv and linear weights are zero.",
+        "",
+        f"Note: {rep['note']}.",
+        "",
+        "| | before | after | change |",
+        "|---|---:|---:|---:|",
+        f"| non-zero weights | {nz['before']:,} | {nz['after']:,} | "
+        f"-{_pct(rep['reduction']['nonzero_weights'])} |",
+        f"| parameters (dense) | {b['params']:,} | {a['params']:,} | unchanged |",
+        f"| MACs (dense) | {b['macs']:,} | {a['macs']:,} | unchanged |",
+        f"| weights as stored | {_mb(rep['before']['stored_bytes'])} | {_mb(rep['after']['stored_bytes'])} | |",
+        f"| weights zipped | {_mb(rep['before']['zipped_bytes'])} | {_mb(rep['after']['zipped_bytes'])} | "
+        f"-{_pct(rep['reduction']['zipped_bytes'])} |",
+    ]
+    if files:
+        lines += [f"| checkpoint file as stored | {_mb(files['before_bytes'])} | {_mb(files['after_bytes'])} | |",
+                  f"| checkpoint file zipped | {_mb(files['before_zipped_bytes'])} | "
+                  f"{_mb(files['after_zipped_bytes'])} | |"]
+    lines += [
+        f"| CPU latency p50 (PyTorch, batch 1, {threads} threads) | {b['latency_ms']['p50']:.2f} ms | "
+        f"{a['latency_ms']['p50']:.2f} ms | {b['latency_ms']['p50'] / max(a['latency_ms']['p50'], 1e-9):.2f}x "
+        "(dense: no speed-up expected) |",
+        f"| val accuracy | {_acc(acc.get('val_before'))} | pruned {_acc(acc.get('val_pruned'))}, "
+        f"fine-tuned {_acc(acc.get('val_finetuned'))} | |",
+        f"| test accuracy | {_acc(acc.get('test_before'))} | {_acc(acc.get('test_after'))} | |",
+        "",
+        "## Rounds", "", "| round | sparsity | fine-tuned |", "|---:|---:|---|",
+    ]
+    lines += [f"| {r['round']} | {_pct(r['sparsity'])} | {'yes' if r['finetuned'] else 'no'} |"
+              for r in rep["rounds"]]
+    lines += ["", "## Zero fraction per layer", "", "| layer | zeros |", "|---|---:|"]
+    lines += [f"| {n} | {_pct(f)} |" for n, f in rep["layers_zero_fraction"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def prune_markdown(rep: dict) -> str:
+    if rep["method"] == "l1-unstructured":
+        return unstructured_markdown(rep)
     b, a = rep["measured"]["before"], rep["measured"]["after"]
     acc = rep.get("accuracy") or {}
     files = rep.get("files", {})
@@ -79,13 +128,19 @@ def compare_markdown(rep: dict) -> str:
     lines = [f"# Pruning methods compared: {rep['arch']}", "",
              f"Same schedule and target for every method: {rep['schedule']}; "
              f"{rep['finetune_epochs']} fine-tune epoch(s).", "",
-             "| method | params | MACs | latency p50 | val acc (pruned) | val acc (fine-tuned) | test acc |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| method | params | non-zero weights | MACs | zipped weights | latency p50 | "
+             "val acc (pruned) | val acc (fine-tuned) | test acc |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rep["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['method']} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['method']} | error: {r['error']} | | | | | | | |")
             continue
-        lines.append(f"| {r['method']} | {r['params']:,} | {r['macs']:,} | "
+        lines.append(f"| {r['method']} | {r['params']:,} | {r['nonzero_weights']:,} | {r['macs']:,} | "
+                     f"{_mb(r['zipped_bytes'])} | "
                      f"{r['latency_ms']['p50']:.2f} ms | {_acc(r['val_pruned'])} | "
                      f"{_acc(r['val_finetuned'])} | {_acc(r['test'])} |")
+    if any(r["method"] == "l1-unstructured" for r in rep["rows"]):
+        lines += ["", "l1-unstructured keeps every layer's shape: its parameters and MACs are those of "
+                  "the unpruned model and dense runtimes do not run it faster; it saves non-zero "
+                  "weights and compressed file size only."]
     return "\n".join(lines) + "\n"

@@ -139,7 +139,9 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
     refuse_existing(out_dir, force, "prune output folder", folder=True)
     ckpt = load_checkpoint(ckpt_path)
     from edgexray.prune.importance import get_importance
-    needs_data = get_importance(cfg.method).needs_data or cfg.finetune_epochs > 0
+    from edgexray.prune.unstructured import METHOD as UNSTRUCTURED
+    needs_data = (cfg.method != UNSTRUCTURED and get_importance(cfg.method).needs_data) \
+        or cfg.finetune_epochs > 0
     data = None
     if needs_data or data_dir or ckpt.extra.get("data_dir"):
         try:
@@ -188,7 +190,9 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
                         class_names=ckpt.class_names, preprocess=ckpt.preprocess,
                         train_config=ckpt.train_config, metrics=metrics, extra=extra)
         rep["files"] = {"before_bytes": Path(ckpt_path).stat().st_size,
-                        "after_bytes": (tmp / "model.pt").stat().st_size}
+                        "after_bytes": (tmp / "model.pt").stat().st_size,
+                        "before_zipped_bytes": measure.zipped_bytes(Path(ckpt_path).read_bytes()),
+                        "after_zipped_bytes": measure.zipped_bytes((tmp / "model.pt").read_bytes())}
         atomic_write_json(tmp / "prune_report.json", rep)
         atomic_write_text(tmp / "prune_report.md", report_md.prune_markdown(rep))
         replace_dir(tmp, out_dir, force)
