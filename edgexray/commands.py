@@ -136,6 +136,12 @@ def train(data_dir, arch, out, size, channels, width, pretrained, weights, norm,
                               auto_group=not no_group),
         augment=None if no_augment else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup),
         splits=splits, strict=strict, force=force)
+    from edgexray import distributed
+
+    ctx = distributed.context()
+    distributed.shutdown()  # under torchrun: every rank is done; rank 0 wrote the checkpoint
+    if not ctx.is_main:
+        return
     best = run.result.history[run.result.best_epoch - 1]
     click.echo(f"best epoch {run.result.best_epoch}: val accuracy {best['val_accuracy']:.4f}, "
                f"val loss {best['val_loss']:.4f}")

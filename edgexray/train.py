@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgexray import distributed
 from edgexray.cliparams import MAX_SIZE, MIN_SIZE
 from edgexray.config import config_from_dict
 from edgexray.errors import EdgeXrayError
@@ -145,7 +146,13 @@ def predict_logits(model: nn.Module, loader, device=None) -> tuple[np.ndarray, n
 
 
 def validate(model, loader, loss_fn, class_names, device) -> dict:
-    logits, labels = predict_logits(model, loader, device)
+    ctx = distributed.context()
+    if ctx.active and isinstance(loader.sampler, distributed.ShardSampler):
+        # every rank gets the metrics of the whole split
+        logits, labels = distributed.gather_predictions(
+            ctx, lambda shard: predict_logits(model, shard, device), loader)
+    else:
+        logits, labels = predict_logits(model, loader, device)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     m = classification_metrics(labels, probs, class_names or [str(i) for i in range(probs.shape[1])])
@@ -164,10 +171,14 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
                 progress: bool = True) -> TrainResult:
     """Train with early stopping on `cfg.monitor`; the best epoch's weights are returned.
 
-    Per-epoch metrics go to out_dir/metrics.csv and TensorBoard (out_dir/tensorboard)."""
+    Per-epoch metrics go to out_dir/metrics.csv and TensorBoard (out_dir/tensorboard).
+    Under torchrun (edgexray.distributed) the model trains wrapped in DDP; pass out_dir on rank 0
+    only."""
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    ctx = distributed.context()
+    device = ctx.device() if ctx.active else resolve_device(cfg.device)
     model.to(device)
+    net = distributed.wrap(model, ctx)  # the module the training steps run through
     loss_fn = make_loss(cfg, class_weights).to(device)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
@@ -178,20 +189,21 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
     best = TrainResult(model=model)
     best_state, stale = None, 0
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
+        net.train()
+        distributed.start_epoch(ctx, train_loader, epoch)
         running, seen = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not progress, unit="batch")
+                   disable=not progress or not ctx.is_main, unit="batch")
         for x, y in bar:
             x, y = x.to(device), y.to(device).long()
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
                 if cfg.mixup_alpha > 0:
                     x, y_a, y_b, lam = _mixup(x, y, cfg.mixup_alpha)
-                    out = model(x)
+                    out = net(x)
                     loss = lam * loss_fn(out, y_a) + (1 - lam) * loss_fn(out, y_b)
                 else:
-                    loss = loss_fn(model(x), y)
+                    loss = loss_fn(net(x), y)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -199,6 +211,8 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
             running += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{running / seen:.4f}")
+        running, seen = distributed.sum_over_ranks(ctx, running, seen)
+        distributed.sync_buffers(ctx, model)
         row = {"epoch": epoch, "train_loss": running / max(seen, 1),
                "lr": optimizer.param_groups[0]["lr"],
                **validate(model, val_loader, loss_fn, class_names, device)}
@@ -321,7 +335,12 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
                  splits=None, strict: bool = False, force: bool = False,
                  progress: bool = True) -> TrainedModel:
     """The train stage: split and decode the folder, train, save out_dir/model.pt (+ splits.json,
-    metrics.csv, TensorBoard logs). Returns the checkpoint path and the prepared data."""
+    metrics.csv, TensorBoard logs). Returns the checkpoint path and the prepared data.
+
+    Under torchrun every rank trains (edgexray.distributed) on the splits rank 0 made; only
+    rank 0 writes files."""
+    import contextlib
+
     from edgexray.checkpoint import save_checkpoint
     from edgexray.data import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD,
                                AugmentConfig, SplitConfig, XrayDataset, class_weights, make_loader,
@@ -331,13 +350,27 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
     from edgexray.preprocess import Preprocess
 
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, force, "training output folder", folder=True)
+    ctx = distributed.init(train_cfg.device)
+    if ctx.is_main:
+        refuse_existing(out_dir, force, "training output folder", folder=True)
     check_model_config(model_cfg)  # before any image is read
-    with staged_dir(out_dir, force, "training output folder", merge=True) as work:
-        data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=work,
-                       strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
-                       progress=progress, force=force)
-        if data.splits_path is not None and data.splits_path.parent == work:
+    with (staged_dir(out_dir, force, "training output folder", merge=True) if ctx.is_main
+          else contextlib.nullcontext(None)) as work:
+        data = None
+        if ctx.is_main:
+            data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=work,
+                           strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
+                           progress=progress, force=force)
+        # the other ranks (on other nodes too) train on rank 0's splits, sent as splits.json text
+        made = distributed.broadcast(ctx, data.splits_path.read_text(encoding="utf-8")
+                                     if data and data.splits_path else None)
+        if data is None:
+            with distributed.text_file(made) as rank0_splits:
+                data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), strict=strict,
+                               splits=rank0_splits or splits, cache_dir=cache_dir("arrays"),
+                               progress=False)
+        distributed.record_splits(ctx, data.splits)
+        if data.splits_path is not None and work is not None and data.splits_path.parent == work:
             data = replace(data, splits_path=out_dir / data.splits_path.name)
         if len(data.labels["train"]) < 2 or len(data.labels["val"]) == 0:
             raise EdgeXrayError(f"the train or validation split of {str(data_dir)!r} is too small "
@@ -359,12 +392,18 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
         train_set = XrayDataset(data.arrays["train"], data.labels["train"], preprocess, augment,
                                 seed=train_cfg.seed)
         val_set = XrayDataset(data.arrays["val"], data.labels["val"], preprocess)
-        train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
-                                   oversample=train_cfg.oversample, seed=train_cfg.seed)
-        val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
+        if ctx.active:
+            train_loader, val_loader = distributed.loaders(
+                ctx, train_set, val_set, train_cfg.batch_size, train_cfg.oversample, train_cfg.seed)
+        else:
+            train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
+                                       oversample=train_cfg.oversample, seed=train_cfg.seed)
+            val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
         result = train_model(model, train_loader, val_loader, train_cfg,
                              class_weights=class_weights(data.labels["train"], n_classes),
                              class_names=list(data.class_names), out_dir=work, progress=progress)
+        if not ctx.is_main:  # rank 0 writes the checkpoint (the same weights on every rank)
+            return TrainedModel(checkpoint=out_dir / "model.pt", data=data, result=result)
         model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels,
                          "width": model_cfg.width}
         save_checkpoint(
