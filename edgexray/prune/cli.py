@@ -24,7 +24,8 @@ def _ratios(text: str) -> tuple[float, ...]:
               help="Criterion: cbam, se, l1, taylor, bnscale, random, synflow; or l1-unstructured "
                    "(zeroes single weights: no MAC or latency gain on dense runtimes).")
 @click.option("--schedule", default="progressive", show_default=True,
-              help="one-shot (--ratio everywhere), progressive (--stage-ratios), target.")
+              help="one-shot (--ratio everywhere), progressive (--stage-ratios), target, or "
+                   "sensitivity (progressive, stage ratios from a per-layer sensitivity run).")
 @click.option("--ratio", type=float, default=0.5, show_default=True,
               help="one-shot: fraction of channels removed per group.")
 @click.option("--stage-ratios", default="0.2,0.35,0.5,0.6", show_default=True,
@@ -48,6 +49,10 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--splits", type=click.Path(), help="splits.json (default: the checkpoint's).")
 @click.option("--out", type=click.Path(), help="Output folder (default: next to CHECKPOINT).")
 @click.option("--sensitivity", is_flag=True, help="Accuracy vs ratio per stage, with a plot.")
+@click.option("--per-layer", is_flag=True,
+              help="--sensitivity: per channel group (layer) instead of per stage.")
+@click.option("--sensitivity-drop", type=float, default=0.01, show_default=True,
+              help="--schedule sensitivity: accuracy drop a stage's every layer may show alone.")
 @click.option("--compare", "compare_methods",
               help="Compare methods at the same target, e.g. cbam,l1,taylor,bnscale,random,synflow.")
 @click.option("--sensitivity-ratios", default="0.2,0.4,0.6,0.8", show_default=True,
@@ -58,7 +63,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target_params, steps,
           rounds, finetune_epochs, finetune_lr, round_to, calib_images, data_dir, splits, out, sensitivity,
-          compare_methods, sensitivity_ratios, latency_runs, latency_threads, force):
+          per_layer, sensitivity_drop, compare_methods, sensitivity_ratios, latency_runs, latency_threads, force):
     """Remove whole channels from CHECKPOINT so the network physically shrinks.
 
     \b
@@ -68,6 +73,17 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
     edgexray prune runs/train/model.pt --compare cbam,l1,taylor,bnscale,random,synflow --target-macs 0.5
     """
     from edgexray.prune.prune import PruneConfig
+    seeded = schedule == "sensitivity"
+    if seeded:
+        if sensitivity or compare_methods:
+            raise EdgeXrayError("--schedule sensitivity prunes; run --sensitivity or --compare "
+                                "separately")
+        if not 0 <= sensitivity_drop <= 1:
+            raise EdgeXrayError(f"--sensitivity-drop {sensitivity_drop}; allowed: [0, 1], e.g. 0.01 "
+                                "for one accuracy point")
+        schedule = "progressive"
+    if per_layer and not sensitivity:
+        raise EdgeXrayError("--per-layer goes with --sensitivity (or use --schedule sensitivity)")
     if schedule == "progressive" and (target_macs is not None or target_params is not None):
         schedule = "target"  # a target scales the progressive stage profile
     cfg = PruneConfig(method=method, schedule=schedule, ratio=ratio,
@@ -80,17 +96,22 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
         raise EdgeXrayError("--sensitivity and --compare are separate runs; pass one of them")
     default_name = "sensitivity" if sensitivity else "compare" if compare_methods else "pruned"
     out = Path(out) if out else Path(checkpoint).parent / default_name
+    ratios = _ratios(sensitivity_ratios) if sensitivity or seeded else None
+    if ratios and not all(0 < r < 1 for r in ratios):
+        raise EdgeXrayError(f"--sensitivity-ratios {sensitivity_ratios!r}; each must be in (0, 1)")
     if sensitivity or compare_methods:
-        ratios = _ratios(sensitivity_ratios) if sensitivity else None
-        if ratios and not all(0 < r < 1 for r in ratios):
-            raise EdgeXrayError(f"--sensitivity-ratios {sensitivity_ratios!r}; each must be in (0, 1)")
-        _analysis(checkpoint, cfg, data_dir, splits, out, ratios, compare_methods,
+        _analysis(checkpoint, cfg, data_dir, splits, out, ratios, per_layer, compare_methods,
                   finetune_lr, latency_runs, latency_threads, force)
         return
     from edgexray.prune.stage import prune_checkpoint
+    extra_report, extra_files = None, None
+    if seeded:
+        cfg, extra_report, extra_files = _seed_schedule(checkpoint, cfg, data_dir, splits, out,
+                                                        ratios, sensitivity_drop, force)
     res = prune_checkpoint(checkpoint, out, cfg, data_dir=data_dir, splits=splits,
                            finetune_lr=finetune_lr, latency_runs=latency_runs,
-                           latency_threads=latency_threads, force=force)
+                           latency_threads=latency_threads, force=force,
+                           extra_report=extra_report, extra_files=extra_files)
     r = res.report
     b, a = r["measured"]["before"], r["measured"]["after"]
     acc = r["accuracy"]
@@ -113,8 +134,42 @@ def prune(checkpoint, method, schedule, ratio, stage_ratios, target_macs, target
     click.echo(f"wrote {res.checkpoint} and {res.out_dir / 'prune_report.md'}")
 
 
-def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_methods, finetune_lr,
-              latency_runs, latency_threads, force):
+def _seed_schedule(checkpoint, cfg, data_dir, splits, out, ratios, max_drop, force):
+    """Per-layer sensitivity of the checkpoint, then the progressive schedule with the stage ratios
+    it supports; returns the config and what joins the prune report (JSON, markdown, plot)."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from edgexray.checkpoint import load_checkpoint
+    from edgexray.fsutil import refuse_existing
+    from edgexray.prune import report
+    from edgexray.prune.sensitivity import layer_sensitivity, plot_layer_sensitivity, stage_ratios_from
+    from edgexray.prune.stage import load_data
+
+    refuse_existing(out, force, "prune output folder", folder=True)  # before the long analysis
+    ckpt = load_checkpoint(checkpoint)
+    data = load_data(ckpt, data_dir, splits, need="validation data for --schedule sensitivity")
+    rep = layer_sensitivity(ckpt.model, torch.zeros(ckpt.input_shape), cfg, data, ratios, ckpt.arch)
+    seeded = stage_ratios_from(rep, max_drop)
+    rep.update(seeded_stage_ratios=list(seeded), max_drop=max_drop)
+    if not any(seeded):
+        raise EdgeXrayError(f"--schedule sensitivity: no stage tolerates even "
+                            f"{min(ratios):.0%} pruning with at most {max_drop:.1%} accuracy drop "
+                            f"(per-layer accuracies in the analysis); raise --sensitivity-drop or "
+                            "pass smaller --sensitivity-ratios")
+    cfg = dataclasses.replace(cfg, stage_ratios=seeded)
+    cfg.validate()
+    files = {"layer_sensitivity.json": json.dumps(rep, indent=2),
+             "layer_sensitivity.md": report.layer_sensitivity_markdown(rep),
+             "layer_sensitivity.png": plot_layer_sensitivity(rep, None)}
+    return cfg, {"sensitivity_seed": {"stage_ratios": list(seeded), "max_drop": max_drop,
+                                      "ratios": list(ratios), "file": "layer_sensitivity.json"}}, files
+
+
+def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, per_layer, compare_methods,
+              finetune_lr, latency_runs, latency_threads, force):
     import torch
 
     from edgexray.checkpoint import load_checkpoint
@@ -133,7 +188,14 @@ def _analysis(checkpoint, cfg, data_dir, splits, out, sensitivity, compare_metho
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        if sensitivity:
+        if sensitivity and per_layer:
+            from edgexray.prune.sensitivity import layer_sensitivity, plot_layer_sensitivity
+            rep = layer_sensitivity(ckpt.model, example, cfg, data, ratios=sensitivity, arch=ckpt.arch)
+            atomic_write_json(tmp / "layer_sensitivity.json", rep)
+            md = report.layer_sensitivity_markdown(rep)
+            atomic_write_text(tmp / "layer_sensitivity.md", md)
+            plot_layer_sensitivity(rep, tmp / "layer_sensitivity.png")
+        elif sensitivity:
             from edgexray.prune.sensitivity import plot_sensitivity, stage_sensitivity
             rep = stage_sensitivity(ckpt.model, example, cfg, data, ratios=sensitivity,
                                     arch=ckpt.arch)

@@ -75,7 +75,11 @@ def prune_markdown(rep: dict) -> str:
            f"(reached -{_pct(rep['target']['reached'])})" if rep.get("target") else "")
         + f"; stage ratios applied {[round(r, 3) for r in rep['stage_ratios_applied']]}; "
         f"{rep['config']['steps']} step(s), {rep['config']['finetune_epochs']} fine-tune epoch(s) "
-        f"per step; channels rounded to multiples of {rep['config']['round_to']}.",
+        f"per step; channels rounded to multiples of {rep['config']['round_to']}."
+        + (f" Stage ratios seeded by a per-layer sensitivity run ({seed['file']}): the largest "
+           f"tested ratio every layer of the stage tolerates alone within a "
+           f"{_pct(seed['max_drop'])} val accuracy drop." if (seed := rep.get("sensitivity_seed"))
+           else ""),
         "",
         "| | before | after | change |",
         "|---|---:|---:|---:|",
@@ -121,6 +125,23 @@ def sensitivity_markdown(rep: dict) -> str:
     for stage, rows in rep["stages"].items():
         lines.append(f"| {stage} | " + " | ".join(
             f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in rows) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def layer_sensitivity_markdown(rep: dict) -> str:
+    ratios = rep["ratios"]
+    lines = [f"# Per-layer pruning sensitivity: {rep['arch']} ({rep['method']}, no fine-tuning)", "",
+             "Validation accuracy when only one channel group (a layer and the layers coupled to "
+             f"it) is pruned by the ratio; unpruned: {_acc(rep['baseline'])}.", "",
+             "| group (root layer) | stage | channels | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
+             "|---|---:|---:|" + "---:|" * len(ratios)]
+    for name, g in rep["groups"].items():
+        lines.append(f"| {name} | {g['stage']} | {g['channels']} | " + " | ".join(
+            f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in g["rows"]) + " |")
+    if rep.get("seeded_stage_ratios") is not None:
+        lines += ["", f"Progressive schedule seeded from it (largest ratio every group of a stage "
+                  f"tolerates with at most {_pct(rep['max_drop'])} accuracy drop): stage ratios "
+                  f"{list(rep['seeded_stage_ratios'])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -129,10 +129,12 @@ class PruneOutcome:
 def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits=None,
                      finetune_lr: float | None = None, latency_runs: int = 30,
                      latency_threads: int | None = 1, force: bool = False,
-                     progress: bool = True) -> PruneOutcome:
+                     progress: bool = True, extra_report: dict | None = None,
+                     extra_files: dict[str, bytes | str] | None = None) -> PruneOutcome:
     """Prune a checkpoint, fine-tune, measure; write out_dir/model.pt, prune_report.json/.md.
     Latency is PyTorch on the CPU, batch 1, `latency_threads` threads (1: steadiest on a busy
-    machine; None: torch's default)."""
+    machine; None: torch's default). `extra_report` joins the JSON report, `extra_files` (name:
+    content) are written beside it (e.g. the sensitivity analysis that seeded the schedule)."""
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     cfg.validate()
     out_dir = Path(out_dir)
@@ -193,6 +195,9 @@ def prune_checkpoint(ckpt_path, out_dir, cfg: PruneConfig, data_dir=None, splits
                         "after_bytes": (tmp / "model.pt").stat().st_size,
                         "before_zipped_bytes": measure.zipped_bytes(Path(ckpt_path).read_bytes()),
                         "after_zipped_bytes": measure.zipped_bytes((tmp / "model.pt").read_bytes())}
+        rep.update(extra_report or {})
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
         atomic_write_json(tmp / "prune_report.json", rep)
         atomic_write_text(tmp / "prune_report.md", report_md.prune_markdown(rep))
         replace_dir(tmp, out_dir, force)
