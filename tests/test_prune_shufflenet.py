@@ -93,3 +93,31 @@ def test_onnx_count_matches_a_hand_count(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     got = measure.onnx_count(torch2onnx(model, tmp_path / "m.onnx", input_shape=(1, 1, 8, 8), simplify=False))
     assert got == {"params": 4 * 9 + 256 * 3 + 3, "macs": 4 * 64 * 9 + 256 * 3}
+
+
+def test_cli_prunes_a_shufflenet_checkpoint(tiny_checkpoint, tmp_path):
+    """`edgexray prune` on a shufflenet_v2_x1_0_cbam checkpoint (the tiny run's data and splits)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgexray.checkpoint import load_checkpoint, save_checkpoint
+    from edgexray.cli import main
+    base = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "s.pt", create_model(ARCH, width=0.25, num_classes=3), arch=ARCH,
+                           model_options={"num_classes": 3, "in_chans": 1, "width": 0.25},
+                           class_names=base.class_names, preprocess=base.preprocess, extra=base.extra)
+    r = CliRunner().invoke(main, ["prune", str(path), "--round-to", "1", "--latency-runs", "3",
+                                  "--out", str(tmp_path / "p")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "p" / "prune_report.json").read_text())
+    assert rep["reduction"]["macs"] > 0.2 and rep["reduction"]["params"] > 0.2
+    # cbam gates sit on the shuffled spine: the branch widths are scored by their consumers
+    assert {g["scoring"] for g in rep["groups"]} == {"consumer L1 (no gate reaches these channels)"}
+    back = load_checkpoint(tmp_path / "p" / "model.pt")
+    g = next(g for g in rep["groups"] if g["name"] == "stage2.1.branch2.3")
+    assert g["channels_after"] < g["channels_before"] == 16
+    assert back.model.stage2[1].branch2[3].out_channels == g["channels_after"]
+    assert back.model(torch.zeros(back.input_shape)).shape == (1, 3)
