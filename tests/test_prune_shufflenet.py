@@ -3,7 +3,6 @@ middle of each block, the stem, the last conv) shrinks exactly; the spine is lef
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

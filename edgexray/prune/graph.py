@@ -1,12 +1,14 @@
 """torch-pruning dependency graph set up for edgexray models.
 
-Three things the library does not do by itself:
+What the library does not do by itself:
 - CBAM's spatial gate takes a mean and a max over channels. Traced as element-wise ops they couple
   every spine channel to the gate's 1-channel map, the group fails its check and torch-pruning
   silently skips the whole residual spine. Registered as a pass-through layer it lets channels
   through, so the spine shrinks (DESIGN.md).
 - The classifier's output (any group reaching the network output) and the hidden width of the
   gate MLPs (C -> C/r -> C) are never pruned; gates shrink with the channels they gate.
+- ShuffleNetV2's channel shuffle (a view/transpose/view torch-pruning cannot trace) is a module
+  the graph stops at; groups reaching it (the spine) are not pruned (ShuffleStopPruner).
 - Each coupled group gets one stage (see `module_stages`), so a per-stage ratio never splits a
   group (torch-pruning's per-module `pruning_ratio_dict` crashed with 48 vs 64 channels).
 """
