@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -84,13 +85,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(final_dir: str | os.PathLike) -> None:
-    """Remove `staged_dir` work folders of `final_dir` left by killed runs (their pid is gone)."""
-    final_dir = Path(final_dir)
-    for p in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
-        pid = p.name[len(f".{final_dir.name}.partial-"):].split("-", 1)[0]
+def remove_dead_entries(parent: str | os.PathLike, prefix: str) -> None:
+    """Remove the entries `<prefix><pid>-*` of `parent` whose process is gone: work folders and
+    files that a killed run (SIGKILL, power loss) could not clean up itself."""
+    for p in Path(parent).glob(f"{glob.escape(prefix)}*"):
+        pid = p.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def partial_prefix(final: str | os.PathLike) -> str:
+    """The name prefix of this process's work entries for `final` (see remove_stale_partials)."""
+    return f".{Path(final).name}.partial-{os.getpid()}-"
+
+
+def remove_stale_partials(final: str | os.PathLike) -> None:
+    """Remove work entries of `final` left by killed runs (their pid is gone)."""
+    final = Path(final)
+    remove_dead_entries(final.parent, f".{final.name}.partial-")
 
 
 def _merge_into(src: Path, dst: Path) -> None:
@@ -121,8 +136,7 @@ def staged_dir(final_dir: str | os.PathLike, force: bool, what: str = "output fo
     try:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(final_dir)
-        tmp = Path(tempfile.mkdtemp(dir=final_dir.parent,
-                                    prefix=f".{final_dir.name}.partial-{os.getpid()}-"))
+        tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=partial_prefix(final_dir)))
     except OSError as e:
         raise EdgeXrayError(f"cannot write the {what} {str(final_dir)!r}: {e.strerror or e}; "
                             "choose a writable location (e.g. --out under your home folder)") from None

@@ -42,7 +42,8 @@ from typing import Callable
 
 from edgexray.devices import DeviceProfile
 from edgexray.errors import EdgeXrayError
-from edgexray.fsutil import refuse_existing, replace_dir, sha256_file
+from edgexray.fsutil import (partial_prefix, refuse_existing, remove_stale_partials, replace_dir,
+                             sha256_file)
 from edgexray.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,9 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
         raise ValueError(f"report_assets keys {sorted(unknown)}; allowed: plots, gradcam")
 
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_root))
+    remove_stale_partials(final_dir)
+    remove_stale_partials(final_zip)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(final_dir), dir=out_root))
     tmp_zip = None
     try:
         manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
@@ -144,7 +147,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
         seal_artifact(tmp, manifest)
         _refuse_images(tmp)
 
-        tmp_zip = out_root / f".{name}.zip.{os.getpid()}.partial"
+        tmp_zip = out_root / f"{partial_prefix(final_zip)}zip"
         _zip_folder(tmp, name, tmp_zip)
         if force:
             final_zip.unlink(missing_ok=True)  # never leave a new folder beside an old zip

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from edgexray.errors import EdgeXrayError
-from edgexray.fsutil import atomic_write_json, refuse_existing, replace_dir, sha256_file
+from edgexray.fsutil import (atomic_write_json, partial_prefix, refuse_existing,
+                             remove_stale_partials, replace_dir, sha256_file)
 from edgexray.preprocess import Preprocess
 
 from .calibration import CalibrationSet
@@ -83,7 +84,8 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
                             f"{expected[1]}, {expected[2]}) from the model's preprocessing")
     timings, files = {}, {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    remove_stale_partials(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out_dir), dir=out_dir.parent))
     try:
         t = time.perf_counter()
         reference = torch_logits(model, eval_inputs)

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from edgexray.errors import EdgeXrayError
+from edgexray.fsutil import remove_dead_entries
 from edgexray.preprocess import resize_square
 
 from .calibration import CalibrationSet
@@ -61,7 +62,8 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise EdgeXrayError(f"ONNX file {str(onnx_path)!r} not found; create it with torch2onnx")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgexray-onnx2tf-") as tmp:
+    remove_dead_entries(tempfile.gettempdir(), "edgexray-onnx2tf-")  # left by killed builds
+    with tempfile.TemporaryDirectory(prefix=f"edgexray-onnx2tf-{os.getpid()}-") as tmp:
         work = Path(tmp)
         np.save(work / SAMPLE_NAME, sample_data(calib))
         try:

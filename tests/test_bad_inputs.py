@@ -320,6 +320,20 @@ def test_work_folder_of_a_killed_run_is_removed(tmp_path):
     assert (tmp_path / "out" / "x.txt").read_text() == "x"
 
 
+def test_dead_runs_temp_entries_are_removed_live_ones_kept(tmp_path):
+    from edgexray.fsutil import remove_dead_entries
+    dead_dir = tmp_path / "edgexray-onnx2tf-999999999-abc"  # no such pid: a killed export
+    (dead_dir / "saved_model").mkdir(parents=True)
+    dead_file = tmp_path / "edgexray-onnx2tf-999999999-zip"
+    dead_file.write_bytes(b"x")
+    alive = tmp_path / f"edgexray-onnx2tf-{os.getpid()}-abc"
+    alive.mkdir()
+    other = tmp_path / "edgexray-onnx2tf-notapid"
+    other.mkdir()
+    remove_dead_entries(tmp_path, "edgexray-onnx2tf-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
 # --- fuzz --------------------------------------------------------------------------------------
 
 BAD_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "1e9", "100000", "-0.0", "1e-320", "abc", "",

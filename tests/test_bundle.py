@@ -257,7 +257,10 @@ def test_killed_build_leaves_nothing_that_looks_finished(tmp_path, onnx_model):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     left = [p.name for p in tmp_path.iterdir()]
-    assert left and all(n.startswith(".") and n.endswith(".partial") for n in left), left
+    assert left and all(n.startswith(".") and ".partial-" in n for n in left), left
+    # the next build removes the dead run's work folder and succeeds without --force
+    folder = write(tmp_path, {"fp32": onnx_model})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, f"{folder.name}.zip"])
 
 
 def test_check_of_a_custom_verification_is_reported(tmp_path, onnx_model):
