@@ -619,7 +619,7 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
                            metadata=meta)
     base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx",
                               _calibration(base, data, min(cfg.calib_count, 100), cfg.seed))
-    runner = "litert" if files[shipped].suffix == ".tflite" else "onnxruntime-cpu"
+    runner, gpu_note = _shipped_runner(profile, files[shipped], steps)
     labels = {"torch": "unpruned FP32 PyTorch", "ort": "unpruned FP32 ONNX Runtime",
               "ort_int8": "unpruned INT8 ONNX Runtime", "pruned": "pruned FP32 PyTorch",
               "shipped": f"pruned {shipped} (shipped)"}
@@ -639,6 +639,8 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
         "p50_ms": p50,
         "speedup_vs_unpruned_torch": p50[labels["torch"]] / p50[labels["shipped"]],
         "speedup_vs_unpruned_ort_int8": p50[labels["ort_int8"]] / p50[labels["shipped"]],
+        "shipped_runner": runner,
+        **({"gpu": gpu_note} if gpu_note else {}),
     }
     steps.say(f"host p50: shipped {p50[labels['shipped']]:.2f} ms; "
               f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
@@ -649,6 +651,23 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
                     for key, path in (("ort", base_onnx), ("ort_int8", base_int8))}
     return {"summary": summary, "document": doc, "labels": labels, "entries": by_label,
             "onnx_metrics": onnx_metrics}
+
+
+def _shipped_runner(profile, path: Path, steps) -> tuple[str, str | None]:
+    """The host runner for the shipped file: the profile's GPU runner when this machine has the
+    GPU path, else the CPU one, saying that the GPU figures are missing."""
+    from edgexray.bench.runtimes import available_runtimes
+
+    if path.suffix == ".tflite":
+        return "litert", None
+    if profile.runner not in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
+        return "onnxruntime-cpu", None
+    if profile.runner in available_runtimes():
+        return profile.runner, f"measured on the GPU ({profile.runner})"
+    note = (f"not measured on a GPU: {profile.name} runs {profile.runner}, which this build "
+            "machine lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's")
+    steps.fallback(note)
+    return "onnxruntime-cpu", note
 
 
 def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned_metrics,

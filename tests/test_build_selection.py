@@ -157,6 +157,10 @@ def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_buil
             assert any("falling back" in f or "UNPRUNED" in f for f in m["fallbacks"]), name
         if level["chosen"].startswith("unpruned"):
             assert m["reduction"] == {"params": 0.0, "macs": 0.0}
+    # GPU targets are timed on the GPU only where there is one; otherwise the build says so
+    from edgexray.bench.runtimes import available_runtimes
+    if "onnxruntime-cuda" not in available_runtimes():
+        assert any("not measured on a GPU" in f for f in manifests["cuda-gpu"]["fallbacks"])
 
 
 def test_a_precision_whose_minority_class_collapses_is_not_shipped():
