@@ -2,7 +2,6 @@
 commands so `edgexray --help` is fast."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click

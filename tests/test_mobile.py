@@ -345,27 +345,35 @@ def test_tasks_variant_in_artifact(android_artifact):
     assert "CONV_2D" in ops and "SOFTMAX" in ops and "DEQUANTIZE" in ops  # INT8 compute inside
 
 
+def mediapipe_vs_run_py(mediapipe_python, folder: Path, images, size: int, tmp_path: Path):
+    """(run.py's predictions, MediaPipe's score rows, MediaPipe's top-1 labels) on `images`.
+    MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
+    both see the same pixels."""
+    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, images)], cwd=folder,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads(r.stdout)["predictions"]
+    gray = np.stack([resize_square(read_gray(p), size) for p in images])
+    rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
+    np.save(tmp_path / "rgb.npy", rgb)
+    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite",
+                        tmp_path / "rgb.npy")
+    assert out["torch_or_tf"] == []  # only mediapipe in that venv
+    return ref, out["rows"], [max(row, key=row.get) for row in out["rows"]]
+
+
 def test_mediapipe_image_classifier_matches_run_py(android_artifact, chest_images,
                                                     mediapipe_python, tmp_path):
     """MediaPipe Tasks' ImageClassifier (only mediapipe installed) loads model_tasks.tflite, names
     the classes from its metadata and agrees with run.py (int8-I/O model) on 64 real X-rays.
     MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
     both see the same pixels; the two files differ in their INT8 quantization only."""
-    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, chest_images)],
-                       cwd=android_artifact, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    ref = json.loads(r.stdout)["predictions"]
-    gray = np.stack([resize_square(read_gray(p), SIZE) for p in chest_images])
-    rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
-    np.save(tmp_path / "rgb.npy", rgb)
-    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, android_artifact / "model_tasks.tflite",
-                        tmp_path / "rgb.npy")
-    assert out["torch_or_tf"] == [] and len(out["rows"]) == len(ref) == N_IMAGES
-    top1_mp = [max(row, key=row.get) for row in out["rows"]]
+    ref, rows, top1_mp = mediapipe_vs_run_py(mediapipe_python, android_artifact, chest_images,
+                                             SIZE, tmp_path)
+    assert len(rows) == len(ref) == N_IMAGES
     top1_run = [p["label"] for p in ref]
-    assert set(out["rows"][0]) == set(CLASSES)  # category names from the labels metadata
-    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(out["rows"], ref)
-               for c in CLASSES)
+    assert set(rows[0]) == set(CLASSES)  # category names from the labels metadata
+    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(rows, ref) for c in CLASSES)
     # within the score tolerance of the decision boundary two INT8 files may part ways; every
     # image with a clearer decision must get the same top-1 (at least 50 of them)
     clear = clear_decisions(ref)
@@ -393,27 +401,18 @@ def test_build_ships_tasks_variant(tiny_build, mediapipe_python, tmp_path):
     assert "Tasks-ready" in (folder / "README.md").read_text()
     size, names = manifest["preprocess"]["size"], manifest["class_names"]
     images = [p for c in names for p in sorted((data / c).glob("*.png"))[:17]]
-    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, images)], cwd=folder,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    ref = json.loads(r.stdout)["predictions"]
-    gray = np.stack([resize_square(read_gray(p), size) for p in images])
-    rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
-    np.save(tmp_path / "rgb.npy", rgb)
-    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite",
-                        tmp_path / "rgb.npy")
-    top1_mp = [max(row, key=row.get) for row in out["rows"]]
+    ref, rows, top1_mp = mediapipe_vs_run_py(mediapipe_python, folder, images, size, tmp_path)
     agree = np.mean([a == p["label"] for a, p in zip(top1_mp, ref)])
     clear = clear_decisions(ref)
-    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(out["rows"], ref) for c in names)
+    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(rows, ref) for c in names)
     print(f"rpi4 build: MediaPipe vs run.py on {len(images)} images: top-1 agreement {agree:.3f} "
           f"({len(clear)} with a clear decision), max |probability difference| {diff:.4f}")
-    assert len(images) >= 50 and set(out["rows"][0]) == set(names)
+    assert len(images) >= 50 and set(rows[0]) == set(names)
     assert diff <= SCORE_TOLERANCE
     assert [top1_mp[i] for i in clear] == [ref[i]["label"] for i in clear]
     # this tiny 3-epoch model is unsure: where the two files part ways, run.py itself scores
     # MediaPipe's class within twice the measured score difference of its own top class
-    for row, p, mp_top in zip(out["rows"], ref, top1_mp):
+    for p, mp_top in zip(ref, top1_mp):
         assert p["probabilities"][p["label"]] - p["probabilities"][mp_top] <= 2 * diff + 1e-6
 
 
