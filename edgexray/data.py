@@ -264,6 +264,20 @@ def _group_of(relpath: str, pattern: re.Pattern) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def split_group_ids(data, split: str) -> np.ndarray | None:
+    """Group (patient) id of every image of `split` of a HeldOutData-like `data` when the splits
+    were grouped, else None: intervals are then drawn over groups, as the splits were."""
+    key = (getattr(data, "grouping", None) or {}).get("key") or data.split_config.group_regex
+    rels = list(data.splits.get(split) or [])
+    if not key or len(rels) != len(data.labels[split]):
+        return None
+    if key == "DICOM PatientID":
+        ids = _dicom_patient_ids(Path(data.index.root), rels) or {}
+        return np.asarray([ids.get(rel, rel) for rel in rels])
+    pattern = re.compile(key)
+    return np.asarray([_group_of(rel, pattern) or rel for rel in rels])
+
+
 def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig(),
                 links: Sequence[Sequence[str]] = (), grouping: Grouping | None = None
                 ) -> dict[str, list[str]]:

@@ -81,7 +81,9 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     inputs = ckpt.preprocess.normalize(arrays)
     probs = predict_proba(ckpt.model, inputs, tta=tta)
     names = list(ckpt.class_names)
-    metrics = classification_metrics(labels, probs, names)
+    from edgexray.data import split_group_ids
+    groups = None if ext is not None else split_group_ids(data, split)
+    metrics = classification_metrics(labels, probs, names, intervals=True, groups=groups)
     if ext is not None:
         metrics = external.metrics_of(ext, probs)
         metrics["external"] = external.block(ext, {})

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgexray import data as data_mod
 from edgexray.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, refuse_existing
 
@@ -246,23 +247,6 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
                            for i in range(0, len(x), 64)])
 
 
-def _split_groups(data, split: str):
-    """Group (patient) id of every image of `split` when the splits were grouped, else None:
-    intervals are then drawn over groups, as the splits were."""
-    import re
-
-    from edgexray import data as data_mod
-    key = (getattr(data, "grouping", None) or {}).get("key") or data.split_config.group_regex
-    rels = list(data.splits.get(split) or [])
-    if not key or len(rels) != len(data.labels[split]):
-        return None
-    if key == "DICOM PatientID":
-        ids = data_mod._dicom_patient_ids(Path(data.index.root), rels) or {}
-        return np.asarray([ids.get(rel, rel) for rel in rels])
-    pattern = re.compile(key)
-    return np.asarray([data_mod._group_of(rel, pattern) or rel for rel in rels])
-
-
 def _metrics(y, logits, names, intervals: bool = False, groups=None, seed: int = 0) -> dict:
     from edgexray.metrics import classification_metrics, softmax
     return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups,
@@ -272,7 +256,7 @@ def _metrics(y, logits, names, intervals: bool = False, groups=None, seed: int =
 def _budget_judge(cfg, data, val_y, base_val_logits, names):
     """judge(candidate_logits) -> metrics.budget_check against the unpruned model on val."""
     from edgexray.metrics import budget_check
-    groups = _split_groups(data, "val")
+    groups = data_mod.split_group_ids(data, "val")
     ref = np.asarray(base_val_logits).argmax(1)
 
     def judge(logits) -> dict:
@@ -525,7 +509,7 @@ def _choose_precision(profile, precisions, parity, budget, steps) -> str:
 
 def _selection_record(cfg, data, val_y, prune_report, val_parity, shipped) -> dict:
     """What decided what: the manifest's "selection" block."""
-    groups = _split_groups(data, "val")
+    groups = data_mod.split_group_ids(data, "val")
     notes = [t.get("note") for t in prune_report["attempts"]] + \
         [r["budget"]["note"] for r in val_parity.values()]
     return {
@@ -574,7 +558,7 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
     from edgexray.metrics import bootstrap_intervals, paired_drop, softmax
 
     names = list(base.class_names)
-    groups = _split_groups(data, "test")
+    groups = data_mod.split_group_ids(data, "test")
     base_logits = _torch_logits(base.model, test_x)
     pruned_logits = _torch_logits(pruned.model, test_x)
     base_metrics = _metrics(test_y, base_logits, names, True, groups, cfg.seed)
@@ -646,7 +630,7 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
               f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
               f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
     names = list(base.class_names)
-    groups = _split_groups(data, "test")
+    groups = data_mod.split_group_ids(data, "test")
     onnx_metrics = {key: _metrics(test_y, run_file(path, test_x), names, True, groups, cfg.seed)
                     for key, path in (("ort", base_onnx), ("ort_int8", base_int8))}
     return {"summary": summary, "document": doc, "labels": labels, "entries": by_label,

@@ -67,6 +67,8 @@ def test_evaluate_tta_and_split_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["split"] == "val" and m["tta"] is True and m["synthetic"] is True
+    lo, hi = m["ci95"]["accuracy"]  # 95% bootstrap interval around the point estimate
+    assert lo <= m["accuracy"] <= hi and m["ci95"]["n_units"] > 0
     assert len(m["per_class"]) == 3 and np.asarray(m["confusion_matrix"]).shape == (3, 3)
 
 
