@@ -452,10 +452,20 @@ def _preprocess(manifest) -> Preprocess:
     return Preprocess.from_dict(manifest["preprocess"])
 
 
+def _temperature(manifest) -> float:
+    """The build's temperature (fitted on val); 1.0 for an artifact without one."""
+    t = (manifest.get("calibration") or {}).get("temperature", 1.0)
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise EdgeXrayError(f"calibration.temperature in {MANIFEST_NAME} is {t!r}; it must be a "
+                            "positive number; rebuild the artifact")
+    return float(t)
+
+
 def _probabilities(manifest, logits: np.ndarray) -> np.ndarray:
     if manifest["output"].get("kind", "logits") == "probabilities":
         return logits.astype(np.float32)
-    return softmax(logits)
+    # temperature scaling: calibrated probabilities, the same argmax
+    return softmax(np.asarray(logits, np.float64) / _temperature(manifest))
 
 
 def _write_text(out, text: str) -> None:

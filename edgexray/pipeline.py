@@ -153,8 +153,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
     # 3. export + parity (val) --------------------------------------------------------------
     with steps.stage("export + parity"):
-        files, val_parity = _export(cfg, profile, pruned, data, work, precisions,
-                                    pruned_val_logits, val_x, val_y, judge, steps)
+        files, val_parity, val_logits = _export(cfg, profile, pruned, data, work, precisions,
+                                                pruned_val_logits, val_x, val_y, judge, steps)
 
     # 4. choose what ships -------------------------------------------------------------------
     shipped = _choose_precision(profile, precisions, val_parity, cfg.max_accuracy_drop, steps)
@@ -163,8 +163,14 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     # 5. the test split, read once: every model of the comparison, for the report -------------
     with steps.stage("evaluate on test"):
         test_x, test_y = _split_inputs(base, data, "test")
-        base_metrics, pruned_metrics, parity = _test_report(
+        base_metrics, pruned_metrics, parity, test_logits = _test_report(
             cfg, base, pruned, data, files, test_x, test_y, work, steps)
+    # temperature scaling of the shipped file, fitted on val (test ECE only reported)
+    from edgexray.calibrate import calibration_record
+    calibration = calibration_record(val_logits[shipped], val_y, test_logits[shipped], test_y)
+    steps.say(f"temperature {calibration['temperature']:.3f} (fitted on val): val ECE "
+              f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, test ECE "
+              f"{calibration['test']['ece_before']:.4f} -> {calibration['test']['ece_after']:.4f}")
 
     # 6. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
@@ -181,7 +187,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     with steps.stage("bundle"):
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
                            base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out,
-                           selection, external=(ext, external_rows, holder) if ext else None)
+                           selection, external=(ext, external_rows, holder) if ext else None,
+                           calibration=calibration)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
@@ -193,7 +200,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                    selection=selection, fallbacks=steps.fallbacks,
                    reduction=prune_report["reduction"], bench=bench["summary"],
                    grouping=data.grouping, leakage=_leakage_brief(data.leakage),
-                   external=holder.get("external"))
+                   external=holder.get("external"), calibration=calibration)
     atomic_write_json(work / "summary.json", summary)
     return summary
 
@@ -458,9 +465,9 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val
     else:
         raise EdgeXrayError(f"target {profile.name} runs {profile.runtime}; edgexray build ships "
                             "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts")
-    results = {}
+    results, val_logits = {}, {}
     for p, path in files.items():
-        logits = run_file(path, val_x)
+        logits = val_logits[p] = run_file(path, val_x)
         results[p] = parity_check(ref_logits, val_y, path, val_x, list(pruned.class_names),
                                   precision=p, max_accuracy_drop=cfg.max_accuracy_drop,
                                   candidate_logits=logits)
@@ -471,7 +478,7 @@ def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val
         steps.say(f"{path.name}: {_budget_text(check)}, top-1 agreement with PyTorch "
                   f"{results[p]['top1_agreement']:.4f}, max |diff| {results[p]['max_abs_diff']:.2e}")
     atomic_write_json(exp / "parity_val.json", _jsonable(results))
-    return files, results
+    return files, results, val_logits
 
 
 def _calibration(ckpt, data, count: int, seed: int):
@@ -563,9 +570,9 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
     pruned_logits = _torch_logits(pruned.model, test_x)
     base_metrics = _metrics(test_y, base_logits, names, True, groups, cfg.seed)
     pruned_metrics = _metrics(test_y, pruned_logits, names, True, groups, cfg.seed)
-    parity = {}
+    parity, test_logits = {}, {}
     for p, path in files.items():
-        logits = run_file(path, test_x)
+        logits = test_logits[p] = run_file(path, test_x)
         parity[p] = r = parity_check(pruned_logits, test_y, path, test_x, names, precision=p,
                                      max_accuracy_drop=cfg.max_accuracy_drop,
                                      candidate_logits=logits)
@@ -582,7 +589,7 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
         lo, hi = m["ci95"]["accuracy"]
         steps.say(f"test: {label} accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}) on "
                   f"{len(test_y)} images")
-    return base_metrics, pruned_metrics, parity
+    return base_metrics, pruned_metrics, parity, test_logits
 
 
 def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
@@ -711,7 +718,8 @@ def _leakage_brief(leak: dict | None) -> dict | None:
 
 
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
-            pruned_metrics, bench, steps, synthetic, test_y, out, selection, external=None):
+            pruned_metrics, bench, steps, synthetic, test_y, out, selection, external=None,
+            calibration=None):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
@@ -736,6 +744,7 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
                               pruned_metrics, bench),
         "reduction": prune_report["reduction"],
         "selection": selection,
+        "calibration": calibration,  # run.py divides the logits by its temperature
         "accuracy": {"split": "test", "n": int(len(test_y)),
                      "ci95": {"unpruned_fp32": base_metrics["ci95"]["accuracy"],
                               "pruned_fp32": pruned_metrics["ci95"]["accuracy"],
@@ -860,6 +869,16 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
+def _calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
+    if not cal:
+        return []
+    text = (f"T {cal['temperature']:.3f} (fitted on val); ECE (15 bins) val "
+            f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
+    if cal.get("test"):
+        text += f", test {cal['test']['ece_before']:.4f} -> {cal['test']['ece_after']:.4f}"
+    return [("calibration", text)]
+
+
 def format_summary(summary: dict) -> str:
     red = summary["reduction"]
     b = summary["bench"]
@@ -885,6 +904,7 @@ def format_summary(summary: dict) -> str:
             *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
             ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
             ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
+            *_calibration_lines(summary.get("calibration")),
             ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
     from edgexray.external import format_lines, grouping_lines
     rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))

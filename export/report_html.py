@@ -16,7 +16,7 @@ from string import Template
 _DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
           "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
           "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
-          "config", "external", "grouping", "leakage"}
+          "config", "external", "grouping", "leakage", "calibration"}
 
 
 def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
@@ -163,6 +163,12 @@ def _cards(manifest: dict, models: list) -> str:
         card(f"{_latency(ref) / _latency(shipped):.1f}x", "faster on the build host (p50)")
     if _accuracy(ref) is not None and _accuracy(shipped) is not None:
         card(f"{100 * _accuracy(ref):.1f} &rarr; {100 * _accuracy(shipped):.1f}%", "held-out accuracy")
+    cal = manifest.get("calibration")
+    if isinstance(cal, dict) and "ece_after" in cal:  # temperature scaling, fitted on val
+        test = cal.get("test") or {}
+        card(f"{cal.get('ece_before', 0):.3f} &rarr; {cal['ece_after']:.3f}",
+             f"ECE val (T = {cal['temperature']:.2f})"
+             + (f"; test {test['ece_before']:.3f} -> {test['ece_after']:.3f}" if test else ""))
     arm = manifest.get("arm_verification")
     if isinstance(arm, dict):
         status = _arm_status(arm)

@@ -192,3 +192,35 @@ def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
     latency = pipeline._pruning_attempts(load_profile("rpi4").prune,
                                          pipeline.BuildConfig(latency_budget_ms=5.0))
     assert ("unpruned", None) not in latency
+
+
+@pytest.fixture(scope="module")
+def calibrated_build(tiny_run, fast_bench, tmp_path_factory):
+    data, ckpt = tiny_run
+    return _build("x86-64", data, ckpt, tmp_path_factory.mktemp("cal"), "--finetune-epochs", "0")
+
+
+def _run_py(folder: Path):
+    from edgexray.external import _import_run_py
+    return _import_run_py(folder)
+
+
+def test_run_py_probabilities_are_temperature_scaled(calibrated_build):
+    from edgexray.metrics import softmax
+    manifest, output, folder = calibrated_build
+    cal = manifest["calibration"]
+    assert cal["fitted_on"] == "val" and 0.05 <= cal["temperature"] <= 20
+    # (T minimizes val NLL, not ECE: on 36 images ECE may go either way)
+    assert 0 <= cal["ece_before"] <= 1 and 0 <= cal["ece_after"] <= 1 and "ece_after" in cal["test"]
+    assert "calibration" in output and "ECE" in (folder / "report.html").read_text()
+    run = _run_py(folder)
+    checked = run.checked_manifest(folder)
+    data = Path(json.loads(json.dumps(manifest["config"]))["data_dir"])
+    paths = sorted(str(p) for p in data.rglob("*.png"))[:8]
+    rows = run.predictions(folder, checked, paths, raw=True)["predictions"]
+    runner = run.load_model(folder, checked)
+    for row in rows:
+        logits = run.dequantize(np.asarray([row["raw"]]), runner.output_spec)
+        want = softmax(np.asarray(logits, np.float64) / cal["temperature"])[0]
+        got = [row["probabilities"][c] for c in checked["class_names"]]
+        np.testing.assert_allclose(got, want, atol=1e-5)
