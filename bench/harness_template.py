@@ -468,6 +468,33 @@ def _probabilities(manifest, logits: np.ndarray) -> np.ndarray:
     return softmax(np.asarray(logits, np.float64) / _temperature(manifest))
 
 
+def _decision(manifest):
+    """(positive class index, threshold) of the build's operating point, or None."""
+    d = manifest.get("decision")
+    if not d:
+        return None
+    t = d.get("threshold")
+    if d.get("positive_class") not in manifest["class_names"] or not (
+            isinstance(t, (int, float)) and 0 <= t <= 1):
+        raise EdgeXrayError(f"decision in {MANIFEST_NAME} must name a class of "
+                            f"{manifest['class_names']} and a threshold in [0, 1], got {d!r}; "
+                            "rebuild the artifact")
+    return manifest["class_names"].index(d["positive_class"]), float(t)
+
+
+def _label_index(probs: np.ndarray, decision) -> int:
+    """The positive class when its probability reaches the threshold, else the most probable
+    other class (argmax without an operating point)."""
+    if decision is None:
+        return int(probs.argmax())
+    pos, threshold = decision
+    if probs[pos] >= threshold:
+        return pos
+    others = np.array(probs, np.float64)
+    others[pos] = -np.inf
+    return int(others.argmax())
+
+
 def _write_text(out, text: str) -> None:
     """To stdout, or atomically to a file."""
     if not out:
@@ -507,18 +534,22 @@ def predictions(folder, manifest, images, threads=None, raw=False) -> dict:
         paths += found
     runner = load_model(folder, manifest, threads)
     pre, names = _preprocess(manifest), manifest["class_names"]
+    decision = _decision(manifest)
     rows = []
     for path in paths:
         q = runner.run_raw(runner.prepare(load_batch([path], pre)))
         probs = _probabilities(manifest, dequantize(q, runner.output_spec))[0]
-        index = int(probs.argmax())
+        index = _label_index(probs, decision)
         row = {"image": str(path), "label": names[index], "index": index,
+               "probability": float(probs[index]),
                "probabilities": {n: float(p) for n, p in zip(names, probs)}}
         if raw:
             row["raw"] = q[0].tolist()
         rows.append(row)
     return {"schema": "edgexray.predictions/1", "model": manifest["model"]["file"],
-            "class_names": names, "predictions": rows}
+            "class_names": names, "decision": decision and {
+                "positive_class": names[decision[0]], "threshold": decision[1]},
+            "predictions": rows}
 
 
 def cmd_predict(folder, args) -> int:
@@ -530,10 +561,10 @@ def cmd_predict(folder, args) -> int:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         names = result["class_names"]
-        writer.writerow(["image", "label", "index"] + [f"p_{n}" for n in names]
+        writer.writerow(["image", "label", "index", "probability"] + [f"p_{n}" for n in names]
                         + (["raw"] if args.raw else []))
         for row in result["predictions"]:
-            writer.writerow([row["image"], row["label"], row["index"]]
+            writer.writerow([row["image"], row["label"], row["index"], f"{row['probability']:.6f}"]
                             + [f"{row['probabilities'][n]:.6f}" for n in names]
                             + ([" ".join(str(v) for v in row["raw"])] if args.raw else []))
         text = buf.getvalue()

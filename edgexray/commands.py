@@ -223,11 +223,16 @@ def format_metrics(m: dict) -> str:
 @click.option("--test-data", type=click.Path(),
               help="External test folder (other patients, same class folders): every model is "
                    "scored on it at the end; never used for a choice.")
+@click.option("--positive-class", help="Operating point: the class whose decision threshold is "
+                                       "chosen on val (with --target-sensitivity).")
+@click.option("--target-sensitivity", type=float,
+              help="Sensitivity in (0, 1] the positive class's threshold reaches on val, e.g. 0.95.")
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weights, epochs,
           finetune_epochs, max_accuracy_drop, latency_budget_ms, precisions, calib_count,
-          bench_seconds, no_verify_arm, group_regex, no_group, test_data, seed, force):
+          bench_seconds, no_verify_arm, group_regex, no_group, test_data, positive_class,
+          target_sensitivity, seed, force):
     """Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."""
     from edgexray.pipeline import BuildConfig, build as run_build, format_summary
 
@@ -238,6 +243,7 @@ def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weig
                       precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
                       calib_count=calib_count, bench_seconds=bench_seconds,
                       verify_arm=not no_verify_arm, group_regex=group_regex, group=not no_group,
-                      test_data=test_data, seed=seed, force=force)
+                      test_data=test_data, positive_class=positive_class,
+                      target_sensitivity=target_sensitivity, seed=seed, force=force)
     summary = run_build(cfg)
     click.echo(format_summary(summary))

@@ -59,6 +59,8 @@ class BuildConfig:
     group_regex: str | None = None  # patient key of the file names; None = detect one (data.py)
     group: bool = True  # False (--no-group): split images independently
     test_data: str | None = None  # external test folder: scored at the end, never for a choice
+    positive_class: str | None = None  # operating point: this class's threshold, chosen on val
+    target_sensitivity: float | None = None  # ... the highest one reaching this val sensitivity
     seed: int = 0
     force: bool = False  # replace an existing artifact / build folder
 
@@ -108,6 +110,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     if unknown:
         raise EdgeXrayError(f"precision(s) {sorted(unknown)} are not built for {profile.name}; "
                             f"its profile allows {list(profile.precisions)}")
+    from edgexray.operating_point import check_options
+    check_options(cfg.positive_class, cfg.target_sensitivity)
     if cfg.max_accuracy_drop < 0:
         raise EdgeXrayError(f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 "
                             "percentage points, e.g. 1.0")
@@ -135,6 +139,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     val_x, val_y = _split_inputs(base, data, "val")
     _split_inputs(base, data, "test")  # fail now, not after pruning, when there is no test split
     names = list(base.class_names)
+    check_options(cfg.positive_class, cfg.target_sensitivity, names)
     synthetic = (Path(data.index.root) / "SYNTHETIC.txt").is_file()
     summary["synthetic"] = synthetic
     # Every choice below (pruning level, precision) is made on the validation split; the test
@@ -171,6 +176,16 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     steps.say(f"temperature {calibration['temperature']:.3f} (fitted on val): val ECE "
               f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, test ECE "
               f"{calibration['test']['ece_before']:.4f} -> {calibration['test']['ece_after']:.4f}")
+    decision = None
+    if cfg.positive_class is not None:  # the operating point, on calibrated val probabilities
+        from edgexray.metrics import softmax
+        from edgexray.operating_point import decision_record
+        t = calibration["temperature"]
+        decision = decision_record(cfg.positive_class, cfg.target_sensitivity, names,
+                                   softmax(val_logits[shipped] / t), val_y,
+                                   softmax(test_logits[shipped] / t), test_y,
+                                   data_mod.split_group_ids(data, "test"), cfg.seed)
+        steps.say("operating point: " + _decision_text(decision))
 
     # 6. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
@@ -188,7 +203,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
                            base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out,
                            selection, external=(ext, external_rows, holder) if ext else None,
-                           calibration=calibration)
+                           calibration=calibration, decision=decision)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
@@ -200,7 +215,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                    selection=selection, fallbacks=steps.fallbacks,
                    reduction=prune_report["reduction"], bench=bench["summary"],
                    grouping=data.grouping, leakage=_leakage_brief(data.leakage),
-                   external=holder.get("external"), calibration=calibration)
+                   external=holder.get("external"), calibration=calibration, decision=decision)
     atomic_write_json(work / "summary.json", summary)
     return summary
 
@@ -719,7 +734,7 @@ def _leakage_brief(leak: dict | None) -> dict | None:
 
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
             pruned_metrics, bench, steps, synthetic, test_y, out, selection, external=None,
-            calibration=None):
+            calibration=None, decision=None):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
@@ -745,6 +760,7 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         "reduction": prune_report["reduction"],
         "selection": selection,
         "calibration": calibration,  # run.py divides the logits by its temperature
+        "decision": decision,  # run.py predict's threshold for the positive class (or None)
         "accuracy": {"split": "test", "n": int(len(test_y)),
                      "ci95": {"unpruned_fp32": base_metrics["ci95"]["accuracy"],
                               "pruned_fp32": pruned_metrics["ci95"]["accuracy"],
@@ -869,6 +885,21 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
+def _decision_text(d: dict) -> str:
+    test, ci = d["test"], d["test"]["ci95"]
+
+    def pct(v, interval=None):
+        if v is None:
+            return "n/a"
+        return f"{100 * v:.1f}%" + (f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+                                    if interval else "")
+    return (f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
+            f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
+            f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
+            f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
+            f"{pct(test['specificity'], ci['specificity'])}")
+
+
 def _calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
     if not cal:
         return []
@@ -905,6 +936,8 @@ def format_summary(summary: dict) -> str:
             ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
             ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
             *_calibration_lines(summary.get("calibration")),
+            *([("operating point", _decision_text(summary["decision"]))]
+              if summary.get("decision") else []),
             ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
     from edgexray.external import format_lines, grouping_lines
     rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))

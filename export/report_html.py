@@ -16,7 +16,7 @@ from string import Template
 _DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
           "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
           "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
-          "config", "external", "grouping", "leakage", "calibration"}
+          "config", "external", "grouping", "leakage", "calibration", "decision"}
 
 
 def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
@@ -169,6 +169,13 @@ def _cards(manifest: dict, models: list) -> str:
         card(f"{cal.get('ece_before', 0):.3f} &rarr; {cal['ece_after']:.3f}",
              f"ECE val (T = {cal['temperature']:.2f})"
              + (f"; test {test['ece_before']:.3f} -> {test['ece_after']:.3f}" if test else ""))
+    dec = manifest.get("decision")
+    if isinstance(dec, dict) and isinstance(dec.get("test"), dict):  # operating point, chosen on val
+        t = dec["test"]
+        card(" / ".join("n/a" if t.get(k) is None else f"{100 * t[k]:.1f}%"
+                        for k in ("sensitivity", "specificity")),
+             f"test sensitivity / specificity of {dec['positive_class']} at p >= "
+             f"{dec['threshold']:.3f} (chosen on val for {dec['target_sensitivity']})")
     arm = manifest.get("arm_verification")
     if isinstance(arm, dict):
         status = _arm_status(arm)

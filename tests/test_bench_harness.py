@@ -114,7 +114,7 @@ def test_predict_json_csv_raw_and_repeatable(artifacts, eval_set, tmp_path):
     csv_run = run_py(art, "predict", eval_set, "--format", "csv", "--out", out)
     assert csv_run.returncode == 0 and csv_run.stdout == ""
     lines = out.read_text().splitlines()
-    assert lines[0] == "image,label,index,p_NORMAL,p_PNEUMONIA"
+    assert lines[0] == "image,label,index,probability,p_NORMAL,p_PNEUMONIA"
     assert [line.split(",")[1] for line in lines[1:]] == [p["label"] for p in preds]
 
 

@@ -197,7 +197,9 @@ def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
 @pytest.fixture(scope="module")
 def calibrated_build(tiny_run, fast_bench, tmp_path_factory):
     data, ckpt = tiny_run
-    return _build("x86-64", data, ckpt, tmp_path_factory.mktemp("cal"), "--finetune-epochs", "0")
+    positive = sorted(d.name for d in Path(data).iterdir() if d.is_dir())[0]
+    return _build("x86-64", data, ckpt, tmp_path_factory.mktemp("cal"), "--finetune-epochs", "0",
+                  "--positive-class", positive, "--target-sensitivity", "0.9")
 
 
 def _run_py(folder: Path):
@@ -224,3 +226,44 @@ def test_run_py_probabilities_are_temperature_scaled(calibrated_build):
         want = softmax(np.asarray(logits, np.float64) / cal["temperature"])[0]
         got = [row["probabilities"][c] for c in checked["class_names"]]
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build):
+    manifest, output, folder = calibrated_build
+    d = manifest["decision"]
+    assert d["chosen_on"] == "val" and d["target_sensitivity"] == 0.9
+    assert d["val"]["sensitivity"] >= 0.9 and set(d["test"]["ci95"]) == {"sensitivity",
+                                                                          "specificity"}
+    assert "operating point" in output and "test sensitivity / specificity" in (
+        folder / "report.html").read_text()
+    run = _run_py(folder)
+    checked = run.checked_manifest(folder)
+    names, pos = checked["class_names"], checked["class_names"].index(d["positive_class"])
+    paths = sorted(str(p) for p in Path(manifest["config"]["data_dir"]).rglob("*.png"))[::6]
+    rows = run.predictions(folder, checked, paths)["predictions"]
+    for row in rows:  # the sealed artifact applies its own threshold
+        p = row["probabilities"][d["positive_class"]]
+        assert (row["label"] == d["positive_class"]) == (p >= d["threshold"])
+        assert row["probability"] == row["probabilities"][row["label"]]
+    # a lower threshold labels positive an image whose positive probability is not the largest
+    below = [r for r in rows if r["label"] != d["positive_class"]
+             and max(r["probabilities"].values()) > r["probabilities"][d["positive_class"]]]
+    assert below, "no image predicted as another class"
+    r = below[0]
+    t = r["probabilities"][d["positive_class"]]
+    lowered = {**checked, "decision": {**d, "threshold": t}}
+    again = run.predictions(folder, lowered, [r["image"]])["predictions"][0]
+    assert again["label"] == d["positive_class"] and again["index"] == pos
+    assert names[int(np.argmax([again["probabilities"][n] for n in names]))] != again["label"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--positive-class", "nope", "--target-sensitivity", "0.9"], "is not a class of this model"),
+    (["--positive-class", "x", "--target-sensitivity", "1.5"], "must be in (0, 1]"),
+    (["--target-sensitivity", "0.9"], "go together"),
+])
+def test_operating_point_options_are_checked(tiny_run, tmp_path, extra, message):
+    data, ckpt = tiny_run
+    r = CliRunner().invoke(main, ["build", "--target", "x86-64", "--checkpoint", str(ckpt),
+                                  "--data", str(data), "--out", str(tmp_path), *TINY, *extra])
+    assert r.exit_code == 2 and message in r.output, r.output
