@@ -262,6 +262,8 @@ def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, 
             m = shipped if row.get("shipped") else all_rows.get(row.get("label"))
             row["external"] = _brief(m) if m is not None else {"missing": "not evaluated"}
         manifest["external"] = doc
+        from edgexray.review import models2warnings
+        manifest["warnings"] = models2warnings(manifest.get("models") or [])
         atomic_write_json(folder / "manifest.json", manifest)
         if holder is not None:
             holder["external"] = doc

@@ -216,6 +216,10 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                    reduction=prune_report["reduction"], bench=bench["summary"],
                    grouping=data.grouping, leakage=_leakage_brief(data.leakage),
                    external=holder.get("external"), calibration=calibration, decision=decision)
+    summary["warnings"] = json.loads((Path(artifact) / "manifest.json").read_text(
+        encoding="utf-8")).get("warnings") or []
+    for w in summary["warnings"]:
+        steps.say(f"WARNING: {w}")
     atomic_write_json(work / "summary.json", summary)
     return summary
 
@@ -815,6 +819,8 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
         from edgexray.external import pixels_model_metrics
         external[1][manifest_fields["models"][-1]["label"]] = pixels_model_metrics(external[0],
                                                                                    tasks[0])
+    from edgexray.review import models2warnings
+    manifest_fields["warnings"] = models2warnings(manifest_fields["models"])  # + external: hook
     return write_artifact(out, target=profile, arch=base.arch, precision=shipped,
                           model_files={p: files[p] for p in files}, manifest_fields=manifest_fields,
                           class_names=names, preprocess=base.preprocess,
@@ -919,7 +925,8 @@ def format_summary(summary: dict) -> str:
     def acc(value, interval):
         return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
 
-    rows = [("artifact", summary["artifact"]),
+    rows = [*[("WARNING", w) for w in summary.get("warnings") or []],
+            ("artifact", summary["artifact"]),
             ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
             ("pruning level", summary["pruning_level"]),
             ("shipped precision", summary["shipped_precision"]),

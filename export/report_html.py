@@ -16,12 +16,14 @@ from string import Template
 _DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
           "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
           "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
-          "config", "external", "grouping", "leakage", "calibration", "decision"}
+          "config", "external", "grouping", "leakage", "calibration", "decision", "warnings"}
 
 
 def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
     models = [m for m in manifest.get("models") or [] if isinstance(m, dict)]
     sections = [
+        *([_section("Warnings", _warnings(manifest["warnings"]))] if manifest.get("warnings")
+          else []),
         _section("Before and after", _comparison(models)),
         _section("External test set (other patients)", _external(manifest, models)),
         _section("Budgets", _budgets(manifest.get("budgets"), manifest.get("fallbacks"))),
@@ -51,6 +53,11 @@ def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: 
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _warnings(warnings: list) -> str:
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return f'<div class="bad"><strong>A reviewer should know:</strong><ul>{items}</ul></div>'
+
 
 def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}"

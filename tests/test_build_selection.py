@@ -267,3 +267,16 @@ def test_operating_point_options_are_checked(tiny_run, tmp_path, extra, message)
     r = CliRunner().invoke(main, ["build", "--target", "x86-64", "--checkpoint", str(ckpt),
                                   "--data", str(data), "--out", str(tmp_path), *TINY, *extra])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_warnings_are_in_manifest_summary_and_report(calibrated_build):
+    import html
+
+    from edgexray.review import models2warnings
+    manifest, output, folder = calibrated_build
+    assert manifest["warnings"] == models2warnings(manifest["models"])
+    assert manifest["warnings"]  # the 3-epoch 32 px model misses classes: the banner shows
+    report = (folder / "report.html").read_text()
+    for w in manifest["warnings"]:
+        assert any(line.startswith("WARNING") and line.endswith(w) for line in output.splitlines())
+        assert html.escape(w) in report
