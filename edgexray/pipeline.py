@@ -176,7 +176,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     steps.say(f"temperature {calibration['temperature']:.3f} (fitted on val): val ECE "
               f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, test ECE "
               f"{calibration['test']['ece_before']:.4f} -> {calibration['test']['ece_after']:.4f}")
-    decision = None
+    decision = roc_png = None
     if cfg.positive_class is not None:  # the operating point, on calibrated val probabilities
         from edgexray.metrics import softmax
         from edgexray.operating_point import decision_record
@@ -186,6 +186,13 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                                    softmax(test_logits[shipped] / t), test_y,
                                    data_mod.split_group_ids(data, "test"), cfg.seed)
         steps.say("operating point: " + _decision_text(decision))
+        from edgexray.plots import plot_roc_point
+        i = names.index(cfg.positive_class)
+        sens, spec = decision["test"]["sensitivity"], decision["test"]["specificity"]
+        if sens is not None and spec is not None:
+            roc_png = plot_roc_point(test_y == i, softmax(test_logits[shipped] / t)[:, i],
+                                     (sens, spec),
+                                     f"{cfg.positive_class} at p >= {decision['threshold']:.3f}")
 
     # 6. host benchmark: the same run measures the baselines a user would otherwise ship -----
     with steps.stage("host benchmark"):
@@ -203,7 +210,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         artifact = _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report,
                            base_metrics, pruned_metrics, bench, steps, synthetic, test_y, out,
                            selection, external=(ext, external_rows, holder) if ext else None,
-                           calibration=calibration, decision=decision)
+                           calibration=calibration, decision=decision, roc_png=roc_png)
     summary.update(artifact=str(artifact), zip=str(artifact) + ".zip", shipped_precision=shipped,
                    stage_seconds=steps.times, unpruned=base_metrics["accuracy"],
                    pruned=pruned_metrics["accuracy"],
@@ -738,7 +745,7 @@ def _leakage_brief(leak: dict | None) -> dict | None:
 
 def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_report, base_metrics,
             pruned_metrics, bench, steps, synthetic, test_y, out, selection, external=None,
-            calibration=None, decision=None):
+            calibration=None, decision=None, roc_png=None):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
     from edgexray.fsutil import sha256_file
@@ -800,6 +807,8 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
             {"unpruned": base_metrics["accuracy"], "pruned": pruned_metrics["accuracy"],
              **{p: parity[p]["candidate"]["accuracy"] for p in parity}}, "accuracy", "Held-out accuracy"),
     }
+    if roc_png is not None:
+        plot_assets["ROC with the operating point (test)"] = roc_png
     gradcam_assets = _gradcam_pairs(base, pruned, data) if synthetic else {}
     test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
     verify = _arm_verifier(cfg, profile, steps, [Path(data.index.root) / rel for rel in

@@ -63,6 +63,20 @@ def plot_roc(y_true, probs, class_names, path=None) -> bytes:
                         "ROC (one-vs-rest)", path, diagonal=True)
 
 
+def plot_roc_point(is_pos, score, point: tuple[float, float], label: str, path=None) -> bytes:
+    """ROC of one class with the operating point (sensitivity, specificity) marked."""
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(*roc_curve(np.asarray(is_pos, bool), np.asarray(score)), label="test ROC")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.plot([1 - point[1]], [point[0]], "ro", label=label)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("Operating point (chosen on val), test split")
+    ax.legend(loc="lower right")
+    return _save(plt, fig, path)
+
+
 def plot_pr(y_true, probs, class_names, path=None) -> bytes:
     return _one_vs_rest(y_true, probs, class_names, pr_curve, "recall", "precision",
                         "Precision-recall (one-vs-rest)", path)

@@ -234,8 +234,9 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
     assert d["chosen_on"] == "val" and d["target_sensitivity"] == 0.9
     assert d["val"]["sensitivity"] >= 0.9 and set(d["test"]["ci95"]) == {"sensitivity",
                                                                           "specificity"}
-    assert "operating point" in output and "test sensitivity / specificity" in (
-        folder / "report.html").read_text()
+    report = (folder / "report.html").read_text()
+    assert "operating point" in output and "test sensitivity / specificity" in report
+    assert "ROC with the operating point (test)" in report
     run = _run_py(folder)
     checked = run.checked_manifest(folder)
     names, pos = checked["class_names"], checked["class_names"].index(d["positive_class"])
