@@ -217,7 +217,7 @@ def test_run_py_probabilities_are_temperature_scaled(calibrated_build):
     assert "calibration" in output and "ECE" in (folder / "report.html").read_text()
     run = _run_py(folder)
     checked = run.checked_manifest(folder)
-    data = Path(json.loads(json.dumps(manifest["config"]))["data_dir"])
+    data = Path(manifest["config"]["data_dir"])
     paths = sorted(str(p) for p in data.rglob("*.png"))[:8]
     rows = run.predictions(folder, checked, paths, raw=True)["predictions"]
     runner = run.load_model(folder, checked)
