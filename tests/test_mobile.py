@@ -230,33 +230,10 @@ def test_metadata_read_by_mediapipe(android_artifact, mediapipe_python):
 
 # ------------------------------------------------------------------------ ONNX Runtime Mobile
 
-def make_onnx(path: Path) -> Path:
-    """A real ONNX classifier at 64 px: Conv(1->8, 3x3) -> ReLU -> GlobalAveragePool -> Gemm."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b"),
-             numpy_helper.from_array(rng.normal(0, 1, (2, 8)).astype(np.float32), "fc_w"),
-             numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def x86_artifact(tmp_path_factory) -> Path:
-    onnx_path = make_onnx(tmp_path_factory.mktemp("mobile-onnx") / "model_fp32.onnx")
+    from test_bundle import make_onnx
+    onnx_path = make_onnx(tmp_path_factory.mktemp("mobile-onnx") / "model_fp32.onnx", size=SIZE)
     return write_artifact(tmp_path_factory.mktemp("ort-artifact"), target=load_profile("x86-64"),
                           arch="tiny_cbam", precision="fp32", model_files={"fp32": onnx_path},
                           manifest_fields={}, class_names=CLASSES, preprocess=PRE)
