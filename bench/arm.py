@@ -41,7 +41,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 from edgexray.fsutil import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -455,7 +455,7 @@ def _real_inputs(paths, out_dir: Path) -> list[Path]:
     (the guest has no Pillow for JPEG); an image the host cannot decode is left out."""
     import numpy as np
 
-    from edgexray.preprocess import read_image_array  # host only, like tqdm above
+    from edgexray.runtime.preprocess import read_image_array  # host only, like tqdm above
 
     out = []
     for src in map(Path, paths):

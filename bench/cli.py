@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
     if out:
         refuse_existing(out, force, "bench output folder")
     if local.is_artifact(target):
-        from edgexray.bench.harness_template import checked_manifest
+        from edgexray.runtime.run_py import checked_manifest
 
         checked_manifest(target)  # IntegrityError (exit 3) before anything runs
     elif target.is_file() and not runtime and runtime_for_suffix(target.suffix) is None:
@@ -135,7 +135,7 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
             _emit(doc, out, force)
             failed = failed_hosts(doc)
             if failed:
-                from edgexray.errors import CheckFailed
+                from edgexray.runtime.errors import CheckFailed
 
                 raise CheckFailed(f"{len(failed)} of {len(urls)} hosts failed ({', '.join(failed)}); "
                                   "their rows give the reason, the other hosts were measured")

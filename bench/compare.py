@@ -20,16 +20,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edgexray.bench.accuracy import agreement, evaluate, labeled_images
-from edgexray.bench.environment import environment
-from edgexray.bench.latency import Stopwatch, first_and_warmup, latency_record, time_runs
+from edgexray.runtime.accuracy import agreement, evaluate, labeled_images
+from edgexray.runtime.environment import environment
+from edgexray.runtime.latency import Stopwatch, first_and_warmup, latency_record, time_runs
 from edgexray.bench.local import PRODUCER, guess_precision, is_artifact, latency_input, model_context
 from edgexray.bench.memory import file_size, measure_memory
-from edgexray.bench.record import bench_document, bench_entry
+from edgexray.runtime.record import bench_document, bench_entry
 from edgexray.bench.runtimes import load_runner, runtime_for_suffix
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import sha256_file
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class _Loaded:
 def _load(label: str, path, kind: str | None, threads) -> _Loaded:
     path = Path(path)
     if is_artifact(path):
-        from edgexray.bench.harness_template import checked_manifest
+        from edgexray.runtime.run_py import checked_manifest
 
         manifest = checked_manifest(path)
         model = path / manifest["model"]["file"]

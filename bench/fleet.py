@@ -13,10 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgexray.bench.environment import environment
-from edgexray.bench.record import bench_document, bench_entry
+from edgexray.runtime.environment import environment
+from edgexray.runtime.record import bench_document, bench_entry
 from edgexray.bench.remote import SshTarget, parse_ssh_url, remote_bench
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 MAX_PARALLEL = 4
 

@@ -1,4 +1,4 @@
-"""Build an artifact's run.py: bench/harness_template.py with the modules it names inlined.
+"""Build an artifact's run.py: runtime/run_py.py with the modules it names inlined.
 
 The template imports what it needs from edgexray (preprocess, metrics, runners, latency...);
 here those imports are replaced by the modules' source text, so run.py is one file that needs
@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 
 import edgexray
+import edgexray.runtime
 
-PACKAGE_DIRS = {"edgexray": Path(edgexray.__file__).parent, "bench": Path(__file__).parent}
-TEMPLATE = Path(__file__).parent / "harness_template.py"
+PACKAGE_DIRS = {"edgexray": Path(edgexray.__file__).parent, "bench": Path(__file__).parent,
+                "runtime": Path(edgexray.runtime.__file__).parent}
+TEMPLATE = Path(edgexray.runtime.__file__).parent / "run_py.py"
 INLINE_START, INLINE_END = "# >>> inline:", "# <<< inline"
 HOST_START, HOST_END = "# >>> host only", "# <<< host only"
 FUTURE = "from __future__ import annotations"
@@ -84,15 +86,15 @@ def render_run_py(manifest_sha256: str | None = None) -> str:
     body = body.replace("MANIFEST_SHA256 = None  # set by render_run_py",
                         f"MANIFEST_SHA256 = {manifest_sha256!r}")
     parts, owner = [head], {}
-    for spec in specs + ["bench/harness_template.py"]:
-        text = body if spec == "bench/harness_template.py" else \
+    for spec in specs + ["runtime/run_py.py"]:
+        text = body if spec == "runtime/run_py.py" else \
             _strip_edgexray_imports(_module_file(spec).read_text(encoding="utf-8"), spec)
         for name in _top_level_names(text):
             if name in owner:
                 raise ValueError(f"run.py would define {name!r} twice ({owner[name]} and {spec}); "
                                  "rename one of them")
             owner[name] = spec
-        if spec != "bench/harness_template.py":
+        if spec != "runtime/run_py.py":
             parts.append(f"# {'=' * 20} inlined from {spec} (edgexray {edgexray.__version__}) "
                          f"{'=' * 20}\n{text}\n")
     parts.append(f"# {'=' * 20} harness {'=' * 20}\n{body}")

@@ -15,15 +15,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from edgexray import __version__
-from edgexray.bench.accuracy import evaluate, labeled_images, load_batch
-from edgexray.bench.environment import environment
-from edgexray.bench.latency import Stopwatch, measure_latency
+from edgexray.runtime.accuracy import evaluate, labeled_images, load_batch
+from edgexray.runtime.environment import environment
+from edgexray.runtime.latency import Stopwatch, measure_latency
 from edgexray.bench.memory import file_size, measure_memory
-from edgexray.bench.record import bench_document, bench_entry, schema_problems
+from edgexray.runtime.record import bench_document, bench_entry, schema_problems
 from edgexray.bench.runtimes import load_runner, runtime_for_suffix
-from edgexray.errors import EdgeXrayError, IntegrityError
+from edgexray.runtime.errors import EdgeXrayError, IntegrityError
 from edgexray.fsutil import sha256_file
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def bench_model(path, kind: str | None = None, *, label: str | None = None, seco
 def bench_artifact_with(artifact, kind: str, **options) -> dict:
     """An artifact's model measured by a host runner of the caller's choice (e.g. a CUDA EP);
     the files are verified against the manifest first."""
-    from edgexray.bench.harness_template import checked_manifest
+    from edgexray.runtime.run_py import checked_manifest
 
     manifest = checked_manifest(artifact)
     model = manifest["model"]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ def import_runtime(kind: str) -> None:
     try:
         __import__("ai_edge_litert.interpreter" if info.module == "ai_edge_litert" else info.module)
     except ImportError:
-        from edgexray.bench.device_runners import missing_runtime
+        from edgexray.runtime.runners import missing_runtime
         raise missing_runtime(info.module, info.package, kind) from None
     if kind.startswith("torch"):
         import edgexray.checkpoint  # noqa: F401  (loading a checkpoint needs it; not the model)
@@ -45,8 +45,8 @@ def gpu_memory_mb(pid: int):
 
 
 def main(argv=None) -> int:
-    from edgexray.bench.environment import peak_rss_mb
-    from edgexray.errors import EdgeXrayError
+    from edgexray.runtime.environment import peak_rss_mb
+    from edgexray.runtime.errors import EdgeXrayError
 
     parser = argparse.ArgumentParser(prog="python -m edgexray.bench.memory_probe")
     parser.add_argument("--kind", required=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgexray.bench.local import is_artifact, parse_run_py_output, run_py_args
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 

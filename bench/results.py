@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgexray.bench.record import schema_problems
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.record import schema_problems
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, atomic_write_text, refuse_existing, replace_dir
 
 log = logging.getLogger(__name__)

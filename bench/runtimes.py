@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.bench.device_runners import LiteRTRunner, OrtRunner, Runner, TensorSpec, missing_runtime
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.runners import LiteRTRunner, OrtRunner, Runner, TensorSpec, missing_runtime
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 
 log = logging.getLogger(__name__)
 

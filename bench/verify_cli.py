@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_artifact
-from edgexray.errors import CheckFailed
+from edgexray.runtime.errors import CheckFailed
 from edgexray.fsutil import atomic_write_json
 
 # later results go here: manifest.json stays as sealed at build time (docs/ARCHITECTURE.md)
@@ -42,7 +42,7 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
     sealed build-time result. Emulated timings are not device speed. Exit status 4 when a
     check fails.
     """
-    from edgexray.bench.harness_template import checked_manifest
+    from edgexray.runtime.run_py import checked_manifest
 
     if (Path(artifact) / "manifest.json").is_file():  # else verify_artifact says what is missing
         checked_manifest(artifact)  # IntegrityError (exit 3): never verify a changed artifact

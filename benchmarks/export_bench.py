@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from edgexray.export.quantize_onnx import onnx2int8onnx
     from edgexray.export.tflite import onnx2tflite, tflite_io_details
     from edgexray.models import create_model
-    from edgexray.preprocess import Preprocess
+    from edgexray.runtime.preprocess import Preprocess
     from edgexray.prune.prune import PruneConfig, prune_model
 
     torch.manual_seed(0)

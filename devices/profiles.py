@@ -13,7 +13,7 @@ import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 
 PROFILE_DIR = Path(__file__).resolve().parent
 

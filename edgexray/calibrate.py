@@ -48,7 +48,7 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
 
 def calibration_record(val_logits, val_y, test_logits=None, test_y=None) -> dict:
     """The manifest's "calibration" block: T fitted on val, ECE before/after on val (and test)."""
-    from edgexray.metrics import softmax
+    from edgexray.runtime.metrics import softmax
     t = logits2temperature(val_logits, val_y)
     out = {"temperature": t, "fitted_on": "val", "bins": ECE_BINS,
            "ece_before": expected_calibration_error(softmax(val_logits), val_y),

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgexray.errors import EdgeXrayError, first_line
+from edgexray.runtime.errors import EdgeXrayError, first_line
 from edgexray.fsutil import atomic_write_bytes, refuse_existing
 from edgexray.models import create_model
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 FORMAT = "edgexray.checkpoint/1"
 

@@ -1,6 +1,6 @@
 """The `edgexray` command line. Each stage's command lives next to its code; this file only
 collects them, and turns an EdgeXrayError into one line on stderr and its exit status
-(edgexray/errors.py documents them)."""
+(runtime/errors.py documents them)."""
 from __future__ import annotations
 
 import importlib
@@ -10,7 +10,7 @@ import sys
 import click
 
 from edgexray import __version__
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 # "module:attribute" of every subcommand, in the order `edgexray --help` lists them.
 COMMANDS = (

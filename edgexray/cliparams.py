@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 MIN_SIZE, MAX_SIZE = 16, 1024  # model input side in pixels; decoded arrays grow with its square
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit

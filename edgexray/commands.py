@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgexray.cliparams import SEED, SIZE, WIDTH, number
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

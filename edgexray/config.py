@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 def config_from_dict(cls, d: dict, what: str):

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from edgexray import leakage as leak_guard
 from edgexray.config import config_from_dict
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes, atomic_write_json, refuse_existing
 from edgexray.imageio import IMAGE_SUFFIXES, ImageReadError, probe, read_gray
-from edgexray.preprocess import LUMA, Preprocess, resize_square
+from edgexray.runtime.preprocess import LUMA, Preprocess, resize_square
 
 log = logging.getLogger(__name__)
 

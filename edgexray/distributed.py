@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 DEBUG_ENV = "EDGEXRAY_DIST_DEBUG"
 

@@ -9,9 +9,9 @@ import torch
 
 from edgexray import plots
 from edgexray.checkpoint import Checkpoint, load_checkpoint
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, cache_dir, refuse_existing, staged_dir
-from edgexray.metrics import classification_metrics
+from edgexray.runtime.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def warnings(overlap: dict | None) -> list[str]:
 
 def metrics_of(ext: ExternalSet, probs: np.ndarray, seed: int = 0) -> dict:
     """classification_metrics with 95% bootstrap intervals (over patients when grouped)."""
-    from edgexray.metrics import classification_metrics
+    from edgexray.runtime.metrics import classification_metrics
     return classification_metrics(ext.labels, probs, list(ext.class_names), intervals=True,
                                   groups=ext.groups, seed=seed)
 
@@ -163,7 +163,7 @@ def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -
     import torch
 
     from edgexray.export.runners import run_file
-    from edgexray.metrics import softmax
+    from edgexray.runtime.metrics import softmax
 
     x = preprocess.normalize(ext.arrays)
     out = {}

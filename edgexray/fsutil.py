@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 # mkstemp/mkdtemp create private (0600/0700) entries; results get the user's usual permissions.
 _UMASK = os.umask(0o022)

@@ -1,6 +1,6 @@
 """Read any supported X-ray image file as float32 gray in [0, 1].
 
-Non-DICOM files go through `edgexray.preprocess` (the module embedded in every artifact), so
+Non-DICOM files go through `edgexray.runtime.preprocess` (the module embedded in every artifact), so
 training, parity checks and the device decode the same pixels. DICOM goes through pydicom:
 Modality LUT (rescale), then VOI LUT or window, MONOCHROME1 inverted.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
-from edgexray.preprocess import read_image_array, to_unit_gray
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.preprocess import read_image_array, to_unit_gray
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgexray.preprocess import resize_square
+from edgexray.runtime.preprocess import resize_square
 
 SIDE = 64
 THUMB = 16

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 def check_options(positive_class, target_sensitivity, class_names=None) -> None:
@@ -43,7 +43,7 @@ def rates(pos_probs, is_pos, threshold: float) -> dict:
 
 def rate_intervals(pos_probs, is_pos, threshold: float, groups=None, seed: int = 0) -> dict:
     """95% bootstrap intervals of sensitivity and specificity at `threshold` (over groups)."""
-    from edgexray.metrics import _interval, _ratio, bootstrap_weights
+    from edgexray.runtime.metrics import _interval, _ratio, bootstrap_weights
     pred, y = np.asarray(pos_probs) >= threshold, np.asarray(is_pos, bool)
     sens, spec = [], []
     for w in bootstrap_weights(len(y), groups, seed=seed):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edgexray import data as data_mod
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, refuse_existing
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
               f"{calibration['test']['ece_before']:.4f} -> {calibration['test']['ece_after']:.4f}")
     decision = roc_png = None
     if cfg.positive_class is not None:  # the operating point, on calibrated val probabilities
-        from edgexray.metrics import softmax
+        from edgexray.runtime.metrics import softmax
         from edgexray.operating_point import decision_record
         t = calibration["temperature"]
         decision = decision_record(cfg.positive_class, cfg.target_sensitivity, names,
@@ -281,14 +281,14 @@ def _torch_logits(model, x: np.ndarray) -> np.ndarray:
 
 
 def _metrics(y, logits, names, intervals: bool = False, groups=None, seed: int = 0) -> dict:
-    from edgexray.metrics import classification_metrics, softmax
+    from edgexray.runtime.metrics import classification_metrics, softmax
     return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups,
                                   seed=seed)
 
 
 def _budget_judge(cfg, data, val_y, base_val_logits, names):
     """judge(candidate_logits) -> metrics.budget_check against the unpruned model on val."""
-    from edgexray.metrics import budget_check
+    from edgexray.runtime.metrics import budget_check
     groups = data_mod.split_group_ids(data, "val")
     ref = np.asarray(base_val_logits).argmax(1)
 
@@ -588,7 +588,7 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
     the split was grouped). Nothing here feeds back into a choice."""
     from edgexray.export.parity import parity as parity_check
     from edgexray.export.runners import run_file
-    from edgexray.metrics import bootstrap_intervals, paired_drop, softmax
+    from edgexray.runtime.metrics import bootstrap_intervals, paired_drop, softmax
 
     names = list(base.class_names)
     groups = data_mod.split_group_ids(data, "test")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.metrics import roc_curve, pr_curve
+from edgexray.runtime.metrics import roc_curve, pr_curve
 
 
 def _figure(figsize=(5, 4)):

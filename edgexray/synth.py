@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_text, staged_dir
 
 log = logging.getLogger(__name__)

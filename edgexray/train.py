@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from edgexray import distributed
 from edgexray.cliparams import MAX_SIZE, MIN_SIZE
 from edgexray.config import config_from_dict
-from edgexray.errors import EdgeXrayError
-from edgexray.metrics import classification_metrics
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
                                norm_stats, prepare)
     from edgexray.fsutil import cache_dir, refuse_existing, staged_dir
     from edgexray.models import create_model
-    from edgexray.preprocess import Preprocess
+    from edgexray.runtime.preprocess import Preprocess
 
     out_dir = Path(out_dir)
     ctx = distributed.init(train_cfg.device)

@@ -4,7 +4,7 @@
         model.tflite | model.onnx   the shipped model; other precisions as model_<precision>.<ext>
         labels.txt                  one class per line, in output order (== class_names)
         manifest.json               docs/ARCHITECTURE.md "manifest" (edgexray.artifact/1)
-        run.py                      edgexray.bench.harness_template.render_run_py(), sealed
+        run.py                      edgexray.runtime.run_py.render_run_py(), sealed
         checksums.sha256            sha256sum format, every file incl. manifest.json and run.py
         README.md                   device, Android (Kotlin) and iOS (Swift) instructions
         report.html                 self-contained report, plots as base64 PNG
@@ -21,7 +21,7 @@ any file, is caught by run.py, `edgexray bench` and `edgexray verify` (exit 3).
 No patient image is ever written: the only image-derived content allowed is Grad-CAM of
 synthetic data (`images_are_synthetic`).
 
-The bundle reads model input/output details with edgexray.bench.device_runners (the code run.py
+The bundle reads model input/output details with edgexray.runtime.runners (the code run.py
 itself runs), so it imports edgexray.bench lazily; both are torch-free.
 """
 from __future__ import annotations
@@ -41,10 +41,10 @@ from string import Template
 from typing import Callable
 
 from edgexray.devices import DeviceProfile
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import (partial_prefix, refuse_existing, remove_stale_partials, replace_dir,
                              sha256_file)
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def artifact_name(target: DeviceProfile, arch: str, precision: str) -> str:
 
 def model_io_spec(path: str | os.PathLike) -> dict:
     """{"input": ..., "output": ...} of a .tflite or .onnx file, as manifest.json stores them."""
-    from edgexray.bench.device_runners import LiteRTRunner, OrtRunner
+    from edgexray.runtime.runners import LiteRTRunner, OrtRunner
 
     path = Path(path)
     if path.suffix == ".tflite":
@@ -312,9 +312,9 @@ def _refuse_images(folder: Path) -> None:
 
 def _render_run_py(manifest_sha256: str) -> str:
     try:
-        from edgexray.bench.harness_template import render_run_py
+        from edgexray.runtime.run_py import render_run_py
     except ImportError as e:
-        raise EdgeXrayError(f"cannot write run.py: edgexray.bench.harness_template is missing "
+        raise EdgeXrayError(f"cannot write run.py: edgexray.runtime.run_py is missing "
                             f"({e}); reinstall edgexray") from None
     return render_run_py(manifest_sha256)
 

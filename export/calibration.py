@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 

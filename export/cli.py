@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
 
 from .calibration import (DEFAULT_COUNT, CalibrationSet, recorded_calibration, recorded_data,

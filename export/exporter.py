@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import (atomic_write_json, partial_prefix, refuse_existing,
                              remove_stale_partials, replace_dir, sha256_file)
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 from .calibration import CalibrationSet
 from .formats import export_plan, file_name

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 
 
 @dataclass(frozen=True)

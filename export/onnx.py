@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)

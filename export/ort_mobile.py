@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 ORT_CONFIG = "required_operators_and_types.config"  # the converter's name with type reduction
 OPTIMIZATION_STYLE = "Fixed"  # CPU execution provider; "Runtime" is for NNAPI / CoreML

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.metrics import classification_metrics, softmax
+from edgexray.runtime.metrics import classification_metrics, softmax
 
 from .runners import run_file
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgexray.errors import unknown_name
+from edgexray.runtime.errors import unknown_name
 from edgexray.fsutil import atomic_write_bytes
 
 from .calibration import CalibrationSet
@@ -130,7 +130,7 @@ def choose_scheme(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     Run it on the target's CPU class for the choice to transfer: a file chosen on a CPU with
     VNNI may saturate on one without it (the preference order breaks ties towards portable).
     """
-    from edgexray.bench.environment import cpu_isa, cpu_model
+    from edgexray.runtime.environment import cpu_isa, cpu_model
 
     out_path = Path(out_path)
     labels = np.asarray(labels)

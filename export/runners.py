@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 def run_file(path: str | os.PathLike, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -21,8 +21,8 @@ import shutil
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.preprocess import Preprocess
 
 TASKS_FILE = "model_tasks.tflite"
 DEFAULT_TIMEOUT_S = 900  # export.tflite.DEFAULT_TIMEOUT_S; this module imports torch lazily

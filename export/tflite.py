@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import remove_dead_entries
-from edgexray.preprocess import resize_square
+from edgexray.runtime.preprocess import resize_square
 
 from .calibration import CalibrationSet
 from .formats import check_precision, get_format

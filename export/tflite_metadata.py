@@ -25,7 +25,7 @@ import flatbuffers
 import numpy as np
 from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta_fb
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 METADATA_NAME = "TFLITE_METADATA"  # MetadataPopulator.METADATA_FIELD_NAME

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from edgexray.bench.local import parse_run_py_output
 from edgexray.cli import main as edgexray_main
-from edgexray.errors import IntegrityError
+from edgexray.runtime.errors import IntegrityError
 from test_bench_fixtures import CLASSES, make_artifact, tiny_models  # noqa: F401
 
 

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from edgexray.cli import main
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,7 +92,7 @@ def test_last_training_batch_of_one_image_trains(trained):
 
 def test_batch_size_8_on_33_images_drops_the_single_last_image():
     from edgexray.data import XrayDataset, make_loader
-    from edgexray.preprocess import Preprocess
+    from edgexray.runtime.preprocess import Preprocess
     ds = XrayDataset(np.zeros((33, 16, 16), np.float16), [0, 1, 2] * 11,
                      Preprocess(size=16, channels=1, mean=(0.5,), std=(0.25,)))
     sizes = [len(y) for _, y in make_loader(ds, 8, shuffle=True)]

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.bench.compare import compare_models
-from edgexray.bench.record import schema_problems
+from edgexray.runtime.record import schema_problems
 from edgexray.bench.results import markdown_table, read_results
 from edgexray.cli import main
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import CLASSES, PRE, make_artifact, make_eval_set, tiny_models  # noqa: F401
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgexray.export.bundle import seal_artifact
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 XRAYS = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train"

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.bench.fleet import hosts2urls
-from edgexray.bench.record import schema_problems
+from edgexray.runtime.record import schema_problems
 from edgexray.cli import main
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import make_artifact, png_eval_set, tiny_models  # noqa: F401
 from test_bench_remote import _free_port, running_sshd
 

@@ -12,10 +12,10 @@ import pytest
 
 from edgexray.bench.harness import _strip_edgexray_imports, render_run_py
 from edgexray.export.bundle import write_seal
-from edgexray.bench.record import schema_problems
+from edgexray.runtime.record import schema_problems
 from edgexray.bench.runtimes import runner_for_file
-from edgexray.metrics import softmax
-from edgexray.preprocess import read_image_array
+from edgexray.runtime.metrics import softmax
+from edgexray.runtime.preprocess import read_image_array
 from test_bench_fixtures import (CLASSES, PRE, REPO, XRAYS, clean_venv, make_artifact,  # noqa: F401
                                  make_eval_set, png_eval_set, tiny_models)
 
@@ -50,8 +50,8 @@ def test_render_inlines_the_shared_modules_verbatim():
     assert not [line for line in code if line.startswith(("from edgexray", "import edgexray"))]
     assert "EDGEXRAY_VERSION = '0.1.0'" in source or "EDGEXRAY_VERSION = \"" in source
     # every line of preprocess.py's code is in run.py, in order: nothing copied by hand
-    pre = (REPO / "edgexray" / "preprocess.py").read_text()
-    body = _strip_edgexray_imports(pre, "edgexray/preprocess.py")
+    pre = (REPO / "runtime" / "preprocess.py").read_text()
+    body = _strip_edgexray_imports(pre, "runtime/preprocess.py")
     assert body.strip() in source
     assert source.count("def resize_square(") == 1 and source.count("class Preprocess") == 1
     assert "def render_run_py" not in source  # the host-only block stays on the host
@@ -60,7 +60,7 @@ def test_render_inlines_the_shared_modules_verbatim():
 
 def test_strip_handles_parenthesized_imports():
     text = ("from __future__ import annotations\nimport os\nfrom edgexray.bench.x import (a,\n"
-            "    b)\nfrom edgexray.errors import E\nx = 1\n")
+            "    b)\nfrom edgexray.runtime.errors import E\nx = 1\n")
     assert _strip_edgexray_imports(text, "t.py") == "import os\nx = 1\n"
     with pytest.raises(ValueError, match="only import edgexray at top level"):
         _strip_edgexray_imports("def f():\n    import edgexray.fsutil\n", "t.py")
@@ -183,7 +183,7 @@ def test_ops_lists_the_delegate(artifacts):
 
 def test_bad_manifest_and_usage(artifacts, tmp_path, capsys):
     """The harness code in-process (run.py is this code with imports inlined; fast)."""
-    from edgexray.bench import harness_template
+    from edgexray.runtime import run_py as harness_template
 
     def run(*args):
         capsys.readouterr()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edgexray.bench.memory import file_size, measure_memory
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import tiny_models  # noqa: F401
 
 

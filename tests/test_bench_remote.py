@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgexray.bench.record import schema_problems
+from edgexray.runtime.record import schema_problems
 from edgexray.bench.remote import parse_ssh_url, remote_bench
 from edgexray.cli import main
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import clean_venv, make_artifact, png_eval_set, tiny_models  # noqa: F401
 
 

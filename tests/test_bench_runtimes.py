@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgexray.bench.runtimes import list_runtimes, load_runner, runner_for_file
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 X = np.random.default_rng(3).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
@@ -114,7 +114,7 @@ MISSING_RUNTIME = """
 import sys, json
 sys.modules[{module!r}] = None  # the package is not installed
 from edgexray.bench.runtimes import load_runner
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 try:
     load_runner({kind!r}, {path!r})
 except EdgeXrayError as e:
@@ -137,7 +137,7 @@ def test_missing_runtime_names_the_package(tiny_models, kind, module, key, pip):
 def test_bench_modules_do_not_import_torch_or_tensorflow():
     code = ("import sys; import edgexray.bench.runtimes, edgexray.bench.local, edgexray.bench.compare, "
             "edgexray.bench.remote, edgexray.bench.results, edgexray.bench.cli, "
-            "edgexray.bench.harness_template; "
+            "edgexray.runtime.run_py; "
             "print([m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

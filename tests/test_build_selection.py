@@ -166,7 +166,7 @@ def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_buil
 def test_a_precision_whose_minority_class_collapses_is_not_shipped():
     from types import SimpleNamespace
 
-    from edgexray.metrics import budget_check
+    from edgexray.runtime.metrics import budget_check
     y = np.r_[np.zeros(950, int), np.ones(50, int)]
     ref = y.copy()
     ref[:50], ref[950:955] = 1, 0
@@ -208,7 +208,7 @@ def _run_py(folder: Path):
 
 
 def test_run_py_probabilities_are_temperature_scaled(calibrated_build):
-    from edgexray.metrics import softmax
+    from edgexray.runtime.metrics import softmax
     manifest, output, folder = calibrated_build
     cal = manifest["calibration"]
     assert cal["fitted_on"] == "val" and 0.05 <= cal["temperature"] <= 20

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgexray.bench.harness_template import manifest_problems
+from edgexray.runtime.run_py import manifest_problems
 from edgexray.devices import load_profile
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.bundle import render_report_html, tool_versions, write_artifact
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 CLASSES = ["normal", "pneumonia"]
 PRE = Preprocess(size=32, channels=1, mean=(0.5,), std=(0.25,))
@@ -199,7 +199,7 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     assert r.returncode == 0, r.stderr
     pred = json.loads(r.stdout)["predictions"][0]
     import onnxruntime as ort
-    from edgexray.preprocess import read_image_array
+    from edgexray.runtime.preprocess import read_image_array
     logits = ort.InferenceSession(str(onnx_model)).run(None, {"input": PRE(read_image_array(img))[None]})[0][0]
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert pred["label"] == CLASSES[int(np.argmax(logits))]
@@ -361,7 +361,7 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
     assert r.returncode == 0, r.stderr
     raw = json.loads(r.stdout)["predictions"][0]["raw"]
     from ai_edge_litert.interpreter import Interpreter
-    from edgexray.preprocess import read_image_array
+    from edgexray.runtime.preprocess import read_image_array
     it = Interpreter(model_path=str(tflite_models["int8"]))
     it.allocate_tensors()
     d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edgexray.calibrate import calibration_record, expected_calibration_error, logits2temperature
-from edgexray.metrics import softmax
+from edgexray.runtime.metrics import softmax
 
 
 def _overconfident(n=2000, k=3, scale=3.0, seed=0):

@@ -12,9 +12,9 @@ import torch
 from edgexray.data import (AugmentConfig, SplitConfig, XrayDataset, class_weights, load_arrays,
                            make_loader, make_splits, mixup, norm_stats, prepare, read_splits,
                            scan_image_folder, write_splits)
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.imageio import ImageReadError, read_gray
-from edgexray.preprocess import LUMA, Preprocess, resize_square
+from edgexray.runtime.preprocess import LUMA, Preprocess, resize_square
 
 Image = pytest.importorskip("PIL.Image")
 CHEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest-xray-pneumonia" / "train"
@@ -392,6 +392,6 @@ def test_real_chest_xrays(tmp_path):
     assert arr.shape == (8, 64, 64) and 0 <= float(arr.min()) and float(arr.max()) <= 1
     with Image.open(CHEST / rel[0]) as im:  # JPEG decoded by Pillow, then luma if RGB
         ref = np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im)
-    from edgexray.preprocess import to_unit_gray
+    from edgexray.runtime.preprocess import to_unit_gray
     np.testing.assert_array_equal(read_gray(CHEST / rel[0]), to_unit_gray(ref))
     assert float(arr.std()) > 0.05  # real contrast, not a blank decode

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edgexray.cli import main
 from edgexray.devices import PRECISIONS, RUNTIMES, DeviceProfile, list_profiles, load_profile
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 RPI4 = Path(load_profile("rpi4").source).read_text()
 TARGETS = ["rpi4", "rpi5", "jetson-orin-nano", "android-arm64", "ios-arm64", "x86-64", "cuda-gpu"]

@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.calibration import CalibrationSet, stratified_sample
 from edgexray.export.exporter import export_model
 from edgexray.export.formats import export_plan, get_format
@@ -27,7 +27,7 @@ from edgexray.export.onnx import read_metadata
 from edgexray.export.parity import parity
 from edgexray.export.tflite import tflite_io_details, tflite_ops
 from edgexray.models.attention import CBAM
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 
 SIZE = 64
 PRE = Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,))

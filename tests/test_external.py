@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.cli import main
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.pipeline import BuildConfig, build
 
 KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")

@@ -125,7 +125,7 @@ def test_cross_folder_duplicates_reported(augmented_folder):
 def test_external_overlap_with_training_folder_is_loud(augmented_folder, chest_dir, tmp_path):
     import shutil
 
-    from edgexray.errors import EdgeXrayError
+    from edgexray.runtime.errors import EdgeXrayError
     from edgexray.external import block, load_external
     ext_dir = tmp_path / "ext"
     for cls, name in (("NORMAL", "x_aug1.png"), ("PNEUMONIA", "x_aug3.png")):

@@ -1,10 +1,10 @@
-"""Bootstrap intervals and the paired budget check (edgexray.metrics), numpy only."""
+"""Bootstrap intervals and the paired budget check (edgexray.runtime.metrics), numpy only."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgexray.metrics import (_weighted_auc, bootstrap_intervals, budget_check,
+from edgexray.runtime.metrics import (_weighted_auc, bootstrap_intervals, budget_check,
                               classification_metrics, paired_drop, roc_auc_binary)
 
 

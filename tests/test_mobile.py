@@ -18,7 +18,7 @@ from edgexray.export.bundle import write_artifact
 from edgexray.export.tflite_metadata import (LABELS_FILE, MANIFEST_FILE, MIN_PARSER_VERSION,
                                              NOT_A_MEDICAL_DEVICE, read_tflite_metadata)
 from edgexray.imageio import read_gray
-from edgexray.preprocess import Preprocess, resize_square
+from edgexray.runtime.preprocess import Preprocess, resize_square
 
 SIZE = 64
 CLASSES = ["NORMAL", "PNEUMONIA"]

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.models import CBAM, SEGate, create_model, list_models, model_info
 from edgexray.models.layers import AdaptiveAvgPool2d
 

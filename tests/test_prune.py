@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.models import create_model, list_models
 from edgexray.prune import graph
 from edgexray.prune.importance import get_importance, list_importances
@@ -19,7 +19,7 @@ SIZE = 32
 def xray_batches(chest_dir):
     """16 real chest X-rays (8 per class) at 64 px as calibration batches of (x, y)."""
     from edgexray.imageio import read_gray
-    from edgexray.preprocess import resize_square
+    from edgexray.runtime.preprocess import resize_square
     xs, ys = [], []
     for label, cls in enumerate(("NORMAL", "PNEUMONIA")):
         for p in sorted((chest_dir / cls).iterdir())[:8]:
@@ -117,7 +117,7 @@ def test_every_attention_arch_prunes_exports_and_reloads(arch, xray_batches, tmp
 
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     from edgexray.export.onnx import torch2onnx
-    from edgexray.preprocess import Preprocess
+    from edgexray.runtime.preprocess import Preprocess
     torch.manual_seed(0)
     model = create_model(arch, width=0.25)
     size = 64 if arch.startswith("alexnet") else SIZE  # AlexNet's stride-4 stem + 3 pools need 64

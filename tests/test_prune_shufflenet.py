@@ -58,7 +58,7 @@ def test_shufflenet_prunes_exports_and_reloads(tmp_path):
 
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     from edgexray.export.onnx import torch2onnx
-    from edgexray.preprocess import Preprocess
+    from edgexray.runtime.preprocess import Preprocess
     torch.manual_seed(0)
     model = create_model(ARCH, width=0.25).eval()
     x = torch.randn(2, 1, SIZE, SIZE)

@@ -12,9 +12,9 @@ from torch import nn
 from edgexray.cli import main
 from edgexray.data import (AugmentConfig, SplitConfig, XrayDataset, make_loader, norm_stats,
                            prepare, scan_image_folder)
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.imageio import read_gray
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.preprocess import Preprocess
 from edgexray.synth import synthesize
 
 Image = pytest.importorskip("PIL.Image")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from edgexray.checkpoint import load_checkpoint
 from edgexray.cli import main
-from edgexray.metrics import classification_metrics
+from edgexray.runtime.metrics import classification_metrics
 
 PLOTS = ("confusion_matrix.png", "roc.png", "pr.png", "training_curves.png",
          "class_distribution.png")
@@ -140,6 +140,6 @@ def test_help_on_every_command_and_version():
 
 
 def test_checkpoint_of_another_architecture(tiny_checkpoint):
-    from edgexray.errors import EdgeXrayError
+    from edgexray.runtime.errors import EdgeXrayError
     with pytest.raises(EdgeXrayError, match="holds a resnet18_cbam model, not vgg16_cbam"):
         load_checkpoint(tiny_checkpoint, arch="vgg16_cbam")

@@ -24,10 +24,10 @@ from edgexray.bench.arm import (ArmCache, arm_verification_available, compare_ou
                                 cpuinfo_text, synthetic_images, verify_artifact)
 from edgexray.cli import main
 from edgexray.devices import load_profile
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.bundle import model_io_spec, write_artifact, write_seal
 from edgexray.fsutil import sha256_file
-from edgexray.preprocess import Preprocess, decode_png, read_image_array
+from edgexray.runtime.preprocess import Preprocess, decode_png, read_image_array
 
 CHEST = Path(__file__).resolve().parents[2] / "shared/data/chest-xray-pneumonia/train"
 CLASSES = ["normal", "pneumonia"]

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgexray.errors import EdgeXrayError, first_line, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, first_line, unknown_name
 
 log = logging.getLogger(__name__)
 

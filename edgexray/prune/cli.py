@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 
 def _ratios(text: str) -> tuple[float, ...]:

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.prune import measure
 from edgexray.prune.importance import list_importances
 from edgexray.prune.prune import PruneConfig
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_methods(text: str) -> list[str]:
-    from edgexray.errors import unknown_name
+    from edgexray.runtime.errors import unknown_name
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
         raise EdgeXrayError(f"--compare {text!r} names no method; e.g. cbam,l1,taylor")

@@ -23,7 +23,7 @@ from torch import nn
 from torch_pruning.pruner import function
 from torchvision.ops import SqueezeExcitation
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.models.attention import ChannelGate, SEGate, SpatialGate
 from edgexray.models.mobile import ChannelShuffle
 

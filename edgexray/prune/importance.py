@@ -24,7 +24,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 from edgexray.models.attention import ChannelGate, SEGate
 from edgexray.prune.graph import OUT_FNS
 

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edgexray.config import config_from_dict
-from edgexray.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 from edgexray.prune import graph, measure, schedules
 from edgexray.prune.importance import get_importance
 

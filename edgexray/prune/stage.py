@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, atomic_write_text, refuse_existing, replace_dir
 from edgexray.prune import measure, report as report_md
 from edgexray.prune.prune import PruneConfig, PruneResult, prune_model
@@ -75,7 +75,7 @@ def evaluate(model: nn.Module, loader, class_names) -> dict | None:
     """accuracy, macro F1, ROC-AUC of `model` on `loader` (None without a loader)."""
     if loader is None:
         return None
-    from edgexray.metrics import classification_metrics
+    from edgexray.runtime.metrics import classification_metrics
     from edgexray.train import predict_logits
     with torch.no_grad():
         logits, labels = predict_logits(model.eval(), loader, torch.device("cpu"))

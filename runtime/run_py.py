@@ -52,7 +52,7 @@ Quantization: real = scale * (q - zero_point). The normalized NCHW float input i
 to the layout, then q = clip(round(x / scale) + zero_point); the output is dequantized likewise.
 The model's own tensors must agree with input/output above; run.py checks that on load.
 
-The host builds this file with edgexray.bench.harness_template.render_run_py(), which inlines the
+The host builds this file with edgexray.runtime.run_py.render_run_py(), which inlines the
 modules named on the ">>> inline" line below in place of their imports.
 """
 from __future__ import annotations
@@ -73,16 +73,16 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-# >>> inline: edgexray/errors.py edgexray/preprocess.py edgexray/metrics.py bench/latency.py bench/environment.py bench/record.py bench/device_runners.py bench/accuracy.py
-from edgexray.bench.accuracy import evaluate, labeled_images, list_images, load_batch
-from edgexray.bench.device_runners import (LiteRTRunner, OrtRunner, Runner, TensorSpec,
+# >>> inline: runtime/errors.py runtime/preprocess.py runtime/metrics.py runtime/latency.py runtime/environment.py runtime/record.py runtime/runners.py runtime/accuracy.py
+from edgexray.runtime.accuracy import evaluate, labeled_images, list_images, load_batch
+from edgexray.runtime.runners import (LiteRTRunner, OrtRunner, Runner, TensorSpec,
                                            default_threads, dequantize)
-from edgexray.bench.environment import environment, peak_rss_mb
-from edgexray.bench.latency import Stopwatch, measure_latency
-from edgexray.bench.record import bench_document, bench_entry
-from edgexray.errors import EdgeXrayError, IntegrityError
-from edgexray.metrics import softmax
-from edgexray.preprocess import Preprocess
+from edgexray.runtime.environment import environment, peak_rss_mb
+from edgexray.runtime.latency import Stopwatch, measure_latency
+from edgexray.runtime.record import bench_document, bench_entry
+from edgexray.runtime.errors import EdgeXrayError, IntegrityError
+from edgexray.runtime.metrics import softmax
+from edgexray.runtime.preprocess import Preprocess
 # <<< inline
 
 EDGEXRAY_VERSION = None  # set by render_run_py
@@ -703,7 +703,7 @@ def main(argv=None) -> int:
             return EXIT_USAGE
     try:
         return COMMANDS[args.command](folder, args)
-    except EdgeXrayError as e:  # IntegrityError: 3, other bad input: 2 (edgexray/errors.py)
+    except EdgeXrayError as e:  # IntegrityError: 3, other bad input: 2 (runtime/errors.py)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
 

@@ -1,7 +1,7 @@
 """The runners that also run on the device: LiteRT (XNNPACK) and ONNX Runtime.
 
 numpy and the standard library only; the runtime is imported when a model is loaded. This
-module is inlined into every artifact's run.py (after edgexray/errors.py), so the host and
+module is inlined into every artifact's run.py (after runtime/errors.py), so the host and
 the device feed a model through the same code: NCHW float32 in, transposed to the model's
 layout, quantized for int8 inputs; the output dequantized to float32.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
+from edgexray.runtime.errors import EdgeXrayError
 
 QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 CHANNEL_COUNTS = (1, 3, 4)

@@ -1,7 +1,7 @@
 """Accuracy of a runner on labeled images, and agreement with reference outputs.
 
 numpy and the standard library only: inlined into every artifact's run.py (after
-edgexray/preprocess.py, edgexray/metrics.py and bench/device_runners.py), so the device scores a
+runtime/preprocess.py, runtime/metrics.py and runtime/runners.py), so the device scores a
 model exactly as the host does.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.errors import EdgeXrayError
-from edgexray.metrics import classification_metrics, softmax
-from edgexray.preprocess import read_image_array
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.metrics import classification_metrics, softmax
+from edgexray.runtime.preprocess import read_image_array
 
 try:  # Pillow refuses images of over twice its pixel limit with its own exception class
     from PIL.Image import DecompressionBombError
