@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from edgexray import distributed
 from edgexray.cliparams import MAX_SIZE, MIN_SIZE
 from edgexray.config import config_from_dict
+from edgexray.data.augment import mixup_batch
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.metrics import classification_metrics
 
@@ -160,12 +161,6 @@ def validate(model, loader, loss_fn, class_names, device) -> dict:
             "val_roc_auc": m["roc_auc"]}
 
 
-def _mixup(x, y, alpha: float):
-    lam = float(np.random.beta(alpha, alpha))
-    perm = torch.randperm(x.size(0), device=x.device)
-    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
-
-
 def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
                 class_weights=None, class_names=None, out_dir=None,
                 progress: bool = True) -> TrainResult:
@@ -199,9 +194,9 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
                 if cfg.mixup_alpha > 0:
-                    x, y_a, y_b, lam = _mixup(x, y, cfg.mixup_alpha)
+                    x, partner, lam = mixup_batch(x, cfg.mixup_alpha)
                     out = net(x)
-                    loss = lam * loss_fn(out, y_a) + (1 - lam) * loss_fn(out, y_b)
+                    loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[partner])
                 else:
                     loss = loss_fn(net(x), y)
             scaler.scale(loss).backward()
