@@ -157,7 +157,7 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
 def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, calib_count: int):
     """Export the unpruned ONNX and quantize it with ONNX Runtime when not given."""
     from edgexray.checkpoint import load_checkpoint
-    from edgexray.export.calibration import CalibrationSet, recorded_calibration, recorded_data
+    from edgexray.export.calibration import CalibrationSet, recorded_data, train_calibration
     from edgexray.export.onnx import onnx_metadata, torch2onnx
     from edgexray.export.quantize_onnx import onnx2int8onnx
 
@@ -169,7 +169,7 @@ def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, 
         if calib is None:  # the train split of the data the checkpoint was trained on
             need = ("making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
                     "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx")
-            calib_set = recorded_calibration(ckpt, recorded_data(ckpt, need), calib_count)
+            calib_set = train_calibration(recorded_data(ckpt, need), ckpt.preprocess, calib_count)
         else:
             calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
         int8_path = onnx2int8onnx(onnx_path, work / "unpruned.int8.onnx", calib_set)

@@ -165,15 +165,16 @@ def recorded_data(ckpt, need: str):
     return held_out_data(ckpt)
 
 
-def recorded_calibration(ckpt, data, count: int) -> CalibrationSet:
-    """A stratified sample of the train split (all of it, with a warning, when smaller)."""
+def train_calibration(data, preprocess: Preprocess, count: int, seed: int = 0) -> CalibrationSet:
+    """`count` images of the train split of prepared `data` (edgexray.data), stratified by class
+    (all of them, with a warning, when fewer): what `edgexray export` and `build` calibrate on."""
     labels = data.labels["train"]
     if len(labels) == 0:
         raise EdgeXrayError("the train split of the checkpoint's data is empty; pass --calib DIR")
     if len(labels) < count:
         log.warning("the train split has %d images, fewer than the %d asked for with "
                     "--calib-count: calibrating on all %d", len(labels), count, len(labels))
-    idx = stratified_sample(labels, min(count, len(labels)), seed=0)
+    idx = stratified_sample(labels, min(count, len(labels)), seed=seed)
     return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
-                          preprocess=ckpt.preprocess, labels=labels[idx],
+                          preprocess=preprocess, labels=labels[idx],
                           class_names=tuple(data.class_names), root=str(data.index.root))

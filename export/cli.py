@@ -10,8 +10,8 @@ import numpy as np
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
 
-from .calibration import (DEFAULT_COUNT, CalibrationSet, recorded_calibration, recorded_data,
-                          records_data, stratified_sample)
+from .calibration import (DEFAULT_COUNT, CalibrationSet, recorded_data, records_data,
+                          stratified_sample, train_calibration)
 from .formats import FORMATS, PRECISIONS, export_plan
 from .parity import DEFAULT_MAX_ACCURACY_DROP
 from .quantize_onnx import SCHEMES
@@ -79,8 +79,10 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
     needs_calib = any(f == "tflite" or p == "int8" for f, p in plan)
     # without --data/--split, parity runs on the held-out split of the checkpoint's own data
     recorded_parity = data is None and not split and records_data(ckpt)
+    # ONNX INT8 "auto" measures its scheme on the val split of the checkpoint's data, if any
+    chooses = ("onnx", "int8") in plan and onnx_scheme == "auto"
     recorded = None
-    if needs_calib and calib is None or recorded_parity:
+    if needs_calib and calib is None or recorded_parity or chooses and records_data(ckpt):
         recorded = recorded_data(ckpt, "int8 and tflite exports need --calib DIR (training "
                                   "images, one sub-folder per class), or export --formats onnx "
                                   "--precisions fp32")
@@ -89,13 +91,14 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         _check_folder(calib, "--calib")
         calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
     elif needs_calib:
-        calib_set = recorded_calibration(ckpt, recorded, calib_count)
+        calib_set = train_calibration(recorded, ckpt.preprocess, calib_count)
     if recorded_parity:
         inputs, labels, source = _recorded_parity(ckpt, recorded, n_eval)
     else:
         inputs, labels, source = _parity_data(ckpt, data or calib, split, splits_path or
                                               Path(checkpoint).parent / "splits.json",
                                               n_eval, calib_set)
+    choice_inputs, choice_labels, choice_source = _choice_data(ckpt, recorded if chooses else None)
     result = export_model(
         ckpt.model, out_dir, class_names=ckpt.class_names, preprocess=ckpt.preprocess,
         eval_inputs=inputs, eval_labels=labels, formats=formats, precisions=precisions,
@@ -103,8 +106,9 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
         dynamic_batch=dynamic_batch, onnx_calib_method=onnx_calib_method,
         onnx_scheme=onnx_scheme, tflite_timeout_s=tflite_timeout,
         metadata={"arch": ckpt.arch, "model_options": ckpt.model_options},
-        info={"checkpoint": str(checkpoint), "arch": ckpt.arch, "parity_data": source},
-        force=force)
+        info={"checkpoint": str(checkpoint), "arch": ckpt.arch, "parity_data": source,
+              **({"choice_data": choice_source or source} if chooses else {})},
+        choice_inputs=choice_inputs, choice_labels=choice_labels, force=force)
     _print_table(result.report)
     click.echo(f"wrote {result.out_dir}")
     if not result.passed:
@@ -120,6 +124,17 @@ def _check_folder(path: Path, option: str) -> None:
         what = "is a file" if path.exists() else "does not exist"
         raise EdgeXrayError(f"{option} {str(path)!r} {what}; expected a folder of images with one "
                             "sub-folder per class")
+
+
+def _choice_data(ckpt, data):
+    """(inputs, labels, description) of the val split of the checkpoint's data, where the
+    quantization choices are made (as `edgexray build` makes them); Nones without one: the
+    parity images then decide."""
+    if data is None or len(data.labels["val"]) == 0:
+        return None, None, None
+    source = {"split": "val", "splits": str(data.splits_path) if data.splits_path else None,
+              "root": str(data.index.root), "recorded_in_checkpoint": True}
+    return ckpt.preprocess.normalize(data.arrays["val"]), data.labels["val"], source
 
 
 def _recorded_parity(ckpt, data, n_eval):

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from edgexray.models.predict import predict_logits
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import (atomic_write_json, partial_prefix, refuse_existing,
                              remove_stale_partials, replace_dir, sha256_file)
@@ -28,6 +29,7 @@ from .formats import export_plan, file_name
 from .onnx import onnx_metadata, torch2onnx
 from .parity import DEFAULT_MAX_ACCURACY_DROP, parity
 from .quantize_onnx import choose_scheme, onnx2int8onnx
+from .runners import run_file
 from .tflite import DEFAULT_TIMEOUT_S, check_int8_tflite, onnx2tflite, tflite_ops
 
 log = logging.getLogger(__name__)
@@ -42,15 +44,7 @@ class ExportResult:
     report: dict  # the content of parity.json
     passed: bool
     timings: dict = field(default_factory=dict)  # seconds per step
-
-
-def torch_logits(model: torch.nn.Module, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    model = model.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch_size):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size]))))
-    return torch.cat(outs).numpy().astype(np.float32)
+    logits: dict = field(default_factory=dict, repr=False)  # {(format, precision): eval logits}
 
 
 def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_names: Sequence[str],
@@ -62,13 +56,17 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
                  onnx_calib_method: str = "minmax", onnx_scheme: str = "auto",
                  tflite_timeout_s: float = DEFAULT_TIMEOUT_S, launcher: Sequence[str] = (),
                  metadata: dict | None = None, info: dict | None = None,
+                 choice_inputs: np.ndarray | None = None, choice_labels: np.ndarray | None = None,
+                 reference_logits: np.ndarray | None = None,
                  force: bool = False) -> ExportResult:
     """Export, check parity on `eval_inputs` (float32 NCHW, normalized) / `eval_labels`, write
     `out_dir/{model_<precision>.<ext>, parity.json}`.
 
     `onnx_scheme` "auto" quantizes ONNX INT8 with every scheme (quantize_onnx.SCHEMES) and keeps
-    the fastest that holds accuracy on this CPU. `metadata` is added to the ONNX metadata_props (e.g. arch),
-    `info` to parity.json. Never raises for failed parity: check `result.passed`.
+    the fastest that holds accuracy on this CPU, measured on `choice_inputs` / `choice_labels`
+    (a validation split; default: the eval images). `metadata` is added to the ONNX
+    metadata_props (e.g. arch), `info` to parity.json. `reference_logits`: the model's logits on
+    `eval_inputs` when the caller has them. Never raises for failed parity: check `result.passed`.
     """
     plan = export_plan(formats, precisions)
     out_dir = Path(out_dir)
@@ -82,13 +80,16 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
     if eval_inputs.ndim != 4 or eval_inputs.shape[1:] != expected:
         raise EdgeXrayError(f"parity inputs of shape {eval_inputs.shape}; expected (N, {expected[0]}, "
                             f"{expected[1]}, {expected[2]}) from the model's preprocessing")
-    timings, files = {}, {}
+    if choice_inputs is None:
+        choice_inputs, choice_labels = eval_inputs, eval_labels
+    timings, files, logits = {}, {}, {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out_dir), dir=out_dir.parent))
     try:
         t = time.perf_counter()
-        reference = torch_logits(model, eval_inputs)
+        reference = predict_logits(model, eval_inputs) if reference_logits is None else \
+            np.asarray(reference_logits, np.float32)
         timings["torch_reference"] = time.perf_counter() - t
         fp32_onnx = tmp / file_name("onnx", "fp32")
         t = time.perf_counter()
@@ -102,8 +103,8 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
             target = tmp / file_name("onnx", "int8")
             if onnx_scheme == "auto":
                 extras[target] = {"scheme_choice": choose_scheme(
-                    fp32_onnx, target, calib, eval_inputs, eval_labels, method=onnx_calib_method,
-                    per_channel=per_channel)}
+                    fp32_onnx, target, calib, choice_inputs, choice_labels,
+                    method=onnx_calib_method, per_channel=per_channel)}
             else:
                 onnx2int8onnx(fp32_onnx, target, calib, onnx_calib_method, onnx_scheme,
                               per_channel)
@@ -126,8 +127,10 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
         t = time.perf_counter()
         entries = []
         for (fmt, precision), path in files.items():
+            logits[(fmt, precision)] = run_file(path, eval_inputs)
             check = parity(reference, eval_labels, path, eval_inputs, class_names,
-                           precision=precision, max_accuracy_drop=max_accuracy_drop)
+                           precision=precision, max_accuracy_drop=max_accuracy_drop,
+                           candidate_logits=logits[(fmt, precision)])
             entries.append({"format": fmt, "precision": precision, "file": path.name,
                             "bytes": path.stat().st_size, "sha256": sha256_file(path),
                             **extras.get(path, {}), "parity": check})
@@ -140,6 +143,7 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
             "input_shape": [1, *expected],
             "eval": {"n_images": int(len(eval_labels)),
                      "per_class": np.bincount(eval_labels, minlength=len(class_names)).tolist()},
+            "choices": {"n_images": int(len(choice_labels))},  # what the INT8 scheme is chosen on
             "calibration": None if calib is None else {
                 "n_images": len(calib), "root": calib.root,
                 "per_class": (np.bincount(calib.labels, minlength=len(class_names)).tolist()
@@ -159,4 +163,4 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
         raise
     final = {k: out_dir / v.name for k, v in files.items()}
     return ExportResult(out_dir=out_dir, files=final, report=report, passed=passed,
-                        timings=timings)
+                        timings=timings, logits=logits)

@@ -199,9 +199,9 @@ def test_graph_fixes_are_exact(tmp_path):
 @pytest.mark.slow
 def test_parity_flags_a_wrong_model(exported):
     """Negative control: the checks fail when the outputs are not the reference's."""
-    from edgexray.export.exporter import torch_logits
+    from edgexray.models.predict import predict_logits
 
-    ref = torch_logits(exported["model"], exported["x"])
+    ref = predict_logits(exported["model"], exported["x"])
     path = exported["result"].files[("onnx", "fp32")]
     shifted = parity(ref + 0.01, exported["y"], path, exported["x"], CLASSES, precision="fp32")
     assert not shifted["passed"] and "max abs logit diff" in shifted["failures"][0]

@@ -1,0 +1,51 @@
+"""Which exported precision ships: a pure choice on the validation split's budget checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from edgexray.runtime.errors import EdgeXrayError
+
+FLOAT_PRECISIONS = ("fp32", "fp16")  # these must also pass parity with PyTorch to ship
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str
+    fallbacks: tuple = ()  # what was refused on the way, and why (said and kept in the manifest)
+
+
+def budget_text(check: dict) -> str:
+    """One line for a runtime.metrics.budget_check result."""
+    lo, hi = check["accuracy_drop_interval_pp"]
+    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
+    if check["failures"]:
+        text += "; " + "; ".join(check["failures"])
+    if check["note"]:
+        text += f" [{check['note']}]"
+    return text
+
+
+def choose_precision(default_precision: str, precisions: Sequence[str], val_parity: dict,
+                     max_accuracy_drop: float) -> PrecisionChoice:
+    """`default_precision` when it holds the accuracy budget against the unpruned FP32 model on
+    the validation split (each `val_parity[p]["budget"]` is a metrics.budget_check), else the
+    next of `precisions` that does. Raises EdgeXrayError when none does."""
+    order = [default_precision] + [p for p in precisions if p != default_precision]
+    fallbacks = []
+    for p in order:
+        if p not in val_parity:
+            continue
+        r = val_parity[p]
+        parity_ok = p not in FLOAT_PRECISIONS or r["passed"]
+        if r["budget"]["passed"] and parity_ok:
+            if p != default_precision:
+                fallbacks.append(f"shipping {p}: {default_precision} broke the budget")
+            return PrecisionChoice(p, tuple(fallbacks))
+        fallbacks.append(f"{p} breaks the budget ({budget_text(r['budget'])}"
+                         + ("" if parity_ok else ", parity failed") + "); trying the next precision")
+    drops = ", ".join(f"{p}: {budget_text(r['budget'])}" for p, r in val_parity.items())
+    raise EdgeXrayError(
+        f"no exported precision of {list(val_parity)} stays within {max_accuracy_drop} pp of the "
+        f"unpruned FP32 model on the validation split ({drops}); nothing was shipped. Relax "
+        "--max-accuracy-drop, fine-tune longer (--finetune-epochs) or prune less")
