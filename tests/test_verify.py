@@ -245,7 +245,7 @@ def test_compare_outputs_float_tolerance_and_image_order():
 def test_real_images_become_arrays_run_py_reads_without_pillow(tmp_path):
     bad = tmp_path / "broken.jpeg"
     bad.write_bytes(b"not an image")
-    out = arm._real_inputs([*REAL_IMAGES, bad], tmp_path)
+    out = arm.inputs.real_inputs([*REAL_IMAGES, bad], tmp_path)
     assert [p.name for p in out] == [f"real_{i}.npy" for i in range(len(REAL_IMAGES))]
     for src, npy in zip(REAL_IMAGES, out):
         assert np.array_equal(np.load(npy, allow_pickle=False), read_image_array(src))
@@ -269,7 +269,7 @@ def test_cache_build_is_atomic_and_runs_once_when_racing(tmp_path):
         assert not final.exists()  # nobody sees a half-built cache
         (tmp / "other").write_text("2")
 
-    threads = [threading.Thread(target=lambda: seen.append(arm._build_once(final, build)))
+    threads = [threading.Thread(target=lambda: seen.append(arm.cache.build_once(final, build)))
                for _ in range(3)]
     for t in threads:
         t.start()
@@ -284,7 +284,7 @@ def test_cache_build_is_atomic_and_runs_once_when_racing(tmp_path):
         raise RuntimeError("download failed")
 
     with pytest.raises(RuntimeError):
-        arm._build_once(tmp_path / "broken", broken)
+        arm.cache.build_once(tmp_path / "broken", broken)
     assert not (tmp_path / "broken").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
