@@ -1,34 +1,85 @@
 """The `edgexray` command line. Each stage's command lives next to its code; this file only
-collects them, and turns an EdgeXrayError into one line on stderr and its exit status
-(runtime/errors.py documents them)."""
+names them, and turns an EdgeXrayError into one line on stderr and its exit status
+(runtime/errors.py documents them).
+
+A command's module is imported only when that command runs or shows its own help, so
+`edgexray --help`, `edgexray devices list` and `edgexray verify` never load torch."""
 from __future__ import annotations
 
 import importlib
 import logging
 import sys
+from dataclasses import dataclass
 
 import click
 
 from edgexray import __version__
 from edgexray.runtime.errors import EdgeXrayError
 
-# "module:attribute" of every subcommand, in the order `edgexray --help` lists them.
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """Where a subcommand lives, and the first paragraph of its help: `edgexray --help` shows it
+    without importing the module (tests/test_cli_light.py checks it matches the command's own)."""
+
+    name: str
+    target: str  # "module:attribute"
+    summary: str
+
+
 COMMANDS = (
-    "edgexray.commands:data",
-    "edgexray.commands:train",
-    "edgexray.commands:evaluate",
-    "edgexray.prune.cli:prune",
-    "edgexray.export.cli:export",
-    "edgexray.bench.cli:bench",
-    "edgexray.bench.cli:compare",
-    "edgexray.devices.cli:devices",
-    "edgexray.commands:build",
-    "edgexray.bench.verify_cli:verify",
+    CommandEntry("data", "edgexray.commands:data", "Data helpers (synthetic X-rays)."),
+    CommandEntry("train", "edgexray.commands:train",
+                 "Train a classifier on an image folder; writes OUT/model.pt and its splits."),
+    CommandEntry("evaluate", "edgexray.commands:evaluate",
+                 "Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."),
+    CommandEntry("prune", "edgexray.prune.cli:prune",
+                 "Remove whole channels from CHECKPOINT so the network physically shrinks."),
+    CommandEntry("export", "edgexray.export.cli:export",
+                 "Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model."),
+    CommandEntry("bench", "edgexray.bench.cli:bench",
+                 "Latency, memory and accuracy of an artifact (folder or .zip) or a model file."),
+    CommandEntry("compare", "edgexray.bench.cli:compare",
+                 "The shipped artifact against what a user would run without edgexray."),
+    CommandEntry("devices", "edgexray.devices.cli:devices",
+                 "Device profiles: the targets `edgexray build --target` accepts."),
+    CommandEntry("build", "edgexray.commands:build",
+                 "Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."),
+    CommandEntry("verify", "edgexray.bench.verify_cli:verify",
+                 "Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with "
+                 "this host."),
 )
+_BY_NAME = {entry.name: entry for entry in COMMANDS}
+
+
+def load_command(entry: CommandEntry) -> click.Command:
+    module_name, attr = entry.target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 class EdgeXrayGroup(click.Group):
-    """Prints user errors without a traceback and exits with their documented status."""
+    """Loads a subcommand on first use; prints user errors without a traceback and exits with
+    their documented status."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_BY_NAME})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in _BY_NAME:
+            self.add_command(load_command(_BY_NAME[name]), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's command table, written from the summaries so no command module is imported."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            cmd = self.commands.get(name) or click.Command(name, help=_BY_NAME[name].summary)
+            if not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
@@ -52,20 +103,6 @@ def main(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-
-def _register() -> None:
-    for spec in COMMANDS:
-        module_name, attr = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # a stage not built yet; never hide a broken import
-                continue
-            raise
-        main.add_command(getattr(module, attr))
-
-
-_register()
 
 if __name__ == "__main__":
     main()
