@@ -19,8 +19,12 @@ import numpy as np
 import torch
 
 from edgexray import data as data_mod
-from edgexray.runtime.errors import EdgeXrayError
+from edgexray.export.calibration import train_calibration
+from edgexray.export.selection import choose_precision
 from edgexray.fsutil import atomic_write_json, refuse_existing
+from edgexray.models.predict import predict_logits
+from edgexray.prune.budget import AccuracyBudget, BudgetSearch, level_name, prune_within_budget
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,6 @@ log = logging.getLogger(__name__)
 # stated as such in the manifest and the summary.
 DEMO = dict(synth_classes=3, synth_per_class=300, size=96, width=0.5, epochs=12, finetune_epochs=4,
             calib_count=100, max_accuracy_drop=3.0)
-
-
-FINETUNE_LR = 3e-4  # after pruning: a third of the from-scratch rate keeps what was learned
 
 
 @dataclass(frozen=True)
@@ -145,16 +146,20 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     # Every choice below (pruning level, precision) is made on the validation split; the test
     # split is read once, after the last choice, for the report.
     with steps.stage("evaluate unpruned (val)"):
-        base_val_logits = _torch_logits(base.model, val_x)
+        base_val_logits = predict_logits(base.model, val_x)
         steps.say(f"unpruned FP32 (PyTorch) validation accuracy "
                   f"{_metrics(val_y, base_val_logits, names)['accuracy']:.4f} on {len(val_y)} "
                   "images (every choice of this build is made on this split)")
-    judge = _budget_judge(cfg, data, val_y, base_val_logits, names)
+    judge = AccuracyBudget(val_y, np.asarray(base_val_logits).argmax(1), names,
+                           cfg.max_accuracy_drop, data_mod.split_group_ids(data, "val"), cfg.seed)
 
     # 2. prune + fine-tune, falling back to less pruning when accuracy breaks the budget ----
     with steps.stage("prune + fine-tune"):
-        pruned, prune_report, pruned_val_logits = _prune_within_budget(
-            cfg, profile, base, data, work, judge, val_x, steps)
+        choice = prune_within_budget(BudgetSearch(
+            prune=profile.prune, base=base, data=data, val_x=val_x, budget=judge,
+            predict=predict_logits, work=work, steps=steps, latency_budget_ms=cfg.latency_budget_ms,
+            finetune_epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, seed=cfg.seed))
+        pruned, prune_report, pruned_val_logits = choice.checkpoint, choice.report, choice.val_logits
 
     # 3. export + parity (val) --------------------------------------------------------------
     with steps.stage("export + parity"):
@@ -162,7 +167,11 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                                                 pruned_val_logits, val_x, val_y, judge, steps)
 
     # 4. choose what ships -------------------------------------------------------------------
-    shipped = _choose_precision(profile, precisions, val_parity, cfg.max_accuracy_drop, steps)
+    precision = choose_precision(profile.default_precision, precisions, val_parity,
+                                 cfg.max_accuracy_drop)
+    for text in precision.fallbacks:
+        steps.fallback(text)
+    shipped = precision.precision
     selection = _selection_record(cfg, data, val_y, prune_report, val_parity, shipped)
 
     # 5. the test split, read once: every model of the comparison, for the report -------------
@@ -273,271 +282,54 @@ def _split_inputs(ckpt, data, split: str):
     return ckpt.preprocess.normalize(data.arrays[split]), data.labels[split]
 
 
-@torch.no_grad()
-def _torch_logits(model, x: np.ndarray) -> np.ndarray:
-    model.eval()
-    return np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy()
-                           for i in range(0, len(x), 64)])
-
-
 def _metrics(y, logits, names, intervals: bool = False, groups=None, seed: int = 0) -> dict:
     from edgexray.runtime.metrics import classification_metrics, softmax
     return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups,
                                   seed=seed)
 
 
-def _budget_judge(cfg, data, val_y, base_val_logits, names):
-    """judge(candidate_logits) -> metrics.budget_check against the unpruned model on val."""
-    from edgexray.runtime.metrics import budget_check
-    groups = data_mod.split_group_ids(data, "val")
-    ref = np.asarray(base_val_logits).argmax(1)
-
-    def judge(logits) -> dict:
-        return budget_check(val_y, ref, np.asarray(logits).argmax(1), names,
-                            cfg.max_accuracy_drop, groups=groups, seed=cfg.seed)
-    return judge
-
-
-def _budget_text(check: dict) -> str:
-    lo, hi = check["accuracy_drop_interval_pp"]
-    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
-    if check["failures"]:
-        text += "; " + "; ".join(check["failures"])
-    if check["note"]:
-        text += f" [{check['note']}]"
-    return text
-
-
-def _prune_config(profile, cfg: BuildConfig, kind, amount):
-    from edgexray.prune.prune import PruneConfig
-    p = profile.prune  # a target is reached by scaling the profile's schedule
-    scale = amount if kind == "schedule" else 1.0  # a lighter level of a schedule-only profile
-    return PruneConfig(method=p.method, schedule=p.schedule, ratio=p.ratio * scale,
-                       stage_ratios=tuple(r * scale for r in p.stage_ratios),
-                       target_params=amount if kind == "params" else None,
-                       target_macs=amount if kind == "macs" else None,
-                       finetune_epochs=cfg.finetune_epochs, round_to=p.round_to, seed=cfg.seed)
-
-
-def _unpruned_result(model, example):
-    """The last fallback: the unpruned model itself, with a prune report that says so."""
-    from edgexray.prune import graph, measure
-    from edgexray.prune.prune import PruneResult
-    counts = {**measure.count(model, example), "state_dict_bytes": measure.state_dict_bytes(model)}
-    widths = graph.conv_widths(model)
-    spine = graph.spine_widths(model, example[:1])
-    return PruneResult(model, {
-        "method": "none", "criterion": "not pruned: every pruning level broke the budget",
-        "schedule": "none", "config": None, "target": None, "before": counts, "after": counts,
-        "reduction": {"params": 0.0, "macs": 0.0},
-        "spine_widths": {"before": spine, "after": spine},
-        "layers": {n: [w, w] for n, w in widths.items()}, "steps": []})
-
-
-def _prune_within_budget(cfg, profile, base, data, work, judge, val_x, steps):
-    """Prune with the profile's settings; if the pruned model (after fine-tuning) breaks the
-    accuracy budget on the validation split, retry with less pruning, down to the unpruned
-    model. --latency-budget-ms instead searches the smallest MAC reduction whose host latency
-    meets the budget (and ships nothing when none does)."""
-    import copy
-
-    from edgexray.checkpoint import save_checkpoint
-    from edgexray.prune.measure import cpu_latency_ms
-    from edgexray.prune.prune import prune_model
-    from edgexray.prune.stage import loaders_for, make_finetune
-
-    loaders = loaders_for(base, data, cfg.batch_size)
-    example = torch.zeros(base.input_shape)
-    finetune_log: list = []
-    finetune = make_finetune(base, loaders, cfg.finetune_epochs, FINETUNE_LR, finetune_log) \
-        if cfg.finetune_epochs else None
-
-    tried, chosen = [], None
-    for kind, amount in _pruning_attempts(profile.prune, cfg):
-        if kind == "unpruned":
-            result = _unpruned_result(copy.deepcopy(base.model), example)
-        else:
-            try:
-                result = prune_model(copy.deepcopy(base.model), example,
-                                     _prune_config(profile, cfg, kind, amount),
-                                     calib_loader=loaders.calib, finetune=finetune)
-            except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
-                tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
-                steps.say(f"{_level(kind, amount)}: skipped ({e})")
-                continue
-        logits = _torch_logits(result.model, val_x)
-        check = judge(logits)
-        # the latency search needs every level's latency; otherwise only the shipped one's
-        latency = cpu_latency_ms(result.model, example)["p50"] \
-            if cfg.latency_budget_ms is not None else None
-        red = result.report["reduction"]
-        steps.say(f"{_level(kind, amount)}: params -{100 * red['params']:.1f}%, MACs "
-                  f"-{100 * red['macs']:.1f}%, {_budget_text(check)}"
-                  + ("" if latency is None else f", host PyTorch latency {latency:.2f} ms"))
-        tried.append({"kind": kind, "amount": amount, "level": _level(kind, amount),
-                      "reduction": red, "split": "val",
-                      "accuracy_drop_pp": check["accuracy_drop_pp"],
-                      "accuracy_drop_interval_pp": check["accuracy_drop_interval_pp"],
-                      "per_class": check["per_class"], "passed": check["passed"],
-                      "failures": check["failures"], "note": check["note"],
-                      "host_torch_latency_ms": latency})
-        fast_enough = cfg.latency_budget_ms is None or latency <= cfg.latency_budget_ms
-        if check["passed"] and fast_enough:
-            chosen = result, logits
-            if kind == "unpruned":
-                steps.fallback("shipping the UNPRUNED model: no pruning level met the accuracy "
-                               "budget on the validation split")
-            break
-        if cfg.latency_budget_ms is not None:
-            if not check["passed"]:
-                break  # pruning more to get faster would only lose more accuracy
-            continue  # latency search: prune more
-        steps.fallback(f"pruning {_level(kind, amount)}: {'; '.join(check['failures'])} "
-                       "(val split); falling back to less pruning")
-    if chosen is None:
-        raise EdgeXrayError(
-            "no pruning level met the budgets: " + "; ".join(map(_describe_attempt, tried))
-            + f". Relax --max-accuracy-drop (now {cfg.max_accuracy_drop})"
-            + (f" or --latency-budget-ms (now {cfg.latency_budget_ms}, host latency)"
-               if cfg.latency_budget_ms is not None else "")
-            + ", or train longer; nothing was shipped")
-    result, logits = chosen
-    report = dict(result.report, attempts=tried, finetune=finetune_log,
-                  level=tried[-1]["level"], host_torch_latency_ms={
-                      "before": cpu_latency_ms(base.model, example)["p50"],
-                      "after": tried[-1]["host_torch_latency_ms"]
-                      or cpu_latency_ms(result.model, example)["p50"]})
-    ckpt = save_checkpoint(work / "pruned.pt", result.model, arch=base.arch,
-                           model_options=base.model_options, class_names=base.class_names,
-                           preprocess=base.preprocess, train_config=base.train_config,
-                           metrics={"val_accuracy_drop_pp": tried[-1]["accuracy_drop_pp"]},
-                           extra={**base.extra, "pruned_from": str(base.path), "prune": {
-                               k: v for k, v in report.items() if k in ("method", "schedule",
-                                                                         "reduction", "config",
-                                                                         "level")}},
-                           force=True)
-    atomic_write_json(work / "prune_report.json", _jsonable(report))
-    from edgexray.checkpoint import load_checkpoint
-    return load_checkpoint(ckpt), report, logits
-
-
-def _level(kind, amount) -> str:
-    if kind is None:
-        return "profile schedule"
-    if kind == "schedule":
-        return f"profile schedule x{amount}"
-    if kind == "unpruned":
-        return "unpruned (no pruning)"
-    return f"{kind} -{100 * amount:.0f}%"
-
-
-def _describe_attempt(t: dict) -> str:
-    if "skipped" in t:
-        return f"{_level(t['kind'], t['amount'])}: not reachable"
-    lo, hi = t["accuracy_drop_interval_pp"]
-    return (f"{t['level']}: val drop {t['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to "
-            f"{hi:.2f}){' [' + '; '.join(t['failures']) + ']' if t['failures'] else ''}"
-            + ("" if t["host_torch_latency_ms"] is None
-               else f", host latency {t['host_torch_latency_ms']:.2f} ms"))
-
-
-def _pruning_attempts(p, cfg: BuildConfig) -> list[tuple[str | None, float | None]]:
-    """Pruning levels to try, in order. Latency budget: more and more MAC reduction until the
-    host latency meets it. Otherwise the profile's own level (its target, or its schedule),
-    then lighter ones, then the unpruned model: a plain build always ships something."""
-    if cfg.latency_budget_ms is not None:
-        return [("macs", r) for r in (0.3, 0.45, 0.6, 0.7, 0.8, 0.85)]
-    if p.target_params or p.target_macs:
-        kind = "params" if p.target_params else "macs"
-        goal = p.target_params or p.target_macs
-        levels = [(kind, round(goal - d, 2)) for d in (0.0, 0.1, 0.2, 0.3) if goal - d > 0.05]
-    else:
-        levels = [(None, None), ("schedule", 0.5), ("schedule", 0.25)]
-    return levels + [("unpruned", None)]
-
-
 def _export(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val_y, judge,
             steps):
-    """Export every precision, then check each file on the validation split: parity with the
-    pruned PyTorch model, and the accuracy budget against the unpruned model."""
-    from edgexray.export.onnx import onnx_metadata, torch2onnx
-    from edgexray.export.parity import parity as parity_check
-    from edgexray.export.runners import run_file
+    """Export every precision through export_model (what `edgexray export` runs), its choices
+    made on the validation split; then each file's parity with the pruned PyTorch model and its
+    accuracy budget against the unpruned model, on the validation split too."""
+    from edgexray.export.exporter import export_model
+    from edgexray.export.selection import budget_text
 
-    exp = work / "export"
-    exp.mkdir(exist_ok=True)
-    meta = onnx_metadata(pruned.class_names, pruned.preprocess, arch=pruned.arch)
-    onnx_fp32 = torch2onnx(pruned.model, exp / "model_fp32.onnx", input_shape=pruned.input_shape,
-                           metadata=meta)
-    calib = _calibration(pruned, data, cfg.calib_count, cfg.seed)
-    files: dict[str, Path] = {}
-    if profile.model_format == "tflite":
-        from edgexray.export.tflite import onnx2tflite
-        files = onnx2tflite(onnx_fp32, exp, precisions=precisions, calib=calib)
-    elif profile.model_format == "onnx":
-        from edgexray.export.quantize_onnx import choose_scheme
-        for p in precisions:
-            if p == "fp32":
-                files[p] = onnx_fp32
-            elif p == "int8":  # the INT8 scheme is measured on val, on this CPU
-                files[p] = exp / "model_int8.onnx"
-                scheme = choose_scheme(onnx_fp32, files[p], calib, val_x, val_y)
-                steps.say(f"ONNX INT8 scheme {scheme['chosen']} (chosen on val on this CPU: "
-                          + ", ".join(f"{n} {r['accuracy']:.4f} / {r['p50_ms']:.2f} ms"
-                                      for n, r in scheme["schemes"].items()) + ")")
-            else:
-                raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; "
-                                    "allowed: fp32, int8")
-    else:
+    fmt = profile.model_format
+    if fmt not in ("tflite", "onnx"):
         raise EdgeXrayError(f"target {profile.name} runs {profile.runtime}; edgexray build ships "
                             "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts")
-    results, val_logits = {}, {}
-    for p, path in files.items():
-        logits = val_logits[p] = run_file(path, val_x)
-        results[p] = parity_check(ref_logits, val_y, path, val_x, list(pruned.class_names),
-                                  precision=p, max_accuracy_drop=cfg.max_accuracy_drop,
-                                  candidate_logits=logits)
-        results[p]["split"] = "val"
-        results[p]["budget"] = check = judge(logits)
-        if p == "int8" and profile.model_format == "onnx":
-            results[p]["int8_scheme"] = scheme
-        steps.say(f"{path.name}: {_budget_text(check)}, top-1 agreement with PyTorch "
-                  f"{results[p]['top1_agreement']:.4f}, max |diff| {results[p]['max_abs_diff']:.2e}")
-    atomic_write_json(exp / "parity_val.json", _jsonable(results))
+    for p in precisions:
+        if fmt == "onnx" and p not in ("fp32", "int8"):
+            raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; "
+                                "allowed: fp32, int8")
+    result = export_model(
+        pruned.model, work / "export", class_names=pruned.class_names,
+        preprocess=pruned.preprocess, eval_inputs=val_x, eval_labels=val_y, formats=fmt,
+        precisions=precisions, reference_logits=ref_logits,
+        calib=train_calibration(data, pruned.preprocess, cfg.calib_count, cfg.seed),
+        max_accuracy_drop=cfg.max_accuracy_drop,
+        metadata={"arch": pruned.arch, "model_options": pruned.model_options},
+        info={"checkpoint": str(pruned.path), "arch": pruned.arch,
+              "parity_data": {"split": "val", "root": str(data.index.root)}},
+        force=True)  # the build folder is the build's own
+    entries = {e["precision"]: e for e in result.report["files"]}
+    files, results, val_logits = {}, {}, {}
+    for p in precisions:  # the profile's order
+        files[p], logits = result.files[(fmt, p)], result.logits[(fmt, p)]
+        val_logits[p] = logits
+        results[p] = dict(entries[p]["parity"], split="val", budget=judge(logits))
+        if "scheme_choice" in entries[p]:  # the ONNX INT8 scheme, measured on val on this CPU
+            results[p]["int8_scheme"] = scheme = entries[p]["scheme_choice"]
+            steps.say(f"ONNX INT8 scheme {scheme['chosen']} (chosen on val on this CPU: "
+                      + ", ".join(f"{n} {r['accuracy']:.4f} / {r['p50_ms']:.2f} ms"
+                                  for n, r in scheme["schemes"].items()) + ")")
+        steps.say(f"{files[p].name}: {budget_text(results[p]['budget'])}, top-1 agreement with "
+                  f"PyTorch {results[p]['top1_agreement']:.4f}, max |diff| "
+                  f"{results[p]['max_abs_diff']:.2e}")
+    atomic_write_json(work / "export" / "parity_val.json", _jsonable(results))
     return files, results, val_logits
-
-
-def _calibration(ckpt, data, count: int, seed: int):
-    from edgexray.export.calibration import CalibrationSet, stratified_sample
-    labels = data.labels["train"]
-    count = min(count, len(labels))
-    idx = stratified_sample(labels, count, seed)
-    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
-                          preprocess=ckpt.preprocess, labels=labels[idx],
-                          class_names=tuple(ckpt.class_names))
-
-
-def _choose_precision(profile, precisions, parity, budget, steps) -> str:
-    """The profile's default precision when it holds the accuracy budget against the unpruned
-    FP32 model on the validation split (metrics.budget_check), else the next one in the
-    profile's order that does."""
-    order = [profile.default_precision] + [p for p in precisions if p != profile.default_precision]
-    for p in order:
-        if p not in parity:
-            continue
-        r = parity[p]
-        fp_ok = p not in ("fp32", "fp16") or r["passed"]
-        if r["budget"]["passed"] and fp_ok:
-            if p != profile.default_precision:
-                steps.fallback(f"shipping {p}: {profile.default_precision} broke the budget")
-            return p
-        steps.fallback(f"{p} breaks the budget ({_budget_text(r['budget'])}"
-                       + ("" if fp_ok else ", parity failed") + "); trying the next precision")
-    drops = ", ".join(f"{p}: {_budget_text(r['budget'])}" for p, r in parity.items())
-    raise EdgeXrayError(
-        f"no exported precision of {list(parity)} stays within {budget} pp of the unpruned FP32 "
-        f"model on the validation split ({drops}); nothing was shipped. Relax "
-        "--max-accuracy-drop, fine-tune longer (--finetune-epochs) or prune less")
 
 
 def _selection_record(cfg, data, val_y, prune_report, val_parity, shipped) -> dict:
@@ -557,8 +349,8 @@ def _selection_record(cfg, data, val_y, prune_report, val_parity, shipped) -> di
         "decisions": [
             {"what": "pruning level", "split": "val", "chosen": prune_report["level"],
              "fallback": prune_report["level"] != prune_report["attempts"][0].get(
-                 "level", _level(prune_report["attempts"][0]["kind"],
-                                 prune_report["attempts"][0]["amount"])),
+                 "level", level_name(prune_report["attempts"][0]["kind"],
+                                     prune_report["attempts"][0]["amount"])),
              "candidates": [{k: t.get(k) for k in ("level", "accuracy_drop_pp",
                                                    "accuracy_drop_interval_pp", "passed",
                                                    "failures", "skipped")}
@@ -592,8 +384,8 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
 
     names = list(base.class_names)
     groups = data_mod.split_group_ids(data, "test")
-    base_logits = _torch_logits(base.model, test_x)
-    pruned_logits = _torch_logits(pruned.model, test_x)
+    base_logits = predict_logits(base.model, test_x)
+    pruned_logits = predict_logits(pruned.model, test_x)
     base_metrics = _metrics(test_y, base_logits, names, True, groups, cfg.seed)
     pruned_metrics = _metrics(test_y, pruned_logits, names, True, groups, cfg.seed)
     parity, test_logits = {}, {}
@@ -634,8 +426,8 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
     meta = onnx_metadata(base.class_names, base.preprocess, arch=base.arch)
     base_onnx = torch2onnx(base.model, bdir / "unpruned_fp32.onnx", input_shape=base.input_shape,
                            metadata=meta)
-    base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx",
-                              _calibration(base, data, min(cfg.calib_count, 100), cfg.seed))
+    base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx", train_calibration(
+        data, base.preprocess, min(cfg.calib_count, 100), cfg.seed))
     runner, gpu_note = _shipped_runner(profile, files[shipped], steps)
     labels = {"torch": "unpruned FP32 PyTorch", "ort": "unpruned FP32 ONNX Runtime",
               "ort_int8": "unpruned INT8 ONNX Runtime", "pruned": "pruned FP32 PyTorch",
@@ -848,7 +640,8 @@ def _tasks_model(cfg, profile, pruned, data, shipped_file, steps):
     try:
         path = torch2tasks_tflite(pruned.model, shipped_file.parent / TASKS_FILE,
                                   preprocess=pruned.preprocess,
-                                  calib=_calibration(pruned, data, cfg.calib_count, cfg.seed),
+                                  calib=train_calibration(data, pruned.preprocess,
+                                                          cfg.calib_count, cfg.seed),
                                   class_names=list(pruned.class_names))
     except EdgeXrayError as e:
         steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")

@@ -184,13 +184,14 @@ def test_a_precision_whose_minority_class_collapses_is_not_shipped():
 
 def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
     from edgexray.devices import load_profile
+    from edgexray.prune.budget import pruning_attempts
     plain = pipeline.BuildConfig()
     for name in _every_profile():
-        levels = pipeline._pruning_attempts(load_profile(name).prune, plain)
+        levels = pruning_attempts(load_profile(name).prune, plain.latency_budget_ms)
         assert levels[-1] == ("unpruned", None) and len(levels) >= 3, name
     # a latency search ships nothing rather than an unpruned model that misses the latency goal
-    latency = pipeline._pruning_attempts(load_profile("rpi4").prune,
-                                         pipeline.BuildConfig(latency_budget_ms=5.0))
+    latency = pruning_attempts(load_profile("rpi4").prune,
+                               pipeline.BuildConfig(latency_budget_ms=5.0).latency_budget_ms)
     assert ("unpruned", None) not in latency
 
 
