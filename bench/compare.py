@@ -30,10 +30,12 @@ from edgexray.bench.runtimes import load_runner, runtime_for_suffix
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import sha256_file
 from edgexray.runtime.preprocess import Preprocess
+from edgexray.runtime.registry import manifest_runtimes, runtime_for_manifest
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_RUNTIMES = {"litert": "litert", "onnxruntime": "onnxruntime-cpu"}
+# manifest model.runtime -> the runner that measures it on the host
+ARTIFACT_RUNTIMES = {m: runtime_for_manifest(m).name for m in manifest_runtimes()}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The runner registry: one interface over PyTorch, ONNX Runtime and LiteRT.
+"""The runners on the host: one interface over PyTorch, ONNX Runtime and LiteRT.
 
     runner = load_runner("onnxruntime-cpu", "model.onnx", threads=4)
     runner.input_spec        # shape, layout, dtype, quantization as the model stores them
@@ -7,18 +7,24 @@
     runner.ops()             # LiteRT: op list incl. DELEGATE; ONNX: node op types
 
 No runtime is imported here at module level; a runtime that is not installed is an
-EdgeXrayError naming the package to install.
+EdgeXrayError naming the package to install. The facts of each runtime are in
+edgexray.runtime.registry; LiteRT and ONNX Runtime run through edgexray.runtime.runners, the very
+classes inside run.py; only TorchRunner (it needs torch) lives here.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgexray.runtime.runners import LiteRTRunner, OrtRunner, Runner, TensorSpec, missing_runtime
-from edgexray.runtime.errors import EdgeXrayError, unknown_name
+from edgexray.runtime import runners
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import RUNTIMES, get_runtime, list_runtimes, runtime_for_suffix
+from edgexray.runtime.runner_base import Runner, TensorSpec, missing_runtime
+
+__all__ = ["TorchRunner", "RUNNER_CLASSES", "available_runtimes", "list_runtimes", "load_runner",
+           "runner_for_file", "runtime_for_suffix", "runtime_info"]
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +34,12 @@ class TorchRunner(Runner):
 
     def __init__(self, model_path, threads=None, kind="torch-cpu"):
         super().__init__(model_path, threads)
-        self.kind, self.device = kind, ("cuda" if kind == "torch-cuda" else "cpu")
+        info = get_runtime(kind)
+        self.kind, self.device = kind, info.device
         try:
             import torch
         except ImportError:
-            raise missing_runtime("torch", "torch", kind) from None
+            raise missing_runtime(info.module, info.package, kind) from None
         from edgexray.checkpoint import load_checkpoint  # imports torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -69,43 +76,9 @@ class TorchRunner(Runner):
         return self._torch.cuda.max_memory_allocated() / 2**20
 
 
-@dataclass(frozen=True)
-class RuntimeInfo:
-    name: str
-    suffixes: tuple  # model files it loads
-    device: str  # "cpu" | "cuda"
-    package: str  # pip package that provides it
-    module: str  # what `import` needs to find
-    factory: object  # (path, threads) -> Runner
-
-
-RUNTIMES = {r.name: r for r in (
-    RuntimeInfo("torch-cpu", (".pt", ".pth"), "cpu", "torch", "torch",
-                lambda p, t: TorchRunner(p, t, "torch-cpu")),
-    RuntimeInfo("torch-cuda", (".pt", ".pth"), "cuda", "torch", "torch",
-                lambda p, t: TorchRunner(p, t, "torch-cuda")),
-    RuntimeInfo("onnxruntime-cpu", (".onnx",), "cpu", "onnxruntime", "onnxruntime",
-                lambda p, t: OrtRunner(p, t, "onnxruntime-cpu")),
-    RuntimeInfo("onnxruntime-cuda", (".onnx",), "cuda", "onnxruntime-gpu", "onnxruntime",
-                lambda p, t: OrtRunner(p, t, "onnxruntime-cuda")),
-    RuntimeInfo("onnxruntime-tensorrt", (".onnx",), "cuda", "onnxruntime-gpu", "onnxruntime",
-                lambda p, t: OrtRunner(p, t, "onnxruntime-tensorrt")),
-    RuntimeInfo("litert", (".tflite",), "cpu", "ai-edge-litert", "ai_edge_litert",
-                lambda p, t: LiteRTRunner(p, t)),
-)}
-# the runtime used for a file when none is named
-DEFAULT_FOR_SUFFIX = {".onnx": "onnxruntime-cpu", ".tflite": "litert", ".pt": "torch-cpu",
-                      ".pth": "torch-cpu"}
-
-
-def list_runtimes() -> list:
-    return sorted(RUNTIMES)
-
-
-def runtime_info(kind: str) -> RuntimeInfo:
-    if kind not in RUNTIMES:
-        raise unknown_name("runtime", kind, RUNTIMES)
-    return RUNTIMES[kind]
+# the registry's runner class names -> classes: the runtime layer's plus the one needing torch
+RUNNER_CLASSES = {**runners.RUNNER_CLASSES, TorchRunner.__name__: TorchRunner}
+runtime_info = get_runtime  # the name bench's callers use
 
 
 def available_runtimes() -> list:
@@ -127,37 +100,21 @@ def _cuda_available(kind: str) -> bool:
         import torch
         return torch.cuda.is_available()
     import onnxruntime as ort
-    provider = {"onnxruntime-cuda": "CUDAExecutionProvider",
-                "onnxruntime-tensorrt": "TensorrtExecutionProvider"}[kind]
-    return provider in ort.get_available_providers()
+    return get_runtime(kind).providers[0] in ort.get_available_providers()
 
 
 def load_runner(kind: str, model_path, threads=None) -> Runner:
     """Load `model_path` with runtime `kind` (see list_runtimes())."""
-    info = runtime_info(kind)
-    path = Path(model_path)
-    if path.suffix.lower() not in info.suffixes:
-        raise EdgeXrayError(f"runtime {kind!r} loads {', '.join(info.suffixes)} files, got "
-                            f"{str(path)!r}; pick a runtime for {path.suffix or 'this file'} "
-                            f"({runtime_for_suffix(path.suffix) or 'none'}) or another file")
-    if not path.is_file():
-        raise EdgeXrayError(f"model file {str(path)!r} does not exist")
-    runner = info.factory(path, threads)
-    log.info("loaded %s with %s %s (%s threads)", path.name, kind, runner.version, runner.threads)
+    runner = runners.open_runner(kind, model_path, threads, RUNNER_CLASSES)
+    log.info("loaded %s with %s %s (%s threads)", Path(model_path).name, kind, runner.version,
+             runner.threads)
     return runner
-
-
-def runtime_for_suffix(suffix: str):
-    return DEFAULT_FOR_SUFFIX.get(suffix.lower())
 
 
 def runner_for_file(path, threads=None, device: str = "cpu") -> Runner:
     """The default runner for a model file by suffix (.onnx, .tflite, .pt); `device="cuda"` picks
     the CUDA variant where one exists."""
-    kind = runtime_for_suffix(Path(path).suffix)
-    if kind is None:
-        raise EdgeXrayError(f"cannot tell the runtime of {str(path)!r}; model files end in "
-                            f"{', '.join(sorted(DEFAULT_FOR_SUFFIX))}")
-    if device == "cuda" and kind in ("onnxruntime-cpu", "torch-cpu"):
-        kind = kind.replace("-cpu", "-cuda")
-    return load_runner(kind, path, threads)
+    runner = runners.runner_for_file(path, threads, device, RUNNER_CLASSES)
+    log.info("loaded %s with %s %s (%s threads)", Path(path).name, runner.kind, runner.version,
+             runner.threads)
+    return runner

@@ -14,22 +14,14 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgexray.runtime.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.registry import profile_runtimes, runtime_for_profile
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
 ARCHES = ("aarch64", "x86_64")
-RUNTIMES = ("litert", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch")
+RUNTIMES = profile_runtimes()  # litert, onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, torch
 PRECISIONS = ("int8", "fp16", "fp32", "dynamic")  # dynamic = dynamic-range (int8 weights only)
 SCHEDULES = ("progressive", "one-shot")  # edgexray.prune.schedules names
-
-# runtime -> (model file format, edgexray.bench runner name)
-_RUNTIME_INFO = {
-    "litert": ("tflite", "litert"),
-    "onnxruntime": ("onnx", "onnxruntime-cpu"),
-    "onnxruntime-cuda": ("onnx", "onnxruntime-cuda"),
-    "onnxruntime-tensorrt": ("onnx", "onnxruntime-tensorrt"),
-    "torch": ("torch", "torch-cpu"),
-}
 
 
 @dataclass(frozen=True)
@@ -73,12 +65,12 @@ class DeviceProfile:
     @property
     def model_format(self) -> str:
         """File format the runtime loads: tflite | onnx | torch."""
-        return _RUNTIME_INFO[self.runtime][0]
+        return runtime_for_profile(self.runtime).model_format
 
     @property
     def runner(self) -> str:
         """Name of the edgexray.bench runner that measures this target on the host."""
-        return _RUNTIME_INFO[self.runtime][1]
+        return runtime_for_profile(self.runtime).name
 
     def to_dict(self) -> dict:
         """JSON-ready dict (what an artifact's manifest stores)."""

@@ -4,7 +4,7 @@
         model.tflite | model.onnx   the shipped model; other precisions as model_<precision>.<ext>
         labels.txt                  one class per line, in output order (== class_names)
         manifest.json               docs/ARCHITECTURE.md "manifest" (edgexray.artifact/1)
-        run.py                      edgexray.runtime.run_py.render_run_py(), sealed
+        run.py                      edgexray.export.run_py_render.render_run_py(), sealed
         checksums.sha256            sha256sum format, every file incl. manifest.json and run.py
         README.md                   device, Android (Kotlin) and iOS (Swift) instructions
         report.html                 self-contained report, plots as base64 PNG
@@ -22,7 +22,7 @@ No patient image is ever written: the only image-derived content allowed is Grad
 synthetic data (`images_are_synthetic`).
 
 The bundle reads model input/output details with edgexray.runtime.runners (the code run.py
-itself runs), so it imports edgexray.bench lazily; both are torch-free.
+itself runs); the runtime layer is torch-free.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import (partial_prefix, refuse_existing, remove_stale_partials, replace_dir,
                              sha256_file)
 from edgexray.runtime.preprocess import Preprocess
+from edgexray.runtime.registry import artifact_formats
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ TOOLS = ("edgexray", "torch", "torchvision", "torch-pruning", "onnx", "onnxrunti
 # keys write_artifact sets itself; manifest_fields may not override them
 RESERVED = ("schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
             "threads", "profile", "arch", "variants", "tool_versions", "files")
-_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
-_RUNTIME = {"tflite": "litert", "onnx": "onnxruntime"}  # manifest model.runtime (run.py's runners)
+_SUFFIX = {fmt: info.suffix for fmt, info in artifact_formats().items()}
+_RUNTIME = {fmt: info.manifest_runtime for fmt, info in artifact_formats().items()}  # model.runtime
 CHECKSUMS = "checksums.sha256"
 # written by seal_artifact and sealed by checksums.sha256 and run.py, not by manifest "files"
 SEAL_FILES = ("manifest.json", "run.py", CHECKSUMS)
@@ -83,13 +84,11 @@ def artifact_name(target: DeviceProfile, arch: str, precision: str) -> str:
 
 def model_io_spec(path: str | os.PathLike) -> dict:
     """{"input": ..., "output": ...} of a .tflite or .onnx file, as manifest.json stores them."""
-    from edgexray.runtime.runners import LiteRTRunner, OrtRunner
+    from edgexray.runtime.runners import runner_for_file
 
     path = Path(path)
-    if path.suffix == ".tflite":
-        runner = LiteRTRunner(path, threads=1)
-    elif path.suffix == ".onnx":
-        runner = OrtRunner(path, threads=1, kind="onnxruntime-cpu")
+    if path.suffix in _SUFFIX.values():
+        runner = runner_for_file(path, threads=1)
     else:
         raise EdgeXrayError(f"model file {str(path)!r} is neither .tflite nor .onnx; "
                             "pass the files edgexray export wrote")
@@ -312,9 +311,9 @@ def _refuse_images(folder: Path) -> None:
 
 def _render_run_py(manifest_sha256: str) -> str:
     try:
-        from edgexray.runtime.run_py import render_run_py
+        from edgexray.export.run_py_render import render_run_py
     except ImportError as e:
-        raise EdgeXrayError(f"cannot write run.py: edgexray.runtime.run_py is missing "
+        raise EdgeXrayError(f"cannot write run.py: edgexray.export.run_py_render is missing "
                             f"({e}); reinstall edgexray") from None
     return render_run_py(manifest_sha256)
 

@@ -4,21 +4,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgexray.runtime.errors import EdgeXrayError, unknown_name
+from edgexray.runtime.registry import runtime_for_format
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    suffix: str  # file suffix of the exported model
-    runtime: str  # what runs it on the device
     precisions: tuple  # the precisions this format is written in, in build order
     description: str
 
+    @property
+    def suffix(self) -> str:
+        """File suffix of the exported model (edgexray.runtime.registry)."""
+        return runtime_for_format(self.name).suffix
+
+    @property
+    def runtime(self) -> str:
+        """What runs it on the device: the manifest's model.runtime."""
+        return runtime_for_format(self.name).manifest_runtime
+
 
 FORMATS = {f.name: f for f in (
-    ExportFormat("onnx", ".onnx", "onnxruntime", ("fp32", "int8"),
+    ExportFormat("onnx", ("fp32", "int8"),
                  "ONNX; int8 is ONNX Runtime static QDQ quantization"),
-    ExportFormat("tflite", ".tflite", "litert", ("fp32", "fp16", "dynamic", "int8"),
+    ExportFormat("tflite", ("fp32", "fp16", "dynamic", "int8"),
                  "TFLite via onnx2tf; int8 is full-integer with int8 input and output"),
 )}
 

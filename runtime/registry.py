@@ -96,6 +96,12 @@ def manifest_runtimes() -> dict:
     return {info.manifest_runtime: info.suffix for info in RUNTIMES.values() if info.manifest_runtime}
 
 
+def artifact_formats() -> dict:
+    """Export format -> the CPU runtime that runs it in an artifact ({"tflite": litert, "onnx": ...})."""
+    return {info.model_format: info for info in RUNTIMES.values()
+            if info.manifest_runtime and info.device == "cpu"}
+
+
 def runtime_for_manifest(manifest_runtime: str) -> RuntimeInfo:
     """The CPU runtime that runs an artifact whose manifest says model.runtime `manifest_runtime`."""
     info = _first_cpu_runtime(lambda i: i.manifest_runtime == manifest_runtime)

@@ -52,318 +52,43 @@ Quantization: real = scale * (q - zero_point). The normalized NCHW float input i
 to the layout, then q = clip(round(x / scale) + zero_point); the output is dequantized likewise.
 The model's own tensors must agree with input/output above; run.py checks that on load.
 
-The host builds this file with edgexray.runtime.run_py.render_run_py(), which inlines the
-modules named on the ">>> inline" line below in place of their imports.
+The host builds this file with edgexray.export.run_py_render.render_run_py(), which puts every
+module of edgexray.runtime (the runtime layer) in place of the imports marked below.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-# >>> inline: runtime/errors.py runtime/preprocess.py runtime/metrics.py runtime/latency.py runtime/environment.py runtime/record.py runtime/runners.py runtime/accuracy.py
+# >>> runtime layer: render_run_py puts every module of runtime/ here, in import order
 from edgexray.runtime.accuracy import evaluate, labeled_images, list_images, load_batch
-from edgexray.runtime.runners import (LiteRTRunner, OrtRunner, Runner, TensorSpec,
-                                           default_threads, dequantize)
 from edgexray.runtime.environment import environment, peak_rss_mb
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.integrity import (CHECKSUMS_NAME, LABELS_NAME, RUN_PY_NAME, checked_manifest,
+                                        integrity_error, integrity_problems)
 from edgexray.runtime.latency import Stopwatch, measure_latency
-from edgexray.runtime.record import bench_document, bench_entry
-from edgexray.runtime.errors import EdgeXrayError, IntegrityError
+from edgexray.runtime.manifest import EXECUTION_PROVIDERS, MANIFEST_NAME, read_manifest
 from edgexray.runtime.metrics import softmax
 from edgexray.runtime.preprocess import Preprocess
-# <<< inline
+from edgexray.runtime.record import bench_document, bench_entry
+from edgexray.runtime.runner_base import Runner, TensorSpec, default_threads, dequantize
+from edgexray.runtime.runners import LiteRTRunner, OrtRunner
+# <<< runtime layer
 
 EDGEXRAY_VERSION = None  # set by render_run_py
 # the seal: sha256 of this artifact's manifest.json (checked as it stands in the artifact's run.py)
 MANIFEST_SHA256 = None  # set by render_run_py
-MANIFEST_SCHEMA = "edgexray.artifact/1"
-MANIFEST_NAME = "manifest.json"
-CHECKSUMS_NAME = "checksums.sha256"
-LABELS_NAME = "labels.txt"
-RUN_PY_NAME = "run.py"
-# the seal is read from the artifact's run.py file, so run.py and the host check it alike
-SEAL_PATTERN = re.compile(r"^MANIFEST_SHA256 = '([0-9a-f]{64})'$", re.M)
-FIX_HINT = ("restore the changed files from the artifact's .zip or an untouched copy, or rebuild "
-            "the artifact with `edgexray build`")
 EXIT_USAGE = 2
-MODEL_RUNTIMES = {"litert": ".tflite", "onnxruntime": ".onnx"}
-LAYOUTS = ("NHWC", "NCHW")
-TENSOR_DTYPES = ("int8", "uint8", "float32")
-OUTPUT_KINDS = ("logits", "probabilities")
-# model.execution_provider (ONNX Runtime) -> the runner kind that uses it
-EXECUTION_PROVIDERS = {"CPUExecutionProvider": "onnxruntime-cpu",
-                       "CUDAExecutionProvider": "onnxruntime-cuda",
-                       "TensorrtExecutionProvider": "onnxruntime-tensorrt"}
-PROVIDER_FALLBACKS = ("cpu", "none")
-
-
-# ---------------------------------------------------------------- manifest
-
-def _tensor_problems(where: str, t) -> list:
-    if not isinstance(t, dict):
-        return [f"{where} must be an object"]
-    problems = []
-    shape = t.get("shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape)):
-        problems.append(f"{where}.shape must be a list of integers, got {shape!r}")
-    if t.get("dtype") not in TENSOR_DTYPES:
-        problems.append(f"{where}.dtype is {t.get('dtype')!r}; allowed: {list(TENSOR_DTYPES)}")
-    q = t.get("quantization", "absent")
-    if q == "absent":
-        problems.append(f"{where}.quantization missing (null for float tensors)")
-    elif q is None:
-        if t.get("dtype") in ("int8", "uint8"):
-            problems.append(f"{where} is {t.get('dtype')} but has no quantization")
-    elif not (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
-              and isinstance(q.get("zero_point"), int)):
-        problems.append(f"{where}.quantization must be {{'scale': >0, 'zero_point': int}} or null, "
-                        f"got {q!r}")
-    return problems
-
-
-def manifest_problems(manifest) -> list:
-    """Everything wrong with a manifest dict, as readable strings ([] when valid)."""
-    if not isinstance(manifest, dict):
-        return ["manifest must be a JSON object"]
-    if manifest.get("schema") != MANIFEST_SCHEMA:
-        return [f"schema is {manifest.get('schema')!r}; this run.py reads {MANIFEST_SCHEMA!r}"]
-    problems = []
-    model = manifest.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("file"), str):
-        problems.append("model must be an object with a 'file' string")
-    elif model.get("runtime") not in MODEL_RUNTIMES:
-        problems.append(f"model.runtime is {model.get('runtime')!r}; allowed: {list(MODEL_RUNTIMES)}")
-    elif not model["file"].endswith(MODEL_RUNTIMES[model["runtime"]]):
-        problems.append(f"model.file {model['file']!r} does not end in "
-                        f"{MODEL_RUNTIMES[model['runtime']]} for runtime {model['runtime']!r}")
-    if isinstance(model, dict) and model.get("runtime") == "onnxruntime":
-        if model.get("execution_provider", "CPUExecutionProvider") not in EXECUTION_PROVIDERS:
-            problems.append(f"model.execution_provider is {model.get('execution_provider')!r}; "
-                            f"allowed: {list(EXECUTION_PROVIDERS)}")
-        if model.get("provider_fallback", "none") not in PROVIDER_FALLBACKS:
-            problems.append(f"model.provider_fallback is {model.get('provider_fallback')!r}; "
-                            f"allowed: {list(PROVIDER_FALLBACKS)}")
-    problems += _tensor_problems("input", manifest.get("input"))
-    problems += _tensor_problems("output", manifest.get("output"))
-    inp = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
-    if inp.get("layout") not in LAYOUTS:
-        problems.append(f"input.layout is {inp.get('layout')!r}; allowed: {list(LAYOUTS)}")
-    out = manifest.get("output") if isinstance(manifest.get("output"), dict) else {}
-    if out.get("kind", "logits") not in OUTPUT_KINDS:
-        problems.append(f"output.kind is {out.get('kind')!r}; allowed: {list(OUTPUT_KINDS)}")
-    names = manifest.get("class_names")
-    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
-        problems.append(f"class_names must list at least two class names, got {names!r}")
-    try:
-        pre = Preprocess.from_dict(manifest.get("preprocess") or {})
-    except (TypeError, ValueError) as e:
-        problems.append(f"preprocess: {e}")
-        pre = None
-    shape = inp.get("shape")
-    if pre is not None and isinstance(shape, list) and len(shape) == 4 and inp.get("layout") in LAYOUTS:
-        c, h, w = (shape[1], shape[2], shape[3]) if inp["layout"] == "NCHW" else (shape[3], shape[1], shape[2])
-        if (c, h, w) != (pre.channels, pre.size, pre.size):
-            problems.append(f"input.shape {shape} ({inp['layout']}) does not match preprocess "
-                            f"size {pre.size} and channels {pre.channels}")
-    elif isinstance(shape, list) and len(shape) != 4:
-        problems.append(f"input.shape {shape} must have 4 dimensions")
-    if isinstance(names, list) and isinstance(out.get("shape"), list) and out["shape"] \
-            and out["shape"][-1] != len(names):
-        problems.append(f"output.shape {out['shape']} does not have one value per class {names}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        problems.append("files must map every file of the artifact to {'sha256', 'bytes'}")
-    else:
-        for name, info in files.items():
-            if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
-                    and len(info["sha256"]) == 64 and isinstance(info.get("bytes"), int)):
-                problems.append(f"files[{name!r}] must be {{'sha256': 64 hex chars, 'bytes': int}}")
-            if not _safe_relpath(name):
-                problems.append(f"files key {name!r} must be a relative path inside the artifact")
-        if isinstance(model, dict) and model.get("file") not in files:
-            problems.append(f"model.file {model.get('file')!r} is not listed in files")
-    return problems
-
-
-def _safe_relpath(name: str) -> bool:
-    p = PurePosixPath(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
-
-
-def read_manifest(folder) -> dict:
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise EdgeXrayError(f"{str(path)!r} not found; run.py must sit in an artifact folder next "
-                            "to its manifest.json (rebuild the artifact with `edgexray build`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IntegrityError(f"{str(path)!r} is not valid JSON ({e}); the artifact is damaged") from None
-    problems = manifest_problems(manifest)
-    if problems:
-        raise EdgeXrayError(f"{str(path)!r} is not a valid {MANIFEST_SCHEMA} manifest: "
-                            + "; ".join(problems))
-    return manifest
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_files(folder, manifest) -> list:
-    """Files of manifest "files" that are missing or differ from it."""
-    folder = Path(folder)
-    problems = []
-    for name, info in sorted(manifest["files"].items()):
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-            continue
-        size = path.stat().st_size
-        if size != info["bytes"]:
-            problems.append(f"{name}: {size} bytes, manifest says {info['bytes']}")
-            continue
-        digest = sha256_of(path)
-        if digest != info["sha256"]:
-            problems.append(f"{name}: sha256 {digest[:16]}..., manifest says {info['sha256'][:16]}...")
-    return problems
-
-
-def seal_problems(folder) -> list:
-    """manifest.json against the sha256 sealed into the artifact's run.py ([] when equal)."""
-    folder = Path(folder)
-    run_py = folder / RUN_PY_NAME
-    if not run_py.is_file():
-        return [f"{RUN_PY_NAME}: missing"]
-    found = SEAL_PATTERN.search(run_py.read_text(encoding="utf-8", errors="replace"))
-    if not found:
-        return [f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (edited, or written by an edgexray "
-                "older than the seal)"]
-    digest = sha256_of(folder / MANIFEST_NAME)
-    if digest != found.group(1):
-        return [f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
-                f"{found.group(1)[:16]}... (manifest.json was edited after the build"
-                f"{_changed_fields(folder, found.group(1))})"]
-    return []
-
-
-def _changed_fields(folder: Path, sealed: str) -> str:
-    """', changed: a, b.c' against the sealed manifest in the artifact's .zip beside the folder,
-    when that zip is there and holds it; '' otherwise."""
-    try:
-        with zipfile.ZipFile(folder.parent / f"{folder.name}.zip") as z:
-            original = z.read(f"{folder.name}/{MANIFEST_NAME}")
-        if hashlib.sha256(original).hexdigest() != sealed:
-            return ""
-        old = json.loads(original.decode("utf-8"))
-        new = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return ""
-    if not isinstance(new, dict):
-        return ", changed: the whole file"
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            changed.append(key)
-    return f", changed: {', '.join(changed)}" if changed else ", formatting only"
-
-
-def checksum_problems(folder, skip=()) -> tuple:
-    """-> (problems, listed names) of checksums.sha256 (sha256sum format). Files in `skip` are
-    left to another check, so that each file is named once."""
-    folder = Path(folder)
-    path = folder / CHECKSUMS_NAME
-    if not path.is_file():
-        return [f"{CHECKSUMS_NAME}: missing"], set()
-    problems, listed = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        found = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
-        if not found or not _safe_relpath(found.group(2)):
-            problems.append(f"{CHECKSUMS_NAME} line {number} is not '<sha256>  <relative path>'")
-            continue
-        want, name = found.groups()
-        listed.add(name)
-        if name in skip:
-            continue
-        if not (folder / name).is_file():
-            problems.append(f"{name}: missing")
-            continue
-        digest = sha256_of(folder / name)
-        if digest != want:
-            problems.append(f"{name}: sha256 {digest[:16]}..., {CHECKSUMS_NAME} says {want[:16]}...")
-    problems += [f"{CHECKSUMS_NAME} does not list {name}" for name in (MANIFEST_NAME, RUN_PY_NAME)
-                 if name not in listed]
-    return problems, listed
-
-
-def labels_problems(folder, manifest: dict) -> list:
-    """labels.txt must equal class_names line by line (predictions use class_names)."""
-    path = Path(folder) / LABELS_NAME
-    if not path.is_file():
-        return [f"{LABELS_NAME}: missing"]
-    labels = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if labels != manifest["class_names"]:
-        return [f"class_names {manifest['class_names']} in {MANIFEST_NAME} differ from "
-                f"{LABELS_NAME} {labels} (predictions would carry the wrong labels)"]
-    return []
-
-
-def integrity_problems(folder) -> tuple:
-    """-> (problems, unlisted files, manifest or None): everything that breaks the artifact's
-    integrity (see the top of this file) and the files nothing lists."""
-    folder = Path(folder)
-    if not (folder / MANIFEST_NAME).is_file():
-        read_manifest(folder)  # raises: not an artifact folder
-    problems = seal_problems(folder)
-    if problems:  # still name what else differs, where the edited manifest can be read
-        try:
-            manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return problems, [], None
-        if manifest_problems(manifest):
-            return problems, [], None
-    else:
-        manifest = read_manifest(folder)  # sealed but invalid: a bad build, exit 2 as before
-    skip = set(manifest["files"]) | ({MANIFEST_NAME} if problems else set())
-    sum_problems, listed = checksum_problems(folder, skip)
-    problems += sum_problems + verify_files(folder, manifest) + labels_problems(folder, manifest)
-    known = listed | set(manifest["files"]) | {CHECKSUMS_NAME, MANIFEST_NAME, RUN_PY_NAME}
-    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                      if p.is_file() and "__pycache__" not in p.parts
-                      and p.relative_to(folder).as_posix() not in known)
-    return problems, unlisted, manifest
-
-
-def integrity_error(folder, problems: list) -> IntegrityError:
-    return IntegrityError(f"artifact {str(folder)!r} failed its integrity check, refusing to run: "
-                          + "; ".join(problems) + f"; {FIX_HINT}")
-
-
-def checked_manifest(folder) -> dict:
-    """The manifest of an artifact whose integrity holds; IntegrityError otherwise."""
-    problems, _, manifest = integrity_problems(folder)
-    if problems:
-        raise integrity_error(folder, problems)
-    return manifest
 
 
 # ---------------------------------------------------------------- model
@@ -706,14 +431,6 @@ def main(argv=None) -> int:
     except EdgeXrayError as e:  # IntegrityError: 3, other bad input: 2 (runtime/errors.py)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-
-
-# >>> host only: render_run_py builds run.py from this file and leaves this block out
-def render_run_py(manifest_sha256=None) -> str:
-    """The source of an artifact's run.py (see edgexray.bench.harness.render_run_py)."""
-    from edgexray.bench.harness import render_run_py as render
-    return render(manifest_sha256)
-# <<< host only
 
 
 if __name__ == "__main__":

@@ -1,148 +1,39 @@
-"""The runners that also run on the device: LiteRT (XNNPACK) and ONNX Runtime.
+"""The runners that also run on the device: LiteRT (XNNPACK) and ONNX Runtime, one class each.
 
-numpy and the standard library only; the runtime is imported when a model is loaded. This
-module is inlined into every artifact's run.py (after runtime/errors.py), so the host and
-the device feed a model through the same code: NCHW float32 in, transposed to the model's
-layout, quantized for int8 inputs; the output dequantized to float32.
+numpy and the standard library only; the runtime is imported when a model is loaded. Parity,
+the INT8 choices, calibration, bench and every artifact's run.py run exported files through
+these classes, so what is checked on the host is what ships.
+
+    runner = runner_for_file("model.onnx", threads=4)   # the CPU runtime for the suffix
+    runner.predict_all(x_nchw)                           # float32 (N, classes)
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
-
-QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
-CHANNEL_COUNTS = (1, 3, 4)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output, as the model stores it."""
-
-    shape: tuple  # as declared by the model; a dynamic dimension is -1
-    dtype: str  # "float32" | "int8" | "uint8" | ...
-    layout: str = "NCHW"  # "NCHW" | "NHWC" for image inputs; "NC" for outputs
-    scale: float | None = None  # real = scale * (q - zero_point); None when not quantized
-    zero_point: int | None = None
-    name: str = ""
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None and self.dtype in QUANT_RANGES
-
-    def to_dict(self) -> dict:
-        quant = {"scale": self.scale, "zero_point": self.zero_point} if self.quantized else None
-        return {"shape": list(self.shape), "layout": self.layout, "dtype": self.dtype,
-                "quantization": quant}
-
-
-def guess_layout(shape, default: str) -> str:
-    """NCHW when dim 1 looks like channels and the last does not; NHWC the other way round."""
-    if len(shape) != 4:
-        return default
-    c_first, c_last = shape[1] in CHANNEL_COUNTS, shape[-1] in CHANNEL_COUNTS
-    if c_first and not c_last:
-        return "NCHW"
-    if c_last and not c_first:
-        return "NHWC"
-    return default
-
-
-def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if not spec.quantized:
-        return x.astype(spec.dtype, copy=False)
-    lo, hi = QUANT_RANGES[spec.dtype]
-    q = np.round(x / np.float32(spec.scale)) + spec.zero_point
-    return np.clip(q, lo, hi).astype(spec.dtype)
-
-
-def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if not spec.quantized:
-        return q.astype(np.float32, copy=False)
-    return (q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def model_load_error(path, err: Exception) -> EdgeXrayError:
-    size = os.path.getsize(path) if os.path.exists(path) else None
-    reason = " ".join(str(err).split())[:300]  # runtimes report over several lines
-    return EdgeXrayError(f"could not load model {str(path)!r} ({size} bytes): {reason}; the file is "
-                         "corrupt, truncated, too new for this runtime or not a model for it; "
-                         "re-export it "
-                         "(and check it against the manifest with `run.py verify`)")
-
-
-def missing_runtime(module: str, pip_name: str, kind: str) -> EdgeXrayError:
-    return EdgeXrayError(f"runtime {kind!r} needs the Python package {module!r}, which is not "
-                         f"installed here; install it with `pip install {pip_name}`")
-
-
-class Runner:
-    """A loaded model. Subclasses set kind, device, version, input_spec, output_spec."""
-
-    kind = "?"
-    device = "cpu"
-
-    def __init__(self, model_path, threads=None):
-        self.model_path = str(model_path)
-        self.threads = int(threads) if threads else default_threads()
-
-    def prepare(self, x_nchw: np.ndarray) -> np.ndarray:
-        """Normalized NCHW float32 -> the model's own layout and dtype."""
-        x = np.asarray(x_nchw, dtype=np.float32)
-        if x.ndim != 4:
-            raise EdgeXrayError(f"model input must be NCHW (4 dimensions); got shape {x.shape}")
-        if self.input_spec.layout == "NHWC":
-            x = x.transpose(0, 2, 3, 1)
-        want = tuple(self.input_spec.shape[1:])
-        if any(w > 0 and w != g for w, g in zip(want, x.shape[1:])):
-            raise EdgeXrayError(f"input of shape {x.shape} ({self.input_spec.layout}) does not fit "
-                                f"the model's input {list(self.input_spec.shape)}; preprocess to "
-                                "the model's size and channel count")
-        return np.ascontiguousarray(quantize(x, self.input_spec))
-
-    def run_raw(self, x: np.ndarray) -> np.ndarray:
-        """One call on a tensor already in the model's layout and dtype; output as stored."""
-        raise NotImplementedError
-
-    def predict(self, x_nchw: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> float32 outputs (logits), one row per input."""
-        x = self.prepare(x_nchw)
-        fixed_batch = self.input_spec.shape[0] if self.input_spec.shape else -1
-        if fixed_batch > 0 and x.shape[0] != fixed_batch:
-            rows = [self.run_raw(x[i:i + 1]) for i in range(x.shape[0])]
-            return dequantize(np.concatenate(rows), self.output_spec)
-        return dequantize(self.run_raw(x), self.output_spec)
-
-    def ops(self) -> list:
-        return []
-
-    def describe(self) -> dict:
-        return {"runtime": self.kind, "runtime_version": self.version, "device": self.device,
-                "threads": self.threads, "input": self.input_spec.to_dict(),
-                "output": self.output_spec.to_dict()}
-
+from edgexray.runtime.registry import get_runtime, model_suffixes, runtime_for_suffix
+from edgexray.runtime.runner_base import (QUANT_RANGES, Runner, TensorSpec, guess_layout,
+                                          missing_runtime, model_load_error)
 
 class LiteRTRunner(Runner):
     """ai_edge_litert Interpreter; XNNPACK is applied by default (shows as DELEGATE in ops)."""
 
     kind = "litert"
 
-    def __init__(self, model_path, threads=None):
+    def __init__(self, model_path, threads=None, kind="litert"):
         super().__init__(model_path, threads)
+        info = get_runtime(kind)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise missing_runtime("ai_edge_litert", "ai-edge-litert", self.kind) from None
+            raise missing_runtime(info.module, info.package, self.kind) from None
         from importlib import metadata
-        self.version = metadata.version("ai-edge-litert")
+        self.version = metadata.version(info.package)
         if not os.path.isfile(self.model_path):
             raise EdgeXrayError(f"model file {self.model_path!r} does not exist")
         try:
@@ -174,26 +65,21 @@ class LiteRTRunner(Runner):
 
 
 class OrtRunner(Runner):
-    """ONNX Runtime on one execution provider (CPU, CUDA or TensorRT)."""
+    """ONNX Runtime on one execution provider (CPU, CUDA or TensorRT: the registry's providers)."""
 
-    PROVIDERS = {"onnxruntime-cpu": ["CPUExecutionProvider"],
-                 "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                 "onnxruntime-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                          "CPUExecutionProvider"]}
     ORT_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
                   "tensor(float16)": "float16"}
 
     def __init__(self, model_path, threads=None, kind="onnxruntime-cpu"):
         super().__init__(model_path, threads)
-        self.kind = kind
-        self.device = "cpu" if kind == "onnxruntime-cpu" else "cuda"
+        info = get_runtime(kind)
+        self.kind, self.device = kind, info.device
         try:
             import onnxruntime as ort
         except ImportError:
-            pip = "onnxruntime" if kind == "onnxruntime-cpu" else "onnxruntime-gpu"
-            raise missing_runtime("onnxruntime", pip, kind) from None
+            raise missing_runtime(info.module, info.package, kind) from None
         self.version = ort.__version__
-        providers = self.PROVIDERS[kind]
+        providers = list(info.providers)
         if providers[0] not in ort.get_available_providers():
             raise EdgeXrayError(f"runtime {kind!r} needs ONNX Runtime's {providers[0]}, which this "
                                 f"installation lacks (available: {ort.get_available_providers()}); "
@@ -243,3 +129,40 @@ def _decode_metadata(props: dict) -> dict:
         except (TypeError, ValueError):
             out[key] = value
     return out
+
+
+RUNNER_CLASSES = {cls.__name__: cls for cls in (LiteRTRunner, OrtRunner)}
+
+
+def open_runner(kind: str, model_path, threads=None, classes=None) -> Runner:
+    """Load `model_path` with runtime `kind` (registry name); `classes` adds runner classes
+    that live outside this layer (bench adds TorchRunner)."""
+    info = get_runtime(kind)
+    path = Path(model_path)
+    if path.suffix.lower() not in info.suffixes:
+        raise EdgeXrayError(f"runtime {kind!r} loads {', '.join(info.suffixes)} files, got "
+                            f"{str(path)!r}; pick a runtime for {path.suffix or 'this file'} "
+                            f"({runtime_for_suffix(path.suffix) or 'none'}) or another file")
+    if not path.is_file():
+        raise EdgeXrayError(f"model file {str(path)!r} does not exist")
+    return {**RUNNER_CLASSES, **(classes or {})}[info.runner](path, threads, kind=kind)
+
+
+def runner_for_file(path, threads=None, device: str = "cpu", classes=None) -> Runner:
+    """The default runner for a model file by suffix (.onnx, .tflite, .pt); `device="cuda"` picks
+    the CUDA variant where one exists."""
+    kind = runtime_for_suffix(Path(path).suffix)
+    if kind is None:
+        raise EdgeXrayError(f"cannot tell the runtime of {str(path)!r}; model files end in "
+                            f"{', '.join(model_suffixes())}")
+    if device == "cuda" and kind in ("onnxruntime-cpu", "torch-cpu"):
+        kind = kind.replace("-cpu", "-cuda")
+    return open_runner(kind, path, threads, classes)
+
+
+def predict_file(path: str | os.PathLike, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (N, C, H, W) normalized inputs -> float32 (N, classes) logits of an exported file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".onnx", ".tflite"):
+        raise EdgeXrayError(f"cannot run {str(path)!r}: suffix {suffix!r}; allowed: .onnx, .tflite")
+    return runner_for_file(path, threads).predict_all(inputs)

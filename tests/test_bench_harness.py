@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgexray.bench.harness import _strip_edgexray_imports, render_run_py
+from edgexray.export.run_py_render import _strip_edgexray_imports, render_run_py
 from edgexray.export.bundle import write_seal
 from edgexray.runtime.record import schema_problems
 from edgexray.bench.runtimes import runner_for_file
