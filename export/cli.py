@@ -5,14 +5,12 @@ import logging
 from pathlib import Path
 
 import click
-import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
-from edgexray.fsutil import refuse_existing
 
-from .calibration import (DEFAULT_COUNT, CalibrationSet, recorded_data, records_data,
-                          stratified_sample, train_calibration)
-from .formats import FORMATS, PRECISIONS, export_plan
+# only what the option defaults and --help text need; the rest loads when the command runs
+from .calibration import DEFAULT_COUNT
+from .formats import FORMATS, PRECISIONS
 from .parity import DEFAULT_MAX_ACCURACY_DROP
 from .quantize_onnx import SCHEMES
 from .tflite import DEFAULT_TIMEOUT_S
@@ -64,8 +62,11 @@ def export(checkpoint, formats, precisions, calib, calib_count, data, split, spl
            onnx_calib_method, tflite_timeout):
     """Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model."""
     from edgexray.checkpoint import load_checkpoint
+    from edgexray.fsutil import refuse_existing
 
+    from .calibration import CalibrationSet, recorded_data, records_data, train_calibration
     from .exporter import export_model
+    from .formats import export_plan
 
     plan = export_plan(formats, precisions)  # unknown names fail before anything heavy
     if split and n_eval:
@@ -139,6 +140,8 @@ def _choice_data(ckpt, data):
 
 def _recorded_parity(ckpt, data, n_eval):
     """The test split of the checkpoint's data (`n_eval` of it, stratified, when given)."""
+    from .calibration import stratified_sample
+
     gray, labels = data.arrays["test"], data.labels["test"]
     if n_eval is not None and not 1 <= n_eval <= len(labels):
         raise EdgeXrayError(f"--n {n_eval}: the test split of the checkpoint's data has "
@@ -156,7 +159,11 @@ def _recorded_parity(ckpt, data, n_eval):
 
 def _parity_data(ckpt, root, split, splits_path, n_eval, calib_set):
     """(inputs NCHW float32, labels, description) of the images the files are checked on."""
+    import numpy as np
+
     from edgexray.data import load_arrays, read_splits, scan_image_folder
+
+    from .calibration import stratified_sample
 
     if split:
         stored = read_splits(splits_path)
