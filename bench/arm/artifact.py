@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from edgexray.bench.arm.guest import DEFAULT_CPU, GUEST_TIMEOUT_S
-from edgexray.bench.arm.host import RUNTIME_PACKAGES, run_command
+from edgexray.bench.arm.host import run_command
 from edgexray.fsutil import sha256_file
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import manifest_runtimes, runtime_for_manifest
 
 
 class RunFailed(Exception):
@@ -36,7 +37,8 @@ def artifact_target(manifest: dict) -> dict:
     profile = manifest.get("profile") or {}
     model = manifest.get("model") or {}
     runtime = model.get("runtime") or profile.get("runtime")
-    package, pinned = RUNTIME_PACKAGES.get(runtime, (None, None))
+    info = runtime_for_manifest(runtime) if runtime in manifest_runtimes() else None
+    package, pinned = (info.package, info.version) if info else (None, None)
     # the version the device gets is the one in the profile's install line
     match = re.search(rf"{re.escape(package)}==([\w.]+)", str(profile.get("install", ""))) \
         if package else None

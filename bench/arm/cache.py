@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgexray.bench.arm.host import (DEBIAN_KEYRING, DEBIAN_MIRROR, RUNTIME_PACKAGES, ensure_host_tools,
-                                     run_command, utc_now, which)
+from edgexray.bench.arm.host import (DEBIAN_KEYRING, DEBIAN_MIRROR, ensure_host_tools, run_command,
+                                     utc_now, which)
 from edgexray.fsutil import atomic_write_json
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import runtime_for_manifest
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ArmCache:
         return self.root / f"{self.suite}-rootfs"
 
     def site_dir(self, runtime: str, version: str) -> Path:
-        return self.root / f"{self.suite}-{RUNTIME_PACKAGES[runtime][0]}-{version}"
+        return self.root / f"{self.suite}-{runtime_for_manifest(runtime).package}-{version}"
 
     def ensure_rootfs(self) -> Path:
         return build_once(self.rootfs_dir, lambda tmp: _build_rootfs(tmp, self.suite))
@@ -116,7 +117,7 @@ def _build_rootfs(dest: Path, suite: str) -> None:
 
 
 def _build_site(dest: Path, runtime: str, version: str, py_version: str) -> None:
-    package = RUNTIME_PACKAGES[runtime][0]
+    package = runtime_for_manifest(runtime).package
     abi = "cp" + py_version.replace(".", "")
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", "--target", str(dest),
            "--only-binary=:all:", "--python-version", py_version, "--implementation", "cp",

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgexray.bench.arm.artifact import model_sha
-from edgexray.bench.arm.host import RUNTIME_PACKAGES
+from edgexray.runtime.registry import runtime_for_manifest
 
 FLOAT_TOLERANCE = 1e-4  # max abs output difference allowed for float models
 # Quantized outputs may differ by this many steps between hosts (XNNPACK's x86 and NEON int8
@@ -87,7 +87,7 @@ def compare_sides(sides: dict, target: dict, tolerance: float, result: dict) -> 
     (host_ops, host_pred), (guest_ops, guest_pred) = sides["host"], sides["guest"]
     checks["same_runtime_version"] = check(
         rt["host_version"] == rt["guest_version"] == target["version"],
-        f"{RUNTIME_PACKAGES[target['runtime']][0]} host {rt['host_version']}, guest "
+        f"{runtime_for_manifest(target['runtime']).package} host {rt['host_version']}, guest "
         f"{rt['guest_version']}, device {target['version']}")
     h_ops, g_ops = _op_names(host_ops), _op_names(guest_ops)
     if target["runtime"] == "litert" or (h_ops and g_ops):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import manifest_runtimes
 
 if TYPE_CHECKING:
     from edgexray.bench.arm.cache import ArmCache
@@ -23,14 +24,12 @@ log = logging.getLogger(__name__)
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-# runtime -> (pip package, version installed when the profile's install line names none)
-RUNTIME_PACKAGES = {"litert": ("ai-edge-litert", "2.1.0"), "onnxruntime": ("onnxruntime", "1.23.0")}
 
 
 def check_host(runtime: str, version: str, cache: ArmCache) -> None:
     """Raise EdgeXrayError saying why this host cannot verify `runtime` with `cache`."""
-    if runtime not in RUNTIME_PACKAGES:
-        raise EdgeXrayError(f"ARM verification supports the runtimes {', '.join(RUNTIME_PACKAGES)}; "
+    if runtime not in manifest_runtimes():
+        raise EdgeXrayError(f"ARM verification supports the runtimes {', '.join(manifest_runtimes())}; "
                             f"this artifact uses {runtime!r}")
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise EdgeXrayError(f"ARM verification needs an x86-64 Linux host (user-mode QEMU); this is "

@@ -15,10 +15,11 @@ from edgexray.bench.arm.cache import ArmCache
 from edgexray.bench.arm.comparison import FLOAT_TOLERANCE, check, compare_reference, compare_sides
 from edgexray.bench.arm.guest import (CORES, GUEST_PROBE, GUEST_TIMEOUT_S, Guest, check_cpu,
                                       guest_machine, qemu_version)
-from edgexray.bench.arm.host import RUNTIME_PACKAGES, check_host, host_version, run_command, utc_now
+from edgexray.bench.arm.host import check_host, host_version, run_command, utc_now
 from edgexray.bench.arm.inputs import INPUT_SEED, real_inputs, synthetic_images
 from edgexray.fsutil import atomic_write_json
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import manifest_runtimes, runtime_for_manifest
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def arm_verification_available(runtime: str = "litert", version: str | None = No
                                cache_dir: str | os.PathLike | None = None) -> tuple[bool, str]:
     """(True, "") when this host can verify, else (False, why). Cheap: starts no emulation."""
     try:
-        check_host(runtime, version or RUNTIME_PACKAGES.get(runtime, ("", ""))[1], ArmCache(cache_dir))
+        if not version and runtime in manifest_runtimes():
+            version = runtime_for_manifest(runtime).version
+        check_host(runtime, version or "", ArmCache(cache_dir))
     except EdgeXrayError as e:
         return False, str(e)
     except OSError as e:  # e.g. a cache folder this user may not read
@@ -74,9 +77,9 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     if target["arch"] != "aarch64":
         result["reason"] = f"the target is {target['arch']}, not ARM: nothing to emulate"
         return _finish(artifact_dir, manifest, result, write)
-    if target["device_runtime"] not in RUNTIME_PACKAGES:
+    if target["device_runtime"] not in manifest_runtimes():
         result["reason"] = (f"the target runs the model with {target['device_runtime']}, which CPU "
-                            f"emulation cannot check (it checks {', '.join(RUNTIME_PACKAGES)})")
+                            f"emulation cannot check (it checks {', '.join(manifest_runtimes())})")
         return _finish(artifact_dir, manifest, result, write)
     checks = result["checks"]
     with tempfile.TemporaryDirectory(prefix="edgexray-verify-") as tmp:
@@ -114,7 +117,7 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
 def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, result: dict):
     """Probe the guest, run run.py on both sides: {"host"|"guest": (ops, predictions)} or None
     when run.py failed somewhere (recorded as a failed check)."""
-    package = RUNTIME_PACKAGES[result["runtime"]["name"]][0]
+    package = runtime_for_manifest(result["runtime"]["name"]).package
     result["qemu"] = qemu_version(guest.qemu)
     result["qemu_cpu"] = guest.cpu
     probe = run_command(guest.command(["-c", GUEST_PROBE, package]), env=guest.env(),
