@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgexray-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install system-deps demo test test-fast clean
+.PHONY: install system-deps demo test test-fast lint clean
 
 $(STAMP): setup.cfg setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	# TFLite metadata schema classes only: tflite-support's own pins (protobuf<4) clash with onnx's
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps tflite-support==0.4.4
 	touch $(STAMP)
@@ -29,6 +29,11 @@ test: $(STAMP) system-deps
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# ruff.toml holds the rules; `ruff check --fix . && ruff format .` repairs most findings
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
