@@ -20,7 +20,6 @@ _EXPORTS = {
     "CalibrationSet": "calibration", "stratified_sample": "calibration",
     "list_formats": "formats", "get_format": "formats", "export_plan": "formats",
     "parity": "parity", "export_model": "exporter", "ExportResult": "exporter",
-    "run_file": "runners",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,13 +23,13 @@ from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import (atomic_write_json, partial_prefix, refuse_existing,
                              remove_stale_partials, replace_dir, sha256_file)
 from edgexray.runtime.preprocess import Preprocess
+from edgexray.runtime.runners import predict_file
 
 from .calibration import CalibrationSet
 from .formats import export_plan, file_name
 from .onnx import onnx_metadata, torch2onnx
 from .parity import DEFAULT_MAX_ACCURACY_DROP, parity
 from .quantize_onnx import choose_scheme, onnx2int8onnx
-from .runners import run_file
 from .tflite import DEFAULT_TIMEOUT_S, check_int8_tflite, onnx2tflite, tflite_ops
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, *, class_na
         t = time.perf_counter()
         entries = []
         for (fmt, precision), path in files.items():
-            logits[(fmt, precision)] = run_file(path, eval_inputs)
+            logits[(fmt, precision)] = predict_file(path, eval_inputs)
             check = parity(reference, eval_labels, path, eval_inputs, class_names,
                            precision=precision, max_accuracy_drop=max_accuracy_drop,
                            candidate_logits=logits[(fmt, precision)])

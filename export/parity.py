@@ -1,4 +1,7 @@
-"""Does an exported file still behave like the PyTorch model it came from?"""
+"""Does an exported file still behave like the PyTorch model it came from?
+
+The file runs through edgexray.runtime.runners: the very runner classes inside run.py.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.runtime.metrics import classification_metrics, softmax
-
-from .runners import run_file
+from edgexray.runtime.runners import predict_file
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def parity(reference_logits: np.ndarray, labels: np.ndarray, candidate_path: str
     reference_logits = np.asarray(reference_logits, np.float32)
     labels = np.asarray(labels, np.int64)
     if candidate_logits is None:
-        candidate_logits = run_file(candidate_path, inputs, threads)
+        candidate_logits = predict_file(candidate_path, inputs, threads)
     diff = np.abs(candidate_logits - reference_logits)
     agreement = float((candidate_logits.argmax(1) == reference_logits.argmax(1)).mean())
     ref = classification_metrics(labels, softmax(reference_logits), class_names)

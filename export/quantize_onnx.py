@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +12,11 @@ import onnx
 
 from edgexray.runtime.errors import unknown_name
 from edgexray.fsutil import atomic_write_bytes
+from edgexray.runtime.latency import first_and_warmup, time_runs
+from edgexray.runtime.runners import open_runner
 
 from .calibration import CalibrationSet
 from .onnx import INPUT_NAME, set_metadata
-from .runners import onnx_session, run_onnx
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,16 @@ def onnx2int8onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
 def latency_ms(path: str | os.PathLike, sample: np.ndarray, runs: int = 50, warmup: int = 5,
                threads: int | None = None) -> dict:
     """p50 / p90 of single-image ONNX Runtime latency, in milliseconds, after warm-up."""
-    session = onnx_session(path, threads)
-    name = session.get_inputs()[0].name
-    x = np.asarray(sample[:1], np.float32)
-    for _ in range(warmup):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter_ns()
-        session.run(None, {name: x})
-        times.append((time.perf_counter_ns() - t) / 1e6)
+    runner = open_runner("onnxruntime-cpu", path, threads)
+    x = runner.prepare(np.asarray(sample[:1], np.float32))
+    first_and_warmup(lambda: runner.run_raw(x), max(warmup - 1, 0))  # `warmup` calls in all
+    times = np.asarray(time_runs(lambda: runner.run_raw(x), 0.0, runs, runs)) / 1e6
     return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
             "runs": runs, "threads": threads}
+
+
+def _onnx_logits(path, inputs: np.ndarray, threads: int | None) -> np.ndarray:
+    return open_runner("onnxruntime-cpu", path, threads).predict_all(inputs)
 
 
 def pick_scheme(results: dict, fp32_accuracy: float, accuracy_tolerance: float):
@@ -134,13 +132,13 @@ def choose_scheme(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
 
     out_path = Path(out_path)
     labels = np.asarray(labels)
-    fp32_accuracy = float((run_onnx(onnx_path, inputs, threads).argmax(1) == labels).mean())
+    fp32_accuracy = float((_onnx_logits(onnx_path, inputs, threads).argmax(1) == labels).mean())
     results = {}
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out_path.parent) as tmp:
         for name in SCHEMES:
             path = onnx2int8onnx(onnx_path, Path(tmp) / f"{name}.onnx", calib, method, name,
                                  per_channel)
-            accuracy = float((run_onnx(path, inputs, threads).argmax(1) == labels).mean())
+            accuracy = float((_onnx_logits(path, inputs, threads).argmax(1) == labels).mean())
             results[name] = {"accuracy": accuracy, **latency_ms(path, inputs, runs, threads=threads)}
             log.info("int8 onnx %s: accuracy %.4f (fp32 %.4f), p50 %.3f ms", name, accuracy,
                      fp32_accuracy, results[name]["p50_ms"])

@@ -128,19 +128,12 @@ def gray2rgb_pixels(gray: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(u8[..., None], 3, axis=-1))
 
 
-def _p50_ms(interpreter, x: np.ndarray, runs: int) -> float:
-    import time
+def _p50_ms(runner, x: np.ndarray, runs: int) -> float:
+    """Median milliseconds of `runs` calls on `x` (in the model's own layout and dtype)."""
+    from edgexray.runtime.latency import first_and_warmup, summarize_ns, time_runs
 
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.set_tensor(index, x)
-    for _ in range(3):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    first_and_warmup(lambda: runner.run_raw(x), 2)  # 3 untimed calls
+    return summarize_ns(time_runs(lambda: runner.run_raw(x), 0.0, runs, runs))["p50"]
 
 
 def measure_tasks_variant(tasks_path, shipped_path, gray: np.ndarray, labels: np.ndarray,
@@ -149,21 +142,15 @@ def measure_tasks_variant(tasks_path, shipped_path, gray: np.ndarray, labels: np
     """Accuracy of the Tasks-ready variant on `gray` (N, S, S in [0, 1]) / `labels`, its top-1
     agreement with the int8-I/O file `shipped_path` on the same images, and both files' p50
     latency (LiteRT, batch 1, `runs` invokes each, measured back to back)."""
-    from .runners import run_file, tflite_interpreter
+    from edgexray.runtime.runners import open_runner
 
     rgb = gray2rgb_pixels(gray)
-    tasks = tflite_interpreter(tasks_path, threads)
-    i, o = tasks.get_input_details()[0]["index"], tasks.get_output_details()[0]["index"]
-    probs = []
-    for x in rgb:
-        tasks.set_tensor(i, x[None])
-        tasks.invoke()
-        probs.append(tasks.get_tensor(o)[0].copy())
+    tasks = open_runner("litert", tasks_path, threads)
+    probs = [tasks.run_raw(x[None])[0] for x in rgb]  # pixels in, as stored out
     tasks_top1 = np.argmax(np.stack(probs), 1)
-    shipped_top1 = np.argmax(run_file(shipped_path, preprocess.normalize(gray), threads), 1)
-    shipped = tflite_interpreter(shipped_path, threads)
-    detail = shipped.get_input_details()[0]
-    x_shipped = np.zeros(detail["shape"], detail["dtype"])
+    shipped = open_runner("litert", shipped_path, threads)
+    shipped_top1 = np.argmax(shipped.predict_all(preprocess.normalize(gray)), 1)
+    x_shipped = np.zeros(shipped.input_spec.shape, shipped.input_spec.dtype)
     labels = np.asarray(labels)
     return {"n": int(len(labels)), "split": "test",
             "accuracy": float(np.mean(tasks_top1 == labels)),

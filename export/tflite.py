@@ -175,17 +175,15 @@ def check_builtin_ops(path: str | os.PathLike) -> list[str]:
 
 def tflite_io_details(path: str | os.PathLike) -> dict:
     """Input/output name, shape, dtype and quantization (scale, zero point) for the manifest."""
-    from .runners import tflite_interpreter
+    from edgexray.runtime.runners import open_runner
 
-    interpreter = tflite_interpreter(path)
+    runner = open_runner("litert", path, threads=1)
 
-    def describe(d):
-        scale, zero = d["quantization"]
-        return {"name": d["name"], "shape": [int(s) for s in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+    def describe(spec):  # a float tensor has scale 0.0 and zero point 0 in the file
+        return {"name": spec.name, "shape": [int(s) for s in spec.shape], "dtype": spec.dtype,
+                "scale": float(spec.scale or 0.0), "zero_point": int(spec.zero_point or 0)}
 
-    return {"input": describe(interpreter.get_input_details()[0]),
-            "output": describe(interpreter.get_output_details()[0])}
+    return {"input": describe(runner.input_spec), "output": describe(runner.output_spec)}
 
 
 def check_int8_tflite(path: str | os.PathLike) -> dict:

@@ -184,7 +184,7 @@ def test_tflite_int8_has_int8_io_builtin_ops_and_keeps_accuracy(exported):
 def test_graph_fixes_are_exact(tmp_path):
     from edgexray.export.graph_fixes import split_concat_conv, zero_pad_maxpool
     from edgexray.export.onnx import torch2onnx
-    from edgexray.export.runners import run_onnx
+    from edgexray.runtime.runners import predict_file as run_onnx
 
     torch.manual_seed(0)
     path = torch2onnx(TinyCBAMNet().eval(), tmp_path / "m.onnx", input_shape=(1, 1, SIZE, SIZE))
@@ -431,7 +431,7 @@ def test_rgb_model_converts_offline_only_thanks_to_the_sample_file(chest_dir, tm
     """onnx2tf fetches sample images for 3-channel inputs; with the file made from the
     calibration images it converts offline, without it the offline conversion fails."""
     from edgexray.export.onnx import torch2onnx
-    from edgexray.export.runners import run_file
+    from edgexray.runtime.runners import predict_file as run_file
     from edgexray.export.tflite import SAMPLE_NAME, onnx2tflite
 
     torch.manual_seed(0)
