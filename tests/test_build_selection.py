@@ -164,8 +164,7 @@ def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_buil
 
 
 def test_a_precision_whose_minority_class_collapses_is_not_shipped():
-    from types import SimpleNamespace
-
+    from edgexray.export.selection import choose_precision
     from edgexray.runtime.metrics import budget_check
     y = np.r_[np.zeros(950, int), np.ones(50, int)]
     ref = y.copy()
@@ -175,11 +174,10 @@ def test_a_precision_whose_minority_class_collapses_is_not_shipped():
     names = ["common", "rare"]
     parity = {"int8": {"passed": True, "budget": budget_check(y, ref, collapsed, names, 1.0)},
               "fp32": {"passed": True, "budget": budget_check(y, ref, ref, names, 1.0)}}
-    steps = pipeline.Progress()
-    shipped = pipeline._choose_precision(SimpleNamespace(default_precision="int8"),
-                                         ("int8", "fp32"), parity, 1.0, steps)
+    choice = choose_precision("int8", ("int8", "fp32"), parity, 1.0)
+    shipped = choice.precision
     assert shipped == "fp32"
-    assert "rare sensitivity drop 50.00 pp" in steps.fallbacks[0]
+    assert "rare sensitivity drop 50.00 pp" in choice.fallbacks[0]
 
 
 def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
