@@ -154,26 +154,18 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
     _emit(doc, out, force)
 
 
-def _missing_onnx(baseline_ckpt: Path, work: Path, onnx_path, int8_path, calib, calib_count: int):
-    """Export the unpruned ONNX and quantize it with ONNX Runtime when not given."""
-    from edgexray.checkpoint import load_checkpoint
+def _int8_calibration(ckpt, calib, calib_count: int):
+    """calib() -> the images that calibrate the ONNX Runtime INT8 baseline (read only when that
+    file is not given): --calib, else the train split the checkpoint records."""
     from edgexray.export.calibration import CalibrationSet, recorded_data, train_calibration
-    from edgexray.export.onnx import onnx_metadata, torch2onnx
-    from edgexray.export.quantize_onnx import onnx2int8onnx
 
-    ckpt = load_checkpoint(baseline_ckpt)
-    if onnx_path is None:
-        onnx_path = torch2onnx(ckpt.model, work / "unpruned.onnx", input_shape=ckpt.input_shape,
-                               metadata=onnx_metadata(ckpt.class_names, ckpt.preprocess))
-    if int8_path is None:
-        if calib is None:  # the train split of the data the checkpoint was trained on
-            need = ("making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
-                    "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx")
-            calib_set = train_calibration(recorded_data(ckpt, need), ckpt.preprocess, calib_count)
-        else:
-            calib_set = CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
-        int8_path = onnx2int8onnx(onnx_path, work / "unpruned.int8.onnx", calib_set)
-    return Path(onnx_path), Path(int8_path)
+    def images():
+        if calib is not None:
+            return CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
+        need = ("making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
+                "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx")
+        return train_calibration(recorded_data(ckpt, need), ckpt.preprocess, calib_count)
+    return images
 
 
 @click.command("compare")
@@ -214,20 +206,16 @@ def compare(baseline_ckpt, artifact, pruned, onnx_path, int8_path, calib, calib_
     ONNX Runtime, unpruned INT8 ONNX Runtime, pruned FP32 PyTorch, the artifact.
     """
     from edgexray.bench.compare import compare_models
+    from edgexray.bench.compare_set import artifact_contender, compare_set
+    from edgexray.checkpoint import load_checkpoint
 
     if out:
         refuse_existing(out, force, "compare output folder")
-    torch_kind, ort_kind = ("torch-cuda", "onnxruntime-cuda") if device == "cuda" else \
-        ("torch-cpu", "onnxruntime-cpu")
     with tempfile.TemporaryDirectory(prefix="edgexray-compare-") as tmp:
-        onnx_file, int8_file = _missing_onnx(baseline_ckpt, Path(tmp), onnx_path, int8_path,
-                                             calib, calib_count)
-        entries = [("unpruned FP32 PyTorch", baseline_ckpt, torch_kind),
-                   ("unpruned FP32 ONNX Runtime", onnx_file, ort_kind),
-                   ("unpruned INT8 ONNX Runtime", int8_file, ort_kind)]
-        if pruned:
-            entries.append(("pruned FP32 PyTorch", pruned, torch_kind))
-        entries.append((f"artifact {artifact.name}", artifact, None))
-        doc = compare_models(entries, data, seconds=seconds, rounds=rounds, threads=threads,
-                             limit=limit, memory=not no_memory)
+        ckpt = load_checkpoint(baseline_ckpt)
+        models = compare_set(ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count),
+                             artifact_contender(artifact), pruned=pruned, device=device,
+                             onnx_path=onnx_path, int8_path=int8_path)
+        doc = compare_models(models.timed_entries(), data, seconds=seconds, rounds=rounds,
+                             threads=threads, limit=limit, memory=not no_memory)
     _emit(doc, out, force)

@@ -412,99 +412,81 @@ def _test_report(cfg, base, pruned, data, files, test_x, test_y, work, steps):
 
 def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, test_y,
                 steps) -> dict:
-    """Interleaved host benchmark (the `edgexray compare` set): unpruned FP32 PyTorch, unpruned
-    FP32 ONNX Runtime, unpruned INT8 by ONNX Runtime (what a user would do without edgexray),
-    pruned FP32 PyTorch and the shipped model.
+    """Interleaved host benchmark of the compare set (bench.compare_set, as `edgexray compare`):
+    what a user would run without edgexray, the pruned model and the shipped file.
     The two unpruned ONNX files are also scored on the held-out split."""
-    from edgexray.bench.compare import compare_models
-    from edgexray.export.onnx import onnx_metadata, torch2onnx
-    from edgexray.export.quantize_onnx import onnx2int8onnx
+    from edgexray.bench import compare
+    from edgexray.bench.compare_set import compare_set, shipped_contender, shipped_runtime
     from edgexray.export.runners import run_file
 
     bdir = work / "bench"
     bdir.mkdir(exist_ok=True)
-    meta = onnx_metadata(base.class_names, base.preprocess, arch=base.arch)
-    base_onnx = torch2onnx(base.model, bdir / "unpruned_fp32.onnx", input_shape=base.input_shape,
-                           metadata=meta)
-    base_int8 = onnx2int8onnx(base_onnx, bdir / "unpruned_int8_ort.onnx", train_calibration(
-        data, base.preprocess, min(cfg.calib_count, 100), cfg.seed))
-    runner, gpu_note = _shipped_runner(profile, files[shipped], steps)
-    labels = {"torch": "unpruned FP32 PyTorch", "ort": "unpruned FP32 ONNX Runtime",
-              "ort_int8": "unpruned INT8 ONNX Runtime", "pruned": "pruned FP32 PyTorch",
-              "shipped": f"pruned {shipped} (shipped)"}
-    entries = [(labels["torch"], str(base.path), "torch-cpu"),
-               (labels["ort"], str(base_onnx), "onnxruntime-cpu"),
-               (labels["ort_int8"], str(base_int8), "onnxruntime-cpu"),
-               (labels["pruned"], str(pruned.path), "torch-cpu"),
-               (labels["shipped"], str(files[shipped]), runner)]
+    runner, gpu_note = shipped_runtime(profile, files[shipped])
+    if gpu_note and runner != profile.runner:
+        steps.fallback(gpu_note)
+
+    def calib():
+        return train_calibration(data, base.preprocess, min(cfg.calib_count, 100), cfg.seed)
+    models = compare_set(base, bdir, calib, shipped_contender(shipped, files[shipped], runner),
+                         pruned=pruned.path, exported=files)
+    entries = models.timed_entries()
     # every runtime gets all of this host's cores: the same threads for each model
-    doc = compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True)
+    doc = compare.compare_models(entries, None, seconds=cfg.bench_seconds * len(entries),
+                                 memory=True)
     atomic_write_json(bdir / "results.json", doc)
     by_label = {e["label"]: e for e in doc["results"]}
-    p50 = {label: by_label[label]["latency_ms"]["p50"] for label in labels.values()}
+    p50 = {c.label: by_label[c.label]["latency_ms"]["p50"] for c in models.timed()}
+    shipped_p50 = p50[models.shipped.label]
     summary = {
         "label": "host latency (this build machine, not the device)",
         "cpu": doc["environment"].get("cpu_model"),
         "p50_ms": p50,
-        "speedup_vs_unpruned_torch": p50[labels["torch"]] / p50[labels["shipped"]],
-        "speedup_vs_unpruned_ort_int8": p50[labels["ort_int8"]] / p50[labels["shipped"]],
+        "speedup_vs_unpruned_torch": p50[models.unpruned_torch.label] / shipped_p50,
+        "speedup_vs_unpruned_ort_int8": p50[models.unpruned_ort_int8.label] / shipped_p50,
         "shipped_runner": runner,
         **({"gpu": gpu_note} if gpu_note else {}),
     }
-    steps.say(f"host p50: shipped {p50[labels['shipped']]:.2f} ms; "
+    steps.say(f"host p50: shipped {shipped_p50:.2f} ms; "
               f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
               f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
     names = list(base.class_names)
     groups = data_mod.split_group_ids(data, "test")
-    onnx_metrics = {key: _metrics(test_y, run_file(path, test_x), names, True, groups, cfg.seed)
-                    for key, path in (("ort", base_onnx), ("ort_int8", base_int8))}
-    return {"summary": summary, "document": doc, "labels": labels, "entries": by_label,
+    onnx_metrics = {c.label: _metrics(test_y, run_file(c.path, test_x), names, True, groups,
+                                      cfg.seed)
+                    for c in (models.unpruned_ort, models.unpruned_ort_int8)}
+    return {"summary": summary, "document": doc, "models": models, "entries": by_label,
             "onnx_metrics": onnx_metrics}
-
-
-def _shipped_runner(profile, path: Path, steps) -> tuple[str, str | None]:
-    """The host runner for the shipped file: the profile's GPU runner when this machine has the
-    GPU path, else the CPU one, saying that the GPU figures are missing."""
-    from edgexray.bench.runtimes import available_runtimes
-
-    if path.suffix == ".tflite":
-        return "litert", None
-    if profile.runner not in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
-        return "onnxruntime-cpu", None
-    if profile.runner in available_runtimes():
-        return profile.runner, f"measured on the GPU ({profile.runner})"
-    note = (f"not measured on a GPU: {profile.name} runs {profile.runner}, which this build "
-            "machine lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's")
-    steps.fallback(note)
-    return "onnxruntime-cpu", note
 
 
 def _model_rows(base, files, shipped, parity, prune_report, base_metrics, pruned_metrics,
                 bench) -> list[dict]:
     """The report's before/after table: first row is the reference (unpruned FP32 PyTorch)."""
     before, after = prune_report["before"], prune_report["after"]
-    labels, entries = bench["labels"], bench["entries"]
+    models, entries = bench["models"], bench["entries"]
 
-    def measured(key):
-        e = entries[labels[key]]
+    def measured(contender):
+        e = entries[contender.label]
         return {"size_bytes": e["size_bytes"], "latency_ms": e["latency_ms"],
                 "memory_mb": e["memory_mb"]}
 
+    onnx = bench["onnx_metrics"]
     rows = [
-        {"label": labels["torch"], "format": "pytorch", "precision": "fp32", **before,
-         **measured("torch"), "accuracy": base_metrics["accuracy"], "metrics": base_metrics},
-        *[{"label": labels[k], "format": "onnx", "precision": p, **before, **measured(k),
-           "accuracy": bench["onnx_metrics"][k]["accuracy"], "metrics": bench["onnx_metrics"][k]}
-          for k, p in (("ort", "fp32"), ("ort_int8", "int8"))],
-        {"label": labels["pruned"], "format": "pytorch", "precision": "fp32", **after,
-         **measured("pruned"), "accuracy": pruned_metrics["accuracy"], "metrics": pruned_metrics},
+        {"label": models.unpruned_torch.label, "format": "pytorch", "precision": "fp32", **before,
+         **measured(models.unpruned_torch), "accuracy": base_metrics["accuracy"],
+         "metrics": base_metrics},
+        *[{"label": c.label, "format": "onnx", "precision": p, **before, **measured(c),
+           "accuracy": onnx[c.label]["accuracy"], "metrics": onnx[c.label]}
+          for c, p in ((models.unpruned_ort, "fp32"), (models.unpruned_ort_int8, "int8"))],
+        {"label": models.pruned.label, "format": "pytorch", "precision": "fp32", **after,
+         **measured(models.pruned), "accuracy": pruned_metrics["accuracy"],
+         "metrics": pruned_metrics},
     ]
-    for p, path in files.items():
-        row = {"label": f"pruned {p} ({path.suffix[1:]})", "format": path.suffix[1:], "precision": p,
+    for (p, path), c in zip(files.items(), models.exported):
+        row = {"label": c.label, "format": path.suffix[1:], "precision": p,
                **after, "size_bytes": path.stat().st_size,
                "accuracy": parity[p]["candidate"]["accuracy"], "metrics": parity[p]["candidate"]}
         if p == shipped:
-            row.update(measured("shipped"), shipped=True)
+            row.update(measured(models.shipped), shipped=True)
         rows.append(row)
     for row in rows:  # 95% bootstrap intervals on the test split
         ci = row["metrics"]["ci95"]
@@ -517,12 +499,10 @@ def _external_rows(ext, base, pruned, files, bench, work, seed) -> dict:
     """External-set metrics of every model of the comparison table, by its row label (the
     shipped artifact is scored through its run.py when bundled: external.artifact_hook)."""
     from edgexray import external
-    labels = bench["labels"]
-    models = {labels["torch"]: base.model,
-              labels["ort"]: work / "bench" / "unpruned_fp32.onnx",
-              labels["ort_int8"]: work / "bench" / "unpruned_int8_ort.onnx",
-              labels["pruned"]: pruned.model,
-              **{f"pruned {p} ({path.suffix[1:]})": path for p, path in files.items()}}
+    # the PyTorch rows run in memory; every other row is a file
+    in_memory = {bench["models"].unpruned_torch.label: base.model,
+                 bench["models"].pruned.label: pruned.model}
+    models = {c.label: in_memory.get(c.label, c.path) for c in bench["models"].table()}
     rows = external.evaluate_models(ext, models, base.preprocess, seed)
     for label, m in rows.items():
         ci = m["ci95"]["accuracy"]

@@ -1,0 +1,120 @@
+"""The models set side by side by `edgexray build` (its host benchmark, the report's table, the
+external test set) and by `edgexray compare`: what a user would run without edgexray (the
+unpruned model in PyTorch FP32, ONNX Runtime FP32 and ONNX Runtime INT8), the pruned model in
+PyTorch, every exported file of it, and what ships. Both commands build the set here.
+
+    models = compare_set(ckpt, folder, calib, artifact_contender(folder), pruned="pruned.pt")
+    doc = compare_models(models.timed_entries(), data)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+UNPRUNED_TORCH = "unpruned FP32 PyTorch"
+UNPRUNED_ORT = "unpruned FP32 ONNX Runtime"
+UNPRUNED_ORT_INT8 = "unpruned INT8 ONNX Runtime"
+PRUNED_TORCH = "pruned FP32 PyTorch"
+
+# where the PyTorch and ONNX Runtime baselines run: device -> (torch runner, ORT runner)
+BASELINE_RUNNERS = {"cpu": ("torch-cpu", "onnxruntime-cpu"),
+                    "cuda": ("torch-cuda", "onnxruntime-cuda")}
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    path: Path  # a model file, or an artifact folder
+    runtime: str | None = None  # the host runner; None: the file's (or the artifact's) own
+
+    def entry(self) -> tuple:
+        """(label, path, runtime): an entry of bench.compare.compare_models."""
+        return self.label, self.path, self.runtime
+
+
+@dataclass(frozen=True)
+class CompareSet:
+    unpruned_torch: Contender
+    unpruned_ort: Contender
+    unpruned_ort_int8: Contender
+    pruned: Contender | None  # `edgexray compare` without --pruned
+    shipped: Contender
+    exported: tuple = ()  # Contender of every exported file of the pruned model (not timed)
+
+    def timed(self) -> list[Contender]:
+        """What the interleaved benchmark measures, in its order."""
+        return [self.unpruned_torch, self.unpruned_ort, self.unpruned_ort_int8,
+                *([self.pruned] if self.pruned else []), self.shipped]
+
+    def timed_entries(self) -> list[tuple]:
+        return [c.entry() for c in self.timed()]
+
+    def table(self) -> list[Contender]:
+        """The rows of the build's comparison table, in order (the shipped file among exported)."""
+        return [self.unpruned_torch, self.unpruned_ort, self.unpruned_ort_int8,
+                *([self.pruned] if self.pruned else []), *self.exported]
+
+
+def shipped_contender(precision: str, path: Path, runtime: str) -> Contender:
+    """The build's shipped file, before it is bundled."""
+    return Contender(f"pruned {precision} (shipped)", Path(path), runtime)
+
+
+def artifact_contender(folder: Path) -> Contender:
+    """A finished artifact folder, run by its manifest's runtime."""
+    return Contender(f"artifact {Path(folder).name}", Path(folder))
+
+
+def exported_label(precision: str, path: Path) -> str:
+    return f"pruned {precision} ({Path(path).suffix[1:]})"
+
+
+def unpruned_onnx(baseline, folder: Path, calib: Callable, onnx_path=None,
+                  int8_path=None) -> tuple[Path, Path]:
+    """The unpruned checkpoint as ONNX FP32 and as ONNX Runtime INT8 (static, calibrated on
+    `calib()`), written into `folder` unless given."""
+    from edgexray.export.onnx import onnx_metadata, torch2onnx
+    from edgexray.export.quantize_onnx import onnx2int8onnx
+
+    if onnx_path is None:
+        meta = onnx_metadata(baseline.class_names, baseline.preprocess, arch=baseline.arch)
+        onnx_path = torch2onnx(baseline.model, folder / "unpruned_fp32.onnx",
+                               input_shape=baseline.input_shape, metadata=meta)
+    if int8_path is None:
+        int8_path = onnx2int8onnx(onnx_path, folder / "unpruned_int8_ort.onnx", calib())
+    return Path(onnx_path), Path(int8_path)
+
+
+def compare_set(baseline, folder: Path, calib: Callable, shipped: Contender, *, pruned=None,
+                exported: dict | None = None, device: str = "cpu", onnx_path=None,
+                int8_path=None) -> CompareSet:
+    """The set for the unpruned checkpoint `baseline` (its ONNX files made in `folder` unless
+    given; `calib()` gives the INT8 calibration images), the pruned checkpoint file `pruned`,
+    `exported` {precision: file} and the `shipped` contender."""
+    torch_runner, ort_runner = BASELINE_RUNNERS[device]
+    onnx_file, int8_file = unpruned_onnx(baseline, Path(folder), calib, onnx_path, int8_path)
+    return CompareSet(
+        unpruned_torch=Contender(UNPRUNED_TORCH, Path(baseline.path), torch_runner),
+        unpruned_ort=Contender(UNPRUNED_ORT, onnx_file, ort_runner),
+        unpruned_ort_int8=Contender(UNPRUNED_ORT_INT8, int8_file, ort_runner),
+        pruned=None if pruned is None else Contender(PRUNED_TORCH, Path(pruned), torch_runner),
+        shipped=shipped,
+        exported=tuple(Contender(exported_label(p, path), Path(path))
+                       for p, path in (exported or {}).items()))
+
+
+def shipped_runtime(profile, path: Path) -> tuple[str, str | None]:
+    """(host runner, GPU note) for the build's shipped file: the profile's GPU runner when this
+    machine has the GPU path, else the CPU one and a note that the GPU figures are missing."""
+    from edgexray.bench.runtimes import available_runtimes
+
+    if path.suffix == ".tflite":
+        return "litert", None
+    if profile.runner not in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
+        return "onnxruntime-cpu", None
+    if profile.runner in available_runtimes():
+        return profile.runner, f"measured on the GPU ({profile.runner})"
+    return "onnxruntime-cpu", (
+        f"not measured on a GPU: {profile.name} runs {profile.runner}, which this build machine "
+        "lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's")
