@@ -16,18 +16,15 @@ from edgexray.runtime.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def predict_proba(model, inputs: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
     """Class probabilities for normalized inputs (N, C, S, S); `tta` averages with the mirror."""
-    model.eval()
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32))
-        p = torch.softmax(model(x), 1)
-        if tta:
-            p = (p + torch.softmax(model(torch.flip(x, dims=[3])), 1)) / 2
-        out.append(p)
-    return torch.cat(out).numpy()
+    from edgexray.models.predict import predict_logits
+
+    p = torch.softmax(torch.from_numpy(predict_logits(model, inputs, batch_size)), 1)
+    if tta:
+        mirrored = predict_logits(model, inputs[..., ::-1], batch_size)
+        p = (p + torch.softmax(torch.from_numpy(mirrored), 1)) / 2
+    return p.numpy()
 
 
 def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits=None):

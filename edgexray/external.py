@@ -160,9 +160,8 @@ def metrics_of(ext: ExternalSet, probs: np.ndarray, seed: int = 0) -> dict:
 
 def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -> dict:
     """{label: metrics} for models given as {label: torch module | .onnx/.tflite path}."""
-    import torch
-
     from edgexray.export.runners import run_file
+    from edgexray.models.predict import predict_logits
     from edgexray.runtime.metrics import softmax
 
     x = preprocess.normalize(ext.arrays)
@@ -171,10 +170,7 @@ def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -
         if isinstance(model, (str, os.PathLike)):
             logits = run_file(model, x)
         else:
-            model.eval()
-            with torch.no_grad():
-                logits = np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy()
-                                         for i in range(0, len(x), 64)])
+            logits = predict_logits(model, x)
         out[label] = metrics_of(ext, softmax(logits), seed)
     return out
 
