@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgexray import data as data_mod
+from edgexray.build_summary import decision_text, format_summary  # noqa: F401 (cli)
 from edgexray.export.calibration import train_calibration
 from edgexray.export.selection import choose_precision
 from edgexray.fsutil import atomic_write_json, refuse_existing
@@ -194,7 +194,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
                                    softmax(val_logits[shipped] / t), val_y,
                                    softmax(test_logits[shipped] / t), test_y,
                                    data_mod.split_group_ids(data, "test"), cfg.seed)
-        steps.say("operating point: " + _decision_text(decision))
+        steps.say("operating point: " + decision_text(decision))
         from edgexray.plots import plot_roc_point
         i = names.index(cfg.positive_class)
         sens, spec = decision["test"]["sensitivity"], decision["test"]["specificity"]
@@ -520,6 +520,7 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
             calibration=None, decision=None, roc_png=None):
     from edgexray import plots
     from edgexray.export.bundle import write_artifact
+    from edgexray.gradcam import gradcam_pairs
     from edgexray.fsutil import sha256_file
 
     chosen = next(c for c in selection["decisions"] if c["what"] == "precision")
@@ -581,7 +582,7 @@ def _bundle(cfg, profile, base, pruned, data, files, shipped, parity, prune_repo
     }
     if roc_png is not None:
         plot_assets["ROC with the operating point (test)"] = roc_png
-    gradcam_assets = _gradcam_pairs(base, pruned, data) if synthetic else {}
+    gradcam_assets = gradcam_pairs(base, pruned, data) if synthetic else {}
     test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
     verify = _arm_verifier(cfg, profile, steps, [Path(data.index.root) / rel for rel in
                                                  test_files[::max(1, len(test_files) // 6)][:6]])
@@ -635,21 +636,6 @@ def _tasks_model(cfg, profile, pruned, data, shipped_file, steps):
     return path, m
 
 
-def _gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
-    """Grad-CAM of the original beside the deployed (pruned) model, for synthetic images only."""
-    from edgexray import plots
-    from edgexray.gradcam import gradcam
-    out = {}
-    for i in range(min(n, len(data.labels["test"]))):
-        gray = data.arrays["test"][i].astype(np.float32)
-        x = torch.from_numpy(base.preprocess.normalize(gray))[None]
-        for tag, ck in (("original", base), ("deployed", pruned)):
-            heat, cls = gradcam(ck.model, x)
-            out[f"image {i}: {tag} (pred {ck.class_names[cls]})"] = plots.overlay_heatmap(
-                gray, heat, title=f"{tag}: {ck.class_names[cls]}")
-    return out
-
-
 def _arm_verifier(cfg, profile, steps, real_images=()):
     if profile.arch != "aarch64":
         return None
@@ -671,65 +657,3 @@ def _arm_verifier(cfg, profile, steps, real_images=()):
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
-
-
-def _decision_text(d: dict) -> str:
-    test, ci = d["test"], d["test"]["ci95"]
-
-    def pct(v, interval=None):
-        if v is None:
-            return "n/a"
-        return f"{100 * v:.1f}%" + (f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
-                                    if interval else "")
-    return (f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
-            f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
-            f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
-            f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
-            f"{pct(test['specificity'], ci['specificity'])}")
-
-
-def _calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
-    if not cal:
-        return []
-    text = (f"T {cal['temperature']:.3f} (fitted on val); ECE (15 bins) val "
-            f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
-    if cal.get("test"):
-        text += f", test {cal['test']['ece_before']:.4f} -> {cal['test']['ece_after']:.4f}"
-    return [("calibration", text)]
-
-
-def format_summary(summary: dict) -> str:
-    red = summary["reduction"]
-    b = summary["bench"]
-    ci = summary["intervals"]
-    sel = summary["selection"]
-
-    def acc(value, interval):
-        return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
-
-    rows = [*[("WARNING", w) for w in summary.get("warnings") or []],
-            ("artifact", summary["artifact"]),
-            ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
-            ("pruning level", summary["pruning_level"]),
-            ("shipped precision", summary["shipped_precision"]),
-            ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
-            *[("fallback", f) for f in summary["fallbacks"]],
-            *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
-            ("params removed", f"{100 * red['params']:.1f}%"),
-            ("MACs removed", f"{100 * red['macs']:.1f}%"),
-            ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
-            ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
-            *[(f"test accuracy exported {p}", acc(a, ci[p]))
-              for p, a in summary["exported"].items()],
-            *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
-            ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
-            ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
-            *_calibration_lines(summary.get("calibration")),
-            *([("operating point", _decision_text(summary["decision"]))]
-              if summary.get("decision") else []),
-            ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
-    from edgexray.external import format_lines, grouping_lines
-    rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))
-    rows += format_lines(summary.get("external"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

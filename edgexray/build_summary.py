@@ -1,0 +1,64 @@
+"""The build's summary: what `edgexray build` prints at the end (a table of key and value)."""
+from __future__ import annotations
+
+
+def decision_text(d: dict) -> str:
+    test, ci = d["test"], d["test"]["ci95"]
+
+    def pct(v, interval=None):
+        if v is None:
+            return "n/a"
+        return f"{100 * v:.1f}%" + (f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+                                    if interval else "")
+    return (f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
+            f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
+            f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
+            f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
+            f"{pct(test['specificity'], ci['specificity'])}")
+
+
+def calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
+    if not cal:
+        return []
+    text = (f"T {cal['temperature']:.3f} (fitted on val); ECE (15 bins) val "
+            f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
+    if cal.get("test"):
+        text += f", test {cal['test']['ece_before']:.4f} -> {cal['test']['ece_after']:.4f}"
+    return [("calibration", text)]
+
+
+def format_summary(summary: dict) -> str:
+    red = summary["reduction"]
+    b = summary["bench"]
+    ci = summary["intervals"]
+    sel = summary["selection"]
+
+    def acc(value, interval):
+        return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
+
+    rows = [*[("WARNING", w) for w in summary.get("warnings") or []],
+            ("artifact", summary["artifact"]),
+            ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
+            ("pruning level", summary["pruning_level"]),
+            ("shipped precision", summary["shipped_precision"]),
+            ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
+            *[("fallback", f) for f in summary["fallbacks"]],
+            *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
+            ("params removed", f"{100 * red['params']:.1f}%"),
+            ("MACs removed", f"{100 * red['macs']:.1f}%"),
+            ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
+            ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
+            *[(f"test accuracy exported {p}", acc(a, ci[p]))
+              for p, a in summary["exported"].items()],
+            *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
+            ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
+            ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
+            *calibration_lines(summary.get("calibration")),
+            *([("operating point", decision_text(summary["decision"]))]
+              if summary.get("decision") else []),
+            ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
+    from edgexray.external import format_lines, grouping_lines
+    rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))
+    rows += format_lines(summary.get("external"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
