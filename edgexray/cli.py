@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 import click
@@ -49,7 +50,6 @@ COMMANDS = (
                  "Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with "
                  "this host."),
 )
-_BY_NAME = {entry.name: entry for entry in COMMANDS}
 
 
 def load_command(entry: CommandEntry) -> click.Command:
@@ -57,29 +57,59 @@ def load_command(entry: CommandEntry) -> click.Command:
     return getattr(importlib.import_module(module_name), attr)
 
 
+class LazyCommands(MutableMapping):
+    """The group's name -> command mapping; a command's module is imported when its value is
+    first read, so listing names or testing membership imports nothing."""
+
+    def __init__(self, entries: tuple[CommandEntry, ...]):
+        self._entries = {entry.name: entry for entry in entries}
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            self._loaded[name] = load_command(self._entries[name])
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._entries.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def get(self, name: str, default=None):
+        # not Mapping.get: it would turn a KeyError raised while importing into "no such command"
+        return self[name] if name in self else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or name in self._loaded
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self._entries, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(self._entries.keys() | self._loaded.keys())
+
+    def peek(self, name: str) -> click.Command:
+        """The command if loaded, else a stand-in carrying its summary (imports nothing)."""
+        if name in self._loaded:
+            return self._loaded[name]
+        return click.Command(name, help=self._entries[name].summary)
+
+
 class EdgeXrayGroup(click.Group):
-    """Loads a subcommand on first use; prints user errors without a traceback and exits with
-    their documented status."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *_BY_NAME})
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands and name in _BY_NAME:
-            self.add_command(load_command(_BY_NAME[name]), name)
-        return self.commands.get(name)
+    """Lists its commands without importing them; prints user errors without a traceback and
+    exits with their documented status."""
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Click's command table, written from the summaries so no command module is imported."""
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(map(len, names))
-        rows = []
-        for name in names:
-            cmd = self.commands.get(name) or click.Command(name, help=_BY_NAME[name].summary)
-            if not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit)))
+        commands = [(name, self.commands.peek(name)) for name in self.list_commands(ctx)]
+        commands = [(name, cmd) for name, cmd in commands if not cmd.hidden]
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in commands])
 
     def invoke(self, ctx):
         try:
@@ -89,7 +119,8 @@ class EdgeXrayGroup(click.Group):
             ctx.exit(e.exit_code)
 
 
-@click.group(cls=EdgeXrayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EdgeXrayGroup, commands=LazyCommands(COMMANDS),
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgexray")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def main(verbose: int) -> None:

@@ -48,6 +48,16 @@ def test_verify_error_without_torch(tmp_path):
     assert result["heavy"] == []
 
 
+def test_listing_the_commands_imports_none():
+    code = ("import json, sys; from edgexray.cli import main; "
+            "names = sorted(main.commands); assert 'build' in main.commands; "
+            f"print(json.dumps([names, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names, heavy = json.loads(proc.stdout)
+    assert names == sorted(e.name for e in COMMANDS) and heavy == []
+
+
 def test_registry_matches_the_commands():
     """Every entry loads; its name and summary are the command's own, so the lazily written
     `edgexray --help` table is the one click would write from the loaded commands."""
