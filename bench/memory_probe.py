@@ -16,13 +16,13 @@ import sys
 
 def import_runtime(kind: str) -> None:
     """What the 'empty' baseline holds: the runtime imported (and a CUDA context for torch)."""
-    from edgexray.bench.runtimes import runtime_info
+    from edgexray.runtime.registry import get_runtime
+    from edgexray.runtime.runner_base import missing_runtime
 
-    info = runtime_info(kind)
+    info = get_runtime(kind)
     try:
         __import__("ai_edge_litert.interpreter" if info.module == "ai_edge_litert" else info.module)
     except ImportError:
-        from edgexray.runtime.runners import missing_runtime
         raise missing_runtime(info.module, info.package, kind) from None
     if kind.startswith("torch"):
         import edgexray.checkpoint  # noqa: F401  (loading a checkpoint needs it; not the model)

@@ -86,7 +86,8 @@ def manifest_problems(manifest) -> list:
         pre = None
     shape = inp.get("shape")
     if pre is not None and isinstance(shape, list) and len(shape) == 4 and inp.get("layout") in LAYOUTS:
-        c, h, w = (shape[1], shape[2], shape[3]) if inp["layout"] == "NCHW" else (shape[3], shape[1], shape[2])
+        nchw = inp["layout"] == "NCHW"
+        c, h, w = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
         if (c, h, w) != (pre.channels, pre.size, pre.size):
             problems.append(f"input.shape {shape} ({inp['layout']}) does not match preprocess "
                             f"size {pre.size} and channels {pre.channels}")

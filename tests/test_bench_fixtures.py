@@ -136,12 +136,13 @@ def make_artifact(folder: Path, model: Path, *, precision: str, threads: int = 1
     """An artifact folder sealed the way the bundle seals one: model, labels.txt, manifest.json,
     run.py, checksums.sha256."""
     from edgexray.bench.runtimes import runner_for_file
+    from edgexray.runtime.registry import get_runtime
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, folder / model.name)
     (folder / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
     runner = runner_for_file(folder / model.name, threads=1)
-    runtime = "litert" if model.suffix == ".tflite" else "onnxruntime"
+    runtime = get_runtime(runner.kind).manifest_runtime
     output = tensor_entry(runner.output_spec)
     output.pop("layout")
     output["kind"] = "logits"

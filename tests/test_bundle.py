@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgexray.runtime.run_py import manifest_problems
+from edgexray.runtime.manifest import manifest_problems
 from edgexray.devices import load_profile
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.bundle import render_report_html, tool_versions, write_artifact
