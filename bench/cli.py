@@ -208,14 +208,16 @@ def compare(baseline_ckpt, artifact, pruned, onnx_path, int8_path, calib, calib_
     from edgexray.bench.compare import compare_models
     from edgexray.bench.compare_set import artifact_contender, compare_set
     from edgexray.checkpoint import load_checkpoint
+    from edgexray.export.baselines import unpruned_onnx
 
     if out:
         refuse_existing(out, force, "compare output folder")
     with tempfile.TemporaryDirectory(prefix="edgexray-compare-") as tmp:
         ckpt = load_checkpoint(baseline_ckpt)
-        models = compare_set(ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count),
-                             artifact_contender(artifact), pruned=pruned, device=device,
-                             onnx_path=onnx_path, int8_path=int8_path)
+        baselines = unpruned_onnx(ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count),
+                                  onnx_path, int8_path)
+        models = compare_set(ckpt, baselines, artifact_contender(artifact), pruned=pruned,
+                             device=device)
         doc = compare_models(models.timed_entries(), data, seconds=seconds, rounds=rounds,
                              threads=threads, limit=limit, memory=not no_memory)
     _emit(doc, out, force)

@@ -3,14 +3,14 @@ external test set) and by `edgexray compare`: what a user would run without edge
 unpruned model in PyTorch FP32, ONNX Runtime FP32 and ONNX Runtime INT8), the pruned model in
 PyTorch, every exported file of it, and what ships. Both commands build the set here.
 
-    models = compare_set(ckpt, folder, calib, artifact_contender(folder), pruned="pruned.pt")
+    models = compare_set(ckpt, unpruned_onnx(ckpt, folder, calib), artifact_contender(folder),
+                         pruned="pruned.pt")
     doc = compare_models(models.timed_entries(), data)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 UNPRUNED_TORCH = "unpruned FP32 PyTorch"
 UNPRUNED_ORT = "unpruned FP32 ONNX Runtime"
@@ -70,34 +70,17 @@ def exported_label(precision: str, path: Path) -> str:
     return f"pruned {precision} ({Path(path).suffix[1:]})"
 
 
-def unpruned_onnx(baseline, folder: Path, calib: Callable, onnx_path=None,
-                  int8_path=None) -> tuple[Path, Path]:
-    """The unpruned checkpoint as ONNX FP32 and as ONNX Runtime INT8 (static, calibrated on
-    `calib()`), written into `folder` unless given."""
-    from edgexray.export.onnx import onnx_metadata, torch2onnx
-    from edgexray.export.quantize_onnx import onnx2int8onnx
-
-    if onnx_path is None:
-        meta = onnx_metadata(baseline.class_names, baseline.preprocess, arch=baseline.arch)
-        onnx_path = torch2onnx(baseline.model, folder / "unpruned_fp32.onnx",
-                               input_shape=baseline.input_shape, metadata=meta)
-    if int8_path is None:
-        int8_path = onnx2int8onnx(onnx_path, folder / "unpruned_int8_ort.onnx", calib())
-    return Path(onnx_path), Path(int8_path)
-
-
-def compare_set(baseline, folder: Path, calib: Callable, shipped: Contender, *, pruned=None,
-                exported: dict | None = None, device: str = "cpu", onnx_path=None,
-                int8_path=None) -> CompareSet:
-    """The set for the unpruned checkpoint `baseline` (its ONNX files made in `folder` unless
-    given; `calib()` gives the INT8 calibration images), the pruned checkpoint file `pruned`,
-    `exported` {precision: file} and the `shipped` contender."""
+def compare_set(baseline, unpruned_onnx: tuple, shipped: Contender, *, pruned=None,
+                exported: dict | None = None, device: str = "cpu") -> CompareSet:
+    """The set for the unpruned checkpoint `baseline` with its (ONNX FP32, ONNX Runtime INT8)
+    files `unpruned_onnx` (export.baselines.unpruned_onnx makes them), the pruned checkpoint file
+    `pruned`, `exported` {precision: file} and the `shipped` contender."""
     torch_runner, ort_runner = BASELINE_RUNNERS[device]
-    onnx_file, int8_file = unpruned_onnx(baseline, Path(folder), calib, onnx_path, int8_path)
+    onnx_file, int8_file = unpruned_onnx
     return CompareSet(
         unpruned_torch=Contender(UNPRUNED_TORCH, Path(baseline.path), torch_runner),
-        unpruned_ort=Contender(UNPRUNED_ORT, onnx_file, ort_runner),
-        unpruned_ort_int8=Contender(UNPRUNED_ORT_INT8, int8_file, ort_runner),
+        unpruned_ort=Contender(UNPRUNED_ORT, Path(onnx_file), ort_runner),
+        unpruned_ort_int8=Contender(UNPRUNED_ORT_INT8, Path(int8_file), ort_runner),
         pruned=None if pruned is None else Contender(PRUNED_TORCH, Path(pruned), torch_runner),
         shipped=shipped,
         exported=tuple(Contender(exported_label(p, path), Path(path))

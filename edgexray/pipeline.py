@@ -417,6 +417,7 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
     The two unpruned ONNX files are also scored on the held-out split."""
     from edgexray.bench import compare
     from edgexray.bench.compare_set import compare_set, shipped_contender, shipped_runtime
+    from edgexray.export.baselines import unpruned_onnx
     from edgexray.export.runners import run_file
 
     bdir = work / "bench"
@@ -427,8 +428,9 @@ def _host_bench(cfg, profile, base, pruned, work, files, shipped, data, test_x, 
 
     def calib():
         return train_calibration(data, base.preprocess, min(cfg.calib_count, 100), cfg.seed)
-    models = compare_set(base, bdir, calib, shipped_contender(shipped, files[shipped], runner),
-                         pruned=pruned.path, exported=files)
+    models = compare_set(base, unpruned_onnx(base, bdir, calib),
+                         shipped_contender(shipped, files[shipped], runner), pruned=pruned.path,
+                         exported=files)
     entries = models.timed_entries()
     # every runtime gets all of this host's cores: the same threads for each model
     doc = compare.compare_models(entries, None, seconds=cfg.bench_seconds * len(entries),

@@ -15,7 +15,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgexray.export.selection import budget_text
 from edgexray.fsutil import atomic_write_json
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -41,6 +40,17 @@ class AccuracyBudget:
         from edgexray.runtime.metrics import budget_check
         return budget_check(self.val_y, self.reference, np.asarray(logits).argmax(1),
                             self.class_names, self.max_drop_pp, groups=self.groups, seed=self.seed)
+
+
+def budget_text(check: dict) -> str:
+    """One line for a runtime.metrics.budget_check result."""
+    lo, hi = check["accuracy_drop_interval_pp"]
+    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
+    if check["failures"]:
+        text += "; " + "; ".join(check["failures"])
+    if check["note"]:
+        text += f" [{check['note']}]"
+    return text
 
 
 @dataclass(frozen=True, eq=False)
