@@ -160,15 +160,15 @@ def metrics_of(ext: ExternalSet, probs: np.ndarray, seed: int = 0) -> dict:
 
 def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -> dict:
     """{label: metrics} for models given as {label: torch module | .onnx/.tflite path}."""
-    from edgexray.export.runners import run_file
     from edgexray.models.predict import predict_logits
     from edgexray.runtime.metrics import softmax
+    from edgexray.runtime.runners import predict_file
 
     x = preprocess.normalize(ext.arrays)
     out = {}
     for label, model in models.items():
         if isinstance(model, (str, os.PathLike)):
-            logits = run_file(model, x)
+            logits = predict_file(model, x)
         else:
             logits = predict_logits(model, x)
         out[label] = metrics_of(ext, softmax(logits), seed)
@@ -178,17 +178,14 @@ def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -
 def pixels_model_metrics(ext: ExternalSet, path, seed: int = 0) -> dict:
     """Metrics of a .tflite that takes uint8 RGB pixels (gray as R = G = B, what an app passes)
     and gives probabilities, e.g. the Tasks-ready variant (export/tasks_variant.py)."""
-    from edgexray.export.runners import tflite_interpreter
+    from edgexray.runtime.runners import open_runner
 
-    interpreter = tflite_interpreter(path)
-    i, o = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = o.get("quantization") or (0.0, 0)
+    runner = open_runner("litert", path)
+    scale, zero = runner.output_spec.scale or 0.0, runner.output_spec.zero_point or 0
     u8 = np.clip(np.round(ext.arrays.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     probs = []
     for x in u8:
-        interpreter.set_tensor(i["index"], np.repeat(x[None, :, :, None], 3, axis=-1))
-        interpreter.invoke()
-        p = interpreter.get_tensor(o["index"])[0].astype(np.float64)
+        p = runner.run_raw(np.repeat(x[None, :, :, None], 3, axis=-1))[0].astype(np.float64)
         probs.append((p - zero) * scale if scale else p)
     return metrics_of(ext, np.stack(probs), seed)
 

@@ -27,7 +27,7 @@ def run_py(python, folder: Path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_artifact_runs_with_only_numpy_and_litert(tiny_build, clean_venv, tmp_path):  # noqa: F811
-    from edgexray.export.runners import run_tflite
+    from edgexray.runtime.runners import predict_file as run_tflite
     from edgexray.runtime.preprocess import Preprocess, read_image_array
 
     folder, _, data = tiny_build
