@@ -29,7 +29,7 @@ class CommandEntry:
 
 
 COMMANDS = (
-    CommandEntry("data", "edgexray.commands:data", "Data helpers (synthetic X-rays)."),
+    CommandEntry("data", "edgexray.commands:data", "Data helpers (synthetic X-rays, dataset EDA)."),
     CommandEntry("train", "edgexray.commands:train",
                  "Train a classifier on an image folder; writes OUT/model.pt and its splits."),
     CommandEntry("evaluate", "edgexray.commands:evaluate",
@@ -46,6 +46,8 @@ COMMANDS = (
                  "Device profiles: the targets `edgexray build --target` accepts."),
     CommandEntry("build", "edgexray.commands:build",
                  "Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."),
+    CommandEntry("compare-archs", "edgexray.commands:compare_archs",
+                 "Train several architectures on the same patient-grouped splits; one table and plot."),
     CommandEntry("verify", "edgexray.bench.verify_cli:verify",
                  "Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with "
                  "this host."),

@@ -23,7 +23,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 @click.group()
 def data() -> None:
-    """Data helpers (synthetic X-rays)."""
+    """Data helpers (synthetic X-rays, dataset EDA)."""
 
 
 @data.command("synth")
@@ -47,6 +47,25 @@ def synth(out, classes, per_class, size, seed, force):
     path = synthesize(out, classes=classes, per_class=per_class, size=size_arg, seed=seed,
                       force=force)
     click.echo(f"wrote {classes * per_class} synthetic images to {path}")
+
+
+@data.command("eda")
+@click.argument("data_dir", metavar="DIR", type=click.Path())
+@click.option("--out", default="runs/eda", show_default=True, type=click.Path(),
+              help="Report folder: report.html, PNGs, eda.json, images.csv.")
+@click.option("--size", type=int, default=128, show_default=True, callback=SIZE,
+              help="Side the images are decoded to for intensity histograms and duplicates.")
+@click.option("--group-regex", help=r"Patient key of the file names, e.g. '(person\d+)_' "
+                                    "(default: detected, see `train --help`).")
+@click.option("--force", is_flag=True, help="Replace an existing report folder.")
+def eda(data_dir, out, size, group_regex, force):
+    """Dataset EDA of DIR: class balance, sizes, modes, bit depths, intensities, duplicates,
+    patient groups; writes OUT/report.html with its PNGs, eda.json and images.csv."""
+    from edgexray.eda import EdaConfig, format_eda, write_eda
+
+    doc = write_eda(data_dir, out, EdaConfig(size=size, group_regex=group_regex), force=force)
+    click.echo(format_eda(doc))
+    click.echo(f"wrote {Path(out) / 'report.html'}")
 
 
 def _list_archs(ctx, param, value):
@@ -247,3 +266,45 @@ def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weig
                       target_sensitivity=target_sensitivity, seed=seed, force=force)
     summary = run_build(cfg)
     click.echo(format_summary(summary))
+
+
+@click.command("compare-archs")
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="ImageFolder: one sub-folder of images per class.")
+@click.option("--archs", required=True, help="Comma list of architectures (see `train --list-archs`).")
+@click.option("--out", default="runs/compare-archs", show_default=True, type=click.Path(),
+              help="Output folder: comparison.md/.csv/.json/.png, splits.json, <arch>/model.pt.")
+@click.option("--size", type=int, default=128, show_default=True, callback=SIZE,
+              help="Input side in pixels (16-1024), every architecture.")
+@click.option("--width", type=float, default=1.0, show_default=True, callback=WIDTH,
+              help="Channel multiplier, every architecture.")
+@click.option("--epochs", type=int, default=8, show_default=True, callback=number(1, 10000, example="8"))
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              callback=number(1, 65536, example="32"))
+@click.option("--split", default="0.6,0.2,0.2", show_default=True, help="train,val,test fractions.")
+@click.option("--group-regex", help=r"Patient key of the file names for the splits, e.g. "
+                                    r"'(person\d+)_' (default: detected, see `train --help`).")
+@click.option("--no-group", is_flag=True, help="Split images independently (no patient key).")
+@click.option("--latency-seconds", type=float, default=2.0, show_default=True,
+              callback=number(0, 600, lo_open=True, example="2"),
+              help="Timed batch-1 CPU calls per architecture.")
+@click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Training device (latency is timed on the CPU).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def compare_archs(data_dir, archs, out, size, width, epochs, batch_size, split, group_regex,
+                  no_group, latency_seconds, seed, device, force):
+    """Train several architectures on the same patient-grouped splits; one table and plot.
+
+    Accuracy and ROC-AUC on the test split with 95% intervals, params, MACs and host
+    latency; nothing is chosen on test."""
+    from edgexray.compare_archs import CompareConfig, format_comparison
+    from edgexray.compare_archs import compare_archs as run_compare
+
+    cfg = CompareConfig(archs=tuple(a.strip() for a in archs.split(",") if a.strip()), size=size,
+                        width=width, epochs=epochs, batch_size=batch_size, seed=seed,
+                        split=_fractions(split), group_regex=group_regex, group=not no_group,
+                        latency_seconds=latency_seconds, device=device)
+    doc = run_compare(data_dir, out, cfg, force=force)
+    click.echo(format_comparison(doc))
+    click.echo(f"wrote {Path(out) / 'comparison.md'}")
