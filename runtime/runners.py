@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
-from edgexray.runtime.registry import get_runtime, model_suffixes, runtime_for_suffix
+from edgexray.runtime.registry import get_runtime, manifest_runtimes, model_suffixes, runtime_for_suffix
 from edgexray.runtime.runner_base import (QUANT_RANGES, Runner, TensorSpec, guess_layout,
                                           missing_runtime, model_load_error)
+
 
 class LiteRTRunner(Runner):
     """ai_edge_litert Interpreter; XNNPACK is applied by default (shows as DELEGATE in ops)."""
@@ -162,7 +163,7 @@ def runner_for_file(path, threads=None, device: str = "cpu", classes=None) -> Ru
 
 def predict_file(path: str | os.PathLike, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (N, C, H, W) normalized inputs -> float32 (N, classes) logits of an exported file."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".onnx", ".tflite"):
-        raise EdgeXrayError(f"cannot run {str(path)!r}: suffix {suffix!r}; allowed: .onnx, .tflite")
+    suffix, exported = Path(path).suffix.lower(), sorted(manifest_runtimes().values())
+    if suffix not in exported:
+        raise EdgeXrayError(f"cannot run {str(path)!r}: suffix {suffix!r}; allowed: {', '.join(exported)}")
     return runner_for_file(path, threads).predict_all(inputs)
