@@ -28,8 +28,9 @@ def steady_latency(monkeypatch):
 
 
 def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
-    """The build's export stage (pipeline._export) on the checkpoint as the 'pruned' model."""
+    """The build's export stage (pipeline.export_stage) on the checkpoint as the 'pruned' model."""
     from edgexray import pipeline
+    from edgexray.pipeline.export_stage import export_and_check
     from edgexray.checkpoint import load_checkpoint
     from edgexray.devices import load_profile
     from edgexray.evaluate import held_out_data
@@ -45,7 +46,7 @@ def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
     def judge(logits):
         return budget_check(val_y, reference.argmax(1), logits.argmax(1), names, 100.0)
     cfg = pipeline.BuildConfig(target=target, max_accuracy_drop=100.0)
-    files, val_parity, _ = pipeline._export(cfg, load_profile(target), ckpt, data, work,
+    files, val_parity, _ = export_and_check(cfg, load_profile(target), ckpt, data, work,
                                             precisions, reference, val_x, val_y, judge,
                                             pipeline.Progress())
     return files, val_parity, json.loads((work / "export" / "parity.json").read_text())

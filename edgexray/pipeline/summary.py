@@ -1,5 +1,38 @@
-"""The build's summary: what `edgexray build` prints at the end (a table of key and value)."""
+"""The build's summary: the record (build-<target>/summary.json, returned by build()) and the
+text `edgexray build` prints at the end (a table of key and value)."""
 from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from edgexray.pipeline.state import BuildState, jsonable
+
+
+def summary_record(state: BuildState, artifact: Path, external: dict | None) -> dict:
+    """The summary of a finished build; its warnings are the sealed manifest's."""
+    from edgexray.export.build_manifest import leakage_brief
+
+    test, parity, steps = state.test, state.test.parity, state.steps
+    summary = {
+        "target": state.profile.name, "config": jsonable(asdict(state.cfg)),
+        "synthetic": state.synthetic, "artifact": str(artifact), "zip": str(artifact) + ".zip",
+        "shipped_precision": state.shipped, "stage_seconds": steps.times,
+        "unpruned": test.base_metrics["accuracy"], "pruned": test.pruned_metrics["accuracy"],
+        "exported": {p: parity[p]["candidate"]["accuracy"] for p in parity},
+        "intervals": {"unpruned": test.base_metrics["ci95"]["accuracy"],
+                      "pruned": test.pruned_metrics["ci95"]["accuracy"],
+                      **{p: parity[p]["candidate"]["ci95"]["accuracy"] for p in parity}},
+        "pruning_level": state.selection["decisions"][0]["chosen"],
+        "selection": state.selection, "fallbacks": steps.fallbacks,
+        "reduction": state.pruned.report["reduction"], "bench": state.bench.summary,
+        "grouping": state.data.grouping, "leakage": leakage_brief(state.data.leakage),
+        "external": external, "calibration": state.calibrated.calibration,
+        "decision": state.calibrated.decision,
+    }
+    summary["warnings"] = json.loads((Path(artifact) / "manifest.json").read_text(
+        encoding="utf-8")).get("warnings") or []
+    return summary
 
 
 def decision_text(d: dict) -> str:

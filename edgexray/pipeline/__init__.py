@@ -1,0 +1,225 @@
+"""`edgexray build`: train (or load) -> prune -> fine-tune -> export -> parity -> bench -> bundle.
+
+Only this package and the CLI know every stage. Each stage writes into the build folder
+(<out>/build-<target>/), so a build can be inspected stage by stage; the artifact folder appears
+complete or not at all. Budgets are checked, and a broken one makes the build fall back (less
+pruning, the next precision) or stop; it never ships something as if it passed. build() reads
+as the list of stages; each adds its result to the frozen BuildState (pipeline.state).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import data as data_mod
+from edgexray.export.build_manifest import selection_record
+from edgexray.export.selection import choose_precision
+from edgexray.fsutil import atomic_write_json, refuse_existing
+from edgexray.models.predict import predict_logits
+from edgexray.pipeline.bundle import bundle
+from edgexray.pipeline.export_stage import export_and_check
+from edgexray.pipeline.held_out import external_rows, operating_point, test_report
+from edgexray.pipeline.host_bench import host_bench
+from edgexray.pipeline.state import BuildState, Exported, Progress, logits_metrics
+from edgexray.pipeline.summary import format_summary, summary_record
+from edgexray.prune.budget import AccuracyBudget, BudgetSearch, prune_within_budget
+from edgexray.runtime.errors import EdgeXrayError
+
+__all__ = ["BuildConfig", "Progress", "build", "format_summary"]
+log = logging.getLogger(__name__)
+
+# The embedded default: synthetic bone X-rays and a model small enough for minutes on 2 cores.
+# Its held-out split is small (one image is ~0.6 pp), so its accuracy budget is wider, and
+# stated as such in the manifest and the summary.
+DEMO = dict(synth_classes=3, synth_per_class=300, size=96, width=0.5, epochs=12, finetune_epochs=4,
+            calib_count=100, max_accuracy_drop=3.0)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    target: str = "rpi4"  # device profile name or path to a profile TOML
+    data_dir: str | None = None  # image folder; None (and no checkpoint) = synthetic demo data
+    checkpoint: str | None = None  # start from this trained checkpoint (skips training)
+    out: str = "artifacts"  # artifact folders and zips go here; intermediate files in build-<target>/
+    arch: str = "resnet18_cbam"  # architecture when training
+    size: int | None = None  # input side; None = the profile's input_size (demo: 96)
+    width: float = 1.0  # channel multiplier when training
+    pretrained: bool = False  # ImageNet weights (torchvision cache)
+    weights: str | None = None  # local ImageNet weights file
+    epochs: int = 8  # training epochs
+    finetune_epochs: int = 3  # fine-tuning epochs after pruning
+    batch_size: int = 32
+    max_accuracy_drop: float = 1.0  # pp vs the unpruned FP32 model: upper 95% bound, val split
+    latency_budget_ms: float | None = None  # host latency goal for the pruning search
+    precisions: tuple | None = None  # override the profile's precisions (fallback order)
+    calib_count: int = 200  # INT8 calibration images (stratified, training split)
+    bench_seconds: float = 3.0  # timed budget per model in the host benchmark
+    verify_arm: bool = True  # run the emulated-ARM check for aarch64 targets when the host can
+    synth_classes: int = 3  # demo data
+    synth_per_class: int = 120  # demo data
+    group_regex: str | None = None  # patient key of the file names; None = detect one (data.py)
+    group: bool = True  # False (--no-group): split images independently
+    test_data: str | None = None  # external test folder: scored at the end, never for a choice
+    positive_class: str | None = None  # operating point: this class's threshold, chosen on val
+    target_sensitivity: float | None = None  # ... the highest one reaching this val sensitivity
+    seed: int = 0
+    force: bool = False  # replace an existing artifact / build folder
+
+
+def build(cfg: BuildConfig, progress: bool = True) -> dict:
+    """Run the whole build; returns the summary (also written to build-<target>/summary.json)."""
+    state, given = _started(cfg)
+    cfg, profile, steps = state.cfg, state.profile, state.steps
+    if cfg.test_data:  # before training: a wrong folder fails now, an overlap is said up front
+        from edgexray import external
+        with steps.stage("external test set"):
+            state = replace(state, external_set=external.for_build(cfg, profile, given, progress,
+                                                                   steps.say))
+
+    # 1. data + unpruned model ------------------------------------------------------------
+    with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
+        base, data = _trained_model(cfg, profile, given, state.work, _is_demo(cfg), progress)
+    val_x, val_y = _split_inputs(base, data, "val")
+    _split_inputs(base, data, "test")  # fail now, not after pruning, when there is no test split
+    from edgexray.operating_point import check_options
+    check_options(cfg.positive_class, cfg.target_sensitivity, list(base.class_names))
+    state = replace(state, base=base, data=data, val_x=val_x, val_y=val_y,
+                    synthetic=(Path(data.index.root) / "SYNTHETIC.txt").is_file())
+    # Every choice below (pruning level, precision) is made on the validation split; the test
+    # split is read once, after the last choice, for the report.
+    with steps.stage("evaluate unpruned (val)"):
+        state = replace(state, budget=_val_budget(state))
+
+    # 2. prune + fine-tune, falling back to less pruning when accuracy breaks the budget ----
+    with steps.stage("prune + fine-tune"):
+        state = replace(state, pruned=prune_within_budget(BudgetSearch(
+            prune=profile.prune, base=base, data=data, val_x=val_x, budget=state.budget,
+            predict=predict_logits, work=state.work, steps=steps,
+            latency_budget_ms=cfg.latency_budget_ms, finetune_epochs=cfg.finetune_epochs,
+            batch_size=cfg.batch_size, seed=cfg.seed)))
+
+    # 3. export + parity (val) --------------------------------------------------------------
+    with steps.stage("export + parity"):
+        state = replace(state, exported=Exported(*export_and_check(
+            cfg, profile, state.pruned.checkpoint, data, state.work, state.precisions,
+            state.pruned.val_logits, val_x, val_y, state.budget, steps)))
+
+    # 4. choose what ships -------------------------------------------------------------------
+    precision = choose_precision(profile.default_precision, state.precisions,
+                                 state.exported.val_parity, cfg.max_accuracy_drop)
+    for text in precision.fallbacks:
+        steps.fallback(text)
+    state = replace(state, shipped=precision.precision)
+    state = replace(state, selection=selection_record(state))
+
+    # 5. the test split, read once: every model of the comparison, for the report -------------
+    with steps.stage("evaluate on test"):
+        state = replace(state, test=test_report(state, *_split_inputs(base, data, "test")))
+    state = replace(state, calibrated=operating_point(state))  # temperature, operating point
+
+    # 6. host benchmark: the same run measures the baselines a user would otherwise ship -----
+    with steps.stage("host benchmark"):
+        state = replace(state, bench=host_bench(state))
+
+    # 7. the external test set, read once, by every model (the shipped one in the bundle) ------
+    if state.external_set is not None:
+        with steps.stage("external test set: every model"):
+            state = replace(state, external_rows=external_rows(state))
+
+    # 8. bundle -------------------------------------------------------------------------------
+    with steps.stage("bundle"):
+        bundled = bundle(state)
+    summary = summary_record(state, bundled.artifact, bundled.external)
+    for w in summary["warnings"]:
+        steps.say(f"WARNING: {w}")
+    atomic_write_json(state.work / "summary.json", summary)
+    return summary
+
+
+def _is_demo(cfg: BuildConfig) -> bool:
+    return cfg.data_dir is None and cfg.checkpoint is None
+
+
+def _started(cfg: BuildConfig) -> tuple[BuildState, object]:
+    """The checked options, the refused outputs and the build folder, before any work; and the
+    given checkpoint (or None)."""
+    from edgexray.checkpoint import load_checkpoint
+    from edgexray.devices import load_profile
+    from edgexray.operating_point import check_options
+
+    profile = load_profile(cfg.target)
+    if _is_demo(cfg):
+        cfg = replace(cfg, **{k: v for k, v in DEMO.items()
+                              if getattr(cfg, k) == getattr(BuildConfig, k)})
+    precisions = tuple(cfg.precisions or profile.precisions)
+    unknown = set(precisions) - set(profile.precisions) if cfg.precisions else set()
+    if unknown:
+        raise EdgeXrayError(f"precision(s) {sorted(unknown)} are not built for {profile.name}; "
+                            f"its profile allows {list(profile.precisions)}")
+    check_options(cfg.positive_class, cfg.target_sensitivity)
+    if cfg.max_accuracy_drop < 0:
+        raise EdgeXrayError(f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 "
+                            "percentage points, e.g. 1.0")
+    out = Path(cfg.out)
+    work = out / f"build-{profile.name}"
+    refuse_existing(work, cfg.force, "build folder")
+    given = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    arch = given.arch if given else cfg.arch
+    for existing in sorted(out.glob(f"{profile.name}-{arch}-*")):  # fail now, not after training
+        refuse_existing(existing, cfg.force, "artifact")
+    work.mkdir(parents=True, exist_ok=True)
+    return BuildState(cfg, profile, precisions, out, work, Progress()), given
+
+
+def _val_budget(state: BuildState) -> AccuracyBudget:
+    """The accuracy budget every choice is judged by: against the unpruned model on val."""
+    base_val_logits = predict_logits(state.base.model, state.val_x)
+    state.steps.say(f"unpruned FP32 (PyTorch) validation accuracy "
+                    f"{logits_metrics(state.val_y, base_val_logits, state.names)['accuracy']:.4f} "
+                    f"on {len(state.val_y)} images (every choice of this build is made on this "
+                    "split)")
+    return AccuracyBudget(state.val_y, np.asarray(base_val_logits).argmax(1), state.names,
+                          state.cfg.max_accuracy_drop,
+                          data_mod.split_group_ids(state.data, "val"), state.cfg.seed)
+
+
+def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, progress: bool):
+    """The unpruned model (the given checkpoint, or one trained now) and its prepared data."""
+    if demo:
+        from edgexray.synth import synthesize
+        data_dir = synthesize(work / "synthetic-data", classes=cfg.synth_classes,
+                              per_class=cfg.synth_per_class, seed=cfg.seed, force=True,
+                              progress=progress)
+        Progress.say(f"made {cfg.synth_classes * cfg.synth_per_class} SYNTHETIC X-rays "
+                     f"in {data_dir}")
+    else:
+        data_dir = cfg.data_dir
+    if given is not None:
+        from edgexray.evaluate import held_out_data
+        if cfg.size and cfg.size != given.preprocess.size:
+            raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
+                                f"{given.preprocess.size} px; drop --size or retrain")
+        if cfg.group_regex or not cfg.group:
+            Progress.say("--group-regex / --no-group ignored: the checkpoint's own splits are reused")
+        return given, held_out_data(given, data_dir, progress)
+    from edgexray.checkpoint import load_checkpoint
+    from edgexray.data import SplitConfig
+    from edgexray.train import ModelConfig, TrainConfig, train_folder
+    size = cfg.size or profile.input_size
+    run = train_folder(data_dir, work / "train",
+                       ModelConfig(arch=cfg.arch, size=size, width=cfg.width,
+                                   pretrained=cfg.pretrained, weights=cfg.weights),
+                       TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+                       split_cfg=SplitConfig(group_regex=cfg.group_regex, auto_group=cfg.group),
+                       force=True, progress=progress)
+    return load_checkpoint(run.checkpoint), run.data
+
+
+def _split_inputs(ckpt, data, split: str):
+    if len(data.labels[split]) == 0:
+        raise EdgeXrayError(f"the {split} split is empty; the build needs held-out images "
+                            "(use a 60/20/20 split with enough images per class)")
+    return ckpt.preprocess.normalize(data.arrays[split]), data.labels[split]
