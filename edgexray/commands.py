@@ -288,12 +288,14 @@ def build(target, data_dir, checkpoint, out, arch, size, width, pretrained, weig
 @click.option("--latency-seconds", type=float, default=2.0, show_default=True,
               callback=number(0, 600, lo_open=True, example="2"),
               help="Timed batch-1 CPU calls per architecture.")
+@click.option("--latency-threads", type=int, callback=number(1, 1024, example="1"),
+              help="PyTorch CPU threads while timing (default: PyTorch's count on this host).")
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Training device (latency is timed on the CPU).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def compare_archs(data_dir, archs, out, size, width, epochs, batch_size, split, group_regex,
-                  no_group, latency_seconds, seed, device, force):
+                  no_group, latency_seconds, latency_threads, seed, device, force):
     """Train several architectures on the same patient-grouped splits; one table and plot.
 
     Accuracy and ROC-AUC on the test split with 95% intervals, params, MACs and host
@@ -304,7 +306,8 @@ def compare_archs(data_dir, archs, out, size, width, epochs, batch_size, split, 
     cfg = CompareConfig(archs=tuple(a.strip() for a in archs.split(",") if a.strip()), size=size,
                         width=width, epochs=epochs, batch_size=batch_size, seed=seed,
                         split=_fractions(split), group_regex=group_regex, group=not no_group,
-                        latency_seconds=latency_seconds, device=device)
+                        latency_seconds=latency_seconds, latency_threads=latency_threads,
+                        device=device)
     doc = run_compare(data_dir, out, cfg, force=force)
     click.echo(format_comparison(doc))
     click.echo(f"wrote {Path(out) / 'comparison.md'}")

@@ -41,6 +41,7 @@ class CompareConfig:
     group_regex: str | None = None  # patient key; None: detected as `edgexray train` does
     group: bool = True  # False: split images independently
     latency_seconds: float = 2.0  # timed calls per architecture, after warm-up
+    latency_threads: int | None = None  # PyTorch CPU threads while timing; None: its current count
     device: str = "auto"  # training device; latency is always measured on the CPU
 
     def __post_init__(self):
@@ -54,6 +55,10 @@ class CompareConfig:
             raise EdgeXrayError(f"size {self.size!r}; allowed: {MIN_SIZE} to {MAX_SIZE} pixels")
         if not self.latency_seconds > 0:
             raise EdgeXrayError(f"latency seconds {self.latency_seconds!r}; must be > 0, e.g. 2")
+        if self.latency_threads is not None and not (
+            isinstance(self.latency_threads, int) and self.latency_threads >= 1
+        ):
+            raise EdgeXrayError(f"latency threads {self.latency_threads!r}; must be >= 1, e.g. 1")
 
     def split_config(self):
         from edgexray.data import SplitConfig
@@ -77,16 +82,22 @@ def _check_archs(cfg: CompareConfig) -> None:
         )
 
 
-def host_latency_ms(model, example, seconds: float) -> dict:
-    """Batch-1 CPU latency of a PyTorch model (edgexray.runtime.latency's protocol)."""
+def host_latency_ms(model, example, seconds: float, threads: int | None = None) -> dict:
+    """Batch-1 CPU latency of a PyTorch model (edgexray.runtime.latency's protocol) with
+    `threads` PyTorch threads (None: the current count)."""
     import torch
 
     from edgexray.runtime.latency import measure_latency
 
     model = model.eval().cpu()
-    with torch.inference_mode():
-        rec = measure_latency(lambda: model(example), seconds=seconds, warmup=5, min_runs=10)
-    return rec | {"threads": torch.get_num_threads()}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        with torch.inference_mode():
+            rec = measure_latency(lambda: model(example), seconds=seconds, warmup=5, min_runs=10)
+    finally:
+        torch.set_num_threads(before)
+    return rec | {"threads": threads or before}
 
 
 def score_arch(checkpoint: Path, data, cfg: CompareConfig) -> dict:
@@ -110,7 +121,7 @@ def score_arch(checkpoint: Path, data, cfg: CompareConfig) -> dict:
         )
     example = torch.from_numpy(ckpt.preprocess.normalize(data.arrays["test"][:1].astype(np.float32)))
     size = count(ckpt.model, example)
-    latency = host_latency_ms(ckpt.model, example, cfg.latency_seconds)
+    latency = host_latency_ms(ckpt.model, example, cfg.latency_seconds, cfg.latency_threads)
     test, ci = metrics["test"], metrics["test"]["ci95"]
     return {
         "arch": ckpt.arch,
