@@ -1,4 +1,5 @@
 """`edgexray bench` and `edgexray compare`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import refuse_existing
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
@@ -33,41 +34,112 @@ def _emit(doc: dict, out, force: bool) -> None:
 
 @click.command("bench")
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Evaluation images, one subfolder per class (adds accuracy).")
-@click.option("--runtime", default=None, help="Host runner for the model instead of the artifact's "
-              "run.py: torch-cpu, torch-cuda, onnxruntime-cpu, onnxruntime-cuda, "
-              "onnxruntime-tensorrt, litert.")
-@click.option("--seconds", type=_seconds, default=5.0, show_default=True,
-              help="Time budget for the timed runs.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Evaluation images, one subfolder per class (adds accuracy).",
+)
+@click.option(
+    "--runtime",
+    default=None,
+    help="Host runner for the model instead of the artifact's "
+    "run.py: torch-cpu, torch-cuda, onnxruntime-cpu, onnxruntime-cuda, "
+    "onnxruntime-tensorrt, litert.",
+)
+@click.option(
+    "--seconds", type=_seconds, default=5.0, show_default=True, help="Time budget for the timed runs."
+)
 @click.option("--runs", type=_positive, default=None, help="A fixed number of timed runs instead.")
-@click.option("--threads", type=_positive, default=None,
-              help="Inference threads (default: the artifact's, else all cores).")
+@click.option(
+    "--threads",
+    type=_positive,
+    default=None,
+    help="Inference threads (default: the artifact's, else all cores).",
+)
 @click.option("--limit", type=_positive, default=None, help="At most this many images per class.")
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
-@click.option("--timeout", type=_seconds, default=1800, show_default=True,
-              help="Seconds the artifact's run.py bench (and each copy with --remote) may take.")
-@click.option("--remote", "remotes", multiple=True, metavar="ssh://user@host[:port]",
-              help="Run the artifact's run.py on this device over SSH; repeat it for a fleet "
-                   "(the devices run in parallel, one row each).")
-@click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="A file of ssh URLs, one per line ('#' comments): a fleet bench.")
-@click.option("--parallel", type=click.IntRange(1, 16), default=4, show_default=True,
-              help="At most this many devices at a time in a fleet bench.")
-@click.option("--remote-python", default="python3", show_default=True,
-              help="Python on the device (with numpy and the runtime installed).")
-@click.option("--identity", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="SSH private key for --remote.")
-@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
-              help="Extra ssh -o option for --remote (repeatable).")
-@click.option("--connect-timeout", type=_positive, default=10, show_default=True,
-              help="Seconds to wait for the SSH connection.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for results.json, results.md, plots and report.html "
-                   "(default: the JSON on stdout).")
+@click.option(
+    "--timeout",
+    type=_seconds,
+    default=1800,
+    show_default=True,
+    help="Seconds the artifact's run.py bench (and each copy with --remote) may take.",
+)
+@click.option(
+    "--remote",
+    "remotes",
+    multiple=True,
+    metavar="ssh://user@host[:port]",
+    help="Run the artifact's run.py on this device over SSH; repeat it for a fleet "
+    "(the devices run in parallel, one row each).",
+)
+@click.option(
+    "--hosts",
+    "hosts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file of ssh URLs, one per line ('#' comments): a fleet bench.",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="At most this many devices at a time in a fleet bench.",
+)
+@click.option(
+    "--remote-python",
+    default="python3",
+    show_default=True,
+    help="Python on the device (with numpy and the runtime installed).",
+)
+@click.option(
+    "--identity",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="SSH private key for --remote.",
+)
+@click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra ssh -o option for --remote (repeatable).",
+)
+@click.option(
+    "--connect-timeout",
+    type=_positive,
+    default=10,
+    show_default=True,
+    help="Seconds to wait for the SSH connection.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for results.json, results.md, plots and report.html (default: the JSON on stdout).",
+)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
-          hosts_file, parallel, remote_python, identity, ssh_options, connect_timeout, out, force):
+def bench(
+    target,
+    data,
+    runtime,
+    seconds,
+    runs,
+    threads,
+    limit,
+    no_memory,
+    timeout,
+    remotes,
+    hosts_file,
+    parallel,
+    remote_python,
+    identity,
+    ssh_options,
+    connect_timeout,
+    out,
+    force,
+):
     """Latency, memory and accuracy of an artifact (folder or .zip) or a model file.
 
     \b
@@ -93,12 +165,48 @@ def bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeo
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgexray-bench-zip-"))
             target = unzip_artifact(target, tmp)
-        _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
-               fleet, parallel, remote_python, identity, ssh_options, connect_timeout, out, force)
+        _bench(
+            target,
+            data,
+            runtime,
+            seconds,
+            runs,
+            threads,
+            limit,
+            no_memory,
+            timeout,
+            remotes,
+            fleet,
+            parallel,
+            remote_python,
+            identity,
+            ssh_options,
+            connect_timeout,
+            out,
+            force,
+        )
 
 
-def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, timeout, remotes,
-           fleet, parallel, remote_python, identity, ssh_options, connect_timeout, out, force):
+def _bench(
+    target,
+    data,
+    runtime,
+    seconds,
+    runs,
+    threads,
+    limit,
+    no_memory,
+    timeout,
+    remotes,
+    fleet,
+    parallel,
+    remote_python,
+    identity,
+    ssh_options,
+    connect_timeout,
+    out,
+    force,
+):
     from edgexray.bench import local
     from edgexray.bench.runtimes import runtime_for_suffix
 
@@ -109,39 +217,58 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
 
         checked_manifest(target)  # IntegrityError (exit 3) before anything runs
     elif target.is_file() and not runtime and runtime_for_suffix(target.suffix) is None:
-        raise EdgeXrayError(f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
-                            "its .zip, a model file (.pt, .onnx, .tflite), or --runtime")
+        raise EdgeXrayError(
+            f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
+            "its .zip, a model file (.pt, .onnx, .tflite), or --runtime"
+        )
     options = dict(seconds=seconds, runs=runs, threads=threads, limit=limit, memory=not no_memory)
     if remotes:
         from edgexray.bench.remote import parse_ssh_url, remote_bench
 
         if runtime:
-            raise EdgeXrayError("--runtime cannot be combined with --remote: the device runs the "
-                                "artifact's own run.py with the runtime its manifest names")
+            raise EdgeXrayError(
+                "--runtime cannot be combined with --remote: the device runs the "
+                "artifact's own run.py with the runtime its manifest names"
+            )
         for option in ssh_options:
             if "=" not in option:
-                raise EdgeXrayError(f"--ssh-option {option!r} must be KEY=VALUE, e.g. "
-                                    "StrictHostKeyChecking=accept-new")
-        urls = [parse_ssh_url(r, identity=identity, options=tuple(ssh_options),
-                              connect_timeout=connect_timeout) for r in remotes]
+                raise EdgeXrayError(
+                    f"--ssh-option {option!r} must be KEY=VALUE, e.g. StrictHostKeyChecking=accept-new"
+                )
+        urls = [
+            parse_ssh_url(r, identity=identity, options=tuple(ssh_options), connect_timeout=connect_timeout)
+            for r in remotes
+        ]
         if fleet:
             from edgexray.bench.fleet import failed_hosts, fleet_bench
 
             if not local.is_artifact(target):
-                raise EdgeXrayError(f"{str(target)!r} is not an artifact folder; a fleet bench "
-                                    "runs the folder `edgexray build` wrote")
-            doc = fleet_bench(target, urls, max_parallel=parallel, data=data,
-                              remote_python=remote_python, timeout=timeout, **options)
+                raise EdgeXrayError(
+                    f"{str(target)!r} is not an artifact folder; a fleet bench "
+                    "runs the folder `edgexray build` wrote"
+                )
+            doc = fleet_bench(
+                target,
+                urls,
+                max_parallel=parallel,
+                data=data,
+                remote_python=remote_python,
+                timeout=timeout,
+                **options,
+            )
             _emit(doc, out, force)
             failed = failed_hosts(doc)
             if failed:
                 from edgexray.runtime.errors import CheckFailed
 
-                raise CheckFailed(f"{len(failed)} of {len(urls)} hosts failed ({', '.join(failed)}); "
-                                  "their rows give the reason, the other hosts were measured")
+                raise CheckFailed(
+                    f"{len(failed)} of {len(urls)} hosts failed ({', '.join(failed)}); "
+                    "their rows give the reason, the other hosts were measured"
+                )
             return
-        doc = remote_bench(target, urls[0], data=data, remote_python=remote_python,
-                           timeout=timeout, **options)
+        doc = remote_bench(
+            target, urls[0], data=data, remote_python=remote_python, timeout=timeout, **options
+        )
     elif local.is_artifact(target) and not runtime:
         doc = local.bench_artifact(target, data=data, timeout=timeout, **options)
     elif local.is_artifact(target):
@@ -149,8 +276,10 @@ def _bench(target, data, runtime, seconds, runs, threads, limit, no_memory, time
     elif target.is_file():
         doc = local.single_document(local.bench_model(target, runtime, data=data, **options))
     else:
-        raise EdgeXrayError(f"{str(target)!r} is neither an artifact folder (with manifest.json) "
-                            "nor a model file (.pt, .onnx, .tflite)")
+        raise EdgeXrayError(
+            f"{str(target)!r} is neither an artifact folder (with manifest.json) "
+            "nor a model file (.pt, .onnx, .tflite)"
+        )
     _emit(doc, out, force)
 
 
@@ -162,43 +291,106 @@ def _int8_calibration(ckpt, calib, calib_count: int):
     def images():
         if calib is not None:
             return CalibrationSet.from_folder(calib, ckpt.preprocess, count=calib_count)
-        need = ("making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
-                "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx")
+        need = (
+            "making the ONNX Runtime INT8 baseline needs calibration images: pass --calib "
+            "TRAIN_DIR (one subfolder per class), or an existing file with --int8-onnx"
+        )
         return train_calibration(recorded_data(ckpt, need), ckpt.preprocess, calib_count)
+
     return images
 
 
 @click.command("compare")
-@click.option("--baseline", "baseline_ckpt", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The unpruned checkpoint (.pt) — the reference of every ratio.")
-@click.option("--artifact", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The shipped artifact folder.")
-@click.option("--pruned", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The pruned, fine-tuned checkpoint (.pt).")
-@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Unpruned FP32 ONNX (default: exported from --baseline).")
-@click.option("--int8-onnx", "int8_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Unpruned ONNX Runtime INT8 (default: quantized with --calib).")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Training images for the ONNX Runtime INT8 calibration (default: the train "
-                   "split of the data folder --baseline records).")
+@click.option(
+    "--baseline",
+    "baseline_ckpt",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The unpruned checkpoint (.pt) — the reference of every ratio.",
+)
+@click.option(
+    "--artifact",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The shipped artifact folder.",
+)
+@click.option(
+    "--pruned",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The pruned, fine-tuned checkpoint (.pt).",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Unpruned FP32 ONNX (default: exported from --baseline).",
+)
+@click.option(
+    "--int8-onnx",
+    "int8_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Unpruned ONNX Runtime INT8 (default: quantized with --calib).",
+)
+@click.option(
+    "--calib",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Training images for the ONNX Runtime INT8 calibration (default: the train "
+    "split of the data folder --baseline records).",
+)
 @click.option("--calib-count", type=_positive, default=100, show_default=True)
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Held-out evaluation images, one subfolder per class (adds accuracy).")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Held-out evaluation images, one subfolder per class (adds accuracy).",
+)
 @click.option("--limit", type=_positive, default=None, help="At most this many images per class.")
-@click.option("--seconds", type=_seconds, default=10.0, show_default=True,
-              help="Timed budget per model, spread over the rounds.")
+@click.option(
+    "--seconds",
+    type=_seconds,
+    default=10.0,
+    show_default=True,
+    help="Timed budget per model, spread over the rounds.",
+)
 @click.option("--rounds", type=_positive, default=5, show_default=True)
 @click.option("--threads", type=_positive, default=None, help="Threads for every model.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the PyTorch and ONNX baselines run (the artifact runs as shipped).")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the PyTorch and ONNX baselines run (the artifact runs as shipped).",
+)
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory measurement.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for results.json, results.md, plots and report.html.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for results.json, results.md, plots and report.html.",
+)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def compare(baseline_ckpt, artifact, pruned, onnx_path, int8_path, calib, calib_count, data, limit,
-            seconds, rounds, threads, device, no_memory, out, force):
+def compare(
+    baseline_ckpt,
+    artifact,
+    pruned,
+    onnx_path,
+    int8_path,
+    calib,
+    calib_count,
+    data,
+    limit,
+    seconds,
+    rounds,
+    threads,
+    device,
+    no_memory,
+    out,
+    force,
+):
     """The shipped artifact against what a user would run without edgexray.
 
     \b
@@ -214,10 +406,17 @@ def compare(baseline_ckpt, artifact, pruned, onnx_path, int8_path, calib, calib_
         refuse_existing(out, force, "compare output folder")
     with tempfile.TemporaryDirectory(prefix="edgexray-compare-") as tmp:
         ckpt = load_checkpoint(baseline_ckpt)
-        baselines = unpruned_onnx(ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count),
-                                  onnx_path, int8_path)
-        models = compare_set(ckpt, baselines, artifact_contender(artifact), pruned=pruned,
-                             device=device)
-        doc = compare_models(models.timed_entries(), data, seconds=seconds, rounds=rounds,
-                             threads=threads, limit=limit, memory=not no_memory)
+        baselines = unpruned_onnx(
+            ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count), onnx_path, int8_path
+        )
+        models = compare_set(ckpt, baselines, artifact_contender(artifact), pruned=pruned, device=device)
+        doc = compare_models(
+            models.timed_entries(),
+            data,
+            seconds=seconds,
+            rounds=rounds,
+            threads=threads,
+            limit=limit,
+            memory=not no_memory,
+        )
     _emit(doc, out, force)

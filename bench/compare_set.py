@@ -7,6 +7,7 @@ PyTorch, every exported file of it, and what ships. Both commands build the set 
                          pruned="pruned.pt")
     doc = compare_models(models.timed_entries(), data)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ UNPRUNED_ORT_INT8 = "unpruned INT8 ONNX Runtime"
 PRUNED_TORCH = "pruned FP32 PyTorch"
 
 # where the PyTorch and ONNX Runtime baselines run: device -> (torch runner, ORT runner)
-BASELINE_RUNNERS = {"cpu": ("torch-cpu", "onnxruntime-cpu"),
-                    "cuda": ("torch-cuda", "onnxruntime-cuda")}
+BASELINE_RUNNERS = {"cpu": ("torch-cpu", "onnxruntime-cpu"), "cuda": ("torch-cuda", "onnxruntime-cuda")}
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,26 @@ class CompareSet:
 
     def timed(self) -> list[Contender]:
         """What the interleaved benchmark measures, in its order."""
-        return [self.unpruned_torch, self.unpruned_ort, self.unpruned_ort_int8,
-                *([self.pruned] if self.pruned else []), self.shipped]
+        return [
+            self.unpruned_torch,
+            self.unpruned_ort,
+            self.unpruned_ort_int8,
+            *([self.pruned] if self.pruned else []),
+            self.shipped,
+        ]
 
     def timed_entries(self) -> list[tuple]:
         return [c.entry() for c in self.timed()]
 
     def table(self) -> list[Contender]:
         """The rows of the build's comparison table, in order (the shipped file among exported)."""
-        return [self.unpruned_torch, self.unpruned_ort, self.unpruned_ort_int8,
-                *([self.pruned] if self.pruned else []), *self.exported]
+        return [
+            self.unpruned_torch,
+            self.unpruned_ort,
+            self.unpruned_ort_int8,
+            *([self.pruned] if self.pruned else []),
+            *self.exported,
+        ]
 
 
 def shipped_contender(precision: str, path: Path, runtime: str) -> Contender:
@@ -70,8 +80,15 @@ def exported_label(precision: str, path: Path) -> str:
     return f"pruned {precision} ({Path(path).suffix[1:]})"
 
 
-def compare_set(baseline, unpruned_onnx: tuple, shipped: Contender, *, pruned=None,
-                exported: dict | None = None, device: str = "cpu") -> CompareSet:
+def compare_set(
+    baseline,
+    unpruned_onnx: tuple,
+    shipped: Contender,
+    *,
+    pruned=None,
+    exported: dict | None = None,
+    device: str = "cpu",
+) -> CompareSet:
     """The set for the unpruned checkpoint `baseline` with its (ONNX FP32, ONNX Runtime INT8)
     files `unpruned_onnx` (export.baselines.unpruned_onnx makes them), the pruned checkpoint file
     `pruned`, `exported` {precision: file} and the `shipped` contender."""
@@ -83,8 +100,10 @@ def compare_set(baseline, unpruned_onnx: tuple, shipped: Contender, *, pruned=No
         unpruned_ort_int8=Contender(UNPRUNED_ORT_INT8, Path(int8_file), ort_runner),
         pruned=None if pruned is None else Contender(PRUNED_TORCH, Path(pruned), torch_runner),
         shipped=shipped,
-        exported=tuple(Contender(exported_label(p, path), Path(path))
-                       for p, path in (exported or {}).items()))
+        exported=tuple(
+            Contender(exported_label(p, path), Path(path)) for p, path in (exported or {}).items()
+        ),
+    )
 
 
 def shipped_runtime(profile, path: Path) -> tuple[str, str | None]:
@@ -100,4 +119,5 @@ def shipped_runtime(profile, path: Path) -> tuple[str, str | None]:
         return profile.runner, f"measured on the GPU ({profile.runner})"
     return "onnxruntime-cpu", (
         f"not measured on a GPU: {profile.name} runs {profile.runner}, which this build machine "
-        "lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's")
+        "lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's"
+    )

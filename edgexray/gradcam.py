@@ -1,4 +1,5 @@
 """Grad-CAM (Selvaraju et al., 2017) on the last spatial conv layer of any registered model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,13 @@ def last_spatial_conv(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The last Conv2d whose output is a real feature map (more than one channel and pixel);
     attention-gate convs (1x1 pooled maps, 1-channel spatial gate) are skipped."""
     found = []
-    hooks = [m.register_forward_hook(lambda m, i, o: found.append(m) if o.shape[1] > 1
-                                     and o.shape[2] * o.shape[3] > 1 else None)
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o: found.append(m) if o.shape[1] > 1 and o.shape[2] * o.shape[3] > 1 else None
+        )
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     with torch.no_grad():
         model(example)
     for h in hooks:
@@ -21,8 +26,9 @@ def last_spatial_conv(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return found[-1]
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: int | None = None,
-            layer: nn.Module | None = None) -> tuple[np.ndarray, int]:
+def gradcam(
+    model: nn.Module, x: torch.Tensor, target: int | None = None, layer: nn.Module | None = None
+) -> tuple[np.ndarray, int]:
     """Heatmap in [0, 1] at the input's size for one image (1, C, H, W), and the class explained."""
     model.eval()
     layer = layer or last_spatial_conv(model, x)
@@ -52,6 +58,7 @@ def gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
     """Grad-CAM of the original beside the deployed (pruned) checkpoint on the first `n` test
     images, as report PNGs (the build shows them for synthetic images only)."""
     from edgexray import plots
+
     out = {}
     for i in range(min(n, len(data.labels["test"]))):
         gray = data.arrays["test"][i].astype(np.float32)
@@ -59,5 +66,6 @@ def gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
         for tag, ck in (("original", base), ("deployed", pruned)):
             heat, cls = gradcam(ck.model, x)
             out[f"image {i}: {tag} (pred {ck.class_names[cls]})"] = plots.overlay_heatmap(
-                gray, heat, title=f"{tag}: {ck.class_names[cls]}")
+                gray, heat, title=f"{tag}: {ck.class_names[cls]}"
+            )
     return out

@@ -1,6 +1,7 @@
 """The manifest fields `edgexray build` adds to its artifact (docs/ARCHITECTURE.md "manifest"):
 the comparison table, what decided what, budgets, accuracy with intervals, parity, pruning, the
 host benchmark. Each function reads a build's state (edgexray.pipeline.state.BuildState)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -20,42 +21,85 @@ def selection_record(state) -> dict:
     cfg, data, prune_report = state.cfg, state.data, state.pruned.report
     val_parity, shipped = state.exported.val_parity, state.shipped
     groups = split_group_ids(data, "val")
-    notes = [t.get("note") for t in prune_report["attempts"]] + \
-        [r["budget"]["note"] for r in val_parity.values()]
+    notes = [t.get("note") for t in prune_report["attempts"]] + [
+        r["budget"]["note"] for r in val_parity.values()
+    ]
     return {
-        "split": "val", "n_images": int(len(state.val_y)),
+        "split": "val",
+        "n_images": int(len(state.val_y)),
         "n_groups": None if groups is None else int(len(np.unique(groups))),
         "test_split": "read once, after every choice, for the report only",
-        "budget": {"max_accuracy_drop_pp": cfg.max_accuracy_drop,
-                   "rule": "upper 95% paired-bootstrap bound of the accuracy drop vs the unpruned "
-                           "FP32 model <= budget, and no class's sensitivity drops by more than "
-                           "the budget (point estimate); both on the val split",
-                   "note": next((n for n in notes if n), None)},
+        "budget": {
+            "max_accuracy_drop_pp": cfg.max_accuracy_drop,
+            "rule": "upper 95% paired-bootstrap bound of the accuracy drop vs the unpruned "
+            "FP32 model <= budget, and no class's sensitivity drops by more than "
+            "the budget (point estimate); both on the val split",
+            "note": next((n for n in notes if n), None),
+        },
         "decisions": [
-            {"what": "pruning level", "split": "val", "chosen": prune_report["level"],
-             "fallback": prune_report["level"] != prune_report["attempts"][0].get(
-                 "level", level_name(prune_report["attempts"][0]["kind"],
-                                     prune_report["attempts"][0]["amount"])),
-             "candidates": [{k: t.get(k) for k in ("level", "accuracy_drop_pp",
-                                                   "accuracy_drop_interval_pp", "passed",
-                                                   "failures", "skipped")}
-                            for t in prune_report["attempts"]]},
-            {"what": "precision", "split": "val", "chosen": shipped,
-             "candidates": [{"precision": p, "passed": r["budget"]["passed"],
-                             "parity_passed": r["passed"],
-                             "accuracy_drop_pp": r["budget"]["accuracy_drop_pp"],
-                             "accuracy_drop_interval_pp": r["budget"]["accuracy_drop_interval_pp"],
-                             "failures": r["budget"]["failures"]}
-                            for p, r in val_parity.items()]},
-            {"what": "INT8 calibration images", "split": "train",
-             "n_images": int(min(cfg.calib_count, len(data.labels["train"])))},
-            *([{"what": "ONNX INT8 scheme", "split": "val", "chosen": s["chosen"],
-                "by": "fastest on this CPU among the schemes within "
-                      f"{100 * s['accuracy_tolerance']:.1f} pp of FP32 accuracy",
-                "cpu_model": s["cpu_model"],
-                "candidates": [{"scheme": n, "accuracy": r["accuracy"], "p50_ms": r["p50_ms"]}
-                               for n, r in s["schemes"].items()]}]
-              if (s := val_parity.get("int8", {}).get("int8_scheme")) else []),
+            {
+                "what": "pruning level",
+                "split": "val",
+                "chosen": prune_report["level"],
+                "fallback": prune_report["level"]
+                != prune_report["attempts"][0].get(
+                    "level",
+                    level_name(prune_report["attempts"][0]["kind"], prune_report["attempts"][0]["amount"]),
+                ),
+                "candidates": [
+                    {
+                        k: t.get(k)
+                        for k in (
+                            "level",
+                            "accuracy_drop_pp",
+                            "accuracy_drop_interval_pp",
+                            "passed",
+                            "failures",
+                            "skipped",
+                        )
+                    }
+                    for t in prune_report["attempts"]
+                ],
+            },
+            {
+                "what": "precision",
+                "split": "val",
+                "chosen": shipped,
+                "candidates": [
+                    {
+                        "precision": p,
+                        "passed": r["budget"]["passed"],
+                        "parity_passed": r["passed"],
+                        "accuracy_drop_pp": r["budget"]["accuracy_drop_pp"],
+                        "accuracy_drop_interval_pp": r["budget"]["accuracy_drop_interval_pp"],
+                        "failures": r["budget"]["failures"],
+                    }
+                    for p, r in val_parity.items()
+                ],
+            },
+            {
+                "what": "INT8 calibration images",
+                "split": "train",
+                "n_images": int(min(cfg.calib_count, len(data.labels["train"]))),
+            },
+            *(
+                [
+                    {
+                        "what": "ONNX INT8 scheme",
+                        "split": "val",
+                        "chosen": s["chosen"],
+                        "by": "fastest on this CPU among the schemes within "
+                        f"{100 * s['accuracy_tolerance']:.1f} pp of FP32 accuracy",
+                        "cpu_model": s["cpu_model"],
+                        "candidates": [
+                            {"scheme": n, "accuracy": r["accuracy"], "p50_ms": r["p50_ms"]}
+                            for n, r in s["schemes"].items()
+                        ],
+                    }
+                ]
+                if (s := val_parity.get("int8", {}).get("int8_scheme"))
+                else []
+            ),
         ],
     }
 
@@ -66,21 +110,48 @@ def model_rows(state) -> list[dict]:
     before, after = report["before"], report["after"]
     models, onnx = bench.models, bench.onnx_metrics
     rows = [
-        {"label": models.unpruned_torch.label, "format": "pytorch", "precision": "fp32", **before,
-         **bench.measured(models.unpruned_torch), "accuracy": test.base_metrics["accuracy"],
-         "metrics": test.base_metrics},
-        *[{"label": c.label, "format": "onnx", "precision": p, **before, **bench.measured(c),
-           "accuracy": onnx[c.label]["accuracy"], "metrics": onnx[c.label]}
-          for c, p in ((models.unpruned_ort, "fp32"), (models.unpruned_ort_int8, "int8"))],
-        {"label": models.pruned.label, "format": "pytorch", "precision": "fp32", **after,
-         **bench.measured(models.pruned), "accuracy": test.pruned_metrics["accuracy"],
-         "metrics": test.pruned_metrics},
+        {
+            "label": models.unpruned_torch.label,
+            "format": "pytorch",
+            "precision": "fp32",
+            **before,
+            **bench.measured(models.unpruned_torch),
+            "accuracy": test.base_metrics["accuracy"],
+            "metrics": test.base_metrics,
+        },
+        *[
+            {
+                "label": c.label,
+                "format": "onnx",
+                "precision": p,
+                **before,
+                **bench.measured(c),
+                "accuracy": onnx[c.label]["accuracy"],
+                "metrics": onnx[c.label],
+            }
+            for c, p in ((models.unpruned_ort, "fp32"), (models.unpruned_ort_int8, "int8"))
+        ],
+        {
+            "label": models.pruned.label,
+            "format": "pytorch",
+            "precision": "fp32",
+            **after,
+            **bench.measured(models.pruned),
+            "accuracy": test.pruned_metrics["accuracy"],
+            "metrics": test.pruned_metrics,
+        },
     ]
     for (p, path), c in zip(state.exported.files.items(), models.exported):
         candidate = test.parity[p]["candidate"]
-        row = {"label": c.label, "format": path.suffix[1:], "precision": p,
-               **after, "size_bytes": path.stat().st_size,
-               "accuracy": candidate["accuracy"], "metrics": candidate}
+        row = {
+            "label": c.label,
+            "format": path.suffix[1:],
+            "precision": p,
+            **after,
+            "size_bytes": path.stat().st_size,
+            "accuracy": candidate["accuracy"],
+            "metrics": candidate,
+        }
         if p == state.shipped:
             row.update(bench.measured(models.shipped), shipped=True)
         rows.append(row)
@@ -93,9 +164,14 @@ def model_rows(state) -> list[dict]:
 
 def tasks_row(path, measured: dict) -> dict:
     """The table row of the Tasks-ready INT8 variant (export.tasks_variant)."""
-    return {"label": TASKS_ROW_LABEL, "format": "tflite", "precision": "int8",
-            "size_bytes": path.stat().st_size, "latency_ms": {"p50": measured["latency_ms_p50"]},
-            "accuracy": measured["accuracy"]}
+    return {
+        "label": TASKS_ROW_LABEL,
+        "format": "tflite",
+        "precision": "int8",
+        "size_bytes": path.stat().st_size,
+        "latency_ms": {"p50": measured["latency_ms_p50"]},
+        "accuracy": measured["accuracy"],
+    }
 
 
 def leakage_brief(leak: dict | None) -> dict | None:
@@ -108,18 +184,27 @@ def budgets(state) -> dict:
     cfg, selection, parity = state.cfg, state.selection, state.test.parity
     chosen = next(c for c in selection["decisions"] if c["what"] == "precision")
     check = next(c for c in chosen["candidates"] if c["precision"] == state.shipped)
-    out = {"max_accuracy_drop_pp": {
-        "limit": cfg.max_accuracy_drop, "split": "val", "measured": check["accuracy_drop_pp"],
-        "upper_95": check["accuracy_drop_interval_pp"][1], "passed": check["passed"],
-        "rule": "upper 95% bound of the paired drop, and every class's sensitivity drop "
-                "(point estimate), within the limit",
-        "note": selection["budget"]["note"],
-        "test_drop_pp": parity[state.shipped]["drop_vs_unpruned_pp"],
-        "test_drop_interval_pp": parity[state.shipped]["drop_vs_unpruned_interval_pp"]}}
+    out = {
+        "max_accuracy_drop_pp": {
+            "limit": cfg.max_accuracy_drop,
+            "split": "val",
+            "measured": check["accuracy_drop_pp"],
+            "upper_95": check["accuracy_drop_interval_pp"][1],
+            "passed": check["passed"],
+            "rule": "upper 95% bound of the paired drop, and every class's sensitivity drop "
+            "(point estimate), within the limit",
+            "note": selection["budget"]["note"],
+            "test_drop_pp": parity[state.shipped]["drop_vs_unpruned_pp"],
+            "test_drop_interval_pp": parity[state.shipped]["drop_vs_unpruned_interval_pp"],
+        }
+    }
     if cfg.latency_budget_ms is not None:
         host = state.pruned.report["host_torch_latency_ms"]["after"]
         out["latency_budget_ms (host, PyTorch)"] = {
-            "limit": cfg.latency_budget_ms, "measured": host, "passed": host <= cfg.latency_budget_ms}
+            "limit": cfg.latency_budget_ms,
+            "measured": host,
+            "passed": host <= cfg.latency_budget_ms,
+        }
     return out
 
 
@@ -135,21 +220,38 @@ def manifest_fields(state) -> dict:
         "selection": state.selection,
         "calibration": state.calibrated.calibration,  # run.py divides the logits by its temperature
         "decision": state.calibrated.decision,  # run.py predict's threshold for the positive class
-        "accuracy": {"split": "test", "n": int(len(test.y)),
-                     "ci95": {"unpruned_fp32": test.base_metrics["ci95"]["accuracy"],
-                              "pruned_fp32": test.pruned_metrics["ci95"]["accuracy"],
-                              **{f"exported_{p}": parity[p]["candidate"]["ci95"]["accuracy"]
-                                 for p in parity}},
-                     "unpruned_fp32": test.base_metrics["accuracy"],
-                     "pruned_fp32": test.pruned_metrics["accuracy"],
-                     **{f"exported_{p}": parity[p]["candidate"]["accuracy"] for p in parity}},
-        "parity": {files[p].name: {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
-                   for p, r in parity.items()},
+        "accuracy": {
+            "split": "test",
+            "n": int(len(test.y)),
+            "ci95": {
+                "unpruned_fp32": test.base_metrics["ci95"]["accuracy"],
+                "pruned_fp32": test.pruned_metrics["ci95"]["accuracy"],
+                **{f"exported_{p}": parity[p]["candidate"]["ci95"]["accuracy"] for p in parity},
+            },
+            "unpruned_fp32": test.base_metrics["accuracy"],
+            "pruned_fp32": test.pruned_metrics["accuracy"],
+            **{f"exported_{p}": parity[p]["candidate"]["accuracy"] for p in parity},
+        },
+        "parity": {
+            files[p].name: {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+            for p, r in parity.items()
+        },
         "budgets": budgets(state),
         "fallbacks": state.steps.fallbacks,
-        "prune": {k: report[k] for k in ("method", "criterion", "schedule", "config",
-                                         "spine_widths", "attempts", "target", "level")
-                  if k in report},
+        "prune": {
+            k: report[k]
+            for k in (
+                "method",
+                "criterion",
+                "schedule",
+                "config",
+                "spine_widths",
+                "attempts",
+                "target",
+                "level",
+            )
+            if k in report
+        },
         "channels_kept": report.get("layers"),
         "host_benchmark": state.bench.summary,
         "host_benchmark_results": state.bench.document,

@@ -24,6 +24,7 @@ synthetic data (`images_are_synthetic`).
 The bundle reads model input/output details with edgexray.runtime.runners (the code run.py
 itself runs); the runtime layer is torch-free.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,15 +36,14 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from string import Template
-from typing import Callable
 
 from edgexray.devices import DeviceProfile
+from edgexray.fsutil import partial_prefix, refuse_existing, remove_stale_partials, replace_dir, sha256_file
 from edgexray.runtime.errors import EdgeXrayError
-from edgexray.fsutil import (partial_prefix, refuse_existing, remove_stale_partials, replace_dir,
-                             sha256_file)
 from edgexray.runtime.preprocess import Preprocess
 from edgexray.runtime.registry import artifact_formats
 
@@ -52,19 +52,56 @@ log = logging.getLogger(__name__)
 SCHEMA = "edgexray.artifact/1"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # distribution names whose versions go into every manifest
-TOOLS = ("edgexray", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxsim",
-         "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
+TOOLS = (
+    "edgexray",
+    "torch",
+    "torchvision",
+    "torch-pruning",
+    "onnx",
+    "onnxruntime",
+    "onnxsim",
+    "onnx2tf",
+    "tensorflow",
+    "ai-edge-litert",
+    "numpy",
+)
 # keys write_artifact sets itself; manifest_fields may not override them
-RESERVED = ("schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
-            "threads", "profile", "arch", "variants", "tool_versions", "files")
+RESERVED = (
+    "schema",
+    "name",
+    "created",
+    "model",
+    "input",
+    "output",
+    "preprocess",
+    "class_names",
+    "threads",
+    "profile",
+    "arch",
+    "variants",
+    "tool_versions",
+    "files",
+)
 _SUFFIX = {fmt: info.suffix for fmt, info in artifact_formats().items()}
 _RUNTIME = {fmt: info.manifest_runtime for fmt, info in artifact_formats().items()}  # model.runtime
 CHECKSUMS = "checksums.sha256"
 # written by seal_artifact and sealed by checksums.sha256 and run.py, not by manifest "files"
 SEAL_FILES = ("manifest.json", "run.py", CHECKSUMS)
 # files that could hold an image; none may end up in an artifact
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".pgm",
-                   ".npy", ".npz", ".webp")
+_IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".dcm",
+    ".pgm",
+    ".npy",
+    ".npz",
+    ".webp",
+)
 
 
 def tool_versions() -> dict:
@@ -90,16 +127,29 @@ def model_io_spec(path: str | os.PathLike) -> dict:
     if path.suffix in _SUFFIX.values():
         runner = runner_for_file(path, threads=1)
     else:
-        raise EdgeXrayError(f"model file {str(path)!r} is neither .tflite nor .onnx; "
-                            "pass the files edgexray export wrote")
+        raise EdgeXrayError(
+            f"model file {str(path)!r} is neither .tflite nor .onnx; pass the files edgexray export wrote"
+        )
     return {"input": runner.input_spec.to_dict(), "output": runner.output_spec.to_dict()}
 
 
-def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: str, precision: str,
-                   model_files: dict, manifest_fields: dict, class_names, preprocess,
-                   report_assets: dict | None = None, images_are_synthetic: bool = False,
-                   output_kind: str = "logits", verify: Callable[[Path], dict] | None = None,
-                   tasks_model: str | os.PathLike | None = None, force: bool = False) -> Path:
+def write_artifact(
+    out_root: str | os.PathLike,
+    *,
+    target: DeviceProfile,
+    arch: str,
+    precision: str,
+    model_files: dict,
+    manifest_fields: dict,
+    class_names,
+    preprocess,
+    report_assets: dict | None = None,
+    images_are_synthetic: bool = False,
+    output_kind: str = "logits",
+    verify: Callable[[Path], dict] | None = None,
+    tasks_model: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
     """Write <out_root>/<target>-<arch>-<precision>/ and its .zip; return the folder.
 
     model_files: {precision: path}; `precision` is the shipped one, the others ride along.
@@ -131,8 +181,18 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(final_dir), dir=out_root))
     tmp_zip = None
     try:
-        manifest = _assemble(tmp, name, target, arch, precision, model_files, manifest_fields,
-                             list(class_names), preprocess, output_kind)
+        manifest = _assemble(
+            tmp,
+            name,
+            target,
+            arch,
+            precision,
+            model_files,
+            manifest_fields,
+            list(class_names),
+            preprocess,
+            output_kind,
+        )
         _add_mobile_files(tmp, manifest, tasks_model)
         _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
         _write_text(tmp / "README.md", render_readme(manifest))
@@ -163,6 +223,7 @@ def write_artifact(out_root: str | os.PathLike, *, target: DeviceProfile, arch: 
 
 # ----------------------------------------------------------------------------- manifest
 
+
 def _add_mobile_files(tmp: Path, manifest: dict, tasks_model=None) -> None:
     """The Tasks-ready variant, TFLite Model Metadata in every .tflite, .ort files for ONNX
     Runtime; before the seal."""
@@ -178,15 +239,19 @@ def _add_mobile_files(tmp: Path, manifest: dict, tasks_model=None) -> None:
 
 def _check_inputs(target, precision, model_files, manifest_fields, class_names, output_kind):
     if precision not in model_files:
-        raise EdgeXrayError(f"the shipped precision {precision!r} has no model file; got files "
-                            f"for {sorted(model_files)}; export it first (edgexray export)")
+        raise EdgeXrayError(
+            f"the shipped precision {precision!r} has no model file; got files "
+            f"for {sorted(model_files)}; export it first (edgexray export)"
+        )
     for prec, path in model_files.items():
         path = Path(path)
         if not path.is_file():
             raise EdgeXrayError(f"model file {str(path)!r} ({prec}) does not exist")
         if path.suffix != _SUFFIX.get(target.model_format):
-            raise EdgeXrayError(f"target {target.name!r} runs {target.runtime} and needs a "
-                                f"{target.model_format} model; got {path.name!r} for {prec}")
+            raise EdgeXrayError(
+                f"target {target.name!r} runs {target.runtime} and needs a "
+                f"{target.model_format} model; got {path.name!r} for {prec}"
+            )
     clash = sorted(set(manifest_fields) & set(RESERVED))
     if clash:
         raise ValueError(f"manifest_fields may not set {clash}; the bundle writes those")
@@ -197,14 +262,18 @@ def _check_inputs(target, precision, model_files, manifest_fields, class_names, 
         raise ValueError(f"output_kind {output_kind!r}; allowed: logits, probabilities")
 
 
-def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, class_names,
-              preprocess, output_kind) -> dict:
+def _assemble(
+    tmp: Path, name, target, arch, precision, model_files, fields, class_names, preprocess, output_kind
+) -> dict:
     from edgexray.export.formats import file_name
 
     variants = {}
     for prec, src in sorted(model_files.items(), key=lambda kv: kv[0] != precision):
-        fname = f"model{_SUFFIX[target.model_format]}" if prec == precision else \
-            file_name(target.model_format, prec)
+        fname = (
+            f"model{_SUFFIX[target.model_format]}"
+            if prec == precision
+            else file_name(target.model_format, prec)
+        )
         shutil.copyfile(src, tmp / fname)
         spec = model_io_spec(tmp / fname)
         _check_io(spec, preprocess, class_names, fname)
@@ -213,8 +282,12 @@ def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, cla
     shipped = variants[precision]
     profile = target.to_dict()
     profile["source"] = Path(target.source).name if target.source else ""
-    model = {"file": shipped["file"], "runtime": _RUNTIME[target.model_format],
-             "precision": precision, "arch": arch}
+    model = {
+        "file": shipped["file"],
+        "runtime": _RUNTIME[target.model_format],
+        "precision": precision,
+        "arch": arch,
+    }
     if target.execution_provider:
         model["execution_provider"] = target.execution_provider
         if target.execution_provider != "CPUExecutionProvider":
@@ -225,7 +298,7 @@ def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, cla
     return {
         "schema": SCHEMA,
         "name": name,
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": model,
         "input": shipped["input"],
         "output": shipped["output"],
@@ -243,16 +316,21 @@ def _assemble(tmp: Path, name, target, arch, precision, model_files, fields, cla
 
 def _check_io(spec: dict, pre: Preprocess, class_names: list, fname: str) -> None:
     shape, layout = spec["input"]["shape"], spec["input"]["layout"]
-    want = [1, pre.size, pre.size, pre.channels] if layout == "NHWC" else \
-        [1, pre.channels, pre.size, pre.size]
+    want = (
+        [1, pre.size, pre.size, pre.channels] if layout == "NHWC" else [1, pre.channels, pre.size, pre.size]
+    )
     if [abs(d) for d in shape][1:] != want[1:]:
-        raise EdgeXrayError(f"{fname}: model input {shape} ({layout}) does not match the "
-                            f"pre-processing (size {pre.size}, {pre.channels} channel(s)); "
-                            "export the model from the same checkpoint")
+        raise EdgeXrayError(
+            f"{fname}: model input {shape} ({layout}) does not match the "
+            f"pre-processing (size {pre.size}, {pre.channels} channel(s)); "
+            "export the model from the same checkpoint"
+        )
     out = spec["output"]["shape"]
     if not out or out[-1] != len(class_names):
-        raise EdgeXrayError(f"{fname}: model output {out} does not have one value per class "
-                            f"({len(class_names)}: {class_names})")
+        raise EdgeXrayError(
+            f"{fname}: model output {out} does not have one value per class "
+            f"({len(class_names)}: {class_names})"
+        )
 
 
 def _jsonable(obj):
@@ -274,8 +352,11 @@ def _write_text(path: Path, text: str, executable: bool = False) -> None:
 
 
 def _artifact_files(folder: Path) -> list:
-    return [p for p in sorted(folder.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.relative_to(folder).parts]
+    return [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.relative_to(folder).parts
+    ]
 
 
 def seal_artifact(folder: str | os.PathLike, manifest: dict) -> None:
@@ -287,7 +368,9 @@ def seal_artifact(folder: str | os.PathLike, manifest: dict) -> None:
     folder = Path(folder)
     manifest["files"] = {
         rel: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in _artifact_files(folder) if (rel := p.relative_to(folder).as_posix()) not in SEAL_FILES}
+        for p in _artifact_files(folder)
+        if (rel := p.relative_to(folder).as_posix()) not in SEAL_FILES
+    }
     write_seal(folder, manifest)
 
 
@@ -296,25 +379,34 @@ def write_seal(folder: Path, manifest: dict) -> None:
     data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
     (folder / "manifest.json").write_bytes(data)
     _write_text(folder / "run.py", _render_run_py(hashlib.sha256(data).hexdigest()), executable=True)
-    _write_text(folder / CHECKSUMS, "".join(
-        f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in _artifact_files(folder)
-        if p.name != CHECKSUMS or p.parent != folder))
+    _write_text(
+        folder / CHECKSUMS,
+        "".join(
+            f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n"
+            for p in _artifact_files(folder)
+            if p.name != CHECKSUMS or p.parent != folder
+        ),
+    )
 
 
 def _refuse_images(folder: Path) -> None:
-    images = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
-              if p.suffix.lower() in _IMAGE_SUFFIXES]
+    images = [
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES
+    ]
     if images:
-        raise EdgeXrayError(f"the artifact would contain image files {images}; no image is ever "
-                            "written into an artifact (report images are embedded in report.html)")
+        raise EdgeXrayError(
+            f"the artifact would contain image files {images}; no image is ever "
+            "written into an artifact (report images are embedded in report.html)"
+        )
 
 
 def _render_run_py(manifest_sha256: str) -> str:
     try:
         from edgexray.export.run_py_render import render_run_py
     except ImportError as e:
-        raise EdgeXrayError(f"cannot write run.py: edgexray.export.run_py_render is missing "
-                            f"({e}); reinstall edgexray") from None
+        raise EdgeXrayError(
+            f"cannot write run.py: edgexray.export.run_py_render is missing ({e}); reinstall edgexray"
+        ) from None
     return render_run_py(manifest_sha256)
 
 
@@ -328,6 +420,7 @@ def _zip_folder(folder: Path, arc_root: str, dest: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- README
+
 
 def _f32(x) -> str:
     """Shortest text that reads back as the same float32 (what the runtimes store)."""
@@ -343,23 +436,33 @@ def render_readme(manifest: dict) -> str:
     names = manifest["class_names"]
     qin, qout = inp.get("quantization"), out.get("quantization")
     model_bytes = manifest["variants"][model["precision"]]["bytes"]
-    install = prof["install"] if prof["install"].startswith("pip ") else \
-        "pip install numpy==1.26.4 " + ("ai-edge-litert==2.1.0" if model["runtime"] == "litert"
-                                        else "onnxruntime==1.23.0")
+    install = (
+        prof["install"]
+        if prof["install"].startswith("pip ")
+        else "pip install numpy==1.26.4 "
+        + ("ai-edge-litert==2.1.0" if model["runtime"] == "litert" else "onnxruntime==1.23.0")
+    )
     if qin:
         lo, hi = (-128, 127) if inp["dtype"] == "int8" else (0, 255)
         zp = int(qin["zero_point"])
-        quant_step = (f"Quantize to {inp['dtype']}: `q = clip(round_half_even(x / {_f32(qin['scale'])})"
-                      f" {'-' if zp < 0 else '+'} {abs(zp)}, {lo}, {hi})` (scale and zero point of "
-                      "the model input, float32 arithmetic).")
+        quant_step = (
+            f"Quantize to {inp['dtype']}: `q = clip(round_half_even(x / {_f32(qin['scale'])})"
+            f" {'-' if zp < 0 else '+'} {abs(zp)}, {lo}, {hi})` (scale and zero point of "
+            "the model input, float32 arithmetic)."
+        )
     else:
         quant_step = f"No quantization: the model takes {inp['dtype']} values as they are."
     kind = out.get("kind", "logits")
-    deq = (f"dequantize `real = {_f32(qout['scale'])} * (q - ({qout['zero_point']}))`, then "
-           if qout else "")
-    output_step = f"{deq}{'softmax over the classes gives probabilities' if kind == 'logits' else 'the values are probabilities'}."
-    accel = f", {model.get('delegate') or model.get('execution_provider')}" \
-        if model.get("delegate") or model.get("execution_provider") else ""
+    deq = f"dequantize `real = {_f32(qout['scale'])} * (q - ({qout['zero_point']}))`, then " if qout else ""
+    probs = (
+        "softmax over the classes gives probabilities" if kind == "logits" else "the values are probabilities"
+    )
+    output_step = f"{deq}{probs}."
+    accel = (
+        f", {model.get('delegate') or model.get('execution_provider')}"
+        if model.get("delegate") or model.get("execution_provider")
+        else ""
+    )
 
     def spec_text(s):
         q = s.get("quantization")
@@ -367,21 +470,40 @@ def render_readme(manifest: dict) -> str:
         return f"{s['shape']} {s.get('layout', '')} {s['dtype']}{qt}".replace("  ", " ")
 
     values = dict(
-        name=manifest["name"], edgexray_version=manifest["tool_versions"].get("edgexray") or "?",
-        target_name=prof["name"], target_description=prof["description"],
-        model_file=model["file"], model_format=prof["model_format"], precision=model["precision"],
-        model_bytes=model_bytes, arch=manifest["arch"], class_list=", ".join(names),
-        input_summary=spec_text(inp), output_summary=spec_text(out) + f" ({kind})",
-        runtime=prof["runtime"], threads=manifest.get("threads", prof["threads"]), accel=accel,
-        created=manifest["created"], install_python=install, size=pre["size"],
-        channels=pre["channels"], mean=pre["mean"], std=pre["std"], quant_step=quant_step,
-        layout=inp["layout"], input_shape=inp["shape"], input_dtype=inp["dtype"],
+        name=manifest["name"],
+        edgexray_version=manifest["tool_versions"].get("edgexray") or "?",
+        target_name=prof["name"],
+        target_description=prof["description"],
+        model_file=model["file"],
+        model_format=prof["model_format"],
+        precision=model["precision"],
+        model_bytes=model_bytes,
+        arch=manifest["arch"],
+        class_list=", ".join(names),
+        input_summary=spec_text(inp),
+        output_summary=spec_text(out) + f" ({kind})",
+        runtime=prof["runtime"],
+        threads=manifest.get("threads", prof["threads"]),
+        accel=accel,
+        created=manifest["created"],
+        install_python=install,
+        size=pre["size"],
+        channels=pre["channels"],
+        mean=pre["mean"],
+        std=pre["std"],
+        quant_step=quant_step,
+        layout=inp["layout"],
+        input_shape=inp["shape"],
+        input_dtype=inp["dtype"],
         output_step=output_step,
     )
     if model["runtime"] == "litert":
         mobile = Template((TEMPLATES / "mobile_tflite.md.tmpl").read_text()).substitute(
-            name=manifest["name"], model_file=model["file"], model_stem=Path(model["file"]).stem,
-            size=pre["size"], channels=pre["channels"],
+            name=manifest["name"],
+            model_file=model["file"],
+            model_stem=Path(model["file"]).stem,
+            size=pre["size"],
+            channels=pre["channels"],
             mean_kt=", ".join(f"{_f32(m)}f" for m in pre["mean"]),
             std_kt=", ".join(f"{_f32(s)}f" for s in pre["std"]),
             mean_swift=", ".join(_f32(m) for m in pre["mean"]),
@@ -393,13 +515,16 @@ def render_readme(manifest: dict) -> str:
             out_scale=_f32(qout["scale"]) if qout else "1.0",
             out_zero=int(qout["zero_point"]) if qout else 0,
             output_is_logits=str(kind == "logits").lower(),
-            labels_quoted=", ".join(json.dumps(n) for n in names), threads=prof["threads"])
+            labels_quoted=", ".join(json.dumps(n) for n in names),
+            threads=prof["threads"],
+        )
         if qin and inp["dtype"] != "int8":
-            raise EdgeXrayError(f"input dtype {inp['dtype']} is not covered by the mobile code; "
-                                "export full-integer int8 or float models")
+            raise EdgeXrayError(
+                f"input dtype {inp['dtype']} is not covered by the mobile code; "
+                "export full-integer int8 or float models"
+            )
     else:
-        mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(
-            runtime=prof["runtime"])
+        mobile = Template((TEMPLATES / "mobile_onnx.md.tmpl").read_text()).substitute(runtime=prof["runtime"])
     from edgexray.export.mobile_snippets import readme_section as tasks_readme
     from edgexray.export.ort_mobile import readme_section as ort_readme
 
@@ -408,9 +533,11 @@ def render_readme(manifest: dict) -> str:
     readme = Template((TEMPLATES / "README.md.tmpl").read_text()).substitute(values)
     if manifest.get("synthetic_data"):
         title, rest = readme.split("\n", 1)
-        readme = (f"{title}\n\n> **SYNTHETIC demo:** trained and evaluated on procedurally drawn "
-                  "X-rays, not patient images; its accuracy says nothing about clinical "
-                  f"performance.\n{rest}")
+        readme = (
+            f"{title}\n\n> **SYNTHETIC demo:** trained and evaluated on procedurally drawn "
+            "X-rays, not patient images; its accuracy says nothing about clinical "
+            f"performance.\n{rest}"
+        )
     return readme
 
 
@@ -423,24 +550,33 @@ def _measured_table(models) -> str:
     def cell(v, fmt):
         return "" if v is None else fmt(v)
 
-    lines = ["", "## Measured at build time (on the build host, not on the device)", "",
-             "| model | params | MACs | size | latency p50 | accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Measured at build time (on the build host, not on the device)",
+        "",
+        "| model | params | MACs | size | latency p50 | accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for m in rows:
         lat = m.get("latency_ms")
         lat = lat.get("p50") if isinstance(lat, dict) else lat
         acc = m.get("accuracy", (m.get("metrics") or {}).get("accuracy"))
         label = str(m.get("label", "?")).replace("|", "/") + (" **(shipped)**" if m.get("shipped") else "")
-        lines.append(f"| {label} | {cell(m.get('params'), '{:,}'.format)} | "
-                     f"{cell(m.get('macs'), '{:,}'.format)} | "
-                     f"{cell(m.get('size_bytes'), lambda b: f'{b / 1e6:.2f} MB')} | "
-                     f"{cell(lat, lambda v: f'{v:.2f} ms')} | {cell(acc, lambda a: f'{100 * a:.1f}%')} |")
+        lines.append(
+            f"| {label} | {cell(m.get('params'), '{:,}'.format)} | "
+            f"{cell(m.get('macs'), '{:,}'.format)} | "
+            f"{cell(m.get('size_bytes'), lambda b: f'{b / 1e6:.2f} MB')} | "
+            f"{cell(lat, lambda v: f'{v:.2f} ms')} | {cell(acc, lambda a: f'{100 * a:.1f}%')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- report.html
 
-def render_report_html(manifest: dict, report_assets: dict | None = None, *,
-                       images_are_synthetic: bool = False) -> str:
+
+def render_report_html(
+    manifest: dict, report_assets: dict | None = None, *, images_are_synthetic: bool = False
+) -> str:
     """A self-contained HTML report (pure: returns the text, writes nothing)."""
     from edgexray.export import report_html
 

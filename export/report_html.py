@@ -3,6 +3,7 @@
 Rendered from the manifest (what the build measured; keys described in docs/ARCHITECTURE.md
 "bundle") and the pipeline's images. Sections whose data is missing say so instead of vanishing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,24 +14,51 @@ from pathlib import Path
 from string import Template
 
 # manifest keys this report draws itself; every other build key is listed as JSON at the end
-_DRAWN = {"schema", "name", "created", "model", "input", "output", "preprocess", "class_names",
-          "threads", "profile", "arch", "variants", "tool_versions", "files", "models",
-          "channels_kept", "parity", "arm_verification", "arm_reference", "budgets", "fallbacks",
-          "config", "external", "grouping", "leakage", "calibration", "decision", "warnings"}
+_DRAWN = {
+    "schema",
+    "name",
+    "created",
+    "model",
+    "input",
+    "output",
+    "preprocess",
+    "class_names",
+    "threads",
+    "profile",
+    "arch",
+    "variants",
+    "tool_versions",
+    "files",
+    "models",
+    "channels_kept",
+    "parity",
+    "arm_verification",
+    "arm_reference",
+    "budgets",
+    "fallbacks",
+    "config",
+    "external",
+    "grouping",
+    "leakage",
+    "calibration",
+    "decision",
+    "warnings",
+}
 
 
 def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: Path) -> str:
     models = [m for m in manifest.get("models") or [] if isinstance(m, dict)]
     sections = [
-        *([_section("Warnings", _warnings(manifest["warnings"]))] if manifest.get("warnings")
-          else []),
+        *([_section("Warnings", _warnings(manifest["warnings"]))] if manifest.get("warnings") else []),
         _section("Before and after", _comparison(models)),
         _section("External test set (other patients)", _external(manifest, models)),
         _section("Budgets", _budgets(manifest.get("budgets"), manifest.get("fallbacks"))),
         _section("Channels kept per layer", _channels(manifest.get("channels_kept"))),
         _section("Confusion matrices (held-out split)", _confusions(models)),
-        _section("Grad-CAM: original beside deployed model",
-                 _gradcam(assets.get("gradcam") or {}, images_are_synthetic)),
+        _section(
+            "Grad-CAM: original beside deployed model",
+            _gradcam(assets.get("gradcam") or {}, images_are_synthetic),
+        ),
         _section("Parity of the exported files with PyTorch", _parity(manifest.get("parity"))),
         _section("ARM verification", _arm(manifest.get("arm_verification"))),
     ]
@@ -39,20 +67,29 @@ def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: 
     sections.append(_section("Model, pre-processing and target", _deployment(manifest)))
     sections.append(_section("Files, versions and configuration", _provenance(manifest)))
     model = manifest["model"]
-    subtitle = (f"{html.escape(manifest['arch'])} for {html.escape(manifest['profile']['name'])}"
-                f" &middot; {html.escape(model['file'])} ({html.escape(model['precision'])}, "
-                f"{html.escape(model['runtime'])}) &middot; classes: "
-                f"{html.escape(', '.join(manifest['class_names']))}")
+    subtitle = (
+        f"{html.escape(manifest['arch'])} for {html.escape(manifest['profile']['name'])}"
+        f" &middot; {html.escape(model['file'])} ({html.escape(model['precision'])}, "
+        f"{html.escape(model['runtime'])}) &middot; classes: "
+        f"{html.escape(', '.join(manifest['class_names']))}"
+    )
     if manifest.get("synthetic_data"):
-        subtitle += (" &middot; <strong>trained and evaluated on SYNTHETIC X-rays (demo): the "
-                     "accuracy figures say nothing about clinical performance</strong>")
+        subtitle += (
+            " &middot; <strong>trained and evaluated on SYNTHETIC X-rays (demo): the "
+            "accuracy figures say nothing about clinical performance</strong>"
+        )
     return Template((templates / "report.html.tmpl").read_text(encoding="utf-8")).substitute(
-        name=html.escape(manifest["name"]), subtitle=subtitle, cards=_cards(manifest, models),
-        sections="\n".join(sections), created=html.escape(manifest["created"]),
-        edgexray_version=html.escape(str(manifest.get("tool_versions", {}).get("edgexray"))))
+        name=html.escape(manifest["name"]),
+        subtitle=subtitle,
+        cards=_cards(manifest, models),
+        sections="\n".join(sections),
+        created=html.escape(manifest["created"]),
+        edgexray_version=html.escape(str(manifest.get("tool_versions", {}).get("edgexray"))),
+    )
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _warnings(warnings: list) -> str:
     items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
@@ -79,8 +116,10 @@ def _png_b64(image) -> str:
 
 
 def _img(image, caption: str) -> str:
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-            f'{_png_b64(image)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{_png_b64(image)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
 
 
 def _figures(images: dict) -> str:
@@ -107,8 +146,14 @@ def _table(rows: list, columns: list | None = None) -> str:
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if isinstance(r.get(c), (int, float)) else ""}">'
-                         f"{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if isinstance(r.get(c), (int, float)) else ""}">{_num(r.get(c))}</td>'
+            for c in columns
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -152,14 +197,16 @@ def _bars(title: str, unit: str, labels: list, values: list, highlight: int | No
 
 # ----------------------------------------------------------------------------- sections
 
+
 def _cards(manifest: dict, models: list) -> str:
     cards = []
     ref = models[0] if models else {}
     shipped = next((m for m in models if m.get("shipped")), models[-1] if models else {})
 
     def card(value, key):
-        cards.append(f'<div class="card"><div class="v">{value}</div>'
-                     f'<div class="k">{html.escape(key)}</div></div>')
+        cards.append(
+            f'<div class="card"><div class="v">{value}</div><div class="k">{html.escape(key)}</div></div>'
+        )
 
     for key, label in (("params", "fewer parameters"), ("macs", "fewer MACs")):
         if ref.get(key) and shipped.get(key) is not None:
@@ -173,16 +220,21 @@ def _cards(manifest: dict, models: list) -> str:
     cal = manifest.get("calibration")
     if isinstance(cal, dict) and "ece_after" in cal:  # temperature scaling, fitted on val
         test = cal.get("test") or {}
-        card(f"{cal.get('ece_before', 0):.3f} &rarr; {cal['ece_after']:.3f}",
-             f"ECE val (T = {cal['temperature']:.2f})"
-             + (f"; test {test['ece_before']:.3f} -> {test['ece_after']:.3f}" if test else ""))
+        card(
+            f"{cal.get('ece_before', 0):.3f} &rarr; {cal['ece_after']:.3f}",
+            f"ECE val (T = {cal['temperature']:.2f})"
+            + (f"; test {test['ece_before']:.3f} -> {test['ece_after']:.3f}" if test else ""),
+        )
     dec = manifest.get("decision")
     if isinstance(dec, dict) and isinstance(dec.get("test"), dict):  # operating point, chosen on val
         t = dec["test"]
-        card(" / ".join("n/a" if t.get(k) is None else f"{100 * t[k]:.1f}%"
-                        for k in ("sensitivity", "specificity")),
-             f"test sensitivity / specificity of {dec['positive_class']} at p >= "
-             f"{dec['threshold']:.3f} (chosen on val for {dec['target_sensitivity']})")
+        card(
+            " / ".join(
+                "n/a" if t.get(k) is None else f"{100 * t[k]:.1f}%" for k in ("sensitivity", "specificity")
+            ),
+            f"test sensitivity / specificity of {dec['positive_class']} at p >= "
+            f"{dec['threshold']:.3f} (chosen on val for {dec['target_sensitivity']})",
+        )
     arm = manifest.get("arm_verification")
     if isinstance(arm, dict):
         status = _arm_status(arm)
@@ -197,26 +249,44 @@ def _comparison(models: list) -> str:
     hi = next((i for i, m in enumerate(models) if m.get("shipped")), None)
     plots = {}
     for title, unit, get in (
-            ("File size", "MB", lambda m: m.get("size_bytes") and m["size_bytes"] / 1e6),
-            ("Latency on the build host, batch 1 (p50)", "ms", _latency),
-            ("Accuracy on the held-out split", "%", lambda m: None if _accuracy(m) is None
-             else 100 * _accuracy(m))):
-        pairs = [(l, v, i == hi) for i, (l, v) in enumerate(zip(labels, map(get, models))) if v]
+        ("File size", "MB", lambda m: m.get("size_bytes") and m["size_bytes"] / 1e6),
+        ("Latency on the build host, batch 1 (p50)", "ms", _latency),
+        (
+            "Accuracy on the held-out split",
+            "%",
+            lambda m: None if _accuracy(m) is None else 100 * _accuracy(m),
+        ),
+    ):
+        pairs = [(lb, v, i == hi) for i, (lb, v) in enumerate(zip(labels, map(get, models))) if v]
         if pairs:
             h = next((j for j, p in enumerate(pairs) if p[2]), None)
-            plots[f"{title} ({unit})"] = _bars(title, unit, [p[0] for p in pairs],
-                                                [float(p[1]) for p in pairs], h)
-    rows = [{"model": l, "format": m.get("format"), "precision": m.get("precision"),
-             "params": m.get("params"), "MACs": m.get("macs"), "size (bytes)": m.get("size_bytes"),
-             "latency p50 (ms)": _latency(m), "accuracy": _accuracy(m),
-             "accuracy 95% CI": _ci(m.get("accuracy_ci95")),
-             "sensitivity per class (95% CI)": "; ".join(
-                 f"{c} {100 * v['sensitivity']:.1f}% ({_ci(m['per_class_ci95'][c]['sensitivity'])})"
-                 for c, v in (m.get("metrics") or {}).get("per_class", {}).items()
-                 if c in (m.get("per_class_ci95") or {})),
-             "shipped": "shipped" if m.get("shipped") else ""} for l, m in zip(labels, models)]
-    note = ('<p class="sub">Latency is measured on the build host, not on the device; run '
-            '<code>python run.py bench</code> on the device for its own numbers.</p>')
+            plots[f"{title} ({unit})"] = _bars(
+                title, unit, [p[0] for p in pairs], [float(p[1]) for p in pairs], h
+            )
+    rows = [
+        {
+            "model": label,
+            "format": m.get("format"),
+            "precision": m.get("precision"),
+            "params": m.get("params"),
+            "MACs": m.get("macs"),
+            "size (bytes)": m.get("size_bytes"),
+            "latency p50 (ms)": _latency(m),
+            "accuracy": _accuracy(m),
+            "accuracy 95% CI": _ci(m.get("accuracy_ci95")),
+            "sensitivity per class (95% CI)": "; ".join(
+                f"{c} {100 * v['sensitivity']:.1f}% ({_ci(m['per_class_ci95'][c]['sensitivity'])})"
+                for c, v in (m.get("metrics") or {}).get("per_class", {}).items()
+                if c in (m.get("per_class_ci95") or {})
+            ),
+            "shipped": "shipped" if m.get("shipped") else "",
+        }
+        for label, m in zip(labels, models)
+    ]
+    note = (
+        '<p class="sub">Latency is measured on the build host, not on the device; run '
+        "<code>python run.py bench</code> on the device for its own numbers.</p>"
+    )
     return (_figures(plots) if plots else "") + _table(rows) + note
 
 
@@ -234,8 +304,11 @@ def _budgets(budgets, fallbacks) -> str:
             rows.append(row)
         out += _table(rows)
     if fallbacks:
-        out += "<p>The build changed course to meet its budgets:</p><ul>" + "".join(
-            f"<li>{html.escape(str(f))}</li>" for f in fallbacks) + "</ul>"
+        out += (
+            "<p>The build changed course to meet its budgets:</p><ul>"
+            + "".join(f"<li>{html.escape(str(f))}</li>" for f in fallbacks)
+            + "</ul>"
+        )
     return out or _missing("No budgets were recorded.")
 
 
@@ -255,8 +328,7 @@ def _channels(kept) -> str:
     ax.set_xlabel("output channels")
     ax.legend(fontsize=8, loc="lower right")
     total_b, total_a = sum(before), sum(after)
-    ax.set_title(f"{total_a:,} of {total_b:,} channels kept ({100 * total_a / total_b:.1f}%)",
-                 fontsize=10)
+    ax.set_title(f"{total_a:,} of {total_b:,} channels kept ({100 * total_a / total_b:.1f}%)", fontsize=10)
     return _figures({"Channels per layer, before and after pruning": fig})
 
 
@@ -278,20 +350,28 @@ def _confusions(models: list) -> str:
         peak = max(max(r) for r in cm) or 1
         for i, row in enumerate(cm):
             for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=9,
-                        color="white" if v > peak / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if v > peak / 2 else "black",
+                )
         figs[str(m.get("label", "model"))] = fig
     return _figures(figs) if figs else _missing("No confusion matrices were recorded.")
 
 
 def _gradcam(images: dict, synthetic: bool) -> str:
     if images and synthetic:
-        return ('<p class="sub">Computed on synthetic images (no patient data).</p>'
-                + _figures(images))
+        return '<p class="sub">Computed on synthetic images (no patient data).</p>' + _figures(images)
     if images:
-        return ('<p class="note">Grad-CAM overlays are derived from patient images, so they were '
-                "left out of this artifact for privacy. They are in the build's own report, "
-                "outside the artifact.</p>")
+        return (
+            '<p class="note">Grad-CAM overlays are derived from patient images, so they were '
+            "left out of this artifact for privacy. They are in the build's own report, "
+            "outside the artifact.</p>"
+        )
     return _missing("Grad-CAM was not computed for this build.")
 
 
@@ -299,8 +379,10 @@ def _parity(parity) -> str:
     if not parity:
         return _missing("No parity check was recorded.")
     if isinstance(parity, dict) and all(isinstance(v, dict) for v in parity.values()):
-        rows = [{"file": k, **{c: v for c, v in row.items() if not isinstance(v, (dict, list))}}
-                for k, row in parity.items()]
+        rows = [
+            {"file": k, **{c: v for c, v in row.items() if not isinstance(v, (dict, list))}}
+            for k, row in parity.items()
+        ]
     elif isinstance(parity, list):
         rows = [{c: v for c, v in r.items() if not isinstance(v, (dict, list))} for r in parity]
     else:
@@ -322,15 +404,18 @@ def _arm_status(arm: dict) -> str:
 
 def _arm(arm) -> str:
     if not isinstance(arm, dict):
-        return ('<p class="sub">Not run: the artifact was not executed on (emulated) ARM; '
-                "<code>edgexray verify ARTIFACT</code> does it.</p>")
+        return (
+            '<p class="sub">Not run: the artifact was not executed on (emulated) ARM; '
+            "<code>edgexray verify ARTIFACT</code> does it.</p>"
+        )
     status = _arm_status(arm)
-    head = (f'<p>Status: <span class="{_status_class(status)}">{html.escape(status)}</span></p>')
+    head = f'<p>Status: <span class="{_status_class(status)}">{html.escape(status)}</span></p>'
     checks = arm.get("checks")
     rows = ""
     if isinstance(checks, dict):
-        rows = _table([{"check": k, **(v if isinstance(v, dict) else {"value": v})}
-                       for k, v in checks.items()])
+        rows = _table(
+            [{"check": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in checks.items()]
+        )
     rest = {k: v for k, v in arm.items() if k not in ("checks", "status")}
     return head + rows + (_kv(rest) if rest else "")
 
@@ -339,15 +424,22 @@ def _deployment(manifest: dict) -> str:
     inp, out = manifest["input"], manifest["output"]
     io_rows = [{"tensor": "input", **inp}, {"tensor": "output", **out}]
     prof = {k: v for k, v in manifest["profile"].items() if k != "prune"}
-    return (_table(io_rows) + "<p>Pre-processing</p>" + _kv(manifest["preprocess"])
-            + "<p>Target profile</p>" + _kv(prof))
+    return (
+        _table(io_rows)
+        + "<p>Pre-processing</p>"
+        + _kv(manifest["preprocess"])
+        + "<p>Target profile</p>"
+        + _kv(prof)
+    )
 
 
 def _provenance(manifest: dict) -> str:
     files = [{"file": k, **v} for k, v in (manifest.get("files") or {}).items()]
-    parts = ["<p>Files (manifest.json is authoritative; <code>python run.py verify</code> "
-             "checks them)</p>" + (_table(files) or _missing("none recorded yet")),
-             "<p>Tool versions</p>" + _kv(manifest.get("tool_versions") or {})]
+    parts = [
+        "<p>Files (manifest.json is authoritative; <code>python run.py verify</code> "
+        "checks them)</p>" + (_table(files) or _missing("none recorded yet")),
+        "<p>Tool versions</p>" + _kv(manifest.get("tool_versions") or {}),
+    ]
     if manifest.get("config") is not None:
         parts.append(_details("Resolved build configuration", manifest["config"]))
     other = {k: v for k, v in manifest.items() if k not in _DRAWN}
@@ -357,8 +449,10 @@ def _provenance(manifest: dict) -> str:
 
 
 def _details(title: str, obj) -> str:
-    return (f"<details><summary>{html.escape(title)}</summary><pre>"
-            f"{html.escape(json.dumps(obj, indent=2, default=str))}</pre></details>")
+    return (
+        f"<details><summary>{html.escape(title)}</summary><pre>"
+        f"{html.escape(json.dumps(obj, indent=2, default=str))}</pre></details>"
+    )
 
 
 def _external(manifest: dict, models: list) -> str:
@@ -367,19 +461,27 @@ def _external(manifest: dict, models: list) -> str:
     ext, grouping, leak = manifest.get("external"), manifest.get("grouping"), manifest.get("leakage")
     out = ""
     if isinstance(grouping, dict):
-        out += ("<p>Splits grouped by patient key <code>" + html.escape(str(grouping.get("key")))
-                + f"</code> ({html.escape(str(grouping.get('source')))}; "
-                  f"{grouping.get('groups', 0)} groups)</p>" if grouping.get("groups") else
-                f"<p>Splits not grouped by patient: {html.escape(str(grouping.get('source')))}</p>")
+        out += (
+            "<p>Splits grouped by patient key <code>"
+            + html.escape(str(grouping.get("key")))
+            + f"</code> ({html.escape(str(grouping.get('source')))}; "
+            f"{grouping.get('groups', 0)} groups)</p>"
+            if grouping.get("groups")
+            else f"<p>Splits not grouped by patient: {html.escape(str(grouping.get('source')))}</p>"
+        )
     if isinstance(leak, dict):
-        out += (f"<p>Leakage guard: {leak.get('exact_duplicate_clusters')} exact and "
-                f"{leak.get('near_duplicate_clusters')} near-duplicate clusters, "
-                f"{leak.get('conflicting_labels')} with conflicting labels, "
-                f"{leak.get('across_splits')} across splits.</p>")
+        out += (
+            f"<p>Leakage guard: {leak.get('exact_duplicate_clusters')} exact and "
+            f"{leak.get('near_duplicate_clusters')} near-duplicate clusters, "
+            f"{leak.get('conflicting_labels')} with conflicting labels, "
+            f"{leak.get('across_splits')} across splits.</p>"
+        )
     if not isinstance(ext, dict):
-        return out + _missing("No external test set (--test-data): every accuracy in this report "
-                              "comes from a split of the training folder, i.e. the training "
-                              "cohort; it says little about other patients or sites.")
+        return out + _missing(
+            "No external test set (--test-data): every accuracy in this report "
+            "comes from a split of the training folder, i.e. the training "
+            "cohort; it says little about other patients or sites."
+        )
     for w in ext.get("warnings") or []:
         out += f'<p class="bad"><strong>{html.escape(w)}</strong></p>'
     rows = []
@@ -389,17 +491,26 @@ def _external(manifest: dict, models: list) -> str:
             rows.append({"model": m.get("label"), "external accuracy": "not evaluated"})
             continue
         pc, pci = e.get("per_class") or {}, e.get("per_class_ci95") or {}
-        rows.append({
-            "model": str(m.get("label")) + (" (shipped, via run.py)" if m.get("shipped") else ""),
-            "internal test accuracy": _accuracy(m),
-            "external accuracy": e["accuracy"], "95% CI": _ci(e.get("accuracy_ci95")),
-            "external ROC-AUC": e.get("roc_auc"), "AUC 95% CI": _ci(e.get("roc_auc_ci95")),
-            "sensitivity (95% CI)": "; ".join(
-                f"{c} {100 * v['sensitivity']:.1f}% ({_ci((pci.get(c) or {}).get('sensitivity'))})"
-                for c, v in pc.items()),
-            "specificity (95% CI)": "; ".join(
-                f"{c} {100 * v['specificity']:.1f}% ({_ci((pci.get(c) or {}).get('specificity'))})"
-                for c, v in pc.items())})
-    return (out + f"<p>{ext.get('n')} images {html.escape(json.dumps(ext.get('counts')))} from "
-            f"<code>{html.escape(str(ext.get('data')))}</code>, scored once at the end, never used "
-            f"for a choice; {html.escape(str(ext.get('intervals')))}.</p>" + _table(rows))
+        rows.append(
+            {
+                "model": str(m.get("label")) + (" (shipped, via run.py)" if m.get("shipped") else ""),
+                "internal test accuracy": _accuracy(m),
+                "external accuracy": e["accuracy"],
+                "95% CI": _ci(e.get("accuracy_ci95")),
+                "external ROC-AUC": e.get("roc_auc"),
+                "AUC 95% CI": _ci(e.get("roc_auc_ci95")),
+                "sensitivity (95% CI)": "; ".join(
+                    f"{c} {100 * v['sensitivity']:.1f}% ({_ci((pci.get(c) or {}).get('sensitivity'))})"
+                    for c, v in pc.items()
+                ),
+                "specificity (95% CI)": "; ".join(
+                    f"{c} {100 * v['specificity']:.1f}% ({_ci((pci.get(c) or {}).get('specificity'))})"
+                    for c, v in pc.items()
+                ),
+            }
+        )
+    return (
+        out + f"<p>{ext.get('n')} images {html.escape(json.dumps(ext.get('counts')))} from "
+        f"<code>{html.escape(str(ext.get('data')))}</code>, scored once at the end, never used "
+        f"for a choice; {html.escape(str(ext.get('intervals')))}.</p>" + _table(rows)
+    )

@@ -6,6 +6,7 @@ complete or not at all. Budgets are checked, and a broken one makes the build fa
 pruning, the next precision) or stop; it never ships something as if it passed. build() reads
 as the list of stages; each adds its result to the frozen BuildState (pipeline.state).
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,16 @@ log = logging.getLogger(__name__)
 # The embedded default: synthetic bone X-rays and a model small enough for minutes on 2 cores.
 # Its held-out split is small (one image is ~0.6 pp), so its accuracy budget is wider, and
 # stated as such in the manifest and the summary.
-DEMO = dict(synth_classes=3, synth_per_class=300, size=96, width=0.5, epochs=12, finetune_epochs=4,
-            calib_count=100, max_accuracy_drop=3.0)
+DEMO = dict(
+    synth_classes=3,
+    synth_per_class=300,
+    size=96,
+    width=0.5,
+    epochs=12,
+    finetune_epochs=4,
+    calib_count=100,
+    max_accuracy_drop=3.0,
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +84,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     cfg, profile, steps = state.cfg, state.profile, state.steps
     if cfg.test_data:  # before training: a wrong folder fails now, an overlap is said up front
         from edgexray import external
+
         with steps.stage("external test set"):
-            state = replace(state, external_set=external.for_build(cfg, profile, given, progress,
-                                                                   steps.say))
+            state = replace(state, external_set=external.for_build(cfg, profile, given, progress, steps.say))
 
     # 1. data + unpruned model ------------------------------------------------------------
     with steps.stage("data + training" if cfg.checkpoint is None else "data + checkpoint"):
@@ -85,9 +94,16 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     val_x, val_y = _split_inputs(base, data, "val")
     _split_inputs(base, data, "test")  # fail now, not after pruning, when there is no test split
     from edgexray.operating_point import check_options
+
     check_options(cfg.positive_class, cfg.target_sensitivity, list(base.class_names))
-    state = replace(state, base=base, data=data, val_x=val_x, val_y=val_y,
-                    synthetic=(Path(data.index.root) / "SYNTHETIC.txt").is_file())
+    state = replace(
+        state,
+        base=base,
+        data=data,
+        val_x=val_x,
+        val_y=val_y,
+        synthetic=(Path(data.index.root) / "SYNTHETIC.txt").is_file(),
+    )
     # Every choice below (pruning level, precision) is made on the validation split; the test
     # split is read once, after the last choice, for the report.
     with steps.stage("evaluate unpruned (val)"):
@@ -95,21 +111,51 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
     # 2. prune + fine-tune, falling back to less pruning when accuracy breaks the budget ----
     with steps.stage("prune + fine-tune"):
-        state = replace(state, pruned=prune_within_budget(BudgetSearch(
-            prune=profile.prune, base=base, data=data, val_x=val_x, budget=state.budget,
-            predict=predict_logits, work=state.work, steps=steps,
-            latency_budget_ms=cfg.latency_budget_ms, finetune_epochs=cfg.finetune_epochs,
-            batch_size=cfg.batch_size, seed=cfg.seed)))
+        state = replace(
+            state,
+            pruned=prune_within_budget(
+                BudgetSearch(
+                    prune=profile.prune,
+                    base=base,
+                    data=data,
+                    val_x=val_x,
+                    budget=state.budget,
+                    predict=predict_logits,
+                    work=state.work,
+                    steps=steps,
+                    latency_budget_ms=cfg.latency_budget_ms,
+                    finetune_epochs=cfg.finetune_epochs,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                )
+            ),
+        )
 
     # 3. export + parity (val) --------------------------------------------------------------
     with steps.stage("export + parity"):
-        state = replace(state, exported=Exported(*export_and_check(
-            cfg, profile, state.pruned.checkpoint, data, state.work, state.precisions,
-            state.pruned.val_logits, val_x, val_y, state.budget, steps)))
+        state = replace(
+            state,
+            exported=Exported(
+                *export_and_check(
+                    cfg,
+                    profile,
+                    state.pruned.checkpoint,
+                    data,
+                    state.work,
+                    state.precisions,
+                    state.pruned.val_logits,
+                    val_x,
+                    val_y,
+                    state.budget,
+                    steps,
+                )
+            ),
+        )
 
     # 4. choose what ships -------------------------------------------------------------------
-    precision = choose_precision(profile.default_precision, state.precisions,
-                                 state.exported.val_parity, cfg.max_accuracy_drop)
+    precision = choose_precision(
+        profile.default_precision, state.precisions, state.exported.val_parity, cfg.max_accuracy_drop
+    )
     for text in precision.fallbacks:
         steps.fallback(text)
     state = replace(state, shipped=precision.precision)
@@ -152,17 +198,19 @@ def _started(cfg: BuildConfig) -> tuple[BuildState, object]:
 
     profile = load_profile(cfg.target)
     if _is_demo(cfg):
-        cfg = replace(cfg, **{k: v for k, v in DEMO.items()
-                              if getattr(cfg, k) == getattr(BuildConfig, k)})
+        cfg = replace(cfg, **{k: v for k, v in DEMO.items() if getattr(cfg, k) == getattr(BuildConfig, k)})
     precisions = tuple(cfg.precisions or profile.precisions)
     unknown = set(precisions) - set(profile.precisions) if cfg.precisions else set()
     if unknown:
-        raise EdgeXrayError(f"precision(s) {sorted(unknown)} are not built for {profile.name}; "
-                            f"its profile allows {list(profile.precisions)}")
+        raise EdgeXrayError(
+            f"precision(s) {sorted(unknown)} are not built for {profile.name}; "
+            f"its profile allows {list(profile.precisions)}"
+        )
     check_options(cfg.positive_class, cfg.target_sensitivity)
     if cfg.max_accuracy_drop < 0:
-        raise EdgeXrayError(f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 "
-                            "percentage points, e.g. 1.0")
+        raise EdgeXrayError(
+            f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 percentage points, e.g. 1.0"
+        )
     out = Path(cfg.out)
     work = out / f"build-{profile.name}"
     refuse_existing(work, cfg.force, "build folder")
@@ -177,49 +225,72 @@ def _started(cfg: BuildConfig) -> tuple[BuildState, object]:
 def _val_budget(state: BuildState) -> AccuracyBudget:
     """The accuracy budget every choice is judged by: against the unpruned model on val."""
     base_val_logits = predict_logits(state.base.model, state.val_x)
-    state.steps.say(f"unpruned FP32 (PyTorch) validation accuracy "
-                    f"{logits_metrics(state.val_y, base_val_logits, state.names)['accuracy']:.4f} "
-                    f"on {len(state.val_y)} images (every choice of this build is made on this "
-                    "split)")
-    return AccuracyBudget(state.val_y, np.asarray(base_val_logits).argmax(1), state.names,
-                          state.cfg.max_accuracy_drop,
-                          data_mod.split_group_ids(state.data, "val"), state.cfg.seed)
+    state.steps.say(
+        f"unpruned FP32 (PyTorch) validation accuracy "
+        f"{logits_metrics(state.val_y, base_val_logits, state.names)['accuracy']:.4f} "
+        f"on {len(state.val_y)} images (every choice of this build is made on this "
+        "split)"
+    )
+    return AccuracyBudget(
+        state.val_y,
+        np.asarray(base_val_logits).argmax(1),
+        state.names,
+        state.cfg.max_accuracy_drop,
+        data_mod.split_group_ids(state.data, "val"),
+        state.cfg.seed,
+    )
 
 
 def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, progress: bool):
     """The unpruned model (the given checkpoint, or one trained now) and its prepared data."""
     if demo:
         from edgexray.synth import synthesize
-        data_dir = synthesize(work / "synthetic-data", classes=cfg.synth_classes,
-                              per_class=cfg.synth_per_class, seed=cfg.seed, force=True,
-                              progress=progress)
-        Progress.say(f"made {cfg.synth_classes * cfg.synth_per_class} SYNTHETIC X-rays "
-                     f"in {data_dir}")
+
+        data_dir = synthesize(
+            work / "synthetic-data",
+            classes=cfg.synth_classes,
+            per_class=cfg.synth_per_class,
+            seed=cfg.seed,
+            force=True,
+            progress=progress,
+        )
+        Progress.say(f"made {cfg.synth_classes * cfg.synth_per_class} SYNTHETIC X-rays in {data_dir}")
     else:
         data_dir = cfg.data_dir
     if given is not None:
         from edgexray.evaluate import held_out_data
+
         if cfg.size and cfg.size != given.preprocess.size:
-            raise EdgeXrayError(f"--size {cfg.size} but the checkpoint was trained at "
-                                f"{given.preprocess.size} px; drop --size or retrain")
+            raise EdgeXrayError(
+                f"--size {cfg.size} but the checkpoint was trained at "
+                f"{given.preprocess.size} px; drop --size or retrain"
+            )
         if cfg.group_regex or not cfg.group:
             Progress.say("--group-regex / --no-group ignored: the checkpoint's own splits are reused")
         return given, held_out_data(given, data_dir, progress)
     from edgexray.checkpoint import load_checkpoint
     from edgexray.data import SplitConfig
     from edgexray.train import ModelConfig, TrainConfig, train_folder
+
     size = cfg.size or profile.input_size
-    run = train_folder(data_dir, work / "train",
-                       ModelConfig(arch=cfg.arch, size=size, width=cfg.width,
-                                   pretrained=cfg.pretrained, weights=cfg.weights),
-                       TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
-                       split_cfg=SplitConfig(group_regex=cfg.group_regex, auto_group=cfg.group),
-                       force=True, progress=progress)
+    run = train_folder(
+        data_dir,
+        work / "train",
+        ModelConfig(
+            arch=cfg.arch, size=size, width=cfg.width, pretrained=cfg.pretrained, weights=cfg.weights
+        ),
+        TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+        split_cfg=SplitConfig(group_regex=cfg.group_regex, auto_group=cfg.group),
+        force=True,
+        progress=progress,
+    )
     return load_checkpoint(run.checkpoint), run.data
 
 
 def _split_inputs(ckpt, data, split: str):
     if len(data.labels[split]) == 0:
-        raise EdgeXrayError(f"the {split} split is empty; the build needs held-out images "
-                            "(use a 60/20/20 split with enough images per class)")
+        raise EdgeXrayError(
+            f"the {split} split is empty; the build needs held-out images "
+            "(use a 60/20/20 split with enough images per class)"
+        )
     return ckpt.preprocess.normalize(data.arrays[split]), data.labels[split]

@@ -1,6 +1,7 @@
 """The build's last stage: the artifact folder (export.bundle.write_artifact) with the build's
 manifest fields (export.build_manifest), report plots, Grad-CAM (synthetic images only), the
 Tasks-ready variant for LiteRT targets and, before sealing, the emulated-ARM and external checks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,46 +27,69 @@ def bundle(state: BuildState) -> Bundled:
     fields = manifest_fields(state)
     gradcam_assets = gradcam_pairs(base, state.pruned.checkpoint, data) if state.synthetic else {}
     test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
-    verify = _arm_verifier(state, [Path(data.index.root) / rel for rel in
-                                   test_files[::max(1, len(test_files) // 6)][:6]])
+    verify = _arm_verifier(
+        state, [Path(data.index.root) / rel for rel in test_files[:: max(1, len(test_files) // 6)][:6]]
+    )
     holder: dict = {}
     if state.external_set is not None:  # scores the finished artifact through its run.py
         from edgexray.external import artifact_hook
-        verify = artifact_hook(state.external_set, state.external_rows,
-                               "shipped artifact (run.py)", verify, holder, steps.say)
+
+        verify = artifact_hook(
+            state.external_set, state.external_rows, "shipped artifact (run.py)", verify, holder, steps.say
+        )
     tasks = _tasks_model(state)
     if tasks is not None:
         fields["tasks_variant_measured"] = tasks[1]
         fields["models"].append(tasks_row(*tasks))
         if state.external_set is not None:  # the row just added, on the external set too
             from edgexray.external import pixels_model_metrics
+
             state.external_rows[fields["models"][-1]["label"]] = pixels_model_metrics(
-                state.external_set, tasks[0])
+                state.external_set, tasks[0]
+            )
     fields["warnings"] = models2warnings(fields["models"])  # + external: the hook
     artifact = write_artifact(
-        state.out, target=state.profile, arch=base.arch, precision=state.shipped,
-        model_files=dict(state.exported.files), manifest_fields=fields,
-        class_names=state.names, preprocess=base.preprocess,
+        state.out,
+        target=state.profile,
+        arch=base.arch,
+        precision=state.shipped,
+        model_files=dict(state.exported.files),
+        manifest_fields=fields,
+        class_names=state.names,
+        preprocess=base.preprocess,
         report_assets={"plots": _report_plots(state), "gradcam": gradcam_assets},
-        images_are_synthetic=state.synthetic, verify=verify, tasks_model=tasks and tasks[0],
-        force=cfg.force)
+        images_are_synthetic=state.synthetic,
+        verify=verify,
+        tasks_model=tasks and tasks[0],
+        force=cfg.force,
+    )
     return Bundled(artifact, holder.get("external"))
 
 
 def _report_plots(state: BuildState) -> dict:
     from edgexray import plots
+
     report, test = state.pruned.report, state.test
     assets = {
         "Parameters before/after": plots.bar_before_after(
-            {"unpruned": report["before"]["params"] / 1e6,
-             "pruned": report["after"]["params"] / 1e6}, "million parameters", "Size"),
+            {"unpruned": report["before"]["params"] / 1e6, "pruned": report["after"]["params"] / 1e6},
+            "million parameters",
+            "Size",
+        ),
         "Host latency p50 (ms)": plots.bar_before_after(
             {k.replace(" (shipped)", ""): v for k, v in state.bench.summary["p50_ms"].items()},
-            "ms (host)", "Host latency, batch 1"),
+            "ms (host)",
+            "Host latency, batch 1",
+        ),
         "Test accuracy": plots.bar_before_after(
-            {"unpruned": test.base_metrics["accuracy"], "pruned": test.pruned_metrics["accuracy"],
-             **{p: r["candidate"]["accuracy"] for p, r in test.parity.items()}}, "accuracy",
-            "Held-out accuracy"),
+            {
+                "unpruned": test.base_metrics["accuracy"],
+                "pruned": test.pruned_metrics["accuracy"],
+                **{p: r["candidate"]["accuracy"] for p, r in test.parity.items()},
+            },
+            "accuracy",
+            "Held-out accuracy",
+        ),
     }
     if state.calibrated.roc_png is not None:
         assets["ROC with the operating point (test)"] = state.calibrated.roc_png
@@ -80,23 +104,27 @@ def _tasks_model(state: BuildState):
         return None
     from edgexray.export.calibration import train_calibration
     from edgexray.export.tasks_variant import TASKS_FILE, measure_tasks_variant, torch2tasks_tflite
+
     cfg, pruned, data, steps = state.cfg, state.pruned.checkpoint, state.data, state.steps
     shipped_file = state.shipped_file
     try:
-        path = torch2tasks_tflite(pruned.model, shipped_file.parent / TASKS_FILE,
-                                  preprocess=pruned.preprocess,
-                                  calib=train_calibration(data, pruned.preprocess,
-                                                          cfg.calib_count, cfg.seed),
-                                  class_names=list(pruned.class_names))
+        path = torch2tasks_tflite(
+            pruned.model,
+            shipped_file.parent / TASKS_FILE,
+            preprocess=pruned.preprocess,
+            calib=train_calibration(data, pruned.preprocess, cfg.calib_count, cfg.seed),
+            class_names=list(pruned.class_names),
+        )
     except EdgeXrayError as e:
         steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")
         return None
-    m = measure_tasks_variant(path, shipped_file, data.arrays["test"], data.labels["test"],
-                              pruned.preprocess)
-    steps.say(f"Tasks-ready variant {path.name} (uint8 RGB in, float32 probabilities out): test "
-              f"accuracy {m['accuracy']:.4f} vs {m['shipped_accuracy']:.4f} int8-I/O, top-1 "
-              f"agreement {m['top1_agreement_with_shipped']:.4f}, host p50 "
-              f"{m['latency_ms_p50']:.2f} vs {m['shipped_latency_ms_p50']:.2f} ms")
+    m = measure_tasks_variant(path, shipped_file, data.arrays["test"], data.labels["test"], pruned.preprocess)
+    steps.say(
+        f"Tasks-ready variant {path.name} (uint8 RGB in, float32 probabilities out): test "
+        f"accuracy {m['accuracy']:.4f} vs {m['shipped_accuracy']:.4f} int8-I/O, top-1 "
+        f"agreement {m['top1_agreement_with_shipped']:.4f}, host p50 "
+        f"{m['latency_ms_p50']:.2f} vs {m['shipped_latency_ms_p50']:.2f} ms"
+    )
     return path, m
 
 
@@ -109,6 +137,7 @@ def _arm_verifier(state: BuildState, real_images=()):
         steps.say("ARM verification skipped: --no-verify-arm")
         return lambda folder: {"status": "skipped", "reason": "disabled with --no-verify-arm"}
     from edgexray.bench.arm import arm_verification_available, verify_artifact
+
     ok, why = arm_verification_available()
     if not ok:
         steps.say(f"ARM verification skipped: {why}")
@@ -118,4 +147,5 @@ def _arm_verifier(state: BuildState, real_images=()):
         result = verify_artifact(folder, on_unavailable="skip", real_images=real_images)
         steps.say(f"ARM verification ({result.get('cpu')}): {result['status']} — {result['reason']}")
         return result
+
     return verify

@@ -1,5 +1,6 @@
 """The build's export stage: every precision through export_model (what `edgexray export`
 runs), each file checked on the validation split."""
+
 from __future__ import annotations
 
 from edgexray.export.calibration import train_calibration
@@ -8,8 +9,7 @@ from edgexray.pipeline.state import jsonable
 from edgexray.runtime.errors import EdgeXrayError
 
 
-def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val_y,
-                     judge, steps):
+def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val_y, judge, steps):
     """Export every precision through export_model (what `edgexray export` runs), its choices
     made on the validation split; then each file's parity with the pruned PyTorch model and its
     accuracy budget against the unpruned model, on the validation split too."""
@@ -18,22 +18,33 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
 
     fmt = profile.model_format
     if fmt not in ("tflite", "onnx"):
-        raise EdgeXrayError(f"target {profile.name} runs {profile.runtime}; edgexray build ships "
-                            "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts")
+        raise EdgeXrayError(
+            f"target {profile.name} runs {profile.runtime}; edgexray build ships "
+            "TFLite (LiteRT) or ONNX (ONNX Runtime) artifacts"
+        )
     for p in precisions:
         if fmt == "onnx" and p not in ("fp32", "int8"):
-            raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; "
-                                "allowed: fp32, int8")
+            raise EdgeXrayError(f"precision {p!r} is not built for ONNX Runtime targets; allowed: fp32, int8")
     result = export_model(
-        pruned.model, work / "export", class_names=pruned.class_names,
-        preprocess=pruned.preprocess, eval_inputs=val_x, eval_labels=val_y, formats=fmt,
-        precisions=precisions, reference_logits=ref_logits,
+        pruned.model,
+        work / "export",
+        class_names=pruned.class_names,
+        preprocess=pruned.preprocess,
+        eval_inputs=val_x,
+        eval_labels=val_y,
+        formats=fmt,
+        precisions=precisions,
+        reference_logits=ref_logits,
         calib=train_calibration(data, pruned.preprocess, cfg.calib_count, cfg.seed),
         max_accuracy_drop=cfg.max_accuracy_drop,
         metadata={"arch": pruned.arch, "model_options": pruned.model_options},
-        info={"checkpoint": str(pruned.path), "arch": pruned.arch,
-              "parity_data": {"split": "val", "root": str(data.index.root)}},
-        force=True)  # the build folder is the build's own
+        info={
+            "checkpoint": str(pruned.path),
+            "arch": pruned.arch,
+            "parity_data": {"split": "val", "root": str(data.index.root)},
+        },
+        force=True,
+    )  # the build folder is the build's own
     entries = {e["precision"]: e for e in result.report["files"]}
     files, results, val_logits = {}, {}, {}
     for p in precisions:  # the profile's order
@@ -42,11 +53,17 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
         results[p] = dict(entries[p]["parity"], split="val", budget=judge(logits))
         if "scheme_choice" in entries[p]:  # the ONNX INT8 scheme, measured on val on this CPU
             results[p]["int8_scheme"] = scheme = entries[p]["scheme_choice"]
-            steps.say(f"ONNX INT8 scheme {scheme['chosen']} (chosen on val on this CPU: "
-                      + ", ".join(f"{n} {r['accuracy']:.4f} / {r['p50_ms']:.2f} ms"
-                                  for n, r in scheme["schemes"].items()) + ")")
-        steps.say(f"{files[p].name}: {budget_text(results[p]['budget'])}, top-1 agreement with "
-                  f"PyTorch {results[p]['top1_agreement']:.4f}, max |diff| "
-                  f"{results[p]['max_abs_diff']:.2e}")
+            steps.say(
+                f"ONNX INT8 scheme {scheme['chosen']} (chosen on val on this CPU: "
+                + ", ".join(
+                    f"{n} {r['accuracy']:.4f} / {r['p50_ms']:.2f} ms" for n, r in scheme["schemes"].items()
+                )
+                + ")"
+            )
+        steps.say(
+            f"{files[p].name}: {budget_text(results[p]['budget'])}, top-1 agreement with "
+            f"PyTorch {results[p]['top1_agreement']:.4f}, max |diff| "
+            f"{results[p]['max_abs_diff']:.2e}"
+        )
     atomic_write_json(work / "export" / "parity_val.json", jsonable(results))
     return files, results, val_logits

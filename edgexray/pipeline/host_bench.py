@@ -1,5 +1,6 @@
 """The build's host benchmark: the compare set (bench.compare_set, as `edgexray compare`)
 measured in one interleaved run on this machine, and the unpruned ONNX files scored on test."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ class HostBench:
 
     def measured(self, contender) -> dict:
         e = next(e for e in self.document["results"] if e["label"] == contender.label)
-        return {"size_bytes": e["size_bytes"], "latency_ms": e["latency_ms"],
-                "memory_mb": e["memory_mb"]}
+        return {"size_bytes": e["size_bytes"], "latency_ms": e["latency_ms"], "memory_mb": e["memory_mb"]}
 
 
 def host_bench(state: BuildState) -> HostBench:
@@ -40,13 +40,17 @@ def host_bench(state: BuildState) -> HostBench:
 
     def calib():
         return train_calibration(state.data, base.preprocess, min(cfg.calib_count, 100), cfg.seed)
-    models = compare_set(base, unpruned_onnx(base, bdir, calib),
-                         shipped_contender(state.shipped, state.shipped_file, runner),
-                         pruned=state.pruned.checkpoint.path, exported=state.exported.files)
+
+    models = compare_set(
+        base,
+        unpruned_onnx(base, bdir, calib),
+        shipped_contender(state.shipped, state.shipped_file, runner),
+        pruned=state.pruned.checkpoint.path,
+        exported=state.exported.files,
+    )
     entries = models.timed_entries()
     # every runtime gets all of this host's cores: the same threads for each model
-    doc = compare.compare_models(entries, None, seconds=cfg.bench_seconds * len(entries),
-                                 memory=True)
+    doc = compare.compare_models(entries, None, seconds=cfg.bench_seconds * len(entries), memory=True)
     atomic_write_json(bdir / "results.json", doc)
     by_label = {e["label"]: e for e in doc["results"]}
     p50 = {c.label: by_label[c.label]["latency_ms"]["p50"] for c in models.timed()}
@@ -60,12 +64,15 @@ def host_bench(state: BuildState) -> HostBench:
         "shipped_runner": runner,
         **({"gpu": gpu_note} if gpu_note else {}),
     }
-    steps.say(f"host p50: shipped {shipped_p50:.2f} ms; "
-              f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
-              f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8")
+    steps.say(
+        f"host p50: shipped {shipped_p50:.2f} ms; "
+        f"{summary['speedup_vs_unpruned_torch']:.1f}x faster than unpruned PyTorch FP32, "
+        f"{summary['speedup_vs_unpruned_ort_int8']:.1f}x faster than unpruned ORT INT8"
+    )
     groups = data_mod.split_group_ids(state.data, "test")
     x, y = state.test.x, state.test.y
-    onnx_metrics = {c.label: logits_metrics(y, run_file(c.path, x), state.names, True, groups,
-                                            cfg.seed)
-                    for c in (models.unpruned_ort, models.unpruned_ort_int8)}
+    onnx_metrics = {
+        c.label: logits_metrics(y, run_file(c.path, x), state.names, True, groups, cfg.seed)
+        for c in (models.unpruned_ort, models.unpruned_ort_int8)
+    }
     return HostBench(models, summary, doc, onnx_metrics)

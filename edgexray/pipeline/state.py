@@ -1,4 +1,5 @@
 """One build's state: its progress on stderr, and what its stages have made so far."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,11 @@ class Progress:
         finally:
             dt = time.perf_counter() - t0
             self.times[name] = round(dt, 1)
-            print(f"[edgexray] {name} {state} in {dt:.1f} s "
-                  f"(total {time.perf_counter() - self.start:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"[edgexray] {name} {state} in {dt:.1f} s (total {time.perf_counter() - self.start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @staticmethod
     def say(text: str) -> None:
@@ -89,8 +93,8 @@ class BuildState:
 
 def logits_metrics(y, logits, names, intervals: bool = False, groups=None, seed: int = 0) -> dict:
     from edgexray.runtime.metrics import classification_metrics, softmax
-    return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups,
-                                  seed=seed)
+
+    return classification_metrics(y, softmax(logits), names, intervals=intervals, groups=groups, seed=seed)
 
 
 def jsonable(obj):

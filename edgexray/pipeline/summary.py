@@ -1,5 +1,6 @@
 """The build's summary: the record (build-<target>/summary.json, returned by build()) and the
 text `edgexray build` prints at the end (a table of key and value)."""
+
 from __future__ import annotations
 
 import json
@@ -15,23 +16,35 @@ def summary_record(state: BuildState, artifact: Path, external: dict | None) -> 
 
     test, parity, steps = state.test, state.test.parity, state.steps
     summary = {
-        "target": state.profile.name, "config": jsonable(asdict(state.cfg)),
-        "synthetic": state.synthetic, "artifact": str(artifact), "zip": str(artifact) + ".zip",
-        "shipped_precision": state.shipped, "stage_seconds": steps.times,
-        "unpruned": test.base_metrics["accuracy"], "pruned": test.pruned_metrics["accuracy"],
+        "target": state.profile.name,
+        "config": jsonable(asdict(state.cfg)),
+        "synthetic": state.synthetic,
+        "artifact": str(artifact),
+        "zip": str(artifact) + ".zip",
+        "shipped_precision": state.shipped,
+        "stage_seconds": steps.times,
+        "unpruned": test.base_metrics["accuracy"],
+        "pruned": test.pruned_metrics["accuracy"],
         "exported": {p: parity[p]["candidate"]["accuracy"] for p in parity},
-        "intervals": {"unpruned": test.base_metrics["ci95"]["accuracy"],
-                      "pruned": test.pruned_metrics["ci95"]["accuracy"],
-                      **{p: parity[p]["candidate"]["ci95"]["accuracy"] for p in parity}},
+        "intervals": {
+            "unpruned": test.base_metrics["ci95"]["accuracy"],
+            "pruned": test.pruned_metrics["ci95"]["accuracy"],
+            **{p: parity[p]["candidate"]["ci95"]["accuracy"] for p in parity},
+        },
         "pruning_level": state.selection["decisions"][0]["chosen"],
-        "selection": state.selection, "fallbacks": steps.fallbacks,
-        "reduction": state.pruned.report["reduction"], "bench": state.bench.summary,
-        "grouping": state.data.grouping, "leakage": leakage_brief(state.data.leakage),
-        "external": external, "calibration": state.calibrated.calibration,
+        "selection": state.selection,
+        "fallbacks": steps.fallbacks,
+        "reduction": state.pruned.report["reduction"],
+        "bench": state.bench.summary,
+        "grouping": state.data.grouping,
+        "leakage": leakage_brief(state.data.leakage),
+        "external": external,
+        "calibration": state.calibrated.calibration,
         "decision": state.calibrated.decision,
     }
-    summary["warnings"] = json.loads((Path(artifact) / "manifest.json").read_text(
-        encoding="utf-8")).get("warnings") or []
+    summary["warnings"] = (
+        json.loads((Path(artifact) / "manifest.json").read_text(encoding="utf-8")).get("warnings") or []
+    )
     return summary
 
 
@@ -41,20 +54,26 @@ def decision_text(d: dict) -> str:
     def pct(v, interval=None):
         if v is None:
             return "n/a"
-        return f"{100 * v:.1f}%" + (f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
-                                    if interval else "")
-    return (f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
-            f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
-            f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
-            f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
-            f"{pct(test['specificity'], ci['specificity'])}")
+        return f"{100 * v:.1f}%" + (
+            f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else ""
+        )
+
+    return (
+        f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
+        f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
+        f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
+        f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
+        f"{pct(test['specificity'], ci['specificity'])}"
+    )
 
 
 def calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
     if not cal:
         return []
-    text = (f"T {cal['temperature']:.3f} (fitted on val); ECE (15 bins) val "
-            f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
+    text = (
+        f"T {cal['temperature']:.3f} (fitted on val); ECE (15 bins) val "
+        f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+    )
     if cal.get("test"):
         text += f", test {cal['test']['ece_before']:.4f} -> {cal['test']['ece_after']:.4f}"
     return [("calibration", text)]
@@ -69,28 +88,29 @@ def format_summary(summary: dict) -> str:
     def acc(value, interval):
         return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
 
-    rows = [*[("WARNING", w) for w in summary.get("warnings") or []],
-            ("artifact", summary["artifact"]),
-            ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
-            ("pruning level", summary["pruning_level"]),
-            ("shipped precision", summary["shipped_precision"]),
-            ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
-            *[("fallback", f) for f in summary["fallbacks"]],
-            *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
-            ("params removed", f"{100 * red['params']:.1f}%"),
-            ("MACs removed", f"{100 * red['macs']:.1f}%"),
-            ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
-            ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
-            *[(f"test accuracy exported {p}", acc(a, ci[p]))
-              for p, a in summary["exported"].items()],
-            *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
-            ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
-            ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
-            *calibration_lines(summary.get("calibration")),
-            *([("operating point", decision_text(summary["decision"]))]
-              if summary.get("decision") else []),
-            ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))]
+    rows = [
+        *[("WARNING", w) for w in summary.get("warnings") or []],
+        ("artifact", summary["artifact"]),
+        ("data", "SYNTHETIC X-rays (demo)" if summary["synthetic"] else "user data"),
+        ("pruning level", summary["pruning_level"]),
+        ("shipped precision", summary["shipped_precision"]),
+        ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
+        *[("fallback", f) for f in summary["fallbacks"]],
+        *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
+        ("params removed", f"{100 * red['params']:.1f}%"),
+        ("MACs removed", f"{100 * red['macs']:.1f}%"),
+        ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
+        ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
+        *[(f"test accuracy exported {p}", acc(a, ci[p])) for p, a in summary["exported"].items()],
+        *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
+        ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
+        ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
+        *calibration_lines(summary.get("calibration")),
+        *([("operating point", decision_text(summary["decision"]))] if summary.get("decision") else []),
+        ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items())),
+    ]
     from edgexray.external import format_lines, grouping_lines
+
     rows += grouping_lines(summary.get("grouping"), summary.get("leakage"))
     rows += format_lines(summary.get("external"))
     width = max(len(k) for k, _ in rows)

@@ -5,12 +5,13 @@ always ships something); with a host latency budget, more and more MAC reduction
 latency is met (and nothing when no level is fast enough and accurate enough). The test split is
 never read here.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,8 +39,16 @@ class AccuracyBudget:
 
     def __call__(self, logits) -> dict:
         from edgexray.runtime.metrics import budget_check
-        return budget_check(self.val_y, self.reference, np.asarray(logits).argmax(1),
-                            self.class_names, self.max_drop_pp, groups=self.groups, seed=self.seed)
+
+        return budget_check(
+            self.val_y,
+            self.reference,
+            np.asarray(logits).argmax(1),
+            self.class_names,
+            self.max_drop_pp,
+            groups=self.groups,
+            seed=self.seed,
+        )
 
 
 def budget_text(check: dict) -> str:
@@ -95,10 +104,15 @@ def describe_attempt(t: dict) -> str:
     if "skipped" in t:
         return f"{level_name(t['kind'], t['amount'])}: not reachable"
     lo, hi = t["accuracy_drop_interval_pp"]
-    return (f"{t['level']}: val drop {t['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to "
-            f"{hi:.2f}){' [' + '; '.join(t['failures']) + ']' if t['failures'] else ''}"
-            + ("" if t["host_torch_latency_ms"] is None
-               else f", host latency {t['host_torch_latency_ms']:.2f} ms"))
+    return (
+        f"{t['level']}: val drop {t['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to "
+        f"{hi:.2f}){' [' + '; '.join(t['failures']) + ']' if t['failures'] else ''}"
+        + (
+            ""
+            if t["host_torch_latency_ms"] is None
+            else f", host latency {t['host_torch_latency_ms']:.2f} ms"
+        )
+    )
 
 
 def pruning_attempts(prune, latency_budget_ms: float | None = None) -> list[Level]:
@@ -118,29 +132,46 @@ def pruning_attempts(prune, latency_budget_ms: float | None = None) -> list[Leve
 
 def level2prune_config(search: BudgetSearch, kind, amount):
     from edgexray.prune.prune import PruneConfig
+
     p = search.prune  # a target is reached by scaling the profile's schedule
     scale = amount if kind == "schedule" else 1.0  # a lighter level of a schedule-only profile
-    return PruneConfig(method=p.method, schedule=p.schedule, ratio=p.ratio * scale,
-                       stage_ratios=tuple(r * scale for r in p.stage_ratios),
-                       target_params=amount if kind == "params" else None,
-                       target_macs=amount if kind == "macs" else None,
-                       finetune_epochs=search.finetune_epochs, round_to=p.round_to,
-                       seed=search.seed)
+    return PruneConfig(
+        method=p.method,
+        schedule=p.schedule,
+        ratio=p.ratio * scale,
+        stage_ratios=tuple(r * scale for r in p.stage_ratios),
+        target_params=amount if kind == "params" else None,
+        target_macs=amount if kind == "macs" else None,
+        finetune_epochs=search.finetune_epochs,
+        round_to=p.round_to,
+        seed=search.seed,
+    )
 
 
 def unpruned_result(model, example):
     """The last fallback: the unpruned model itself, with a prune report that says so."""
     from edgexray.prune import graph, measure
     from edgexray.prune.prune import PruneResult
+
     counts = {**measure.count(model, example), "state_dict_bytes": measure.state_dict_bytes(model)}
     widths = graph.conv_widths(model)
     spine = graph.spine_widths(model, example[:1])
-    return PruneResult(model, {
-        "method": "none", "criterion": "not pruned: every pruning level broke the budget",
-        "schedule": "none", "config": None, "target": None, "before": counts, "after": counts,
-        "reduction": {"params": 0.0, "macs": 0.0},
-        "spine_widths": {"before": spine, "after": spine},
-        "layers": {n: [w, w] for n, w in widths.items()}, "steps": []})
+    return PruneResult(
+        model,
+        {
+            "method": "none",
+            "criterion": "not pruned: every pruning level broke the budget",
+            "schedule": "none",
+            "config": None,
+            "target": None,
+            "before": counts,
+            "after": counts,
+            "reduction": {"params": 0.0, "macs": 0.0},
+            "spine_widths": {"before": spine, "after": spine},
+            "layers": {n: [w, w] for n, w in widths.items()},
+            "steps": [],
+        },
+    )
 
 
 def prune_within_budget(search: BudgetSearch) -> BudgetChoice:
@@ -156,8 +187,11 @@ def prune_within_budget(search: BudgetSearch) -> BudgetChoice:
     loaders = loaders_for(base, search.data, search.batch_size)
     example = torch.zeros(base.input_shape)
     finetune_log: list = []
-    finetune = make_finetune(base, loaders, search.finetune_epochs, search.finetune_lr,
-                             finetune_log) if search.finetune_epochs else None
+    finetune = (
+        make_finetune(base, loaders, search.finetune_epochs, search.finetune_lr, finetune_log)
+        if search.finetune_epochs
+        else None
+    )
 
     tried, chosen = [], None
     for kind, amount in pruning_attempts(search.prune, latency_budget):
@@ -165,9 +199,13 @@ def prune_within_budget(search: BudgetSearch) -> BudgetChoice:
             result = unpruned_result(copy.deepcopy(base.model), example)
         else:
             try:
-                result = prune_model(copy.deepcopy(base.model), example,
-                                     level2prune_config(search, kind, amount),
-                                     calib_loader=loaders.calib, finetune=finetune)
+                result = prune_model(
+                    copy.deepcopy(base.model),
+                    example,
+                    level2prune_config(search, kind, amount),
+                    calib_loader=loaders.calib,
+                    finetune=finetune,
+                )
             except EdgeXrayError as e:  # this level cannot be reached on this model: try the next
                 tried.append({"kind": kind, "amount": amount, "skipped": str(e)})
                 steps.say(f"{level_name(kind, amount)}: skipped ({e})")
@@ -175,60 +213,94 @@ def prune_within_budget(search: BudgetSearch) -> BudgetChoice:
         logits = search.predict(result.model, search.val_x)
         check = search.budget(logits)
         # the latency search needs every level's latency; otherwise only the shipped one's
-        latency = cpu_latency_ms(result.model, example)["p50"] \
-            if latency_budget is not None else None
+        latency = cpu_latency_ms(result.model, example)["p50"] if latency_budget is not None else None
         red = result.report["reduction"]
-        steps.say(f"{level_name(kind, amount)}: params -{100 * red['params']:.1f}%, MACs "
-                  f"-{100 * red['macs']:.1f}%, {budget_text(check)}"
-                  + ("" if latency is None else f", host PyTorch latency {latency:.2f} ms"))
-        tried.append({"kind": kind, "amount": amount, "level": level_name(kind, amount),
-                      "reduction": red, "split": "val",
-                      "accuracy_drop_pp": check["accuracy_drop_pp"],
-                      "accuracy_drop_interval_pp": check["accuracy_drop_interval_pp"],
-                      "per_class": check["per_class"], "passed": check["passed"],
-                      "failures": check["failures"], "note": check["note"],
-                      "host_torch_latency_ms": latency})
+        steps.say(
+            f"{level_name(kind, amount)}: params -{100 * red['params']:.1f}%, MACs "
+            f"-{100 * red['macs']:.1f}%, {budget_text(check)}"
+            + ("" if latency is None else f", host PyTorch latency {latency:.2f} ms")
+        )
+        tried.append(
+            {
+                "kind": kind,
+                "amount": amount,
+                "level": level_name(kind, amount),
+                "reduction": red,
+                "split": "val",
+                "accuracy_drop_pp": check["accuracy_drop_pp"],
+                "accuracy_drop_interval_pp": check["accuracy_drop_interval_pp"],
+                "per_class": check["per_class"],
+                "passed": check["passed"],
+                "failures": check["failures"],
+                "note": check["note"],
+                "host_torch_latency_ms": latency,
+            }
+        )
         fast_enough = latency_budget is None or latency <= latency_budget
         if check["passed"] and fast_enough:
             chosen = result, logits
             if kind == "unpruned":
-                steps.fallback("shipping the UNPRUNED model: no pruning level met the accuracy "
-                               "budget on the validation split")
+                steps.fallback(
+                    "shipping the UNPRUNED model: no pruning level met the accuracy "
+                    "budget on the validation split"
+                )
             break
         if latency_budget is not None:
             if not check["passed"]:
                 break  # pruning more to get faster would only lose more accuracy
             continue  # latency search: prune more
-        steps.fallback(f"pruning {level_name(kind, amount)}: {'; '.join(check['failures'])} "
-                       "(val split); falling back to less pruning")
+        steps.fallback(
+            f"pruning {level_name(kind, amount)}: {'; '.join(check['failures'])} "
+            "(val split); falling back to less pruning"
+        )
     if chosen is None:
         raise EdgeXrayError(
-            "no pruning level met the budgets: " + "; ".join(map(describe_attempt, tried))
+            "no pruning level met the budgets: "
+            + "; ".join(map(describe_attempt, tried))
             + f". Relax --max-accuracy-drop (now {search.budget.max_drop_pp})"
-            + (f" or --latency-budget-ms (now {latency_budget}, host latency)"
-               if latency_budget is not None else "")
-            + ", or train longer; nothing was shipped")
+            + (
+                f" or --latency-budget-ms (now {latency_budget}, host latency)"
+                if latency_budget is not None
+                else ""
+            )
+            + ", or train longer; nothing was shipped"
+        )
     result, logits = chosen
-    report = dict(result.report, attempts=tried, finetune=finetune_log,
-                  level=tried[-1]["level"], host_torch_latency_ms={
-                      "before": cpu_latency_ms(base.model, example)["p50"],
-                      "after": tried[-1]["host_torch_latency_ms"]
-                      or cpu_latency_ms(result.model, example)["p50"]})
+    report = dict(
+        result.report,
+        attempts=tried,
+        finetune=finetune_log,
+        level=tried[-1]["level"],
+        host_torch_latency_ms={
+            "before": cpu_latency_ms(base.model, example)["p50"],
+            "after": tried[-1]["host_torch_latency_ms"] or cpu_latency_ms(result.model, example)["p50"],
+        },
+    )
     return BudgetChoice(_saved_checkpoint(search, result.model, report, tried[-1]), report, logits)
 
 
 def _saved_checkpoint(search: BudgetSearch, model, report: dict, shipped_attempt: dict):
     """pruned.pt and prune_report.json in the work folder; the checkpoint reloaded from disk."""
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
+
     base = search.base
-    path = save_checkpoint(search.work / "pruned.pt", model, arch=base.arch,
-                           model_options=base.model_options, class_names=base.class_names,
-                           preprocess=base.preprocess, train_config=base.train_config,
-                           metrics={"val_accuracy_drop_pp": shipped_attempt["accuracy_drop_pp"]},
-                           extra={**base.extra, "pruned_from": str(base.path), "prune": {
-                               k: v for k, v in report.items() if k in ("method", "schedule",
-                                                                         "reduction", "config",
-                                                                         "level")}},
-                           force=True)
+    path = save_checkpoint(
+        search.work / "pruned.pt",
+        model,
+        arch=base.arch,
+        model_options=base.model_options,
+        class_names=base.class_names,
+        preprocess=base.preprocess,
+        train_config=base.train_config,
+        metrics={"val_accuracy_drop_pp": shipped_attempt["accuracy_drop_pp"]},
+        extra={
+            **base.extra,
+            "pruned_from": str(base.path),
+            "prune": {
+                k: v for k, v in report.items() if k in ("method", "schedule", "reduction", "config", "level")
+            },
+        },
+        force=True,
+    )
     atomic_write_json(search.work / "prune_report.json", report)
     return load_checkpoint(path)
