@@ -36,7 +36,7 @@ def test_report(state: BuildState, test_x, test_y) -> TestReport:
     """Every model of the comparison on the test split, with 95% intervals (over groups when
     the split was grouped). Nothing here feeds back into a choice."""
     from edgexray.export.parity import parity as parity_check
-    from edgexray.export.runners import run_file
+    from edgexray.runtime.runners import predict_file
     from edgexray.runtime.metrics import bootstrap_intervals, paired_drop, softmax
 
     cfg, names = state.cfg, state.names
@@ -47,7 +47,7 @@ def test_report(state: BuildState, test_x, test_y) -> TestReport:
     pruned_metrics = logits_metrics(test_y, pruned_logits, names, True, groups, cfg.seed)
     parity, test_logits = {}, {}
     for p, path in state.exported.files.items():
-        logits = test_logits[p] = run_file(path, test_x)
+        logits = test_logits[p] = predict_file(path, test_x)
         parity[p] = r = parity_check(
             pruned_logits,
             test_y,

@@ -29,7 +29,7 @@ def host_bench(state: BuildState) -> HostBench:
     from edgexray.bench.compare_set import compare_set, shipped_contender, shipped_runtime
     from edgexray.export.baselines import unpruned_onnx
     from edgexray.export.calibration import train_calibration
-    from edgexray.export.runners import run_file
+    from edgexray.runtime.runners import predict_file
 
     cfg, base, steps = state.cfg, state.base, state.steps
     bdir = state.work / "bench"
@@ -72,7 +72,7 @@ def host_bench(state: BuildState) -> HostBench:
     groups = data_mod.split_group_ids(state.data, "test")
     x, y = state.test.x, state.test.y
     onnx_metrics = {
-        c.label: logits_metrics(y, run_file(c.path, x), state.names, True, groups, cfg.seed)
+        c.label: logits_metrics(y, predict_file(c.path, x), state.names, True, groups, cfg.seed)
         for c in (models.unpruned_ort, models.unpruned_ort_int8)
     }
     return HostBench(models, summary, doc, onnx_metrics)
