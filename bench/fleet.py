@@ -7,16 +7,17 @@ others are unaffected. The document is an ordinary "edgexray.bench/1" with one e
 (label = the host's URL) plus `fleet`: [{"host", "ok", "error", "seconds", "environment"}], the
 device's own environment block (cpu_model, cpu_isa, ...) for the table's CPU/ISA columns.
 """
+
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgexray.runtime.environment import environment
-from edgexray.runtime.record import bench_document, bench_entry
 from edgexray.bench.remote import SshTarget, parse_ssh_url, remote_bench
+from edgexray.runtime.environment import environment
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.record import bench_document, bench_entry
 
 MAX_PARALLEL = 4
 
@@ -39,8 +40,9 @@ def hosts2urls(path) -> list:
             raise EdgeXrayError(f"{path}, line {number}: {e}") from None
         urls.append(line)
     if not urls:
-        raise EdgeXrayError(f"hosts file {str(path)!r} lists no host; write one "
-                            "ssh://user@host[:port] per line")
+        raise EdgeXrayError(
+            f"hosts file {str(path)!r} lists no host; write one ssh://user@host[:port] per line"
+        )
     return urls
 
 
@@ -49,12 +51,23 @@ def _one_host(artifact, target: SshTarget, options: dict) -> dict:
     try:
         doc = remote_bench(artifact, target, **options)
     except EdgeXrayError as e:  # a bug (anything else) is not a host failure: it propagates
-        return {"host": str(target), "ok": False, "error": str(e),
-                "seconds": round(time.monotonic() - t0, 2), "environment": None, "entry": None}
+        return {
+            "host": str(target),
+            "ok": False,
+            "error": str(e),
+            "seconds": round(time.monotonic() - t0, 2),
+            "environment": None,
+            "entry": None,
+        }
     entry = dict(doc["results"][0], label=str(target))
-    return {"host": str(target), "ok": not entry.get("error"), "error": entry.get("error"),
-            "seconds": round(time.monotonic() - t0, 2), "environment": doc["environment"],
-            "entry": entry}
+    return {
+        "host": str(target),
+        "ok": not entry.get("error"),
+        "error": entry.get("error"),
+        "seconds": round(time.monotonic() - t0, 2),
+        "environment": doc["environment"],
+        "entry": entry,
+    }
 
 
 def fleet_bench(artifact, targets: list, *, max_parallel: int = MAX_PARALLEL, **options) -> dict:
@@ -72,8 +85,9 @@ def fleet_bench(artifact, targets: list, *, max_parallel: int = MAX_PARALLEL, **
     results = []
     for host in hosts:
         entry = host.pop("entry")
-        results.append(entry if entry is not None else
-                       bench_entry(label=host["host"], runtime=None, error=host["error"]))
+        results.append(
+            entry if entry is not None else bench_entry(label=host["host"], runtime=None, error=host["error"])
+        )
     doc = bench_document(results, environment(), "edgexray fleet bench")
     doc["fleet"] = hosts
     return doc

@@ -1,6 +1,7 @@
 """Benchmarks on this machine: an artifact through its own run.py (the code the device runs),
 or any model file through a host runner (PyTorch, ONNX Runtime incl. CUDA/TensorRT, LiteRT).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from edgexray import __version__
+from edgexray.bench.memory import file_size, measure_memory
+from edgexray.bench.runtimes import load_runner, runtime_for_suffix
+from edgexray.fsutil import sha256_file
 from edgexray.runtime.accuracy import evaluate, labeled_images, load_batch
 from edgexray.runtime.environment import environment
-from edgexray.runtime.latency import Stopwatch, measure_latency
-from edgexray.bench.memory import file_size, measure_memory
-from edgexray.runtime.record import bench_document, bench_entry, schema_problems
-from edgexray.bench.runtimes import load_runner, runtime_for_suffix
 from edgexray.runtime.errors import EdgeXrayError, IntegrityError
-from edgexray.fsutil import sha256_file
+from edgexray.runtime.latency import Stopwatch, measure_latency
 from edgexray.runtime.preprocess import Preprocess
+from edgexray.runtime.record import bench_document, bench_entry, schema_problems
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,38 @@ def unzip_artifact(zip_path, dest) -> Path:
     try:
         with zipfile.ZipFile(zip_path) as z:
             infos = z.infolist()
-            outside = [i.filename for i in infos if PurePosixPath(i.filename).is_absolute()
-                       or ".." in PurePosixPath(i.filename).parts or "\\" in i.filename]
+            outside = [
+                i.filename
+                for i in infos
+                if PurePosixPath(i.filename).is_absolute()
+                or ".." in PurePosixPath(i.filename).parts
+                or "\\" in i.filename
+            ]
             if outside:
-                raise EdgeXrayError(f"{str(zip_path)!r} holds paths outside its folder "
-                                    f"({outside[:3]}); refusing to unpack it")
+                raise EdgeXrayError(
+                    f"{str(zip_path)!r} holds paths outside its folder ({outside[:3]}); refusing to unpack it"
+                )
             if sum(i.file_size for i in infos) > MAX_UNZIPPED_BYTES:
-                raise EdgeXrayError(f"{str(zip_path)!r} unpacks to more than "
-                                    f"{MAX_UNZIPPED_BYTES >> 30} GiB; no artifact is that large")
+                raise EdgeXrayError(
+                    f"{str(zip_path)!r} unpacks to more than "
+                    f"{MAX_UNZIPPED_BYTES >> 30} GiB; no artifact is that large"
+                )
             z.extractall(dest)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise EdgeXrayError(f"{str(zip_path)!r} is not a readable zip ({e})") from None
     found = sorted(p.parent for p in dest.rglob("manifest.json"))
     if len(found) != 1:
-        raise EdgeXrayError(f"{str(zip_path)!r} holds {len(found)} artifacts (folders with "
-                            "manifest.json), need exactly one; pass the .zip `edgexray build` "
-                            "wrote, or the artifact folder")
+        raise EdgeXrayError(
+            f"{str(zip_path)!r} holds {len(found)} artifacts (folders with "
+            "manifest.json), need exactly one; pass the .zip `edgexray build` "
+            "wrote, or the artifact folder"
+        )
     return found[0]
 
 
-def run_py_args(*, seconds=5.0, runs=None, threads=None, data=None, limit=None, memory=True,
-                warmup=5, label="artifact") -> list:
+def run_py_args(
+    *, seconds=5.0, runs=None, threads=None, data=None, limit=None, memory=True, warmup=5, label="artifact"
+) -> list:
     """The `run.py bench` options for these settings (local and remote runs share them)."""
     args = ["--seconds", str(seconds), "--warmup", str(warmup), "--label", label]
     if runs:
@@ -82,19 +94,22 @@ def parse_run_py_output(proc: subprocess.CompletedProcess, where: str, out_text:
     stderr = (proc.stderr or "").strip()
     last = [line for line in stderr.splitlines() if line.startswith("error:")] or stderr.splitlines()[-1:]
     if proc.returncode == IntegrityError.exit_code:
-        message = last[-1][len("error:"):].strip() if last else "the artifact failed its integrity check"
+        message = last[-1][len("error:") :].strip() if last else "the artifact failed its integrity check"
         raise IntegrityError(f"run.py on {where}: {message}")
     if proc.returncode != 0:
-        raise EdgeXrayError(f"run.py bench on {where} failed (exit {proc.returncode}): "
-                            f"{last[-1] if last else '(no message)'}")
+        raise EdgeXrayError(
+            f"run.py bench on {where} failed (exit {proc.returncode}): {last[-1] if last else '(no message)'}"
+        )
     try:
         doc = json.loads(out_text if out_text is not None else proc.stdout)
     except ValueError as e:
         raise EdgeXrayError(f"run.py bench on {where} wrote no valid JSON ({e})") from None
     problems = schema_problems(doc)
     if problems:
-        raise EdgeXrayError(f"run.py bench on {where} wrote results that do not follow "
-                            "edgexray.bench/1: " + "; ".join(problems))
+        raise EdgeXrayError(
+            f"run.py bench on {where} wrote results that do not follow "
+            "edgexray.bench/1: " + "; ".join(problems)
+        )
     return doc
 
 
@@ -105,22 +120,37 @@ def bench_artifact(artifact, *, python: str | None = None, timeout: float = 1800
     """
     artifact = Path(artifact)
     if not is_artifact(artifact) or not (artifact / "run.py").is_file():
-        raise EdgeXrayError(f"{str(artifact)!r} is not an artifact folder (it needs manifest.json "
-                            "and run.py); pass the folder `edgexray build` or `edgexray export "
-                            "--bundle` wrote, or a model file with --runtime")
+        raise EdgeXrayError(
+            f"{str(artifact)!r} is not an artifact folder (it needs manifest.json "
+            "and run.py); pass the folder `edgexray build` or `edgexray export "
+            "--bundle` wrote, or a model file with --runtime"
+        )
     if options.get("data"):
         options["data"] = Path(options["data"]).resolve()
     with tempfile.TemporaryDirectory(prefix="edgexray-bench-") as tmp:
         out = Path(tmp) / "results.json"
-        cmd = [python or sys.executable, str((artifact / "run.py").resolve()), "bench",
-               *run_py_args(**options), "--out", str(out)]
+        cmd = [
+            python or sys.executable,
+            str((artifact / "run.py").resolve()),
+            "bench",
+            *run_py_args(**options),
+            "--out",
+            str(out),
+        ]
         log.info("running %s", " ".join(cmd))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  cwd=artifact, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=artifact,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            )
         except subprocess.TimeoutExpired:
-            raise EdgeXrayError(f"run.py bench did not finish within {timeout:.0f} s; raise "
-                                "--timeout or lower --seconds") from None
+            raise EdgeXrayError(
+                f"run.py bench did not finish within {timeout:.0f} s; raise --timeout or lower --seconds"
+            ) from None
         text = out.read_text(encoding="utf-8") if out.is_file() else None
         return parse_run_py_output(proc, "this machine", text)
 
@@ -153,11 +183,23 @@ def latency_input(runner, preprocess, items) -> np.ndarray:
     return np.random.default_rng(0).normal(size=shape).astype(np.float32)
 
 
-def bench_model(path, kind: str | None = None, *, label: str | None = None, seconds: float = 5.0,
-                runs: int | None = None, warmup: int = 5, threads: int | None = None,
-                data=None, limit: int | None = None, memory: bool = True,
-                preprocess: Preprocess | None = None, class_names=None, output_kind="logits",
-                precision: str | None = None) -> dict:
+def bench_model(
+    path,
+    kind: str | None = None,
+    *,
+    label: str | None = None,
+    seconds: float = 5.0,
+    runs: int | None = None,
+    warmup: int = 5,
+    threads: int | None = None,
+    data=None,
+    limit: int | None = None,
+    memory: bool = True,
+    preprocess: Preprocess | None = None,
+    class_names=None,
+    output_kind="logits",
+    precision: str | None = None,
+) -> dict:
     """One bench entry for a model file measured in this process (memory in fresh ones)."""
     path = Path(path)
     kind = kind or runtime_for_suffix(path.suffix)
@@ -167,23 +209,41 @@ def bench_model(path, kind: str | None = None, *, label: str | None = None, seco
     items = None
     if data:
         if preprocess is None or class_names is None:
-            raise EdgeXrayError(f"{str(path)!r} carries no preprocess/class names, so it cannot be "
-                                "scored on --data; bench it inside an artifact or export it with "
-                                "edgexray (which writes them into the ONNX metadata)")
+            raise EdgeXrayError(
+                f"{str(path)!r} carries no preprocess/class names, so it cannot be "
+                "scored on --data; bench it inside an artifact or export it with "
+                "edgexray (which writes them into the ONNX metadata)"
+            )
         items = labeled_images(data, class_names, limit)
     x = latency_input(runner, preprocess, items)
-    latency = measure_latency(lambda: runner.predict(x), seconds=0.0 if runs else seconds,
-                              warmup=warmup, min_runs=runs or 10, max_runs=runs or 10000,
-                              load_ms=load.ms)
+    latency = measure_latency(
+        lambda: runner.predict(x),
+        seconds=0.0 if runs else seconds,
+        warmup=warmup,
+        min_runs=runs or 10,
+        max_runs=runs or 10000,
+        load_ms=load.ms,
+    )
     accuracy = None
     if items:
         accuracy, _ = evaluate(runner, items, preprocess, class_names, output_kind, data_label=str(data))
     mem = measure_memory(kind, path, runner.threads) if memory else None
-    return bench_entry(label=label or path.name, model_file=path.name, model_sha256=sha256_file(path),
-                       size_bytes=file_size(path), runtime=kind, runtime_version=runner.version,
-                       device=runner.device, precision=precision or guess_precision(runner),
-                       threads=runner.threads, batch=1, input=runner.input_spec.to_dict(),
-                       latency_ms=latency, memory_mb=mem, accuracy=accuracy)
+    return bench_entry(
+        label=label or path.name,
+        model_file=path.name,
+        model_sha256=sha256_file(path),
+        size_bytes=file_size(path),
+        runtime=kind,
+        runtime_version=runner.version,
+        device=runner.device,
+        precision=precision or guess_precision(runner),
+        threads=runner.threads,
+        batch=1,
+        input=runner.input_spec.to_dict(),
+        latency_ms=latency,
+        memory_mb=mem,
+        accuracy=accuracy,
+    )
 
 
 def bench_artifact_with(artifact, kind: str, **options) -> dict:
@@ -193,10 +253,15 @@ def bench_artifact_with(artifact, kind: str, **options) -> dict:
 
     manifest = checked_manifest(artifact)
     model = manifest["model"]
-    return bench_model(Path(artifact) / model["file"], kind,
-                       preprocess=Preprocess.from_dict(manifest["preprocess"]),
-                       class_names=manifest["class_names"], precision=model.get("precision"),
-                       output_kind=manifest["output"].get("kind", "logits"), **options)
+    return bench_model(
+        Path(artifact) / model["file"],
+        kind,
+        preprocess=Preprocess.from_dict(manifest["preprocess"]),
+        class_names=manifest["class_names"],
+        precision=model.get("precision"),
+        output_kind=manifest["output"].get("kind", "logits"),
+        **options,
+    )
 
 
 def single_document(entry: dict) -> dict:

@@ -4,6 +4,7 @@ fresh process that only imported the same runtime; the file size; CUDA device pe
 A fresh process each time, because a process that already ran other models (or imported torch
 for something else) would report their memory, not this model's.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,20 @@ def measure_memory(kind: str, model_path, threads=None, runs: int = 20, timeout:
     common = ["--kind", kind] + (["--threads", str(threads)] if threads else [])
     empty = _probe(common + ["--empty"], timeout)
     loaded = _probe(common + ["--model", str(model_path), "--runs", str(runs)], timeout)
-    out = {"peak_rss": loaded["peak_rss_mb"], "baseline_rss": empty["peak_rss_mb"],
-           "increment": loaded["peak_rss_mb"] - empty["peak_rss_mb"],
-           "device_peak": loaded.get("device_peak_mb"), "method": "fresh-process"}
-    log.info("%s with %s: peak RSS %.1f MB (+%.1f MB over the runtime alone)",
-             model_path.name, kind, out["peak_rss"], out["increment"])
+    out = {
+        "peak_rss": loaded["peak_rss_mb"],
+        "baseline_rss": empty["peak_rss_mb"],
+        "increment": loaded["peak_rss_mb"] - empty["peak_rss_mb"],
+        "device_peak": loaded.get("device_peak_mb"),
+        "method": "fresh-process",
+    }
+    log.info(
+        "%s with %s: peak RSS %.1f MB (+%.1f MB over the runtime alone)",
+        model_path.name,
+        kind,
+        out["peak_rss"],
+        out["increment"],
+    )
     return out
 
 

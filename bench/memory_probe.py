@@ -4,6 +4,7 @@ print {"peak_rss_mb": ..., "device_peak_mb": ...} as the last stdout line.
     python -m edgexray.bench.memory_probe --kind onnxruntime-cpu --model m.onnx --threads 2 --runs 20
     python -m edgexray.bench.memory_probe --kind onnxruntime-cpu --empty
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def import_runtime(kind: str) -> None:
         raise missing_runtime(info.module, info.package, kind) from None
     if kind.startswith("torch"):
         import edgexray.checkpoint  # noqa: F401  (loading a checkpoint needs it; not the model)
+
         if kind == "torch-cuda":
             import torch
+
             torch.zeros(1, device="cuda")
 
 
@@ -35,8 +38,12 @@ def gpu_memory_mb(pid: int):
     """Device memory that nvidia-smi attributes to `pid` (ORT's arena keeps its peak)."""
     if not shutil.which("nvidia-smi"):
         return None
-    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                          "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     for line in out.stdout.splitlines():
         fields = [f.strip() for f in line.split(",")]
         if len(fields) == 2 and fields[0] == str(pid):

@@ -6,6 +6,7 @@ for a password, ConnectTimeout so an unreachable host fails fast). The artifact,
 evaluation images when asked, go to a fresh temporary folder on the device, which is removed
 afterwards whatever happened.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,16 @@ class SshTarget:
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def base_options(self) -> list:
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+        opts = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
         if self.identity:
             opts += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         for option in self.options:
@@ -54,8 +63,10 @@ class SshTarget:
 def parse_ssh_url(url: str, **kwargs) -> SshTarget:
     m = URL_RE.match(url or "")
     if not m:
-        raise EdgeXrayError(f"remote {url!r} is not an ssh URL; expected ssh://user@host[:port], "
-                            "e.g. ssh://pi@raspberrypi.local:22")
+        raise EdgeXrayError(
+            f"remote {url!r} is not an ssh URL; expected ssh://user@host[:port], "
+            "e.g. ssh://pi@raspberrypi.local:22"
+        )
     port = int(m["port"] or 22)
     if not 0 < port < 65536:
         raise EdgeXrayError(f"port {port} in {url!r} is out of range 1-65535")
@@ -65,23 +76,28 @@ def parse_ssh_url(url: str, **kwargs) -> SshTarget:
 def _require_client() -> None:
     for tool in ("ssh", "scp"):
         if shutil.which(tool) is None:
-            raise EdgeXrayError(f"the OpenSSH client ({tool}) is not installed here; install it "
-                                "(apt-get install openssh-client) to bench on a remote device")
+            raise EdgeXrayError(
+                f"the OpenSSH client ({tool}) is not installed here; install it "
+                "(apt-get install openssh-client) to bench on a remote device"
+            )
 
 
 def _run(cmd: list, target: SshTarget, what: str, timeout: float) -> subprocess.CompletedProcess:
     log.debug("%s: %s", what, " ".join(shlex.quote(c) for c in cmd))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise EdgeXrayError(f"{what} on {target} did not finish within {timeout:.0f} s; check the "
-                            "connection or raise --timeout") from None
+        raise EdgeXrayError(
+            f"{what} on {target} did not finish within {timeout:.0f} s; check the "
+            "connection or raise --timeout"
+        ) from None
     if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
         message = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise EdgeXrayError(f"cannot reach {target} ({what}): {message}; check the host and port, "
-                            "that sshd runs there, and that key login works without a password "
-                            f"(try: ssh -p {target.port} {target.destination} true)")
+        raise EdgeXrayError(
+            f"cannot reach {target} ({what}): {message}; check the host and port, "
+            "that sshd runs there, and that key login works without a password "
+            f"(try: ssh -p {target.port} {target.destination} true)"
+        )
     return proc
 
 
@@ -101,8 +117,16 @@ def scp(target: SshTarget, sources: list, dest: str, what: str, timeout: float, 
     return proc
 
 
-def remote_bench(artifact, target: SshTarget | str, *, data=None, remote_python: str = "python3",
-                 timeout: float = 1800, keep: bool = False, **options) -> dict:
+def remote_bench(
+    artifact,
+    target: SshTarget | str,
+    *,
+    data=None,
+    remote_python: str = "python3",
+    timeout: float = 1800,
+    keep: bool = False,
+    **options,
+) -> dict:
     """Copy the artifact (and `data`) to the device, run `run.py bench` there, return its document.
 
     options: seconds, runs, threads, limit, memory, warmup, label (as for run.py bench).
@@ -111,12 +135,14 @@ def remote_bench(artifact, target: SshTarget | str, *, data=None, remote_python:
     target = parse_ssh_url(target) if isinstance(target, str) else target
     artifact = Path(artifact)
     if not is_artifact(artifact):
-        raise EdgeXrayError(f"{str(artifact)!r} is not an artifact folder (no manifest.json); "
-                            "remote runs need the folder `edgexray build` wrote")
+        raise EdgeXrayError(
+            f"{str(artifact)!r} is not an artifact folder (no manifest.json); "
+            "remote runs need the folder `edgexray build` wrote"
+        )
     if data is not None and not Path(data).is_dir():
         raise EdgeXrayError(f"evaluation data {str(data)!r} is not a directory")
     quick = 30 + 2 * target.connect_timeout
-    proc = ssh(target, "mktemp -d \"${TMPDIR:-/tmp}/edgexray-bench.XXXXXX\"", "creating a work folder", quick)
+    proc = ssh(target, 'mktemp -d "${TMPDIR:-/tmp}/edgexray-bench.XXXXXX"', "creating a work folder", quick)
     workdir = proc.stdout.strip()
     if proc.returncode != 0 or not workdir.startswith("/"):
         raise EdgeXrayError(f"could not create a temporary folder on {target}: {proc.stderr.strip()}")
@@ -124,17 +150,27 @@ def remote_bench(artifact, target: SshTarget | str, *, data=None, remote_python:
         scp(target, [artifact.resolve()], f"{workdir}/artifact", "copying the artifact", timeout, upload=True)
         remote_data = None
         if data is not None:
-            scp(target, [Path(data).resolve()], f"{workdir}/data", "copying the evaluation images",
-                timeout, upload=True)
+            scp(
+                target,
+                [Path(data).resolve()],
+                f"{workdir}/data",
+                "copying the evaluation images",
+                timeout,
+                upload=True,
+            )
             remote_data = f"{workdir}/data"
         args = run_py_args(data=remote_data, **options) + ["--out", f"{workdir}/results.json"]
-        command = (f"cd {shlex.quote(workdir + '/artifact')} && {shlex.quote(remote_python)} run.py bench "
-                   + " ".join(shlex.quote(a) for a in args))
+        command = (
+            f"cd {shlex.quote(workdir + '/artifact')} && {shlex.quote(remote_python)} run.py bench "
+            + " ".join(shlex.quote(a) for a in args)
+        )
         proc = ssh(target, command, "running run.py bench", timeout)
         if proc.returncode == 127:
-            raise EdgeXrayError(f"{remote_python!r} was not found on {target}; pass "
-                                "--remote-python with the device's Python 3 (with numpy and the "
-                                "runtime installed)")
+            raise EdgeXrayError(
+                f"{remote_python!r} was not found on {target}; pass "
+                "--remote-python with the device's Python 3 (with numpy and the "
+                "runtime installed)"
+            )
         text = None
         if proc.returncode == 0:
             with tempfile.TemporaryDirectory(prefix="edgexray-remote-") as tmp:

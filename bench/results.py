@@ -2,6 +2,7 @@
 
 matplotlib is imported only when plots are drawn (the Agg backend, no display needed).
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgexray.runtime.record import schema_problems
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, atomic_write_text, refuse_existing, replace_dir
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.record import schema_problems
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +57,57 @@ def _fmt(value, spec=".2f", suffix=""):
 
 def fleet_rows(doc) -> tuple:
     """One row per host of a fleet bench (bench/fleet.py): the device's CPU and ISA too."""
-    header = ["host", "CPU", "ISA", "runtime", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB",
-              "accuracy", "status"]
+    header = [
+        "host",
+        "CPU",
+        "ISA",
+        "runtime",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "accuracy",
+        "status",
+    ]
     rows = []
     for host, e in zip(doc["fleet"], doc["results"]):
         env = host.get("environment") or {}
         isa = " ".join(env.get("cpu_isa") or []) or ("–" if not env else "none listed")
         cpu = f"{env['cpu_model']} ({env.get('machine')})" if env.get("cpu_model") else "–"
         if e.get("error"):
-            rows.append([host["host"], cpu, isa, "–", "–", "–", "–", "–", "–",
-                         "failed: " + " ".join(e["error"].split())[:200]])
+            rows.append(
+                [
+                    host["host"],
+                    cpu,
+                    isa,
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "failed: " + " ".join(e["error"].split())[:200],
+                ]
+            )
             continue
         lat, mem = e["latency_ms"], e.get("memory_mb") or {}
         metrics = (e.get("accuracy") or {}).get("metrics") or {}
         provider = e.get("provider") or {}
         status = "ok" + (" (CPU fallback)" if provider.get("fallback") else "")
-        rows.append([host["host"], cpu, isa, f"{e['runtime']} {e['runtime_version']}",
-                     _fmt(lat["p50"], ".3f"), _fmt(lat["p90"], ".3f"), _fmt(lat["p99"], ".3f"),
-                     _fmt(mem.get("peak_rss"), ".1f"), _fmt(metrics.get("accuracy"), ".3f"),
-                     status])
+        rows.append(
+            [
+                host["host"],
+                cpu,
+                isa,
+                f"{e['runtime']} {e['runtime_version']}",
+                _fmt(lat["p50"], ".3f"),
+                _fmt(lat["p90"], ".3f"),
+                _fmt(lat["p99"], ".3f"),
+                _fmt(mem.get("peak_rss"), ".1f"),
+                _fmt(metrics.get("accuracy"), ".3f"),
+                status,
+            ]
+        )
     return header, rows
 
 
@@ -83,30 +116,58 @@ def table_rows(doc) -> tuple:
     if doc.get("fleet"):
         return fleet_rows(doc)
     base = _baseline(doc)
-    header = ["model", "runtime", "precision", "threads", "size MB", "p50 ms", "p90 ms", "p99 ms",
-              "peak RSS MB", "+RSS MB", "accuracy", "macro F1", "AUC", "agreement"]
+    header = [
+        "model",
+        "runtime",
+        "precision",
+        "threads",
+        "size MB",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "+RSS MB",
+        "accuracy",
+        "macro F1",
+        "AUC",
+        "agreement",
+    ]
     if base is not None:
         header += [f"speedup vs {base['label']}", "size ratio", "RSS ratio"]
     rows = []
     for e in doc["results"]:
         if e.get("error"):
-            rows.append([e["label"], e.get("runtime") or "?", "failed: " + e["error"][:120]]
-                        + [""] * (len(header) - 3))
+            rows.append(
+                [e["label"], e.get("runtime") or "?", "failed: " + e["error"][:120]]
+                + [""] * (len(header) - 3)
+            )
             continue
         lat, mem = e["latency_ms"], e.get("memory_mb") or {}
         metrics = (e.get("accuracy") or {}).get("metrics") or {}
         agree = (e.get("accuracy") or {}).get("agreement") or {}
-        row = [e["label"], f"{e['runtime']} {e['runtime_version']}", e.get("precision") or "–",
-               str(e.get("threads") or "–"), _fmt((e.get("size_bytes") or 0) / 1e6, ".3f"),
-               _fmt(lat["p50"], ".3f"), _fmt(lat["p90"], ".3f"), _fmt(lat["p99"], ".3f"),
-               _fmt(mem.get("peak_rss"), ".1f"), _fmt(mem.get("increment"), ".1f"),
-               _fmt(metrics.get("accuracy"), ".3f"), _fmt(metrics.get("macro_f1"), ".3f"),
-               _fmt(metrics.get("roc_auc"), ".3f"), _fmt(agree.get("label_agreement"), ".3f")]
+        row = [
+            e["label"],
+            f"{e['runtime']} {e['runtime_version']}",
+            e.get("precision") or "–",
+            str(e.get("threads") or "–"),
+            _fmt((e.get("size_bytes") or 0) / 1e6, ".3f"),
+            _fmt(lat["p50"], ".3f"),
+            _fmt(lat["p90"], ".3f"),
+            _fmt(lat["p99"], ".3f"),
+            _fmt(mem.get("peak_rss"), ".1f"),
+            _fmt(mem.get("increment"), ".1f"),
+            _fmt(metrics.get("accuracy"), ".3f"),
+            _fmt(metrics.get("macro_f1"), ".3f"),
+            _fmt(metrics.get("roc_auc"), ".3f"),
+            _fmt(agree.get("label_agreement"), ".3f"),
+        ]
         if base is not None:
             r = ratios(e, base)
-            row += ["1.00x" if e is base else _fmt(r.get("speedup"), ".2f", "x"),
-                    "1.00" if e is base else _fmt(r.get("size"), ".3f"),
-                    "1.00" if e is base else _fmt(r.get("peak_rss"), ".2f")]
+            row += [
+                "1.00x" if e is base else _fmt(r.get("speedup"), ".2f", "x"),
+                "1.00" if e is base else _fmt(r.get("size"), ".3f"),
+                "1.00" if e is base else _fmt(r.get("peak_rss"), ".2f"),
+            ]
         rows.append(row)
     return header, rows
 
@@ -125,23 +186,30 @@ def markdown_report(doc) -> str:
     timing = ""
     if entry:
         lat = entry["latency_ms"]
-        timing = (f"Batch {entry['batch']}; {lat['warmup_runs']} warm-up runs, then timed runs for "
-                  f"{lat['budget_s']:g} s each (p50/p90/p99 over at least {lat['runs']} runs for "
-                  f"{entry['label']}). Memory: peak RSS of a fresh process that loads and runs the "
-                  "model; +RSS is its excess over a fresh process with only the runtime imported.\n")
-    return (f"# Benchmark\n\n{markdown_table(doc)}\n{timing}\n"
-            f"Machine: {env.get('cpu_model')} ({env.get('cpu_cores_logical')} logical cores, "
-            f"{env.get('memory_total_mb')} MB), {env.get('os')}, Python {env.get('python')}; "
-            f"{runtimes}. GPU: {env.get('gpu') or 'none'}. Measured {doc['created']} by "
-            f"{doc['producer']}.\n")
+        timing = (
+            f"Batch {entry['batch']}; {lat['warmup_runs']} warm-up runs, then timed runs for "
+            f"{lat['budget_s']:g} s each (p50/p90/p99 over at least {lat['runs']} runs for "
+            f"{entry['label']}). Memory: peak RSS of a fresh process that loads and runs the "
+            "model; +RSS is its excess over a fresh process with only the runtime imported.\n"
+        )
+    return (
+        f"# Benchmark\n\n{markdown_table(doc)}\n{timing}\n"
+        f"Machine: {env.get('cpu_model')} ({env.get('cpu_cores_logical')} logical cores, "
+        f"{env.get('memory_total_mb')} MB), {env.get('os')}, Python {env.get('python')}; "
+        f"{runtimes}. GPU: {env.get('gpu') or 'none'}. Measured {doc['created']} by "
+        f"{doc['producer']}.\n"
+    )
 
 
 # ---------------------------------------------------------------- plots
 
+
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -156,8 +224,15 @@ def plot_latency(doc):
     p99 = [e["latency_ms"]["p99"] for e in entries]
     y = list(range(len(entries)))
     ax.barh(y, p50, color="#4c78a8", label="p50")
-    ax.errorbar(p50, y, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p99)]], fmt="none",
-                ecolor="black", capsize=4, label="p50 to p99")
+    ax.errorbar(
+        p50,
+        y,
+        xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p99)]],
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+        label="p50 to p99",
+    )
     ax.plot(p90, y, "k|", markersize=12, label="p90")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
@@ -207,8 +282,11 @@ def plot_memory(doc):
 
 def figures(doc) -> dict:
     out = {}
-    for name, fn in (("latency", plot_latency), ("accuracy_size", plot_accuracy_size),
-                     ("memory", plot_memory)):
+    for name, fn in (
+        ("latency", plot_latency),
+        ("accuracy_size", plot_accuracy_size),
+        ("memory", plot_memory),
+    ):
         if _measured(doc):
             fig = fn(doc)
             if fig is not None:
@@ -226,12 +304,18 @@ def _png(fig) -> bytes:
 def render_html(doc, pngs: dict) -> str:
     header, rows = table_rows(doc)
     esc = html.escape
-    table = ("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"
-             + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-             + "</tbody></table>")
-    images = "".join(f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
-                     f'{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
-                     for name, data in pngs.items())
+    table = (
+        "<table><thead><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+        + "</tbody></table>"
+    )
+    images = "".join(
+        f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
+        for name, data in pngs.items()
+    )
     env = esc(json.dumps(doc["environment"], indent=2))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>edgexray benchmark</title>
@@ -239,7 +323,7 @@ def render_html(doc, pngs: dict) -> str:
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 figure{{display:inline-block;margin:1em}}pre{{background:#f6f6f6;padding:1em}}</style></head>
 <body><h1>edgexray benchmark</h1>
-<p>{esc(doc['created'])}, {esc(doc['producer'])}. Latency per image at batch 1 after warm-up;
+<p>{esc(doc["created"])}, {esc(doc["producer"])}. Latency per image at batch 1 after warm-up;
 memory is the peak RSS of a fresh process.</p>
 {table}
 {images}

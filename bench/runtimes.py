@@ -11,6 +11,7 @@ EdgeXrayError naming the package to install. The facts of each runtime are in
 edgexray.runtime.registry; LiteRT and ONNX Runtime run through edgexray.runtime.runners, the very
 classes inside run.py; only TorchRunner (it needs torch) lives here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,16 @@ from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.registry import RUNTIMES, get_runtime, list_runtimes, runtime_for_suffix
 from edgexray.runtime.runner_base import Runner, TensorSpec, missing_runtime
 
-__all__ = ["TorchRunner", "RUNNER_CLASSES", "available_runtimes", "list_runtimes", "load_runner",
-           "runner_for_file", "runtime_for_suffix", "runtime_info"]
+__all__ = [
+    "TorchRunner",
+    "RUNNER_CLASSES",
+    "available_runtimes",
+    "list_runtimes",
+    "load_runner",
+    "runner_for_file",
+    "runtime_for_suffix",
+    "runtime_info",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,10 @@ class TorchRunner(Runner):
         from edgexray.checkpoint import load_checkpoint  # imports torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise EdgeXrayError("runtime 'torch-cuda' needs a CUDA GPU and a CUDA build of torch; "
-                                f"this torch {torch.__version__} sees none; use 'torch-cpu'")
+            raise EdgeXrayError(
+                "runtime 'torch-cuda' needs a CUDA GPU and a CUDA build of torch; "
+                f"this torch {torch.__version__} sees none; use 'torch-cpu'"
+            )
         self._torch = torch
         self.version = torch.__version__
         if self.device == "cpu":
@@ -98,16 +109,17 @@ def available_runtimes() -> list:
 def _cuda_available(kind: str) -> bool:
     if kind.startswith("torch"):
         import torch
+
         return torch.cuda.is_available()
     import onnxruntime as ort
+
     return get_runtime(kind).providers[0] in ort.get_available_providers()
 
 
 def load_runner(kind: str, model_path, threads=None) -> Runner:
     """Load `model_path` with runtime `kind` (see list_runtimes())."""
     runner = runners.open_runner(kind, model_path, threads, RUNNER_CLASSES)
-    log.info("loaded %s with %s %s (%s threads)", Path(model_path).name, kind, runner.version,
-             runner.threads)
+    log.info("loaded %s with %s %s (%s threads)", Path(model_path).name, kind, runner.version, runner.threads)
     return runner
 
 
@@ -115,6 +127,7 @@ def runner_for_file(path, threads=None, device: str = "cpu") -> Runner:
     """The default runner for a model file by suffix (.onnx, .tflite, .pt); `device="cuda"` picks
     the CUDA variant where one exists."""
     runner = runners.runner_for_file(path, threads, device, RUNNER_CLASSES)
-    log.info("loaded %s with %s %s (%s threads)", Path(path).name, runner.kind, runner.version,
-             runner.threads)
+    log.info(
+        "loaded %s with %s %s (%s threads)", Path(path).name, runner.kind, runner.version, runner.threads
+    )
     return runner

@@ -1,4 +1,5 @@
 """`edgexray verify ARTIFACT`: run the artifact on emulated ARM and compare it with this host."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgexray.bench.arm import CORES, FLOAT_TOLERANCE, EMULATED_NOTE, verify_artifact
-from edgexray.runtime.errors import CheckFailed
+from edgexray.bench.arm import CORES, EMULATED_NOTE, FLOAT_TOLERANCE, verify_artifact
 from edgexray.fsutil import atomic_write_json
+from edgexray.runtime.errors import CheckFailed
 
 # later results go here: manifest.json stays as sealed at build time (docs/ARCHITECTURE.md)
 RESULT_FILE = "arm_verification.json"
@@ -16,14 +17,27 @@ RESULT_FILE = "arm_verification.json"
 
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False))
-@click.option("--cpu", type=click.Choice(sorted(CORES)), default=None,
-              help="Core to emulate. Default: the artifact's target profile (rpi4: cortex-a72).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the arm64 userland and wheels are cached. "
-                   "Default: ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=FLOAT_TOLERANCE, show_default=True,
-              help="Max abs output difference for float models (int8 outputs: identical, or at most "
-                   "2 quantization steps apart with identical labels: kernel rounding).")
+@click.option(
+    "--cpu",
+    type=click.Choice(sorted(CORES)),
+    default=None,
+    help="Core to emulate. Default: the artifact's target profile (rpi4: cortex-a72).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the arm64 userland and wheels are cached. "
+    "Default: ~/.cache/edgexray/arm64 (XDG_CACHE_HOME honoured).",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=FLOAT_TOLERANCE,
+    show_default=True,
+    help="Max abs output difference for float models (int8 outputs: identical, or at most "
+    "2 quantization steps apart with identical labels: kernel rounding).",
+)
 @click.option("--no-write", is_flag=True, help=f"Do not store the result in ARTIFACT/{RESULT_FILE}.")
 def verify(artifact, cpu, cache_dir, tolerance, no_write):
     """Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with this host.
@@ -46,8 +60,7 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
 
     if (Path(artifact) / "manifest.json").is_file():  # else verify_artifact says what is missing
         checked_manifest(artifact)  # IntegrityError (exit 3): never verify a changed artifact
-    result = verify_artifact(artifact, cpu=cpu, write=False, cache_dir=cache_dir,
-                             tolerance=tolerance)
+    result = verify_artifact(artifact, cpu=cpu, write=False, cache_dir=cache_dir, tolerance=tolerance)
     if not no_write:
         atomic_write_json(Path(artifact) / RESULT_FILE, result)
     click.echo(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ group). Calibration uses real chest X-rays from ../shared/data. Each step is tim
 onnx2tf runs once in its subprocess (import, ONNX -> Keras) and then writes exactly one file
 per requested TFLite precision. Prints a table on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,8 @@ def main(argv=None) -> int:
     from edgexray.export.quantize_onnx import onnx2int8onnx
     from edgexray.export.tflite import onnx2tflite, tflite_io_details
     from edgexray.models import create_model
-    from edgexray.runtime.preprocess import Preprocess
     from edgexray.prune.prune import PruneConfig, prune_model
+    from edgexray.runtime.preprocess import Preprocess
 
     torch.manual_seed(0)
     pre = Preprocess(size=args.size, channels=1)
@@ -61,8 +62,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         t = time.perf_counter()
-        fp32 = torch2onnx(model, out / "model_fp32.onnx", input_shape=(1, 1, args.size, args.size),
-                          metadata=onnx_metadata(("NORMAL", "PNEUMONIA"), pre))
+        fp32 = torch2onnx(
+            model,
+            out / "model_fp32.onnx",
+            input_shape=(1, 1, args.size, args.size),
+            metadata=onnx_metadata(("NORMAL", "PNEUMONIA"), pre),
+        )
         dt = time.perf_counter() - t
         total += dt
         rows.append(("onnx fp32 (torch2onnx + onnxsim)", dt, _mb(fp32)))
@@ -73,8 +78,7 @@ def main(argv=None) -> int:
         rows.append(("onnx int8 (ORT static QDQ, minmax)", dt, _mb(int8)))
         log = out / "onnx2tf.log"
         t = time.perf_counter()
-        files = onnx2tflite(fp32, out, precisions=args.precisions.split(","), calib=calib,
-                            log_path=log)
+        files = onnx2tflite(fp32, out, precisions=args.precisions.split(","), calib=calib, log_path=log)
         dt = time.perf_counter() - t
         total += dt
         worker = _worker_timings(log)
@@ -87,9 +91,11 @@ def main(argv=None) -> int:
         io = tflite_io_details(files["int8"]) if "int8" in files else None
     rows.append(("TOTAL export (all formats)", total, ""))
 
-    print(f"export benchmark: resnet18_cbam {args.size}x{args.size}x1, pruned {args.ratio:.0%} "
-          f"of channels ({n_before / 1e6:.2f}M -> {n_after / 1e6:.2f}M params), "
-          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+    print(
+        f"export benchmark: resnet18_cbam {args.size}x{args.size}x1, pruned {args.ratio:.0%} "
+        f"of channels ({n_before / 1e6:.2f}M -> {n_after / 1e6:.2f}M params), "
+        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
+    )
     print(f"{'step':<40} {'seconds':>8} {'size':>9}")
     for name, sec, size in rows:
         print(f"{name:<40} {sec:>8.1f} {size:>9}")

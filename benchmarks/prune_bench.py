@@ -9,6 +9,7 @@ and both pruned models. Everything lands in --out (checkpoints, prune reports, b
     python benchmarks/prune_bench.py                      # ~10-15 min on 2 free cores
     python benchmarks/prune_bench.py --images 300 --size 96 --epochs 4 --finetune-epochs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train
 def subset(data: Path, per_class: int, seed: int, into: Path) -> Path:
     """A folder of symlinks to `per_class` randomly drawn images of each class (no copies)."""
     import random
+
     rng = random.Random(seed)
     for cls in sorted(p for p in data.iterdir() if p.is_dir()):
         files = sorted(f for f in cls.iterdir() if f.is_file() and not f.name.startswith("."))
@@ -51,9 +53,11 @@ def main(argv=None) -> int:
     ap.add_argument("--group-regex", help="patient key of the file names (default: detected)")
     ap.add_argument("--no-group", action="store_true", help="split images independently")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "prune_bench")
-    ap.add_argument("--checkpoint", type=Path,
-                    help="reuse OUT/train/model.pt of an earlier run with the same --images/--seed "
-                         "(skips training)")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="reuse OUT/train/model.pt of an earlier run with the same --images/--seed (skips training)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -76,52 +80,85 @@ def main(argv=None) -> int:
         if args.checkpoint:
             ckpt_path = args.checkpoint
         else:
-            ckpt_path = train_folder(folder, args.out / "train",
-                                     ModelConfig(arch="resnet18_cbam", size=args.size, width=args.width),
-                                     TrainConfig(epochs=args.epochs, seed=args.seed),
-                                     split_cfg=SplitConfig(group_regex=args.group_regex,
-                                                           auto_group=not args.no_group),
-                                     force=True).checkpoint
+            ckpt_path = train_folder(
+                folder,
+                args.out / "train",
+                ModelConfig(arch="resnet18_cbam", size=args.size, width=args.width),
+                TrainConfig(epochs=args.epochs, seed=args.seed),
+                split_cfg=SplitConfig(group_regex=args.group_regex, auto_group=not args.no_group),
+                force=True,
+            ).checkpoint
         splits = ckpt_path.parent / "splits.json"  # the same images in the same splits every time
         base = load_checkpoint(ckpt_path)
         data = load_data(base, folder, splits, progress=False)
         x = torch.zeros(base.input_shape)
-        rows = [{"model": "unpruned", **measure.count(base.model, x),
-                 "bytes": ckpt_path.stat().st_size,
-                 "latency_ms": measure.cpu_latency_ms(base.model, x, runs=50, threads=args.threads),
-                 "val": evaluate(base.model, data.val, data.class_names)["accuracy"],
-                 "test": evaluate(base.model, data.test, data.class_names)["accuracy"]}]
+        rows = [
+            {
+                "model": "unpruned",
+                **measure.count(base.model, x),
+                "bytes": ckpt_path.stat().st_size,
+                "latency_ms": measure.cpu_latency_ms(base.model, x, runs=50, threads=args.threads),
+                "val": evaluate(base.model, data.val, data.class_names)["accuracy"],
+                "test": evaluate(base.model, data.test, data.class_names)["accuracy"],
+            }
+        ]
         for method in args.methods.split(","):
-            cfg = PruneConfig(method=method, schedule="target", target_macs=args.target_macs,
-                              finetune_epochs=args.finetune_epochs, seed=args.seed)
-            res = prune_checkpoint(ckpt_path, args.out / f"pruned-{method}", cfg, data_dir=folder,
-                                   splits=splits, latency_runs=50, force=True)
+            cfg = PruneConfig(
+                method=method,
+                schedule="target",
+                target_macs=args.target_macs,
+                finetune_epochs=args.finetune_epochs,
+                seed=args.seed,
+            )
+            res = prune_checkpoint(
+                ckpt_path,
+                args.out / f"pruned-{method}",
+                cfg,
+                data_dir=folder,
+                splits=splits,
+                latency_runs=50,
+                force=True,
+            )
             m = load_checkpoint(res.checkpoint).model
             acc = res.report["accuracy"]
-            rows.append({"model": f"{method} -{args.target_macs:.0%} MACs", **measure.count(m, x),
-                         "bytes": res.checkpoint.stat().st_size,
-                         "latency_ms": measure.cpu_latency_ms(m, x, runs=50, threads=args.threads),
-                         "val": acc["val_finetuned"]["accuracy"] if acc["val_finetuned"]
-                         else acc["val_pruned"]["accuracy"],
-                         "val_pruned_no_ft": acc["val_pruned"]["accuracy"],
-                         "test": acc["test_after"]["accuracy"]})
-    n = {s: len(v) for s, v in (("train", data.train.dataset), ("val", data.val.dataset),
-                                 ("test", data.test.dataset))}
-    lines = [f"resnet18_cbam, width {base.model_options['width']}, {base.preprocess.size} px, {args.images} images/class "
-             f"(train/val/test {n['train']}/{n['val']}/{n['test']}), {args.epochs} epochs, "
-             f"{args.finetune_epochs} fine-tune epochs; latency: PyTorch CPU, batch 1, "
-             f"{args.threads} thread(s), p50 and min of 50; {time.time() - t0:.0f} s total", "",
-             "| model | test acc | val acc | params | MACs | checkpoint | latency p50 (min) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+            rows.append(
+                {
+                    "model": f"{method} -{args.target_macs:.0%} MACs",
+                    **measure.count(m, x),
+                    "bytes": res.checkpoint.stat().st_size,
+                    "latency_ms": measure.cpu_latency_ms(m, x, runs=50, threads=args.threads),
+                    "val": acc["val_finetuned"]["accuracy"]
+                    if acc["val_finetuned"]
+                    else acc["val_pruned"]["accuracy"],
+                    "val_pruned_no_ft": acc["val_pruned"]["accuracy"],
+                    "test": acc["test_after"]["accuracy"],
+                }
+            )
+    n = {
+        s: len(v)
+        for s, v in (("train", data.train.dataset), ("val", data.val.dataset), ("test", data.test.dataset))
+    }
+    lines = [
+        f"resnet18_cbam, width {base.model_options['width']}, {base.preprocess.size} px, {args.images} images/class "
+        f"(train/val/test {n['train']}/{n['val']}/{n['test']}), {args.epochs} epochs, "
+        f"{args.finetune_epochs} fine-tune epochs; latency: PyTorch CPU, batch 1, "
+        f"{args.threads} thread(s), p50 and min of 50; {time.time() - t0:.0f} s total",
+        "",
+        "| model | test acc | val acc | params | MACs | checkpoint | latency p50 (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {100 * r['test']:.2f}% | {100 * r['val']:.2f}% | "
-                     f"{r['params']:,} | {r['macs']:,} | {r['bytes'] / 1e6:.2f} MB | "
-                     f"{r['latency_ms']['p50']:.2f} ({r['latency_ms']['min']:.2f}) ms |")
+        lines.append(
+            f"| {r['model']} | {100 * r['test']:.2f}% | {100 * r['val']:.2f}% | "
+            f"{r['params']:,} | {r['macs']:,} | {r['bytes'] / 1e6:.2f} MB | "
+            f"{r['latency_ms']['p50']:.2f} ({r['latency_ms']['min']:.2f}) ms |"
+        )
     table = "\n".join(lines)
     print(table)
     (args.out / "bench.md").write_text(table + "\n")
-    (args.out / "bench.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                    "rows": rows}, indent=2))
+    (args.out / "bench.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+    )
     return 0
 
 

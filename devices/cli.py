@@ -1,4 +1,5 @@
 """`edgexray devices list` and `edgexray devices show NAME`."""
+
 from __future__ import annotations
 
 import click
@@ -17,8 +18,17 @@ def list_cmd() -> None:
     rows = [("name", "arch", "cpu core", "runtime", "precisions", "default", "budget ms")]
     for name in list_profiles():
         p = load_profile(name)
-        rows.append((p.name, p.arch, p.cpu_core, p.runtime, ",".join(p.precisions),
-                     p.default_precision, f"{p.latency_budget_ms:g}"))
+        rows.append(
+            (
+                p.name,
+                p.arch,
+                p.cpu_core,
+                p.runtime,
+                ",".join(p.precisions),
+                p.default_precision,
+                f"{p.latency_budget_ms:g}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -5,11 +5,12 @@ devices/rpi4.toml; `load_profile("my-board.toml")` reads the user's own file. Ev
 checked: an unknown key, a wrong type or a malformed file is an EdgeXrayError naming the file,
 the line and the key.
 """
+
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -84,8 +85,14 @@ class DeviceProfile:
 # key -> (accepted python types, required?) for each table; bool is excluded from int below.
 _PROFILE_KEYS = {f.name: f for f in fields(DeviceProfile) if f.name not in ("prune", "source")}
 _PRUNE_KEYS = {f.name: f for f in fields(PruneSettings)}
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "tuple": (list,),
-          "str | None": (str,), "float | None": (int, float)}
+_TYPES = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "tuple": (list,),
+    "str | None": (str,),
+    "float | None": (int, float),
+}
 
 
 def list_profiles() -> list[str]:
@@ -99,8 +106,10 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     if text.endswith(".toml") or "/" in text or "\\" in text:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise EdgeXrayError(f"device profile file {text!r} does not exist; pass a built-in "
-                                f"target ({', '.join(list_profiles())}) or the path of a TOML file")
+            raise EdgeXrayError(
+                f"device profile file {text!r} does not exist; pass a built-in "
+                f"target ({', '.join(list_profiles())}) or the path of a TOML file"
+            )
     else:
         if text not in list_profiles():
             raise unknown_name("target", text, list_profiles())
@@ -133,19 +142,22 @@ def _check_table(path: Path, raw: str, table: str | None, data: dict, spec: dict
         if key not in spec:
             close = difflib.get_close_matches(key, spec, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _key_error(path, raw, table, key, f"is not a profile key in {where}{hint} "
-                             f"allowed: {', '.join(spec)}")
-    missing = [k for k, f in spec.items()
-               if f.default is MISSING and f.default_factory is MISSING and k not in data]
+            raise _key_error(
+                path, raw, table, key, f"is not a profile key in {where}{hint} allowed: {', '.join(spec)}"
+            )
+    missing = [
+        k for k, f in spec.items() if f.default is MISSING and f.default_factory is MISSING and k not in data
+    ]
     if missing:
-        raise EdgeXrayError(f"{path}: missing key(s) {', '.join(missing)} in {where}; "
-                            f"every profile sets them (see devices/rpi4.toml)")
+        raise EdgeXrayError(
+            f"{path}: missing key(s) {', '.join(missing)} in {where}; "
+            f"every profile sets them (see devices/rpi4.toml)"
+        )
     for key, value in data.items():
         allowed = _TYPES[str(spec[key].type)]
         if isinstance(value, bool) or not isinstance(value, allowed):
             want = "a list" if allowed == (list,) else " or ".join(t.__name__ for t in allowed)
-            raise _key_error(path, raw, table, key, f"is {value!r} ({type(value).__name__}); "
-                             f"expected {want}")
+            raise _key_error(path, raw, table, key, f"is {value!r} ({type(value).__name__}); expected {want}")
     return dict(data)
 
 
@@ -160,19 +172,31 @@ def _check_values(path: Path, raw: str, p: DeviceProfile) -> None:
     for key in ("cores", "memory_mb", "threads", "input_size", "latency_budget_ms", "memory_budget_mb"):
         if getattr(p, key) <= 0:
             raise bad(None, key, f"is {getattr(p, key)!r}; must be > 0")
-    if not p.precisions or len(set(p.precisions)) != len(p.precisions) or \
-            any(not isinstance(x, str) or x not in PRECISIONS for x in p.precisions):
-        raise bad(None, "precisions", f"is {list(p.precisions)!r}; a non-empty list of distinct "
-                  f"values from {', '.join(PRECISIONS)}")
+    if (
+        not p.precisions
+        or len(set(p.precisions)) != len(p.precisions)
+        or any(not isinstance(x, str) or x not in PRECISIONS for x in p.precisions)
+    ):
+        raise bad(
+            None,
+            "precisions",
+            f"is {list(p.precisions)!r}; a non-empty list of distinct values from {', '.join(PRECISIONS)}",
+        )
     if p.default_precision not in p.precisions:
-        raise bad(None, "default_precision", f"is {p.default_precision!r}; must be one of "
-                  f"precisions {list(p.precisions)}")
+        raise bad(
+            None,
+            "default_precision",
+            f"is {p.default_precision!r}; must be one of precisions {list(p.precisions)}",
+        )
     s = p.prune
     if s.schedule not in SCHEDULES:
         raise bad("prune", "schedule", f"is {s.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if len(s.stage_ratios) != 4 or any(not 0 <= r < 1 for r in s.stage_ratios):
-        raise bad("prune", "stage_ratios", f"is {list(s.stage_ratios)!r}; four ratios in [0, 1), "
-                  "one per network stage")
+        raise bad(
+            "prune",
+            "stage_ratios",
+            f"is {list(s.stage_ratios)!r}; four ratios in [0, 1), one per network stage",
+        )
     for key in ("ratio", "target_params", "target_macs"):
         value = getattr(s, key)
         if value is not None and not 0 < value < 1:
@@ -211,5 +235,7 @@ def _syntax_message(path: Path, raw: str, e: tomllib.TOMLDecodeError) -> str:
     text = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else ""
     key = re.match(r"([A-Za-z0-9_.-]+)\s*=", text)
     key_part = f" (key {key.group(1)!r})" if key else ""
-    return (f"{path}, line {line_no}, column {m.group(2)}: malformed TOML{key_part}: {problem}: "
-            f"{text!r}; strings need quotes, lists need [ ], see devices/rpi4.toml")
+    return (
+        f"{path}, line {line_no}, column {m.group(2)}: malformed TOML{key_part}: {problem}: "
+        f"{text!r}; strings need quotes, lists need [ ], see devices/rpi4.toml"
+    )

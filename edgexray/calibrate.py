@@ -3,6 +3,7 @@
 Dividing the logits by one temperature T leaves every argmax unchanged; T > 1 softens an
 over-confident model's probabilities. numpy + scipy only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,10 @@ def nll(logits, labels, temperature: float) -> float:
 def logits2temperature(logits, labels, bounds=T_BOUNDS) -> float:
     """The temperature in `bounds` that minimizes the NLL of `labels` (bounded scalar search)."""
     from scipy.optimize import minimize_scalar
-    res = minimize_scalar(lambda t: nll(logits, labels, t), bounds=bounds, method="bounded",
-                          options={"xatol": 1e-4})
+
+    res = minimize_scalar(
+        lambda t: nll(logits, labels, t), bounds=bounds, method="bounded", options={"xatol": 1e-4}
+    )
     return float(res.x)
 
 
@@ -49,12 +52,18 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
 def calibration_record(val_logits, val_y, test_logits=None, test_y=None) -> dict:
     """The manifest's "calibration" block: T fitted on val, ECE before/after on val (and test)."""
     from edgexray.runtime.metrics import softmax
+
     t = logits2temperature(val_logits, val_y)
-    out = {"temperature": t, "fitted_on": "val", "bins": ECE_BINS,
-           "ece_before": expected_calibration_error(softmax(val_logits), val_y),
-           "ece_after": expected_calibration_error(softmax(np.asarray(val_logits) / t), val_y)}
+    out = {
+        "temperature": t,
+        "fitted_on": "val",
+        "bins": ECE_BINS,
+        "ece_before": expected_calibration_error(softmax(val_logits), val_y),
+        "ece_after": expected_calibration_error(softmax(np.asarray(val_logits) / t), val_y),
+    }
     if test_logits is not None:
         out["test"] = {
             "ece_before": expected_calibration_error(softmax(test_logits), test_y),
-            "ece_after": expected_calibration_error(softmax(np.asarray(test_logits) / t), test_y)}
+            "ece_after": expected_calibration_error(softmax(np.asarray(test_logits) / t), test_y),
+        }
     return out

@@ -4,6 +4,7 @@ names them, and turns an EdgeXrayError into one line on stderr and its exit stat
 
 A command's module is imported only when that command runs or shows its own help, so
 `edgexray --help`, `edgexray devices list` and `edgexray verify` never load torch."""
+
 from __future__ import annotations
 
 import importlib
@@ -30,27 +31,56 @@ class CommandEntry:
 
 COMMANDS = (
     CommandEntry("data", "edgexray.commands:data", "Data helpers (synthetic X-rays, dataset EDA)."),
-    CommandEntry("train", "edgexray.commands:train",
-                 "Train a classifier on an image folder; writes OUT/model.pt and its splits."),
-    CommandEntry("evaluate", "edgexray.commands:evaluate",
-                 "Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."),
-    CommandEntry("prune", "edgexray.prune.cli:prune",
-                 "Remove whole channels from CHECKPOINT so the network physically shrinks."),
-    CommandEntry("export", "edgexray.export.cli:export",
-                 "Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model."),
-    CommandEntry("bench", "edgexray.bench.cli:bench",
-                 "Latency, memory and accuracy of an artifact (folder or .zip) or a model file."),
-    CommandEntry("compare", "edgexray.bench.cli:compare",
-                 "The shipped artifact against what a user would run without edgexray."),
-    CommandEntry("devices", "edgexray.devices.cli:devices",
-                 "Device profiles: the targets `edgexray build --target` accepts."),
-    CommandEntry("build", "edgexray.commands:build",
-                 "Train or load, prune, fine-tune, export, check, benchmark and bundle for a device."),
-    CommandEntry("compare-archs", "edgexray.commands:compare_archs",
-                 "Train several architectures on the same patient-grouped splits; one table and plot."),
-    CommandEntry("verify", "edgexray.bench.verify_cli:verify",
-                 "Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with "
-                 "this host."),
+    CommandEntry(
+        "train",
+        "edgexray.commands:train",
+        "Train a classifier on an image folder; writes OUT/model.pt and its splits.",
+    ),
+    CommandEntry(
+        "evaluate",
+        "edgexray.commands:evaluate",
+        "Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM.",
+    ),
+    CommandEntry(
+        "prune",
+        "edgexray.prune.cli:prune",
+        "Remove whole channels from CHECKPOINT so the network physically shrinks.",
+    ),
+    CommandEntry(
+        "export",
+        "edgexray.export.cli:export",
+        "Export CHECKPOINT to ONNX / TFLite and check every file against the PyTorch model.",
+    ),
+    CommandEntry(
+        "bench",
+        "edgexray.bench.cli:bench",
+        "Latency, memory and accuracy of an artifact (folder or .zip) or a model file.",
+    ),
+    CommandEntry(
+        "compare",
+        "edgexray.bench.cli:compare",
+        "The shipped artifact against what a user would run without edgexray.",
+    ),
+    CommandEntry(
+        "devices",
+        "edgexray.devices.cli:devices",
+        "Device profiles: the targets `edgexray build --target` accepts.",
+    ),
+    CommandEntry(
+        "build",
+        "edgexray.commands:build",
+        "Train or load, prune, fine-tune, export, check, benchmark and bundle for a device.",
+    ),
+    CommandEntry(
+        "compare-archs",
+        "edgexray.commands:compare_archs",
+        "Train several architectures on the same patient-grouped splits; one table and plot.",
+    ),
+    CommandEntry(
+        "verify",
+        "edgexray.bench.verify_cli:verify",
+        "Run ARTIFACT's run.py on the aarch64 instruction set under QEMU and compare with this host.",
+    ),
 )
 
 
@@ -121,8 +151,11 @@ class EdgeXrayGroup(click.Group):
             ctx.exit(e.exit_code)
 
 
-@click.group(cls=EdgeXrayGroup, commands=LazyCommands(COMMANDS),
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=EdgeXrayGroup,
+    commands=LazyCommands(COMMANDS),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="edgexray")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def main(verbose: int) -> None:

@@ -1,5 +1,6 @@
 """Click callbacks that check numeric options while the command line is parsed, before any
 work: a bad value is one `error:` line (EdgeXrayError, exit 2), not a failure minutes later."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,7 @@ MIN_SIZE, MAX_SIZE = 16, 1024  # model input side in pixels; decoded arrays grow
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 
 
-def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-           example: str = ""):
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, example: str = ""):
     """A callback accepting finite numbers in [lo, hi] ((lo, hi] with `lo_open`); None passes."""
     lower = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     upper = "" if hi is None else f"<= {hi}"
@@ -21,8 +21,11 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
         if value is None:
             return value
         finite = isinstance(value, int) or math.isfinite(value)  # a huge int overflows a float
-        ok = finite and (lo is None or (value > lo if lo_open else value >= lo)) \
+        ok = (
+            finite
+            and (lo is None or (value > lo if lo_open else value >= lo))
             and (hi is None or value <= hi)
+        )
         if not ok:
             name = max(param.opts, key=len)
             hint = f", e.g. {name} {example}" if example else ""

@@ -1,4 +1,5 @@
 """The one rule every config follows: a dict with an unknown key is an error, not ignored."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -12,6 +12,7 @@ Without torchrun nothing changes.
 EDGEXRAY_DIST_DEBUG=DIR makes each rank write DIR/rank<R>.json with the training-split indices
 it drew per epoch and the splits it used (the tests check that ranks are disjoint).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,7 @@ def context() -> DistContext:
     if not (dist.is_available() and dist.is_initialized()):
         return DistContext()
     backend = dist.get_backend()
-    return DistContext(dist.get_world_size(), dist.get_rank(),
-                       int(os.environ.get("LOCAL_RANK", 0)), backend)
+    return DistContext(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), backend)
 
 
 def init(device: str = "auto") -> DistContext:
@@ -74,12 +74,15 @@ def init(device: str = "auto") -> DistContext:
         if not torch.cuda.is_available():
             raise EdgeXrayError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
         if local_rank >= torch.cuda.device_count():
-            raise EdgeXrayError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} "
-                                "visible); start at most one process per GPU (--nproc-per-node)")
+            raise EdgeXrayError(
+                f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} "
+                "visible); start at most one process per GPU (--nproc-per-node)"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if use_cuda else "gloo")
     if dist.get_rank() != 0:  # one voice: rank 0 logs and warns, the others report errors only
         import logging
+
         logging.getLogger("edgexray").setLevel(logging.ERROR)
     return context()
 
@@ -129,9 +132,10 @@ class DistributedWeightedSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        drawn = torch.multinomial(self.weights, self.num_samples * self.num_replicas,
-                                  replacement=True, generator=g).tolist()
-        return iter(drawn[self.rank::self.num_replicas])
+        drawn = torch.multinomial(
+            self.weights, self.num_samples * self.num_replicas, replacement=True, generator=g
+        ).tolist()
+        return iter(drawn[self.rank :: self.num_replicas])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -150,26 +154,30 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def loaders(ctx: DistContext, train_set, val_set, batch_size: int, oversample: bool,
-            seed: int) -> tuple:
+def loaders(ctx: DistContext, train_set, val_set, batch_size: int, oversample: bool, seed: int) -> tuple:
     """The distributed counterparts of data.make_loader for training and validation."""
     if oversample:
         import numpy as np
+
         labels = np.asarray(train_set.labels)
         weights = 1.0 / np.bincount(labels)[labels]
         sampler = DistributedWeightedSampler(weights, ctx.world_size, ctx.rank, seed)
     else:  # drop_last: equal, disjoint shards (at most world_size - 1 images wait an epoch)
-        sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=seed,
-                                     drop_last=True)
+        sampler = DistributedSampler(
+            train_set, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=True
+        )
     per_rank = len(sampler)
     if per_rank < 2:
-        raise EdgeXrayError(f"the train split ({len(train_set)} images) is too small for "
-                            f"{ctx.world_size} processes; use fewer (--nproc-per-node) or more images")
+        raise EdgeXrayError(
+            f"the train split ({len(train_set)} images) is too small for "
+            f"{ctx.world_size} processes; use fewer (--nproc-per-node) or more images"
+        )
     # batch norm cannot train on a last batch of one image (as in data.make_loader)
     drop_last = per_rank > batch_size and per_rank % batch_size == 1
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
-    val_loader = DataLoader(val_set, batch_size=max(batch_size, 64),
-                            sampler=ShardSampler(len(val_set), ctx.world_size, ctx.rank))
+    val_loader = DataLoader(
+        val_set, batch_size=max(batch_size, 64), sampler=ShardSampler(len(val_set), ctx.world_size, ctx.rank)
+    )
     return train_loader, val_loader
 
 
@@ -178,6 +186,7 @@ def wrap(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     if not ctx.active:
         return model
     from torch.nn.parallel import DistributedDataParallel
+
     ids = [ctx.local_rank] if ctx.backend == "nccl" else None
     return DistributedDataParallel(model, device_ids=ids)
 
@@ -191,8 +200,11 @@ def start_epoch(ctx: DistContext, loader, epoch: int) -> None:
     debug = os.environ.get(DEBUG_ENV)
     if debug:
         path = Path(debug) / f"rank{ctx.rank}.json"
-        doc = json.loads(path.read_text()) if path.exists() else {"rank": ctx.rank,
-                                                                 "world_size": ctx.world_size}
+        doc = (
+            json.loads(path.read_text())
+            if path.exists()
+            else {"rank": ctx.rank, "world_size": ctx.world_size}
+        )
         doc.setdefault("train_indices", {})[str(epoch)] = list(iter(sampler))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc))
@@ -202,8 +214,11 @@ def record_splits(ctx: DistContext, splits: dict) -> None:
     debug = os.environ.get(DEBUG_ENV)
     if ctx.active and debug:
         path = Path(debug) / f"rank{ctx.rank}.json"
-        doc = json.loads(path.read_text()) if path.exists() else {"rank": ctx.rank,
-                                                                 "world_size": ctx.world_size}
+        doc = (
+            json.loads(path.read_text())
+            if path.exists()
+            else {"rank": ctx.rank, "world_size": ctx.world_size}
+        )
         doc["splits"] = {k: list(v) for k, v in splits.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc))
@@ -228,6 +243,7 @@ def gather_predictions(ctx: DistContext, predict, loader) -> tuple:
     """(logits, labels) of the whole split: each rank predicts its shard (ShardSampler) with
     `predict(loader)`, the shards are gathered and put back in dataset order."""
     import numpy as np
+
     mine = predict(loader) if len(loader.sampler) else None  # a rank may get no image
     parts = [None] * ctx.world_size
     dist.all_gather_object(parts, (list(loader.sampler), mine))

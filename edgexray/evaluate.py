@@ -1,4 +1,5 @@
 """The evaluate stage: clinical metrics, plots and Grad-CAM for a checkpoint on a held-out split."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,8 @@ import torch
 
 from edgexray import plots
 from edgexray.checkpoint import Checkpoint, load_checkpoint
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_json, cache_dir, refuse_existing, staged_dir
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -36,22 +37,39 @@ def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits
     if not data_dir:
         raise EdgeXrayError("this checkpoint does not record its data folder; pass --data DIR")
     stored = ckpt.extra.get("splits_path")
-    same_folder = ckpt.extra.get("data_dir") and \
-        Path(data_dir).resolve() == Path(ckpt.extra["data_dir"]).resolve()
+    same_folder = (
+        ckpt.extra.get("data_dir") and Path(data_dir).resolve() == Path(ckpt.extra["data_dir"]).resolve()
+    )
     if splits is None and same_folder and stored and Path(stored).is_file():
         splits = stored
     split_cfg = SplitConfig.from_dict((ckpt.train_config or {}).get("split") or {})
-    data = prepare(data_dir, ckpt.preprocess.size, split_cfg, splits=splits,
-                   cache_dir=cache_dir("arrays"), progress=progress)
+    data = prepare(
+        data_dir,
+        ckpt.preprocess.size,
+        split_cfg,
+        splits=splits,
+        cache_dir=cache_dir("arrays"),
+        progress=progress,
+    )
     if tuple(data.class_names) != tuple(ckpt.class_names):
-        raise EdgeXrayError(f"the data has classes {list(data.class_names)}, the checkpoint "
-                            f"{list(ckpt.class_names)}; evaluate on data with the same classes")
+        raise EdgeXrayError(
+            f"the data has classes {list(data.class_names)}, the checkpoint "
+            f"{list(ckpt.class_names)}; evaluate on data with the same classes"
+        )
     return data
 
 
-def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", tta: bool = False,
-                        gradcam: int = 0, force: bool = False, progress: bool = True,
-                        test_data=None) -> dict:
+def evaluate_checkpoint(
+    ckpt_path,
+    out_dir,
+    data_dir=None,
+    split: str = "test",
+    tta: bool = False,
+    gradcam: int = 0,
+    force: bool = False,
+    progress: bool = True,
+    test_data=None,
+) -> dict:
     """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
     distribution) and `gradcam` Grad-CAM overlays; return the metrics. With `test_data` (an
     external folder of other patients) that folder is scored instead of `split`, with 95%
@@ -59,16 +77,24 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     if split not in ("train", "val", "test"):
         raise EdgeXrayError(f"split {split!r}; allowed: train, val, test")
     if not isinstance(gradcam, int) or gradcam < 0:
-        raise EdgeXrayError(f"gradcam={gradcam!r}; allowed: 0 (none) or the number of Grad-CAM "
-                            "overlays to write, e.g. --gradcam 8")
+        raise EdgeXrayError(
+            f"gradcam={gradcam!r}; allowed: 0 (none) or the number of Grad-CAM "
+            "overlays to write, e.g. --gradcam 8"
+        )
     out_dir = Path(out_dir)
     refuse_existing(out_dir, force, "evaluation output folder", folder=True)
     ckpt = load_checkpoint(ckpt_path)
     ext = None
     if test_data is not None:
         from edgexray import external
-        ext = external.load_external(test_data, ckpt.class_names, ckpt.preprocess.size,
-                                     data_dir or ckpt.extra.get("data_dir"), progress)
+
+        ext = external.load_external(
+            test_data,
+            ckpt.class_names,
+            ckpt.preprocess.size,
+            data_dir or ckpt.extra.get("data_dir"),
+            progress,
+        )
     data = held_out_data(ckpt, data_dir, progress)
     arrays, labels = data.arrays[split], data.labels[split]
     if ext is not None:
@@ -79,20 +105,27 @@ def evaluate_checkpoint(ckpt_path, out_dir, data_dir=None, split: str = "test", 
     probs = predict_proba(ckpt.model, inputs, tta=tta)
     names = list(ckpt.class_names)
     from edgexray.data import split_group_ids
+
     groups = None if ext is not None else split_group_ids(data, split)
     metrics = classification_metrics(labels, probs, names, intervals=True, groups=groups)
     if ext is not None:
         metrics = external.metrics_of(ext, probs)
         metrics["external"] = external.block(ext, {})
-    metrics.update(split=split, tta=tta, checkpoint=str(Path(ckpt_path).resolve()),
-                   arch=ckpt.arch, synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists())
+    metrics.update(
+        split=split,
+        tta=tta,
+        checkpoint=str(Path(ckpt_path).resolve()),
+        arch=ckpt.arch,
+        synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists(),
+    )
     with staged_dir(out_dir, force, "evaluation output folder", merge=True) as work:
         plots.plot_confusion(metrics["confusion_matrix"], names, work / "confusion_matrix.png")
         plots.plot_roc(labels, probs, names, work / "roc.png")
         plots.plot_pr(labels, probs, names, work / "pr.png")
         plots.plot_class_distribution(
-            {s: {c: int((data.labels[s] == i).sum()) for i, c in enumerate(names)}
-             for s in data.labels}, work / "class_distribution.png")
+            {s: {c: int((data.labels[s] == i).sum()) for i, c in enumerate(names)} for s in data.labels},
+            work / "class_distribution.png",
+        )
         if ckpt.extra.get("history"):
             plots.plot_history(ckpt.extra["history"], work / "training_curves.png")
         if gradcam:

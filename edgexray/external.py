@@ -6,6 +6,7 @@ the figures equal what `python run.py predict DIR` gives on the device. Images t
 training-folder images (edgexray.leakage) are reported loudly, not removed: the external figures
 are then optimistic.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,19 +46,22 @@ class ExternalSet:
 def check_test_data(test_dir, class_names) -> None:
     """Refuse a test folder whose class sub-folders differ from the training classes."""
     from edgexray.data import scan_image_folder
+
     if not Path(test_dir).is_dir():
-        raise EdgeXrayError(f"--test-data {str(test_dir)!r} is not a folder; pass a folder with one "
-                            f"sub-folder per class: {', '.join(class_names)}")
+        raise EdgeXrayError(
+            f"--test-data {str(test_dir)!r} is not a folder; pass a folder with one "
+            f"sub-folder per class: {', '.join(class_names)}"
+        )
     index = scan_image_folder(test_dir)
     if tuple(index.class_names) != tuple(class_names):
         raise EdgeXrayError(
             f"--test-data {str(test_dir)!r} has classes {list(index.class_names)} but the model is "
             f"trained on {list(class_names)}; the external test folder needs one sub-folder per "
-            "training class, named the same")
+            "training class, named the same"
+        )
 
 
-def load_external(test_dir, class_names, size: int, train_dir=None, progress: bool = True
-                  ) -> ExternalSet:
+def load_external(test_dir, class_names, size: int, train_dir=None, progress: bool = True) -> ExternalSet:
     """Scan and decode the external test folder (classes must equal `class_names`); with
     `train_dir`, check it for images that duplicate training-folder images."""
     from edgexray import leakage
@@ -67,8 +71,9 @@ def load_external(test_dir, class_names, size: int, train_dir=None, progress: bo
     check_test_data(test_dir, class_names)
     index = scan_image_folder(test_dir)
     if train_dir is not None and Path(train_dir).resolve() == Path(test_dir).resolve():
-        raise EdgeXrayError(f"--test-data {str(test_dir)!r} is the training folder; pass a folder "
-                            "of other patients")
+        raise EdgeXrayError(
+            f"--test-data {str(test_dir)!r} is the training folder; pass a folder of other patients"
+        )
     rel = [r for r, _ in index.items]
     arrays = load_arrays(index.root, rel, size, progress, cache_dir("arrays"))
     labels = index.labels_of(rel)
@@ -79,8 +84,9 @@ def load_external(test_dir, class_names, size: int, train_dir=None, progress: bo
         train = scan_image_folder(train_dir)
         train_rel = [r for r, _ in train.items]
         train_arrays = load_arrays(train.root, train_rel, size, progress, cache_dir("arrays"))
-        overlap = leakage.cross_report(train_arrays, train_rel, train.labels_of(train_rel),
-                                       arrays, rel, labels, index.class_names)
+        overlap = leakage.cross_report(
+            train_arrays, train_rel, train.labels_of(train_rel), arrays, rel, labels, index.class_names
+        )
         overlap["training_folder"] = str(Path(train_dir).resolve())
         if groups is not None:
             train_found = grouping_of(train, SplitConfig())
@@ -88,9 +94,16 @@ def load_external(test_dir, class_names, size: int, train_dir=None, progress: bo
                 shared = sorted(set(groups) & set(train_found.keys.values()))
                 overlap["shared_patient_ids"] = len(shared)
                 overlap["shared_patient_examples"] = shared[:20]
-    ext = ExternalSet(root=Path(test_dir), class_names=tuple(index.class_names), relpaths=tuple(rel),
-                      labels=labels, arrays=arrays, groups=groups, grouping=found.summary(),
-                      overlap=overlap)
+    ext = ExternalSet(
+        root=Path(test_dir),
+        class_names=tuple(index.class_names),
+        relpaths=tuple(rel),
+        labels=labels,
+        arrays=arrays,
+        groups=groups,
+        grouping=found.summary(),
+        overlap=overlap,
+    )
     for line in warnings(ext.overlap):
         log.warning("%s", line)
     return ext
@@ -99,17 +112,22 @@ def load_external(test_dir, class_names, size: int, train_dir=None, progress: bo
 def for_build(cfg, profile, given, progress: bool = True, say=print) -> ExternalSet:
     """The build's --test-data, loaded and checked against the training folder before training."""
     from edgexray.data import scan_image_folder
+
     train_dir = cfg.data_dir or (given.extra.get("data_dir") if given is not None else None)
     if train_dir is None:
-        raise EdgeXrayError("--test-data needs --data (or a checkpoint that records its data "
-                            "folder): the SYNTHETIC demo has no external cohort")
+        raise EdgeXrayError(
+            "--test-data needs --data (or a checkpoint that records its data "
+            "folder): the SYNTHETIC demo has no external cohort"
+        )
     if given is not None:
         class_names, size = tuple(given.class_names), given.preprocess.size
     else:
         class_names, size = scan_image_folder(train_dir).class_names, cfg.size or profile.input_size
     ext = load_external(cfg.test_data, class_names, size, train_dir, progress)
-    say(f"external test set {cfg.test_data}: {len(ext.labels)} images {ext.counts()}; scored at "
-        "the end by every model, never used for a choice")
+    say(
+        f"external test set {cfg.test_data}: {len(ext.labels)} images {ext.counts()}; scored at "
+        "the end by every model, never used for a choice"
+    )
     return ext
 
 
@@ -118,17 +136,26 @@ def grouping_lines(grouping: dict | None, leak: dict | None) -> list[tuple[str, 
     out = []
     if grouping:
         if grouping.get("groups"):
-            out.append(("splits grouped by", f"{grouping['key']} ({grouping['source']}): "
-                                             f"{grouping['groups']} groups of {grouping['images']} "
-                                             "images, none in two splits"))
+            out.append(
+                (
+                    "splits grouped by",
+                    f"{grouping['key']} ({grouping['source']}): "
+                    f"{grouping['groups']} groups of {grouping['images']} "
+                    "images, none in two splits",
+                )
+            )
         else:
             out.append(("splits grouped by", f"nothing: {grouping['source']}"))
     if leak:
-        out.append(("duplicates (leakage guard)",
-                    f"{leak['exact_duplicate_clusters']} exact, {leak['near_duplicate_clusters']} "
-                    f"near-duplicate clusters ({leak['images_in_near_clusters']} images), "
-                    f"{leak['conflicting_labels']} with conflicting labels, "
-                    f"{leak['across_splits']} across splits"))
+        out.append(
+            (
+                "duplicates (leakage guard)",
+                f"{leak['exact_duplicate_clusters']} exact, {leak['near_duplicate_clusters']} "
+                f"near-duplicate clusters ({leak['images_in_near_clusters']} images), "
+                f"{leak['conflicting_labels']} with conflicting labels, "
+                f"{leak['across_splits']} across splits",
+            )
+        )
     return out
 
 
@@ -139,23 +166,29 @@ def warnings(overlap: dict | None) -> list[str]:
     out = []
     n = overlap["external_images_duplicating_training_folder"]
     if n:
-        out.append(f"WARNING: {n} of {overlap['external_images']} external test images duplicate "
-                   f"training-folder images ({overlap['exact']} exact, "
-                   f"{overlap['conflicting_labels']} with another label), e.g. "
-                   f"{overlap['examples'][0]['external']} ~ {overlap['examples'][0]['matches'][0]}; "
-                   "the external figures are optimistic")
+        out.append(
+            f"WARNING: {n} of {overlap['external_images']} external test images duplicate "
+            f"training-folder images ({overlap['exact']} exact, "
+            f"{overlap['conflicting_labels']} with another label), e.g. "
+            f"{overlap['examples'][0]['external']} ~ {overlap['examples'][0]['matches'][0]}; "
+            "the external figures are optimistic"
+        )
     if overlap.get("shared_patient_ids"):
-        out.append(f"WARNING: {overlap['shared_patient_ids']} patient id(s) of the external test "
-                   "set also appear in the training folder, e.g. "
-                   f"{overlap['shared_patient_examples'][:3]}; it is not an external cohort")
+        out.append(
+            f"WARNING: {overlap['shared_patient_ids']} patient id(s) of the external test "
+            "set also appear in the training folder, e.g. "
+            f"{overlap['shared_patient_examples'][:3]}; it is not an external cohort"
+        )
     return out
 
 
 def metrics_of(ext: ExternalSet, probs: np.ndarray, seed: int = 0) -> dict:
     """classification_metrics with 95% bootstrap intervals (over patients when grouped)."""
     from edgexray.runtime.metrics import classification_metrics
-    return classification_metrics(ext.labels, probs, list(ext.class_names), intervals=True,
-                                  groups=ext.groups, seed=seed)
+
+    return classification_metrics(
+        ext.labels, probs, list(ext.class_names), intervals=True, groups=ext.groups, seed=seed
+    )
 
 
 def evaluate_models(ext: ExternalSet, models: dict, preprocess, seed: int = 0) -> dict:
@@ -208,8 +241,10 @@ def artifact_probs(folder, ext: ExternalSet) -> np.ndarray:
     run = _import_run_py(Path(folder))
     manifest = run.checked_manifest(Path(folder))
     if tuple(manifest["class_names"]) != ext.class_names:
-        raise EdgeXrayError(f"the artifact's classes {manifest['class_names']} differ from the "
-                            f"external test set's {list(ext.class_names)}")
+        raise EdgeXrayError(
+            f"the artifact's classes {manifest['class_names']} differ from the "
+            f"external test set's {list(ext.class_names)}"
+        )
     paths = [str(ext.root / r) for r in ext.relpaths]
     rows = run.predictions(Path(folder), manifest, paths)["predictions"]
     return np.asarray([[row["probabilities"][c] for c in ext.class_names] for row in rows])
@@ -222,8 +257,7 @@ def block(ext: ExternalSet, rows: dict, shipped_label: str | None = None) -> dic
         "n": int(len(ext.labels)),
         "counts": ext.counts(),
         "grouping": ext.grouping,
-        "intervals": "95% percentile bootstrap over "
-                     + ("patients" if ext.groups is not None else "images"),
+        "intervals": "95% percentile bootstrap over " + ("patients" if ext.groups is not None else "images"),
         "used_for_choices": False,
         "overlap_with_training_folder": ext.overlap,
         "warnings": warnings(ext.overlap),
@@ -232,8 +266,7 @@ def block(ext: ExternalSet, rows: dict, shipped_label: str | None = None) -> dic
     }
 
 
-def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, holder=None,
-                  say=print):
+def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, holder=None, say=print):
     """A write_artifact `verify` callback: scores the finished artifact folder through its run.py
     (before `inner`, e.g. the ARM check, while the seal holds), then adds the "external" block
     to manifest.json and an "external" entry to every row of its "models" table. The block is
@@ -244,9 +277,11 @@ def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, 
         folder = Path(folder)
         shipped = metrics_of(ext, artifact_probs(folder, ext))
         all_rows = {**rows, shipped_label: shipped}
-        say(f"external test set: shipped artifact through run.py: accuracy "
+        say(
+            f"external test set: shipped artifact through run.py: accuracy "
             f"{shipped['accuracy']:.4f} (95% CI {shipped['ci95']['accuracy'][0]:.4f}-"
-            f"{shipped['ci95']['accuracy'][1]:.4f}) on {len(ext.labels)} images")
+            f"{shipped['ci95']['accuracy'][1]:.4f}) on {len(ext.labels)} images"
+        )
         result = inner(folder) if inner is not None else None
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         doc = block(ext, all_rows, shipped_label)
@@ -256,37 +291,54 @@ def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, 
             row["external"] = _brief(m) if m is not None else {"missing": "not evaluated"}
         manifest["external"] = doc
         from edgexray.review import models2warnings
+
         manifest["warnings"] = models2warnings(manifest.get("models") or [])
         atomic_write_json(folder / "manifest.json", manifest)
         if holder is not None:
             holder["external"] = doc
         return result
+
     return hook
 
 
 def _brief(m: dict) -> dict:
     ci = m.get("ci95") or {}
-    return {"n": m["n"] if "n" in m else None, "accuracy": m["accuracy"],
-            "accuracy_ci95": ci.get("accuracy"), "roc_auc": m.get("roc_auc"),
-            "roc_auc_ci95": ci.get("roc_auc"),
-            "per_class": {c: {"sensitivity": v["sensitivity"], "specificity": v["specificity"]}
-                          for c, v in m["per_class"].items()},
-            "per_class_ci95": ci.get("per_class")}
+    return {
+        "n": m["n"] if "n" in m else None,
+        "accuracy": m["accuracy"],
+        "accuracy_ci95": ci.get("accuracy"),
+        "roc_auc": m.get("roc_auc"),
+        "roc_auc_ci95": ci.get("roc_auc"),
+        "per_class": {
+            c: {"sensitivity": v["sensitivity"], "specificity": v["specificity"]}
+            for c, v in m["per_class"].items()
+        },
+        "per_class_ci95": ci.get("per_class"),
+    }
 
 
 def format_lines(doc: dict | None) -> list[tuple[str, str]]:
     """(key, value) lines for the build summary."""
     if not doc:
         return []
-    out = [("external test set", f"{doc['n']} images {doc['counts']} in {doc['data']} "
-                                 f"(never used for a choice; {doc['intervals']})")]
+    out = [
+        (
+            "external test set",
+            f"{doc['n']} images {doc['counts']} in {doc['data']} "
+            f"(never used for a choice; {doc['intervals']})",
+        )
+    ]
     for label, m in doc["models"].items():
         ci = m["ci95"]["accuracy"]
         auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.3f}"
         sens = ", ".join(f"{c} {v['sensitivity']:.3f}" for c, v in m["per_class"].items())
         tag = " (shipped, via run.py)" if label == doc.get("shipped_label") else ""
-        out.append((f"external {label}{tag}",
-                    f"accuracy {m['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
-                    f"AUC {auc}, sensitivity {sens}"))
+        out.append(
+            (
+                f"external {label}{tag}",
+                f"accuracy {m['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
+                f"AUC {auc}, sensitivity {sens}",
+            )
+        )
     out += [("external WARNING", w) for w in doc.get("warnings") or []]
     return out

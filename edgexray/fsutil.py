@@ -1,4 +1,5 @@
 """Atomic writes and the rule that nothing the user has is overwritten without --force."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +9,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -19,20 +20,22 @@ os.umask(_UMASK)
 FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
-def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output",
-                    folder: bool = False) -> None:
+def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output", folder: bool = False) -> None:
     """Raise unless `path` is absent, an empty directory, or `force` is set. A `folder` output
     is refused over a file even with `force`: --force replaces folders, never a user's file."""
     p = Path(path)
     if folder and (p.is_symlink() or p.exists()) and not p.is_dir():
-        raise EdgeXrayError(f"{what} {str(p)!r} is a file, not a folder; choose another path "
-                            "(--force replaces an existing folder, never a file)")
+        raise EdgeXrayError(
+            f"{what} {str(p)!r} is a file, not a folder; choose another path "
+            "(--force replaces an existing folder, never a file)"
+        )
     if force or not p.exists():
         return
     if p.is_dir() and not any(p.iterdir()):
         return
-    raise EdgeXrayError(f"{what} {str(p)!r} already exists and would be overwritten; "
-                        "choose another path or pass --force")
+    raise EdgeXrayError(
+        f"{what} {str(p)!r} already exists and would be overwritten; choose another path or pass --force"
+    )
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -89,7 +92,7 @@ def remove_dead_entries(parent: str | os.PathLike, prefix: str) -> None:
     """Remove the entries `<prefix><pid>-*` of `parent` whose process is gone: work folders and
     files that a killed run (SIGKILL, power loss) could not clean up itself."""
     for p in Path(parent).glob(f"{glob.escape(prefix)}*"):
-        pid = p.name[len(prefix):].split("-", 1)[0]
+        pid = p.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
@@ -123,8 +126,9 @@ def _merge_into(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(final_dir: str | os.PathLike, force: bool, what: str = "output folder",
-               merge: bool = False) -> Iterator[Path]:
+def staged_dir(
+    final_dir: str | os.PathLike, force: bool, what: str = "output folder", merge: bool = False
+) -> Iterator[Path]:
     """A hidden work folder next to `final_dir`, moved into place when the block succeeds and
     removed when it fails, so a failed or killed run leaves nothing that blocks the next one.
 
@@ -138,8 +142,10 @@ def staged_dir(final_dir: str | os.PathLike, force: bool, what: str = "output fo
         remove_stale_partials(final_dir)
         tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=partial_prefix(final_dir)))
     except OSError as e:
-        raise EdgeXrayError(f"cannot write the {what} {str(final_dir)!r}: {e.strerror or e}; "
-                            "choose a writable location (e.g. --out under your home folder)") from None
+        raise EdgeXrayError(
+            f"cannot write the {what} {str(final_dir)!r}: {e.strerror or e}; "
+            "choose a writable location (e.g. --out under your home folder)"
+        ) from None
     try:
         yield tmp
         if merge and final_dir.is_dir():

@@ -4,6 +4,7 @@ Non-DICOM files go through `edgexray.runtime.preprocess` (the module embedded in
 training, parity checks and the device decode the same pixels. DICOM goes through pydicom:
 Modality LUT (rescale), then VOI LUT or window, MONOCHROME1 inverted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,10 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"image {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise ImageReadError(f"image {str(path)!r}: suffix {suffix or '(none)'!r} is not supported; "
-                             f"allowed: {', '.join(IMAGE_SUFFIXES)}")
+        raise ImageReadError(
+            f"image {str(path)!r}: suffix {suffix or '(none)'!r} is not supported; "
+            f"allowed: {', '.join(IMAGE_SUFFIXES)}"
+        )
     try:
         if suffix in DICOM_SUFFIXES:
             gray = dicom2gray(path)
@@ -47,11 +50,14 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as e:  # decoders raise anything from OSError to struct.error on bad bytes
-        raise ImageReadError(f"cannot read image {str(path)!r}: {type(e).__name__}: {e}; "
-                             "the file is corrupt or not an image; remove or replace it") from e
+        raise ImageReadError(
+            f"cannot read image {str(path)!r}: {type(e).__name__}: {e}; "
+            "the file is corrupt or not an image; remove or replace it"
+        ) from e
     if gray.size == 0 or not np.isfinite(gray).all():
-        raise ImageReadError(f"image {str(path)!r} decoded to an empty or non-finite array; "
-                             "remove or replace it")
+        raise ImageReadError(
+            f"image {str(path)!r} decoded to an empty or non-finite array; remove or replace it"
+        )
     return gray
 
 
@@ -73,7 +79,8 @@ def dicom2gray(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(
             f"cannot decode the pixels of DICOM {str(path)!r} (transfer syntax "
             f"{getattr(ds.file_meta, 'TransferSyntaxUID', '?')}): {e}; compressed DICOM may need "
-            "'pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg'") from e
+            "'pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg'"
+        ) from e
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -83,8 +90,10 @@ def dicom2gray(path: str | os.PathLike) -> np.ndarray:
         # pydicom returns RGB for these; luma as for any other RGB image
         return to_unit_gray(arr)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageReadError(f"DICOM {str(path)!r}: photometric interpretation {photometric!r} "
-                             "is not supported; allowed: MONOCHROME1, MONOCHROME2, RGB, YBR_*")
+        raise ImageReadError(
+            f"DICOM {str(path)!r}: photometric interpretation {photometric!r} "
+            "is not supported; allowed: MONOCHROME1, MONOCHROME2, RGB, YBR_*"
+        )
     values = apply_modality_lut(arr, ds)
     windowed = apply_voi_lut(values, ds)
     if windowed is values:  # no VOI in the file: stretch the image's own range
@@ -105,7 +114,7 @@ def _voi_output_range(ds, apply_voi_lut) -> tuple[float, float]:
     """
     if ds.get("VOILUTSequence"):
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return 0.0, float(2 ** depth - 1)
+        return 0.0, float(2**depth - 1)
     center = float(np.ravel(ds.WindowCenter)[0])
     width = abs(float(np.ravel(ds.WindowWidth)[0]))
     reach = abs(center) + 50.0 * max(width, 1.0)
@@ -149,5 +158,7 @@ def probe(path: str | os.PathLike) -> None:
                 if im.size[0] < 1 or im.size[1] < 1:
                     raise ValueError(f"image size {im.size}")
     except Exception as e:
-        raise ImageReadError(f"cannot read image {str(path)!r}: {type(e).__name__}: {e}; "
-                             "the file is corrupt or not an image; remove or replace it") from e
+        raise ImageReadError(
+            f"cannot read image {str(path)!r}: {type(e).__name__}: {e}; "
+            "the file is corrupt or not an image; remove or replace it"
+        ) from e

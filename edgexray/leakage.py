@@ -20,10 +20,11 @@ brightness, 0.8 contrast, noise sigma 0.02 and flips (thumbnail) and >= 0.944 fo
 (imagehash phash, 64 bits) was tried first and does not separate chest films: other patients'
 images sit at Hamming distance 2-6, shifted copies of one image at 12-22.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,9 +94,9 @@ def near_pairs(sig_a: dict, sig_b: dict | None = None, block: int = 1024) -> lis
     pairs = []
     n = len(sig_a["thumb"])
     for start in range(0, n, block):
-        a = sig_a["thumb"][start:start + block]
+        a = sig_a["thumb"][start : start + block]
         thumb = np.maximum(a @ sig_b["thumb"].T, a @ sig_b["thumb_flip"].T) >= THUMB_MIN_SIM
-        a = sig_a["spectrum"][start:start + block]
+        a = sig_a["spectrum"][start : start + block]
         direct = a @ sig_b["spectrum"].T >= SPECTRUM_MIN_SIM
         mirror = a @ sig_b["spectrum_flip"].T >= SPECTRUM_MIN_SIM
         for i, j in zip(*np.nonzero(thumb | direct | mirror)):
@@ -122,6 +123,7 @@ def clusters(n: int, pairs) -> list[list[int]]:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
+
     for i, j in pairs:
         ri, rj = find(i), find(j)
         if ri != rj:
@@ -146,26 +148,32 @@ def duplicate_clusters(arrays: np.ndarray) -> tuple[list[list[int]], list[list[i
     return clusters(len(arrays), exact_pairs), clusters(len(arrays), exact_pairs + near)
 
 
-def folder_report(relpaths: Sequence[str], labels: Sequence[int], class_names: Sequence[str],
-                  exact: list[list[int]], near: list[list[int]],
-                  split_of: dict | None = None) -> dict:
+def folder_report(
+    relpaths: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    exact: list[list[int]],
+    near: list[list[int]],
+    split_of: dict | None = None,
+) -> dict:
     """What the guard found in one folder: duplicate counts, clusters with conflicting labels,
     and clusters that span splits (`split_of`: relpath -> split)."""
     labels = np.asarray(labels)
 
     def describe(c):
-        d = {"images": [relpaths[i] for i in c],
-             "labels": sorted({class_names[int(labels[i])] for i in c})}
+        d = {"images": [relpaths[i] for i in c], "labels": sorted({class_names[int(labels[i])] for i in c})}
         if split_of is not None:
             d["splits"] = sorted({split_of[relpaths[i]] for i in c if relpaths[i] in split_of})
         return d
+
     conflicting = [describe(c) for c in near if len(set(labels[c].tolist())) > 1]
-    across = [describe(c) for c in near
-              if split_of is not None and len({split_of.get(relpaths[i]) for i in c}) > 1]
+    across = [
+        describe(c) for c in near if split_of is not None and len({split_of.get(relpaths[i]) for i in c}) > 1
+    ]
     return {
         "method": "exact: sha1 of decoded pixels; near: thumbnail cosine >= "
-                  f"{THUMB_MIN_SIM} or magnitude-spectrum cosine >= {SPECTRUM_MIN_SIM} at "
-                  f"{SIDE} px, mirror included (edgexray/leakage.py)",
+        f"{THUMB_MIN_SIM} or magnitude-spectrum cosine >= {SPECTRUM_MIN_SIM} at "
+        f"{SIDE} px, mirror included (edgexray/leakage.py)",
         "images": len(relpaths),
         "exact_duplicate_clusters": len(exact),
         "images_in_exact_clusters": sum(map(len, exact)),
@@ -179,8 +187,7 @@ def folder_report(relpaths: Sequence[str], labels: Sequence[int], class_names: S
     }
 
 
-def cross_report(arrays_a, relpaths_a, labels_a, arrays_b, relpaths_b, labels_b,
-                 class_names) -> dict:
+def cross_report(arrays_a, relpaths_a, labels_a, arrays_b, relpaths_b, labels_b, class_names) -> dict:
     """Images of folder b (the external test set) that duplicate images of folder a."""
     keys_a = {}
     for i, k in enumerate(exact_keys(arrays_a)):
@@ -192,12 +199,20 @@ def cross_report(arrays_a, relpaths_a, labels_a, arrays_b, relpaths_b, labels_b,
     matched: dict[int, list[int]] = {}
     for i, j in sorted(pairs):
         matched.setdefault(j, []).append(i)
-    rows = [{"external": relpaths_b[j], "matches": [relpaths_a[i] for i in m],
-             "exact": j in exact_b,
-             "labels_differ": any(labels_a[i] != labels_b[j] for i in m),
-             "label": class_names[int(labels_b[j])]}
-            for j, m in sorted(matched.items())]
-    return {"external_images": len(relpaths_b), "external_images_duplicating_training_folder": len(rows),
-            "exact": sum(r["exact"] for r in rows),
-            "conflicting_labels": sum(r["labels_differ"] for r in rows),
-            "examples": rows[:LISTED]}
+    rows = [
+        {
+            "external": relpaths_b[j],
+            "matches": [relpaths_a[i] for i in m],
+            "exact": j in exact_b,
+            "labels_differ": any(labels_a[i] != labels_b[j] for i in m),
+            "label": class_names[int(labels_b[j])],
+        }
+        for j, m in sorted(matched.items())
+    ]
+    return {
+        "external_images": len(relpaths_b),
+        "external_images_duplicating_training_folder": len(rows),
+        "exact": sum(r["exact"] for r in rows),
+        "conflicting_labels": sum(r["labels_differ"] for r in rows),
+        "examples": rows[:LISTED],
+    }

@@ -1,4 +1,5 @@
 """PNG plots people would rather look at than read. matplotlib with the Agg backend."""
+
 from __future__ import annotations
 
 import io
@@ -6,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.runtime.metrics import roc_curve, pr_curve
+from edgexray.runtime.metrics import pr_curve, roc_curve
 
 
 def _figure(figsize=(5, 4)):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt, plt.figure(figsize=figsize, dpi=100)
 
 
@@ -24,6 +27,7 @@ def _save(plt, fig, path) -> bytes:
     data = buf.getvalue()
     if path is not None:
         from edgexray.fsutil import atomic_write_bytes
+
         atomic_write_bytes(path, data)
     return data
 
@@ -38,8 +42,7 @@ def plot_confusion(cm, class_names, path=None, title="Confusion matrix") -> byte
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center",
-                color="white" if v > cm.max() / 2 else "black")
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     ax.set_title(title)
     return _save(plt, fig, path)
 
@@ -59,8 +62,17 @@ def _one_vs_rest(y_true, probs, class_names, curve, xlabel, ylabel, title, path,
 
 
 def plot_roc(y_true, probs, class_names, path=None) -> bytes:
-    return _one_vs_rest(y_true, probs, class_names, roc_curve, "1 - specificity", "sensitivity",
-                        "ROC (one-vs-rest)", path, diagonal=True)
+    return _one_vs_rest(
+        y_true,
+        probs,
+        class_names,
+        roc_curve,
+        "1 - specificity",
+        "sensitivity",
+        "ROC (one-vs-rest)",
+        path,
+        diagonal=True,
+    )
 
 
 def plot_roc_point(is_pos, score, point: tuple[float, float], label: str, path=None) -> bytes:
@@ -78,8 +90,9 @@ def plot_roc_point(is_pos, score, point: tuple[float, float], label: str, path=N
 
 
 def plot_pr(y_true, probs, class_names, path=None) -> bytes:
-    return _one_vs_rest(y_true, probs, class_names, pr_curve, "recall", "precision",
-                        "Precision-recall (one-vs-rest)", path)
+    return _one_vs_rest(
+        y_true, probs, class_names, pr_curve, "recall", "precision", "Precision-recall (one-vs-rest)", path
+    )
 
 
 def plot_history(history: list[dict], path=None) -> bytes:
@@ -118,7 +131,7 @@ def bar_before_after(values: dict[str, float], ylabel: str, title: str, path=Non
     plt, fig = _figure((5, 3.5))
     ax = fig.add_subplot()
     names = list(values)
-    bars = ax.bar(names, [values[n] for n in names], color=["#888", "#2a7", "#27a", "#a72"][:len(names)])
+    bars = ax.bar(names, [values[n] for n in names], color=["#888", "#2a7", "#27a", "#a72"][: len(names)])
     ax.bar_label(bars, fmt="%.3g")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

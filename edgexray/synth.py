@@ -6,6 +6,7 @@ and noise. The class sets a latent bone-loss severity: thinner cortex and sparse
 osteopenia and osteoporosis, and less mineral (a more radiolucent bone). Per-image jitter blurs
 the class borders, so a model has to look closely: a small CNN reaches 80-85%, not 100%.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_text, staged_dir
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ Use it to try the toolchain, never to judge a medical model.
 """
 
 
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, sigma_px: float,
-                  angle: float = 0.0, stretch: float = 1.0) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, h: int, w: int, sigma_px: float, angle: float = 0.0, stretch: float = 1.0
+) -> np.ndarray:
     """Gaussian-filtered white noise (unit std); `stretch` > 1 elongates it along `angle`."""
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
@@ -54,7 +56,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, sigma_px: float,
     fa = fx * math.cos(angle) + fy * math.sin(angle)
     fc = -fx * math.sin(angle) + fy * math.cos(angle)
     s = 2 * math.pi * sigma_px
-    g = np.exp(-0.5 * s * s * ((fa * stretch) ** 2 + fc ** 2))
+    g = np.exp(-0.5 * s * s * ((fa * stretch) ** 2 + fc**2))
     out = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((h, w))) * g, s=(h, w))
     return out / (out.std() + 1e-12)
 
@@ -65,7 +67,7 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     h, w = img.shape
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
-    g = np.exp(-2 * (math.pi * sigma) ** 2 * (fx ** 2 + fy ** 2))
+    g = np.exp(-2 * (math.pi * sigma) ** 2 * (fx**2 + fy**2))
     return np.fft.irfft2(np.fft.rfft2(img) * g, s=(h, w))
 
 
@@ -95,16 +97,18 @@ def draw_bone(rng: np.random.Generator, h: int, w: int, severity: float) -> np.n
     grain = side * rng.uniform(0.012, 0.02)
     n = _smooth_noise(rng, h, w, grain, angle=math.pi / 2 - theta, stretch=rng.uniform(1.5, 3.0))
     width = 0.25 + 0.55 * density
-    trabecular = np.exp(-np.square(n / width)) * density ** 1.5
+    trabecular = np.exp(-np.square(n / width)) * density**1.5
 
     soft_r = radius * rng.uniform(2.2, 3.2)
     soft = _tube(v + rng.uniform(-0.3, 0.3) * radius, soft_r) / side
     outer = _tube(v, radius) / side
     inner = _tube(v, canal) / side
     mu_bone = 4.2 - 2.4 * severity + rng.uniform(-0.15, 0.15)  # less mineral: more radiolucent
-    attenuation = (rng.uniform(0.5, 0.9) * soft * (1 + 0.15 * _smooth_noise(rng, h, w, side / 10))
-                   + mu_bone * (outer - inner)
-                   + mu_bone * 0.6 * trabecular * inner)
+    attenuation = (
+        rng.uniform(0.5, 0.9) * soft * (1 + 0.15 * _smooth_noise(rng, h, w, side / 10))
+        + mu_bone * (outer - inner)
+        + mu_bone * 0.6 * trabecular * inner
+    )
     img = 1.0 - np.exp(-attenuation)
 
     # exposure and detector: gain, offset, gamma, a slow gradient, blur, quantum noise
@@ -119,8 +123,10 @@ def draw_bone(rng: np.random.Generator, h: int, w: int, severity: float) -> np.n
 def _parse_size(size) -> tuple[int, int]:
     lo, hi = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if not (16 <= int(lo) <= int(hi) <= 4096):
-        raise EdgeXrayError(f"synthetic image size {size!r}; expected an int or (min, max) with "
-                            "16 <= min <= max <= 4096, e.g. (96, 160)")
+        raise EdgeXrayError(
+            f"synthetic image size {size!r}; expected an int or (min, max) with "
+            "16 <= min <= max <= 4096, e.g. (96, 160)"
+        )
     return int(lo), int(hi)
 
 
@@ -133,9 +139,15 @@ def _save_png(path: Path, img: np.ndarray, sixteen_bit: bool) -> None:
         Image.fromarray(np.round(img * 255).astype(np.uint8)).save(path)
 
 
-def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 100,
-               size: int | tuple[int, int] = (96, 160), seed: int = 0,
-               force: bool = False, progress: bool = True) -> Path:
+def synthesize(
+    out_dir: str | os.PathLike,
+    classes: int = 3,
+    per_class: int = 100,
+    size: int | tuple[int, int] = (96, 160),
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write an ImageFolder of synthetic bone radiographs: out_dir/<class>/<class>_0001.png.
 
     2 classes: normal / osteoporosis; 3: normal / osteopenia / osteoporosis. Same arguments,
@@ -148,16 +160,22 @@ def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 10
     if classes not in CLASS_SETS:
         raise EdgeXrayError(f"synthetic classes {classes!r}; allowed: {sorted(CLASS_SETS)}")
     if not isinstance(per_class, (int, np.integer)) or not 1 <= per_class <= 100_000:
-        raise EdgeXrayError(f"images per class {per_class!r:.24}; must be an integer from 1 to "
-                            "100000, e.g. 200")
+        raise EdgeXrayError(
+            f"images per class {per_class!r:.24}; must be an integer from 1 to 100000, e.g. 200"
+        )
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise EdgeXrayError(f"seed {seed!r}; must be an integer from 0 to {2**32 - 1}, e.g. 0")
     lo, hi = _parse_size(size)
     out_dir = Path(out_dir)
     names = CLASS_SETS[classes]
     with staged_dir(out_dir, force, "output folder") as tmp:
-        bar = tqdm(total=classes * per_class, desc="synthesize", unit="img",
-                   disable=None if progress else True, leave=False)
+        bar = tqdm(
+            total=classes * per_class,
+            desc="synthesize",
+            unit="img",
+            disable=None if progress else True,
+            leave=False,
+        )
         for k, name in enumerate(names):
             (tmp / name).mkdir()
             for i in range(per_class):
@@ -165,12 +183,23 @@ def synthesize(out_dir: str | os.PathLike, classes: int = 3, per_class: int = 10
                 h, w = rng.integers(lo, hi + 1, size=2)
                 severity = rng.uniform(*SEVERITY[name])
                 img = draw_bone(rng, int(h), int(w), severity)
-                _save_png(tmp / name / f"{name}_{i + 1:04d}.png", img,
-                          sixteen_bit=(i % SIXTEEN_BIT_EVERY == SIXTEEN_BIT_EVERY - 1))
+                _save_png(
+                    tmp / name / f"{name}_{i + 1:04d}.png",
+                    img,
+                    sixteen_bit=(i % SIXTEEN_BIT_EVERY == SIXTEEN_BIT_EVERY - 1),
+                )
                 bar.update()
         bar.close()
-        atomic_write_text(tmp / "SYNTHETIC.txt", MARKER.format(
-            version=__version__, classes=", ".join(names), per_class=per_class,
-            size_lo=lo, size_hi=hi, seed=seed))
+        atomic_write_text(
+            tmp / "SYNTHETIC.txt",
+            MARKER.format(
+                version=__version__,
+                classes=", ".join(names),
+                per_class=per_class,
+                size_lo=lo,
+                size_hi=hi,
+                seed=seed,
+            ),
+        )
     log.info("wrote %d synthetic images to %s", classes * per_class, out_dir)
     return out_dir

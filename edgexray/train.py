@@ -1,4 +1,5 @@
 """The training loop, shared by `edgexray train` and by fine-tuning after pruning."""
+
 from __future__ import annotations
 
 import copy
@@ -52,13 +53,19 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self):
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                              ("loss", LOSSES), ("monitor", MONITORS)):
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("loss", LOSSES),
+            ("monitor", MONITORS),
+        ):
             if getattr(self, name) not in allowed:
                 raise EdgeXrayError(f"{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
         if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
-            raise EdgeXrayError(f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}; "
-                                "all must be positive and finite, e.g. --lr 0.001")
+            raise EdgeXrayError(
+                f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}; "
+                "all must be positive and finite, e.g. --lr 0.001"
+            )
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise EdgeXrayError(f"seed={self.seed!r}; must be an integer from 0 to {2**32 - 1}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.mixup_alpha < math.inf:
@@ -68,7 +75,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return config_from_dict(cls, d, "training option")
 
 
@@ -102,15 +109,19 @@ class FocalLoss(nn.Module):
         self.gamma, self.weight, self.label_smoothing = gamma, weight, label_smoothing
 
     def forward(self, logits, target):
-        ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none",
-                             label_smoothing=self.label_smoothing)
+        ce = F.cross_entropy(
+            logits, target, weight=self.weight, reduction="none", label_smoothing=self.label_smoothing
+        )
         p_t = torch.exp(-F.cross_entropy(logits, target, reduction="none"))
         return ((1 - p_t) ** self.gamma * ce).mean()
 
 
 def make_loss(cfg: TrainConfig, class_weights=None) -> nn.Module:
-    weight = torch.as_tensor(class_weights, dtype=torch.float32) if cfg.class_weighted \
-        and class_weights is not None else None
+    weight = (
+        torch.as_tensor(class_weights, dtype=torch.float32)
+        if cfg.class_weighted and class_weights is not None
+        else None
+    )
     if cfg.loss == "focal":
         return FocalLoss(cfg.focal_gamma, weight, cfg.label_smoothing)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
@@ -130,7 +141,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     if cfg.schedule == "cosine-restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=max(cfg.restart_epochs * steps_per_epoch, 1), T_mult=2)
+            optimizer, T_0=max(cfg.restart_epochs * steps_per_epoch, 1), T_mult=2
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
@@ -151,19 +163,31 @@ def validate(model, loader, loss_fn, class_names, device) -> dict:
     if ctx.active and isinstance(loader.sampler, distributed.ShardSampler):
         # every rank gets the metrics of the whole split
         logits, labels = distributed.gather_predictions(
-            ctx, lambda shard: predict_logits(model, shard, device), loader)
+            ctx, lambda shard: predict_logits(model, shard, device), loader
+        )
     else:
         logits, labels = predict_logits(model, loader, device)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     m = classification_metrics(labels, probs, class_names or [str(i) for i in range(probs.shape[1])])
-    return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"],
-            "val_roc_auc": m["roc_auc"]}
+    return {
+        "val_loss": loss,
+        "val_accuracy": m["accuracy"],
+        "val_macro_f1": m["macro_f1"],
+        "val_roc_auc": m["roc_auc"],
+    }
 
 
-def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
-                class_weights=None, class_names=None, out_dir=None,
-                progress: bool = True) -> TrainResult:
+def train_model(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    cfg: TrainConfig,
+    class_weights=None,
+    class_names=None,
+    out_dir=None,
+    progress: bool = True,
+) -> TrainResult:
     """Train with early stopping on `cfg.monitor`; the best epoch's weights are returned.
 
     Per-epoch metrics go to out_dir/metrics.csv and TensorBoard (out_dir/tensorboard).
@@ -187,8 +211,13 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
         net.train()
         distributed.start_epoch(ctx, train_loader, epoch)
         running, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not progress or not ctx.is_main, unit="batch")
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=not progress or not ctx.is_main,
+            unit="batch",
+        )
         for x, y in bar:
             x, y = x.to(device), y.to(device).long()
             optimizer.zero_grad(set_to_none=True)
@@ -208,21 +237,26 @@ def train_model(model: nn.Module, train_loader, val_loader, cfg: TrainConfig,
             bar.set_postfix(loss=f"{running / seen:.4f}")
         running, seen = distributed.sum_over_ranks(ctx, running, seen)
         distributed.sync_buffers(ctx, model)
-        row = {"epoch": epoch, "train_loss": running / max(seen, 1),
-               "lr": optimizer.param_groups[0]["lr"],
-               **validate(model, val_loader, loss_fn, class_names, device)}
+        row = {
+            "epoch": epoch,
+            "train_loss": running / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            **validate(model, val_loader, loss_fn, class_names, device),
+        }
         best.history.append(row)
         _log_epoch(row, out_dir, writer)
         score = row[cfg.monitor] if row[cfg.monitor] is not None else float("nan")
-        improved = best_state is None or (score < best.best_score if lower_is_better
-                                          else score > best.best_score)
+        improved = best_state is None or (
+            score < best.best_score if lower_is_better else score > best.best_score
+        )
         if improved:
             best.best_score, best.best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                   if isinstance(v, float)))
+        log.info(
+            "epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+        )
         if stale >= cfg.patience:
             log.info("early stop: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
             break
@@ -238,6 +272,7 @@ def _tensorboard(out_dir):
         return None
     import sys
     import types
+
     # TensorBoard imports all of TensorFlow (seconds, and a thread fight with torch) unless its
     # no-TF marker module exists; its own stub covers what the event writer needs.
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
@@ -277,19 +312,23 @@ class ModelConfig:
 
     def __post_init__(self):
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise EdgeXrayError(f"size={self.size!r}; allowed: an integer from {MIN_SIZE} to "
-                                f"{MAX_SIZE} pixels, e.g. 128 (224 for full quality)")
+            raise EdgeXrayError(
+                f"size={self.size!r}; allowed: an integer from {MIN_SIZE} to "
+                f"{MAX_SIZE} pixels, e.g. 128 (224 for full quality)"
+            )
         if self.channels not in (1, 3):
             raise EdgeXrayError(f"channels={self.channels!r}; allowed: 1 or 3")
-        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width)
-                and 0 < self.width <= 4):
-            raise EdgeXrayError(f"width={self.width!r}; allowed: 0 < width <= 4, e.g. 1.0 "
-                                "(0.25 for a quick test)")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 4):
+            raise EdgeXrayError(
+                f"width={self.width!r}; allowed: 0 < width <= 4, e.g. 1.0 (0.25 for a quick test)"
+            )
         if self.norm not in ("zscore", "imagenet"):
             raise EdgeXrayError(f"norm={self.norm!r}; allowed: zscore, imagenet")
         if (self.pretrained or self.weights) and self.width != 1.0:
-            raise EdgeXrayError(f"ImageNet weights need width 1.0, got width {self.width}; "
-                                "drop --width or --pretrained/--weights")
+            raise EdgeXrayError(
+                f"ImageNet weights need width 1.0, got width {self.width}; "
+                "drop --width or --pretrained/--weights"
+            )
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -309,13 +348,20 @@ def check_model_config(cfg: ModelConfig) -> None:
         return True
 
     if not fits(cfg.size):
-        smallest = next((s for s in range(cfg.size + 8 - cfg.size % 8, MAX_SIZE + 1, 8)
-                         if fits(s)), None)
-        raise EdgeXrayError(f"input size {cfg.size} px is too small for {cfg.arch}: its feature "
-                            f"maps shrink to nothing; use --size {smallest or 224} or more")
+        smallest = next((s for s in range(cfg.size + 8 - cfg.size % 8, MAX_SIZE + 1, 8) if fits(s)), None)
+        raise EdgeXrayError(
+            f"input size {cfg.size} px is too small for {cfg.arch}: its feature "
+            f"maps shrink to nothing; use --size {smallest or 224} or more"
+        )
     if cfg.pretrained or cfg.weights:
-        create_model(cfg.arch, num_classes=2, in_chans=cfg.channels, width=cfg.width,
-                     pretrained=cfg.pretrained, weights=cfg.weights)
+        create_model(
+            cfg.arch,
+            num_classes=2,
+            in_chans=cfg.channels,
+            width=cfg.width,
+            pretrained=cfg.pretrained,
+            weights=cfg.weights,
+        )
 
 
 @dataclass(frozen=True)
@@ -325,10 +371,18 @@ class TrainedModel:
     result: TrainResult
 
 
-def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
-                 train_cfg: TrainConfig = TrainConfig(), split_cfg=None, augment="default",
-                 splits=None, strict: bool = False, force: bool = False,
-                 progress: bool = True) -> TrainedModel:
+def train_folder(
+    data_dir,
+    out_dir,
+    model_cfg: ModelConfig = ModelConfig(),
+    train_cfg: TrainConfig = TrainConfig(),
+    split_cfg=None,
+    augment="default",
+    splits=None,
+    strict: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> TrainedModel:
     """The train stage: split and decode the folder, train, save out_dir/model.pt (+ splits.json,
     metrics.csv, TensorBoard logs). Returns the checkpoint path and the prepared data.
 
@@ -337,9 +391,19 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
     import contextlib
 
     from edgexray.checkpoint import save_checkpoint
-    from edgexray.data import (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD,
-                               AugmentConfig, SplitConfig, XrayDataset, class_weights, make_loader,
-                               norm_stats, prepare)
+    from edgexray.data import (
+        IMAGENET_GRAY_MEAN,
+        IMAGENET_GRAY_STD,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        AugmentConfig,
+        SplitConfig,
+        XrayDataset,
+        class_weights,
+        make_loader,
+        norm_stats,
+        prepare,
+    )
     from edgexray.fsutil import cache_dir, refuse_existing, staged_dir
     from edgexray.models import create_model
     from edgexray.runtime.preprocess import Preprocess
@@ -349,66 +413,118 @@ def train_folder(data_dir, out_dir, model_cfg: ModelConfig = ModelConfig(),
     if ctx.is_main:
         refuse_existing(out_dir, force, "training output folder", folder=True)
     check_model_config(model_cfg)  # before any image is read
-    with (staged_dir(out_dir, force, "training output folder", merge=True) if ctx.is_main
-          else contextlib.nullcontext(None)) as work:
+    with (
+        staged_dir(out_dir, force, "training output folder", merge=True)
+        if ctx.is_main
+        else contextlib.nullcontext(None)
+    ) as work:
         data = None
         if ctx.is_main:
-            data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), out_dir=work,
-                           strict=strict, splits=splits, cache_dir=cache_dir("arrays"),
-                           progress=progress, force=force)
+            data = prepare(
+                data_dir,
+                model_cfg.size,
+                split_cfg or SplitConfig(),
+                out_dir=work,
+                strict=strict,
+                splits=splits,
+                cache_dir=cache_dir("arrays"),
+                progress=progress,
+                force=force,
+            )
         # the other ranks (on other nodes too) train on rank 0's splits, sent as splits.json text
-        made = distributed.broadcast(ctx, data.splits_path.read_text(encoding="utf-8")
-                                     if data and data.splits_path else None)
+        made = distributed.broadcast(
+            ctx, data.splits_path.read_text(encoding="utf-8") if data and data.splits_path else None
+        )
         if data is None:
             with distributed.text_file(made) as rank0_splits:
-                data = prepare(data_dir, model_cfg.size, split_cfg or SplitConfig(), strict=strict,
-                               splits=rank0_splits or splits, cache_dir=cache_dir("arrays"),
-                               progress=False)
+                data = prepare(
+                    data_dir,
+                    model_cfg.size,
+                    split_cfg or SplitConfig(),
+                    strict=strict,
+                    splits=rank0_splits or splits,
+                    cache_dir=cache_dir("arrays"),
+                    progress=False,
+                )
         distributed.record_splits(ctx, data.splits)
         if data.splits_path is not None and work is not None and data.splits_path.parent == work:
             data = replace(data, splits_path=out_dir / data.splits_path.name)
         if len(data.labels["train"]) < 2 or len(data.labels["val"]) == 0:
-            raise EdgeXrayError(f"the train or validation split of {str(data_dir)!r} is too small "
-                                f"({len(data.labels['train'])} and {len(data.labels['val'])} "
-                                "images; at least 2 and 1 are needed); add images or change the "
-                                "fractions (e.g. --split 0.6,0.2,0.2)")
+            raise EdgeXrayError(
+                f"the train or validation split of {str(data_dir)!r} is too small "
+                f"({len(data.labels['train'])} and {len(data.labels['val'])} "
+                "images; at least 2 and 1 are needed); add images or change the "
+                "fractions (e.g. --split 0.6,0.2,0.2)"
+            )
         if model_cfg.norm == "imagenet":
-            mean, std = (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD) if model_cfg.channels == 1 \
+            mean, std = (
+                (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD)
+                if model_cfg.channels == 1
                 else (IMAGENET_MEAN, IMAGENET_STD)
+            )
         else:
             m, s = norm_stats(data.arrays["train"])
             mean, std = (m,) * model_cfg.channels, (s,) * model_cfg.channels
         preprocess = Preprocess(size=model_cfg.size, channels=model_cfg.channels, mean=mean, std=std)
         n_classes = len(data.class_names)
-        model = create_model(model_cfg.arch, num_classes=n_classes, in_chans=model_cfg.channels,
-                             width=model_cfg.width, pretrained=model_cfg.pretrained,
-                             weights=model_cfg.weights)
+        model = create_model(
+            model_cfg.arch,
+            num_classes=n_classes,
+            in_chans=model_cfg.channels,
+            width=model_cfg.width,
+            pretrained=model_cfg.pretrained,
+            weights=model_cfg.weights,
+        )
         augment = AugmentConfig() if augment == "default" else augment  # None: no augmentation
-        train_set = XrayDataset(data.arrays["train"], data.labels["train"], preprocess, augment,
-                                seed=train_cfg.seed)
+        train_set = XrayDataset(
+            data.arrays["train"], data.labels["train"], preprocess, augment, seed=train_cfg.seed
+        )
         val_set = XrayDataset(data.arrays["val"], data.labels["val"], preprocess)
         if ctx.active:
             train_loader, val_loader = distributed.loaders(
-                ctx, train_set, val_set, train_cfg.batch_size, train_cfg.oversample, train_cfg.seed)
+                ctx, train_set, val_set, train_cfg.batch_size, train_cfg.oversample, train_cfg.seed
+            )
         else:
-            train_loader = make_loader(train_set, train_cfg.batch_size, shuffle=True,
-                                       oversample=train_cfg.oversample, seed=train_cfg.seed)
+            train_loader = make_loader(
+                train_set,
+                train_cfg.batch_size,
+                shuffle=True,
+                oversample=train_cfg.oversample,
+                seed=train_cfg.seed,
+            )
             val_loader = make_loader(val_set, max(train_cfg.batch_size, 64), shuffle=False)
-        result = train_model(model, train_loader, val_loader, train_cfg,
-                             class_weights=class_weights(data.labels["train"], n_classes),
-                             class_names=list(data.class_names), out_dir=work, progress=progress)
+        result = train_model(
+            model,
+            train_loader,
+            val_loader,
+            train_cfg,
+            class_weights=class_weights(data.labels["train"], n_classes),
+            class_names=list(data.class_names),
+            out_dir=work,
+            progress=progress,
+        )
         if not ctx.is_main:  # rank 0 writes the checkpoint (the same weights on every rank)
             return TrainedModel(checkpoint=out_dir / "model.pt", data=data, result=result)
-        model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels,
-                         "width": model_cfg.width}
+        model_options = {"num_classes": n_classes, "in_chans": model_cfg.channels, "width": model_cfg.width}
         save_checkpoint(
-            work / "model.pt", result.model, arch=model_cfg.arch, model_options=model_options,
-            class_names=data.class_names, preprocess=preprocess,
-            train_config={"model": asdict(model_cfg), "train": train_cfg.to_dict(),
-                          "augment": augment.to_dict() if augment else None,
-                          "split": data.split_config.to_dict()},
+            work / "model.pt",
+            result.model,
+            arch=model_cfg.arch,
+            model_options=model_options,
+            class_names=data.class_names,
+            preprocess=preprocess,
+            train_config={
+                "model": asdict(model_cfg),
+                "train": train_cfg.to_dict(),
+                "augment": augment.to_dict() if augment else None,
+                "split": data.split_config.to_dict(),
+            },
             metrics={"monitor": train_cfg.monitor, **result.history[result.best_epoch - 1]},
-            extra={"data_dir": str(Path(data_dir).resolve()),
-                   "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
-                   "history": result.history}, force=force)
+            extra={
+                "data_dir": str(Path(data_dir).resolve()),
+                "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
+                "history": result.history,
+            },
+            force=force,
+        )
     return TrainedModel(checkpoint=out_dir / "model.pt", data=data, result=result)

@@ -11,18 +11,30 @@ Submodules (imported on first use, so `edgexray --help` stays fast):
                 `edgexray export` and `edgexray build`)
   selection     choose_precision (which exported precision ships), budget_text
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "torch2onnx": "onnx", "read_metadata": "onnx", "onnx_metadata": "onnx",
-    "onnx2int8onnx": "quantize_onnx", "choose_scheme": "quantize_onnx",
-    "onnx2tflite": "tflite", "tflite_io_details": "tflite", "tflite_ops": "tflite",
-    "CalibrationSet": "calibration", "stratified_sample": "calibration",
-    "train_calibration": "calibration", "choose_precision": "selection",
-    "list_formats": "formats", "get_format": "formats", "export_plan": "formats",
-    "parity": "parity", "export_model": "exporter", "ExportResult": "exporter",
+    "torch2onnx": "onnx",
+    "read_metadata": "onnx",
+    "onnx_metadata": "onnx",
+    "onnx2int8onnx": "quantize_onnx",
+    "choose_scheme": "quantize_onnx",
+    "onnx2tflite": "tflite",
+    "tflite_io_details": "tflite",
+    "tflite_ops": "tflite",
+    "CalibrationSet": "calibration",
+    "stratified_sample": "calibration",
+    "train_calibration": "calibration",
+    "choose_precision": "selection",
+    "list_formats": "formats",
+    "get_format": "formats",
+    "export_plan": "formats",
+    "parity": "parity",
+    "export_model": "exporter",
+    "ExportResult": "exporter",
 }
 
 __all__ = sorted(_EXPORTS)

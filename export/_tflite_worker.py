@@ -4,6 +4,7 @@ TensorFlow and PyTorch fight over threads in one process, and onnx2tf may try th
 this process imports only TensorFlow, refuses every internet connection, and writes exactly
 the precisions asked for. Usage: python -m edgexray.export._tflite_worker SPEC.json
 """
+
 from __future__ import annotations
 
 import json

@@ -6,12 +6,13 @@ once, plus the model's own `Preprocess`; each backend asks for the layout it nee
 what onnx2tf's `-cind` expects together with mean/std) or `.reader()` (an ONNX Runtime
 `CalibrationDataReader`).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -42,8 +43,7 @@ def stratified_sample(labels: Sequence[int], count: int, seed: int = 0) -> np.nd
     while take.sum() > count:  # more classes than `count`
         take[int(np.argmax(take))] -= 1
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
-              for c, k in zip(classes, take)]
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
     return np.sort(np.concatenate(picked))
 
 
@@ -62,16 +62,20 @@ class CalibrationSet:
         gray = np.asarray(self.gray, np.float32)
         size = self.preprocess.size
         if gray.ndim != 3 or gray.shape[1:] != (size, size):
-            raise EdgeXrayError(f"calibration images of shape {gray.shape}; expected "
-                                f"(N, {size}, {size}) to match the model's input size")
+            raise EdgeXrayError(
+                f"calibration images of shape {gray.shape}; expected "
+                f"(N, {size}, {size}) to match the model's input size"
+            )
         if len(gray) == 0:
-            raise EdgeXrayError("calibration set is empty; give at least one image "
-                                f"(recommended: {DEFAULT_COUNT})")
+            raise EdgeXrayError(
+                f"calibration set is empty; give at least one image (recommended: {DEFAULT_COUNT})"
+            )
         object.__setattr__(self, "gray", gray)
 
     @classmethod
-    def from_folder(cls, root, preprocess: Preprocess, count: int = DEFAULT_COUNT, seed: int = 0,
-                    progress: bool = True) -> "CalibrationSet":
+    def from_folder(
+        cls, root, preprocess: Preprocess, count: int = DEFAULT_COUNT, seed: int = 0, progress: bool = True
+    ) -> CalibrationSet:
         """A stratified sample of `count` images from an image folder (one sub-folder per class);
         all of them, with a warning, when the folder holds fewer."""
         from edgexray.data import load_arrays, scan_image_folder
@@ -82,18 +86,35 @@ class CalibrationSet:
         index = _scan(root, scan_image_folder)
         labels = np.asarray([label for _, label in index.items])
         if len(labels) < count:
-            log.warning("calibration folder %r has %d images (%s), fewer than the %d asked for: "
-                        "calibrating on all %d", str(root), len(labels), index.counts(), count,
-                        len(labels))
+            log.warning(
+                "calibration folder %r has %d images (%s), fewer than the %d asked for: "
+                "calibrating on all %d",
+                str(root),
+                len(labels),
+                index.counts(),
+                count,
+                len(labels),
+            )
             count = len(labels)
         if count < WARN_BELOW:
-            log.warning("calibrating INT8 on only %d images; fewer than %d give less stable "
-                        "quantization ranges (default %d)", count, WARN_BELOW, DEFAULT_COUNT)
+            log.warning(
+                "calibrating INT8 on only %d images; fewer than %d give less stable "
+                "quantization ranges (default %d)",
+                count,
+                WARN_BELOW,
+                DEFAULT_COUNT,
+            )
         picked = stratified_sample(labels, count, seed)
         paths = tuple(index.items[i][0] for i in picked)
         gray = load_arrays(root, paths, preprocess.size, progress=progress)
-        return cls(gray=gray, preprocess=preprocess, labels=labels[picked],
-                   class_names=index.class_names, paths=paths, root=str(Path(root)))
+        return cls(
+            gray=gray,
+            preprocess=preprocess,
+            labels=labels[picked],
+            class_names=index.class_names,
+            paths=paths,
+            root=str(Path(root)),
+        )
 
     def __len__(self) -> int:
         return len(self.gray)
@@ -113,8 +134,10 @@ class CalibrationSet:
     def mean_std_nhwc(self) -> tuple[np.ndarray, np.ndarray]:
         """(1, 1, 1, C) mean and std, broadcastable over `unit_nhwc()`."""
         shape = (1, 1, 1, self.preprocess.channels)
-        return (np.asarray(self.preprocess.mean, np.float32).reshape(shape),
-                np.asarray(self.preprocess.std, np.float32).reshape(shape))
+        return (
+            np.asarray(self.preprocess.mean, np.float32).reshape(shape),
+            np.asarray(self.preprocess.std, np.float32).reshape(shape),
+        )
 
     def reader(self, input_name: str = "input", batch_size: int = 1):
         """An ONNX Runtime `CalibrationDataReader` over `arrays()`."""
@@ -129,7 +152,7 @@ class CalibrationSet:
             def get_next(self):
                 if self._i >= len(data):
                     return None
-                batch = data[self._i:self._i + batch_size]
+                batch = data[self._i : self._i + batch_size]
                 self._i += batch_size
                 return {input_name: batch}
 
@@ -142,8 +165,10 @@ class CalibrationSet:
 def _scan(root, scan_image_folder):
     root = Path(root)
     if root.is_dir() and not any(p for p in root.rglob("*") if p.is_file()):
-        raise EdgeXrayError(f"calibration folder {str(root)!r} is empty; point --calib at the "
-                            "training images (one sub-folder per class)")
+        raise EdgeXrayError(
+            f"calibration folder {str(root)!r} is empty; point --calib at the "
+            "training images (one sub-folder per class)"
+        )
     return scan_image_folder(root)
 
 
@@ -158,8 +183,11 @@ def recorded_data(ckpt, need: str):
 
     if not records_data(ckpt):
         recorded = ckpt.extra.get("data_dir")
-        why = f"its data folder {recorded!r} no longer exists" if recorded else \
-            "it does not record its data folder"
+        why = (
+            f"its data folder {recorded!r} no longer exists"
+            if recorded
+            else "it does not record its data folder"
+        )
         raise EdgeXrayError(f"{need}; the checkpoint cannot supply images: {why}")
     log.info("using the checkpoint's data folder %s and its splits", ckpt.extra["data_dir"])
     return held_out_data(ckpt)
@@ -172,9 +200,18 @@ def train_calibration(data, preprocess: Preprocess, count: int, seed: int = 0) -
     if len(labels) == 0:
         raise EdgeXrayError("the train split of the checkpoint's data is empty; pass --calib DIR")
     if len(labels) < count:
-        log.warning("the train split has %d images, fewer than the %d asked for with "
-                    "--calib-count: calibrating on all %d", len(labels), count, len(labels))
+        log.warning(
+            "the train split has %d images, fewer than the %d asked for with "
+            "--calib-count: calibrating on all %d",
+            len(labels),
+            count,
+            len(labels),
+        )
     idx = stratified_sample(labels, min(count, len(labels)), seed=seed)
-    return CalibrationSet(gray=data.arrays["train"][idx].astype(np.float32),
-                          preprocess=preprocess, labels=labels[idx],
-                          class_names=tuple(data.class_names), root=str(data.index.root))
+    return CalibrationSet(
+        gray=data.arrays["train"][idx].astype(np.float32),
+        preprocess=preprocess,
+        labels=labels[idx],
+        class_names=tuple(data.class_names),
+        root=str(data.index.root),
+    )

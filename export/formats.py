@@ -1,4 +1,5 @@
 """The export formats and the precisions each one can be written in."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,12 +25,17 @@ class ExportFormat:
         return runtime_for_format(self.name).manifest_runtime
 
 
-FORMATS = {f.name: f for f in (
-    ExportFormat("onnx", ("fp32", "int8"),
-                 "ONNX; int8 is ONNX Runtime static QDQ quantization"),
-    ExportFormat("tflite", ("fp32", "fp16", "dynamic", "int8"),
-                 "TFLite via onnx2tf; int8 is full-integer with int8 input and output"),
-)}
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat("onnx", ("fp32", "int8"), "ONNX; int8 is ONNX Runtime static QDQ quantization"),
+        ExportFormat(
+            "tflite",
+            ("fp32", "fp16", "dynamic", "int8"),
+            "TFLite via onnx2tf; int8 is full-integer with int8 input and output",
+        ),
+    )
+}
 
 # Every precision name, what it means.
 PRECISIONS = {
@@ -82,9 +88,11 @@ def export_plan(formats, precisions) -> list[tuple[str, str]]:
     for p in precs:
         if not any(p in f.precisions for f in fmts):
             supported = "; ".join(f"{f.name}: {', '.join(f.precisions)}" for f in fmts)
-            raise EdgeXrayError(f"precision {p!r} is not available for format(s) "
-                                f"{', '.join(f.name for f in fmts)} ({supported}); drop it or add "
-                                "a format that supports it")
+            raise EdgeXrayError(
+                f"precision {p!r} is not available for format(s) "
+                f"{', '.join(f.name for f in fmts)} ({supported}); drop it or add "
+                "a format that supports it"
+            )
     return [(f.name, p) for f in fmts for p in f.precisions if p in precs]
 
 

@@ -5,6 +5,7 @@ equivalent; onnx2tf inserts an explicit pad filled with -3.4e38, which as int8 g
 ~1e36 and destroys the quantized model (LiteRT aborts while preparing it). After a ReLU every
 value is >= 0, so padding with 0 instead gives the same maximum and quantizes exactly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,11 @@ def zero_pad_maxpool(model: onnx.ModelProto) -> int:
             pads_name = f"{node.name or node.output[0]}_zero_pads"
             padded = f"{node.input[0]}_zero_padded_{rewritten}"
             graph.initializer.append(numpy_helper.from_array(np.asarray(full, np.int64), pads_name))
-            new_nodes.append(helper.make_node("Pad", [node.input[0], pads_name], [padded],
-                                              name=f"{pads_name}_pad", mode="constant"))
+            new_nodes.append(
+                helper.make_node(
+                    "Pad", [node.input[0], pads_name], [padded], name=f"{pads_name}_pad", mode="constant"
+                )
+            )
             for a in node.attribute:
                 if a.name == "pads":
                     a.ints[:] = [0] * len(pads)
@@ -96,8 +100,7 @@ def split_concat_conv(model: onnx.ModelProto) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         axis = {a.name: helper.get_attribute_value(a) for a in src.attribute}.get("axis")
         sizes = [channels.get(name) for name in src.input]
-        if attrs.get("group", 1) != 1 or axis not in (1, -3) or None in sizes \
-                or node.input[1] not in weights:
+        if attrs.get("group", 1) != 1 or axis not in (1, -3) or None in sizes or node.input[1] not in weights:
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(weights[node.input[1]])
@@ -105,19 +108,24 @@ def split_concat_conv(model: onnx.ModelProto) -> int:
         parts, start = [], 0
         for i, (name, size) in enumerate(zip(src.input, sizes)):
             w_name = f"{node.input[1]}_split{i}"
-            graph.initializer.append(numpy_helper.from_array(w[:, start:start + size].copy(), w_name))
+            graph.initializer.append(numpy_helper.from_array(w[:, start : start + size].copy(), w_name))
             start += size
             out = f"{node.output[0]}_split{i}"
-            conv = helper.make_node("Conv", [name, w_name, *(bias if i == 0 else [])], [out],
-                                    name=f"{node.name or node.output[0]}_split{i}")
+            conv = helper.make_node(
+                "Conv",
+                [name, w_name, *(bias if i == 0 else [])],
+                [out],
+                name=f"{node.name or node.output[0]}_split{i}",
+            )
             conv.attribute.extend(node.attribute)
             new_nodes.append(conv)
             parts.append(out)
         total = parts[0]
         for i, part in enumerate(parts[1:], 1):
             out = node.output[0] if i == len(parts) - 1 else f"{node.output[0]}_sum{i}"
-            new_nodes.append(helper.make_node("Add", [total, part], [out],
-                                              name=f"{node.name or node.output[0]}_sum{i}"))
+            new_nodes.append(
+                helper.make_node("Add", [total, part], [out], name=f"{node.name or node.output[0]}_sum{i}")
+            )
             total = out
         dropped.add(id(src))
         rewritten += 1

@@ -3,6 +3,7 @@ and LiteRT's Interpreter for raw control) and iOS (Swift: MediaPipe ImageClassif
 the Tasks-ready variant, generated from the manifest so asset name, labels, input size and
 decision rule always match the shipped file (pure functions; the bundle calls readme_section).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,21 @@ def snippet_values(manifest: dict) -> dict:
     tv = manifest["tasks_variant"]
     names = list(manifest["class_names"])
     threshold = manifest.get("decision_threshold")
-    return {"file": tv["file"], "stem": Path(tv["file"]).stem, "labels": names,
-            "size": int(tv["input"]["shape"][1]), "n": len(names),
-            "threshold": float(threshold) if isinstance(threshold, (int, float)) else 0.0}
+    return {
+        "file": tv["file"],
+        "stem": Path(tv["file"]).stem,
+        "labels": names,
+        "size": int(tv["input"]["shape"][1]),
+        "n": len(names),
+        "threshold": float(threshold) if isinstance(threshold, (int, float)) else 0.0,
+    }
 
 
 def kotlin_mediapipe(v: dict) -> str:
     labels = ", ".join(json.dumps(n) for n in v["labels"])
     return f"""```kotlin
 // app/build.gradle.kts: implementation("com.google.mediapipe:tasks-vision:{MEDIAPIPE_VERSION}")
-// and copy {v['file']} into app/src/main/assets/
+// and copy {v["file"]} into app/src/main/assets/
 import android.content.Context
 import android.graphics.Bitmap
 import com.google.mediapipe.framework.image.BitmapImageBuilder
@@ -35,10 +41,10 @@ import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
 
 class XrayTasksClassifier(context: Context) : AutoCloseable {{
     companion object {{
-        const val MODEL = "{v['file']}"
-        const val SIZE = {v['size']}   // the model's input side; MediaPipe resizes to it
+        const val MODEL = "{v["file"]}"
+        const val SIZE = {v["size"]}   // the model's input side; MediaPipe resizes to it
         val LABELS = listOf({labels})   // also inside the model (metadata), in this order
-        const val SCORE_THRESHOLD = {v['threshold']}f
+        const val SCORE_THRESHOLD = {v["threshold"]}f
     }}
 
     private val classifier = ImageClassifier.createFromOptions(
@@ -76,11 +82,11 @@ import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.nio.channels.FileChannel
 
-/** {v['file']} in LiteRT's Interpreter: RGB bytes in, probabilities out, nothing else to do. */
+/** {v["file"]} in LiteRT's Interpreter: RGB bytes in, probabilities out, nothing else to do. */
 class XrayTasksInterpreter(context: Context) : AutoCloseable {{
     companion object {{
-        const val MODEL = "{v['file']}"
-        const val SIZE = {v['size']}
+        const val MODEL = "{v["file"]}"
+        const val SIZE = {v["size"]}
         val LABELS = listOf({labels})
     }}
 
@@ -115,13 +121,13 @@ class XrayTasksInterpreter(context: Context) : AutoCloseable {{
 def swift_mediapipe(v: dict) -> str:
     labels = ", ".join(json.dumps(n) for n in v["labels"])
     return f"""```swift
-// Podfile: pod 'MediaPipeTasksVision', '{MEDIAPIPE_VERSION}'; add {v['file']} to the app target
+// Podfile: pod 'MediaPipeTasksVision', '{MEDIAPIPE_VERSION}'; add {v["file"]} to the app target
 import MediaPipeTasksVision
 import UIKit
 
 final class XrayTasksClassifier {{
-    static let model = "{v['stem']}"      // {v['file']}
-    static let size = {v['size']}          // the model's input side; MediaPipe resizes to it
+    static let model = "{v["stem"]}"      // {v["file"]}
+    static let size = {v["size"]}          // the model's input side; MediaPipe resizes to it
     static let labels = [{labels}]   // also inside the model (metadata)
     private let classifier: ImageClassifier
 
@@ -131,7 +137,7 @@ final class XrayTasksClassifier {{
             Bundle.main.path(forResource: Self.model, ofType: "tflite")!
         options.runningMode = .image
         options.maxResults = Self.labels.count
-        options.scoreThreshold = {v['threshold']}
+        options.scoreThreshold = {v["threshold"]}
         classifier = try ImageClassifier(options: options)
     }}
 
@@ -150,15 +156,15 @@ def readme_section(manifest: dict) -> str:
     if not manifest.get("tasks_variant"):
         return ""
     v = snippet_values(manifest)
-    rule = (f"the top class (scores are probabilities; threshold {v['threshold']})")
+    rule = f"the top class (scores are probabilities; threshold {v['threshold']})"
     return f"""
-## MediaPipe Tasks and LiteRT Task Library: `{v['file']}`
+## MediaPipe Tasks and LiteRT Task Library: `{v["file"]}`
 
-`{v['file']}` is the Tasks-ready twin of the shipped model: uint8 RGB `[1, {v['size']}, {v['size']}, 3]`
-in (raw pixel values; a gray X-ray as R = G = B), float32 probabilities `[1, {v['n']}]` out, full-INT8
+`{v["file"]}` is the Tasks-ready twin of the shipped model: uint8 RGB `[1, {v["size"]}, {v["size"]}, 3]`
+in (raw pixel values; a gray X-ray as R = G = B), float32 probabilities `[1, {v["n"]}]` out, full-INT8
 compute inside (channel average, normalization and softmax are part of the model). Its TFLite
-metadata names the classes ({', '.join(v['labels'])}), so MediaPipe's ImageClassifier reports
-them by name; the decision is {rule}. MediaPipe stretches the image to {v['size']}x{v['size']}
+metadata names the classes ({", ".join(v["labels"])}), so MediaPipe's ImageClassifier reports
+them by name; the decision is {rule}. MediaPipe stretches the image to {v["size"]}x{v["size"]}
 with its own (bilinear) filter: scale the image yourself first, as below, to stay close to
 `run.py`, which this file matches on top-1 (tested on real chest X-rays).
 

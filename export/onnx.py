@@ -1,4 +1,5 @@
 """PyTorch -> ONNX: named input/output, metadata, simplified with onnxsim."""
+
 from __future__ import annotations
 
 import io
@@ -11,8 +12,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import atomic_write_bytes
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,16 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def torch2onnx(model: torch.nn.Module, path: str | os.PathLike, *, input_shape: tuple,
-               opset: int = 17, dynamic_batch: bool = False, metadata: dict | None = None,
-               simplify: bool = True) -> Path:
+def torch2onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_shape: tuple,
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    metadata: dict | None = None,
+    simplify: bool = True,
+) -> Path:
     """Export `model` (eval mode) to `path`; returns the path.
 
     `metadata` goes into metadata_props (strings kept, anything else JSON-encoded), e.g.
@@ -41,9 +49,17 @@ def torch2onnx(model: torch.nn.Module, path: str | os.PathLike, *, input_shape: 
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(model, (dummy,), buffer, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=int(opset),
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=int(opset),
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
     graph = onnx.load_from_string(buffer.getvalue())
     if simplify:
         graph = _simplify(graph)
@@ -58,8 +74,11 @@ def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
 
         simplified, ok = simplify(graph)
     except Exception as e:  # onnxsim raises anything from RuntimeError to protobuf errors
-        log.warning("onnxsim failed (%s: %s); keeping the unsimplified graph",
-                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+        log.warning(
+            "onnxsim failed (%s: %s); keeping the unsimplified graph",
+            type(e).__name__,
+            str(e).splitlines()[0][:200] if str(e) else "",
+        )
         return graph
     if not ok:
         log.warning("onnxsim could not validate the simplified graph; keeping the unsimplified one")
@@ -91,5 +110,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def onnx_metadata(class_names, preprocess, **extra) -> dict:
     """The metadata every edgexray ONNX file carries."""
-    return {"producer": "edgexray", "class_names": list(class_names),
-            "preprocess": preprocess.to_dict(), **extra}
+    return {
+        "producer": "edgexray",
+        "class_names": list(class_names),
+        "preprocess": preprocess.to_dict(),
+        **extra,
+    }

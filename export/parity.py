@@ -2,6 +2,7 @@
 
 The file runs through edgexray.runtime.runners: the very runner classes inside run.py.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,18 @@ FP32_MAX_ABS_DIFF = 1e-3  # largest allowed logit difference, any image, any cla
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, for reduced precisions
 
 
-def parity(reference_logits: np.ndarray, labels: np.ndarray, candidate_path: str | os.PathLike,
-           inputs: np.ndarray, class_names, *, precision: str = "fp32",
-           max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, threads: int | None = None,
-           candidate_logits: np.ndarray | None = None) -> dict:
+def parity(
+    reference_logits: np.ndarray,
+    labels: np.ndarray,
+    candidate_path: str | os.PathLike,
+    inputs: np.ndarray,
+    class_names,
+    *,
+    precision: str = "fp32",
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    threads: int | None = None,
+    candidate_logits: np.ndarray | None = None,
+) -> dict:
     """Run `candidate_path` on `inputs` (float32 NCHW, normalized) and compare it with the
     PyTorch `reference_logits` on the same images.
 
@@ -47,8 +56,10 @@ def parity(reference_logits: np.ndarray, labels: np.ndarray, candidate_path: str
         if diff.max() > FP32_MAX_ABS_DIFF:
             failures.append(f"max abs logit diff {diff.max():.3g} > {FP32_MAX_ABS_DIFF}")
     elif drop_pp > max_accuracy_drop:
-        failures.append(f"accuracy drop {drop_pp:.2f} pp > {max_accuracy_drop} pp "
-                        f"({ref['accuracy']:.4f} -> {cand['accuracy']:.4f})")
+        failures.append(
+            f"accuracy drop {drop_pp:.2f} pp > {max_accuracy_drop} pp "
+            f"({ref['accuracy']:.4f} -> {cand['accuracy']:.4f})"
+        )
     result = {
         "file": Path(candidate_path).name,
         "precision": precision,
@@ -57,23 +68,35 @@ def parity(reference_logits: np.ndarray, labels: np.ndarray, candidate_path: str
         "mean_abs_diff": float(diff.mean()),
         "top1_agreement": agreement,
         "accuracy_drop_pp": drop_pp,
-        "thresholds": ({"min_top1_agreement": FP32_MIN_TOP1_AGREEMENT,
-                        "max_abs_diff": FP32_MAX_ABS_DIFF} if precision == "fp32"
-                       else {"max_accuracy_drop_pp": max_accuracy_drop}),
+        "thresholds": (
+            {"min_top1_agreement": FP32_MIN_TOP1_AGREEMENT, "max_abs_diff": FP32_MAX_ABS_DIFF}
+            if precision == "fp32"
+            else {"max_accuracy_drop_pp": max_accuracy_drop}
+        ),
         "passed": not failures,
         "failures": failures,
         "reference": _summary(ref),
         "candidate": _summary(cand),
     }
-    log.info("parity %s: max diff %.3g, agreement %.4f, accuracy %.4f -> %.4f%s",
-             result["file"], result["max_abs_diff"], agreement, ref["accuracy"],
-             cand["accuracy"], "" if not failures else f" FAILED: {'; '.join(failures)}")
+    log.info(
+        "parity %s: max diff %.3g, agreement %.4f, accuracy %.4f -> %.4f%s",
+        result["file"],
+        result["max_abs_diff"],
+        agreement,
+        ref["accuracy"],
+        cand["accuracy"],
+        "" if not failures else f" FAILED: {'; '.join(failures)}",
+    )
     return result
 
 
 def _summary(m: dict) -> dict:
     keep = ("accuracy", "macro_f1", "roc_auc", "macro_precision", "macro_recall")
-    return {**{k: m[k] for k in keep},
-            "per_class": {c: {"sensitivity": v["sensitivity"], "specificity": v["specificity"]}
-                          for c, v in m["per_class"].items()},
-            "confusion_matrix": m["confusion_matrix"]}
+    return {
+        **{k: m[k] for k in keep},
+        "per_class": {
+            c: {"sensitivity": v["sensitivity"], "specificity": v["specificity"]}
+            for c, v in m["per_class"].items()
+        },
+        "confusion_matrix": m["confusion_matrix"],
+    }

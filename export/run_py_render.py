@@ -5,6 +5,7 @@ replaced by the source of every module of runtime/ (each after the modules it im
 run.py is one file that needs only numpy and a runtime, and runs the very code the host runs.
 Nothing is listed or copied by hand: a new module in runtime/ is in the next run.py.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,8 +36,10 @@ def _strip_edgexray_imports(source: str, origin: str) -> str:
             skipping = "(" in line and ")" not in line
             continue
         if re.match(r"\s*(import edgexray|from edgexray)", line):
-            raise ValueError(f"{origin}: inlined modules may only import edgexray at top level "
-                             f"with `from edgexray.x import y`; found {line.strip()!r}")
+            raise ValueError(
+                f"{origin}: inlined modules may only import edgexray at top level "
+                f"with `from edgexray.x import y`; found {line.strip()!r}"
+            )
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -61,8 +64,11 @@ def _runtime_imports(source: str) -> set:
 def runtime_layer_order(runtime_dir: Path = RUNTIME_DIR) -> list:
     """The inlined modules of runtime/ (file names), each after every module it imports;
     alphabetical where the imports leave a choice."""
-    sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(runtime_dir.glob("*.py"))
-               if p.name not in NOT_INLINED}
+    sources = {
+        p.stem: p.read_text(encoding="utf-8")
+        for p in sorted(runtime_dir.glob("*.py"))
+        if p.name not in NOT_INLINED
+    }
     needs = {name: _runtime_imports(text) for name, text in sources.items()}
     for name, wanted in needs.items():
         unknown = wanted - set(sources)
@@ -98,23 +104,31 @@ def render_run_py(manifest_sha256: str | None = None) -> str:
     template = (RUNTIME_DIR / TEMPLATE_NAME).read_text(encoding="utf-8")
     head, _, body = _cut(template, LAYER_START, LAYER_END)
     body = _strip_edgexray_imports(body, f"runtime/{TEMPLATE_NAME}")
-    body = body.replace("EDGEXRAY_VERSION = None  # set by render_run_py",
-                        f"EDGEXRAY_VERSION = {edgexray.__version__!r}")
-    body = body.replace("MANIFEST_SHA256 = None  # set by render_run_py",
-                        f"MANIFEST_SHA256 = {manifest_sha256!r}")
+    body = body.replace(
+        "EDGEXRAY_VERSION = None  # set by render_run_py", f"EDGEXRAY_VERSION = {edgexray.__version__!r}"
+    )
+    body = body.replace(
+        "MANIFEST_SHA256 = None  # set by render_run_py", f"MANIFEST_SHA256 = {manifest_sha256!r}"
+    )
     parts, owner = [head], {}
     for name in runtime_layer_order() + [TEMPLATE_NAME]:
         origin = f"runtime/{name}"
-        text = body if name == TEMPLATE_NAME else \
-            _strip_edgexray_imports((RUNTIME_DIR / name).read_text(encoding="utf-8"), origin)
+        text = (
+            body
+            if name == TEMPLATE_NAME
+            else _strip_edgexray_imports((RUNTIME_DIR / name).read_text(encoding="utf-8"), origin)
+        )
         for defined in _top_level_names(text):
             if defined in owner:
-                raise ValueError(f"run.py would define {defined!r} twice ({owner[defined]} and "
-                                 f"{origin}); rename one of them")
+                raise ValueError(
+                    f"run.py would define {defined!r} twice ({owner[defined]} and "
+                    f"{origin}); rename one of them"
+                )
             owner[defined] = origin
         if name != TEMPLATE_NAME:
-            parts.append(f"# {'=' * 20} inlined from {origin} (edgexray {edgexray.__version__}) "
-                         f"{'=' * 20}\n{text}\n")
+            parts.append(
+                f"# {'=' * 20} inlined from {origin} (edgexray {edgexray.__version__}) {'=' * 20}\n{text}\n"
+            )
     parts.append(f"# {'=' * 20} harness {'=' * 20}\n{body}")
     source = "".join(parts)
     compile(source, "run.py", "exec")

@@ -1,8 +1,9 @@
 """Which exported precision ships: a pure choice on the validation split's budget checks."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -26,8 +27,9 @@ def budget_text(check: dict) -> str:
     return text
 
 
-def choose_precision(default_precision: str, precisions: Sequence[str], val_parity: dict,
-                     max_accuracy_drop: float) -> PrecisionChoice:
+def choose_precision(
+    default_precision: str, precisions: Sequence[str], val_parity: dict, max_accuracy_drop: float
+) -> PrecisionChoice:
     """`default_precision` when it holds the accuracy budget against the unpruned FP32 model on
     the validation split (each `val_parity[p]["budget"]` is a metrics.budget_check), else the
     next of `precisions` that does. Raises EdgeXrayError when none does."""
@@ -42,10 +44,14 @@ def choose_precision(default_precision: str, precisions: Sequence[str], val_pari
             if p != default_precision:
                 fallbacks.append(f"shipping {p}: {default_precision} broke the budget")
             return PrecisionChoice(p, tuple(fallbacks))
-        fallbacks.append(f"{p} breaks the budget ({budget_text(r['budget'])}"
-                         + ("" if parity_ok else ", parity failed") + "); trying the next precision")
+        fallbacks.append(
+            f"{p} breaks the budget ({budget_text(r['budget'])}"
+            + ("" if parity_ok else ", parity failed")
+            + "); trying the next precision"
+        )
     drops = ", ".join(f"{p}: {budget_text(r['budget'])}" for p, r in val_parity.items())
     raise EdgeXrayError(
         f"no exported precision of {list(val_parity)} stays within {max_accuracy_drop} pp of the "
         f"unpruned FP32 model on the validation split ({drops}); nothing was shipped. Relax "
-        "--max-accuracy-drop, fine-tune longer (--finetune-epochs) or prune less")
+        "--max-accuracy-drop, fine-tune longer (--finetune-epochs) or prune less"
+    )

@@ -10,14 +10,14 @@ The int8-I/O file stays the shipped model of run.py; this one spares an app ever
 (no normalization, quantization or gray conversion app-side), at the price of MediaPipe's
 own resize (bilinear) instead of run.py's triangle filter.
 """
+
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
-from typing import Sequence
-
 import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -58,10 +58,16 @@ def pixel_calibration(calib) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
-def torch2tasks_tflite(model, out_path: str | os.PathLike, *,
-                       preprocess: Preprocess, calib,
-                       class_names: Sequence[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
-                       launcher: Sequence[str] = ()) -> Path:
+def torch2tasks_tflite(
+    model,
+    out_path: str | os.PathLike,
+    *,
+    preprocess: Preprocess,
+    calib,
+    class_names: Sequence[str] = (),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    launcher: Sequence[str] = (),
+) -> Path:
     """Write the Tasks-ready full-INT8 variant of `model` to `out_path`; returns it.
 
     Raises EdgeXrayError when the converter did not give uint8 pixels in (scale 1, zero point
@@ -75,21 +81,37 @@ def torch2tasks_tflite(model, out_path: str | os.PathLike, *,
     size = preprocess.size
     with tempfile.TemporaryDirectory(prefix="edgexray-tasks-") as tmp:
         onnx_path = Path(tmp) / "tasks.onnx"
-        torch2onnx(wrapped, onnx_path, input_shape=(1, 3, size, size),
-                   metadata=onnx_metadata(list(class_names), preprocess, variant="tasks"))
-        rgb_pre = Preprocess(size=size, channels=3, mean=(0.0,), std=(1 / 255.0,),
-                             resize=preprocess.resize)
+        torch2onnx(
+            wrapped,
+            onnx_path,
+            input_shape=(1, 3, size, size),
+            metadata=onnx_metadata(list(class_names), preprocess, variant="tasks"),
+        )
+        rgb_pre = Preprocess(size=size, channels=3, mean=(0.0,), std=(1 / 255.0,), resize=preprocess.resize)
         rgb_calib = CalibrationSet(gray=calib.gray, preprocess=rgb_pre)
-        made = onnx2tflite(onnx_path, tmp, precisions=("int8",), calib=rgb_calib,
-                           timeout_s=timeout_s, stem="tasks", launcher=launcher,
-                           int8_io=("uint8", "float32"), int8_calib_nhwc=pixel_calibration(calib))
+        made = onnx2tflite(
+            onnx_path,
+            tmp,
+            precisions=("int8",),
+            calib=rgb_calib,
+            timeout_s=timeout_s,
+            stem="tasks",
+            launcher=launcher,
+            int8_io=("uint8", "float32"),
+            int8_calib_nhwc=pixel_calibration(calib),
+        )
         io = tflite_io_details(made["int8"])
         inp, out = io["input"], io["output"]
-        if (inp["dtype"], out["dtype"]) != ("uint8", "float32") or inp["shape"] != [1, size, size, 3] \
-                or (inp["scale"], inp["zero_point"]) != (1.0, 0):
-            raise EdgeXrayError(f"the Tasks-ready variant came out with input {inp} and output "
-                                f"{out}; expected uint8 [1, {size}, {size}, 3] with scale 1 and "
-                                "zero point 0, and float32 probabilities")
+        if (
+            (inp["dtype"], out["dtype"]) != ("uint8", "float32")
+            or inp["shape"] != [1, size, size, 3]
+            or (inp["scale"], inp["zero_point"]) != (1.0, 0)
+        ):
+            raise EdgeXrayError(
+                f"the Tasks-ready variant came out with input {inp} and output "
+                f"{out}; expected uint8 [1, {size}, {size}, 3] with scale 1 and "
+                "zero point 0, and float32 probabilities"
+            )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out_path.with_name(f".{out_path.name}.tmp")
         tmp_out.write_bytes(made["int8"].read_bytes())
@@ -104,22 +126,33 @@ def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.P
 
     folder, src = Path(folder), Path(src)
     if not src.is_file() or src.suffix != ".tflite":
-        raise EdgeXrayError(f"Tasks-ready model {str(src)!r} is not a .tflite file; make it with "
-                            "edgexray.export.tasks_variant.torch2tasks_tflite")
+        raise EdgeXrayError(
+            f"Tasks-ready model {str(src)!r} is not a .tflite file; make it with "
+            "edgexray.export.tasks_variant.torch2tasks_tflite"
+        )
     shutil.copyfile(src, folder / TASKS_FILE)
     spec = model_io_spec(folder / TASKS_FILE)
     size, n = manifest["preprocess"]["size"], len(manifest["class_names"])
     inp, out = spec["input"], spec["output"]
-    if inp["dtype"] != "uint8" or inp["shape"] != [1, size, size, 3] or out["dtype"] != "float32" \
-            or out["shape"][-1] != n:
-        raise EdgeXrayError(f"{src.name}: input {inp['dtype']} {inp['shape']}, output "
-                            f"{out['dtype']} {out['shape']}; a Tasks-ready variant takes uint8 "
-                            f"[1, {size}, {size}, 3] and gives float32 [1, {n}]")
+    if (
+        inp["dtype"] != "uint8"
+        or inp["shape"] != [1, size, size, 3]
+        or out["dtype"] != "float32"
+        or out["shape"][-1] != n
+    ):
+        raise EdgeXrayError(
+            f"{src.name}: input {inp['dtype']} {inp['shape']}, output "
+            f"{out['dtype']} {out['shape']}; a Tasks-ready variant takes uint8 "
+            f"[1, {size}, {size}, 3] and gives float32 [1, {n}]"
+        )
     out["kind"] = "probabilities"
     manifest["tasks_variant"] = {
-        "file": TASKS_FILE, "bytes": (folder / TASKS_FILE).stat().st_size, **spec,
+        "file": TASKS_FILE,
+        "bytes": (folder / TASKS_FILE).stat().st_size,
+        **spec,
         "for": "MediaPipe Tasks ImageClassifier / LiteRT Task Library: RGB pixels 0-255 in "
-               "(gray as R=G=B), probabilities out, full-INT8 compute inside"}
+        "(gray as R=G=B), probabilities out, full-INT8 compute inside",
+    }
 
 
 def gray2rgb_pixels(gray: np.ndarray) -> np.ndarray:
@@ -136,9 +169,15 @@ def _p50_ms(runner, x: np.ndarray, runs: int) -> float:
     return summarize_ns(time_runs(lambda: runner.run_raw(x), 0.0, runs, runs))["p50"]
 
 
-def measure_tasks_variant(tasks_path, shipped_path, gray: np.ndarray, labels: np.ndarray,
-                          preprocess: Preprocess, threads: int | None = None,
-                          runs: int = 50) -> dict:
+def measure_tasks_variant(
+    tasks_path,
+    shipped_path,
+    gray: np.ndarray,
+    labels: np.ndarray,
+    preprocess: Preprocess,
+    threads: int | None = None,
+    runs: int = 50,
+) -> dict:
     """Accuracy of the Tasks-ready variant on `gray` (N, S, S in [0, 1]) / `labels`, its top-1
     agreement with the int8-I/O file `shipped_path` on the same images, and both files' p50
     latency (LiteRT, batch 1, `runs` invokes each, measured back to back)."""
@@ -152,10 +191,14 @@ def measure_tasks_variant(tasks_path, shipped_path, gray: np.ndarray, labels: np
     shipped_top1 = np.argmax(shipped.predict_all(preprocess.normalize(gray)), 1)
     x_shipped = np.zeros(shipped.input_spec.shape, shipped.input_spec.dtype)
     labels = np.asarray(labels)
-    return {"n": int(len(labels)), "split": "test",
-            "accuracy": float(np.mean(tasks_top1 == labels)),
-            "shipped_accuracy": float(np.mean(shipped_top1 == labels)),
-            "top1_agreement_with_shipped": float(np.mean(tasks_top1 == shipped_top1)),
-            "latency_ms_p50": _p50_ms(tasks, rgb[:1], runs),
-            "shipped_latency_ms_p50": _p50_ms(shipped, x_shipped, runs),
-            "threads": threads, "runs": runs}
+    return {
+        "n": int(len(labels)),
+        "split": "test",
+        "accuracy": float(np.mean(tasks_top1 == labels)),
+        "shipped_accuracy": float(np.mean(shipped_top1 == labels)),
+        "top1_agreement_with_shipped": float(np.mean(tasks_top1 == shipped_top1)),
+        "latency_ms_p50": _p50_ms(tasks, rgb[:1], runs),
+        "shipped_latency_ms_p50": _p50_ms(shipped, x_shipped, runs),
+        "threads": threads,
+        "runs": runs,
+    }

@@ -1,4 +1,5 @@
 """ONNX -> TFLite through onnx2tf, offline, in a subprocess; plus checks on the result."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.fsutil import remove_dead_entries
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import resize_square
 
 from .calibration import CalibrationSet
@@ -31,13 +32,20 @@ DEFAULT_TIMEOUT_S = 900  # a full ResNet at 224 px takes about a minute on 2 cor
 LOG_TAIL = 6000  # characters of the converter's log attached to an error
 
 
-def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
-                precisions: Sequence[str] = ("fp32", "fp16", "int8", "dynamic"),
-                calib: CalibrationSet | None = None, per_channel: bool = True,
-                timeout_s: float = DEFAULT_TIMEOUT_S, stem: str = "model",
-                launcher: Sequence[str] = (), log_path: str | os.PathLike | None = None,
-                int8_io: tuple = ("int8", "int8"), int8_calib_nhwc: np.ndarray | None = None
-                ) -> dict[str, Path]:
+def onnx2tflite(
+    onnx_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    precisions: Sequence[str] = ("fp32", "fp16", "int8", "dynamic"),
+    calib: CalibrationSet | None = None,
+    per_channel: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    stem: str = "model",
+    launcher: Sequence[str] = (),
+    log_path: str | os.PathLike | None = None,
+    int8_io: tuple = ("int8", "int8"),
+    int8_calib_nhwc: np.ndarray | None = None,
+) -> dict[str, Path]:
     """Convert `onnx_path` to `out_dir/{stem}_{precision}.tflite` for each of `precisions` only.
 
     `calib` (required) supplies onnx2tf's offline sample file and, for int8, the representative
@@ -52,11 +60,12 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     allowed = get_format("tflite").precisions
     for p in precisions:
         if p not in allowed:
-            raise EdgeXrayError(f"precision {p!r} is not available for tflite; allowed: "
-                                f"{', '.join(allowed)}")
+            raise EdgeXrayError(f"precision {p!r} is not available for tflite; allowed: {', '.join(allowed)}")
     if calib is None:
-        raise EdgeXrayError("onnx2tflite needs a CalibrationSet of real images (calib=...): it "
-                            "feeds int8 calibration and replaces onnx2tf's internet sample data")
+        raise EdgeXrayError(
+            "onnx2tflite needs a CalibrationSet of real images (calib=...): it "
+            "feeds int8 calibration and replaces onnx2tf's internet sample data"
+        )
     onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
         raise EdgeXrayError(f"ONNX file {str(onnx_path)!r} not found; create it with torch2onnx")
@@ -69,23 +78,29 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         try:
             graph = onnx.load(str(onnx_path))
         except Exception as e:  # protobuf DecodeError and friends
-            raise EdgeXrayError(f"{str(onnx_path)!r} is not a readable ONNX file ({e}); "
-                                "re-create it with torch2onnx") from None
+            raise EdgeXrayError(
+                f"{str(onnx_path)!r} is not a readable ONNX file ({e}); re-create it with torch2onnx"
+            ) from None
         zero_pad_maxpool(graph)
         split_concat_conv(graph)
         onnx.save(graph, str(work / "model.onnx"))
         batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
         spec = {
-            "onnx_path": str(work / "model.onnx"), "work_dir": str(work), "input_name": INPUT_NAME,
-            "per_channel": bool(per_channel), "result_path": str(work / "result.json"),
+            "onnx_path": str(work / "model.onnx"),
+            "work_dir": str(work),
+            "input_name": INPUT_NAME,
+            "per_channel": bool(per_channel),
+            "result_path": str(work / "result.json"),
             "outputs": {p: str(work / f"{stem}_{p}.tflite") for p in precisions},
             # a dynamic-batch ONNX becomes a batch-1 TFLite file (what devices run)
             "batch_size": None if batch.HasField("dim_value") else 1,
             "int8_io": list(int8_io),
         }
         if "int8" in precisions:
-            np.save(work / "calib_nhwc.npy",
-                    calib.nhwc() if int8_calib_nhwc is None else np.asarray(int8_calib_nhwc, np.float32))
+            np.save(
+                work / "calib_nhwc.npy",
+                calib.nhwc() if int8_calib_nhwc is None else np.asarray(int8_calib_nhwc, np.float32),
+            )
             spec["calib_nhwc"] = str(work / "calib_nhwc.npy")
         (work / "spec.json").write_text(json.dumps(spec))
         log_file = work / "onnx2tf.log"
@@ -103,7 +118,7 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             paths[p] = final
     if "int8" in paths and tuple(int8_io) == ("int8", "int8"):
         check_int8_tflite(paths["int8"])
-    for p, path in paths.items():
+    for path in paths.values():
         check_builtin_ops(path)
     return paths
 
@@ -119,22 +134,27 @@ def _run_worker(launcher: list, work: Path, log_file: Path, timeout_s: float) ->
     cmd = launcher + [sys.executable, "-m", "edgexray.export._tflite_worker", str(work / "spec.json")]
     # onnx2tf calls the `onnxsim` command, installed next to this interpreter
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, PATH=path, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", PYTHONUNBUFFERED="1"
+    )
     log.info("converting with onnx2tf: %s", " ".join(cmd))
     with open(log_file, "wb") as out:
         try:
-            proc = subprocess.run(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s)
+            proc = subprocess.run(
+                cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s
+            )
         except subprocess.TimeoutExpired:
-            raise EdgeXrayError(f"onnx2tf conversion did not finish within {timeout_s:.0f} s; "
-                                f"raise the timeout or export a smaller model. Log tail:\n"
-                                f"{_tail(log_file)}") from None
+            raise EdgeXrayError(
+                f"onnx2tf conversion did not finish within {timeout_s:.0f} s; "
+                f"raise the timeout or export a smaller model. Log tail:\n"
+                f"{_tail(log_file)}"
+            ) from None
         except FileNotFoundError as e:
-            raise EdgeXrayError(f"cannot start the conversion ({e}); check the launcher {launcher}")
+            raise EdgeXrayError(f"cannot start the conversion ({e}); check the launcher {launcher}") from None
     if proc.returncode != 0 or not (work / "result.json").is_file():
-        raise EdgeXrayError(f"onnx2tf conversion failed (exit status {proc.returncode}). "
-                            f"Log tail:\n{_tail(log_file)}")
+        raise EdgeXrayError(
+            f"onnx2tf conversion failed (exit status {proc.returncode}). Log tail:\n{_tail(log_file)}"
+        )
 
 
 def _tail(path: Path, n: int = LOG_TAIL) -> str:
@@ -144,6 +164,7 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Checks on a TFLite file (no TensorFlow needed)
+
 
 def tflite_ops(path: str | os.PathLike) -> list[str]:
     """Names of the operator codes in the flatbuffer; custom ops as 'CUSTOM:<code>'."""
@@ -168,8 +189,10 @@ def check_builtin_ops(path: str | os.PathLike) -> list[str]:
     ops = tflite_ops(path)
     bad = [op for op in ops if op.startswith("CUSTOM:")]
     if bad:
-        raise EdgeXrayError(f"{str(path)!r} uses non-builtin ops {bad}; the device runtime cannot "
-                            "run them. Replace the layers that need them or export to ONNX")
+        raise EdgeXrayError(
+            f"{str(path)!r} uses non-builtin ops {bad}; the device runtime cannot "
+            "run them. Replace the layers that need them or export to ONNX"
+        )
     return ops
 
 
@@ -180,8 +203,13 @@ def tflite_io_details(path: str | os.PathLike) -> dict:
     runner = open_runner("litert", path, threads=1)
 
     def describe(spec):  # a float tensor has scale 0.0 and zero point 0 in the file
-        return {"name": spec.name, "shape": [int(s) for s in spec.shape], "dtype": spec.dtype,
-                "scale": float(spec.scale or 0.0), "zero_point": int(spec.zero_point or 0)}
+        return {
+            "name": spec.name,
+            "shape": [int(s) for s in spec.shape],
+            "dtype": spec.dtype,
+            "scale": float(spec.scale or 0.0),
+            "zero_point": int(spec.zero_point or 0),
+        }
 
     return {"input": describe(runner.input_spec), "output": describe(runner.output_spec)}
 
@@ -191,7 +219,9 @@ def check_int8_tflite(path: str | os.PathLike) -> dict:
     io = tflite_io_details(path)
     for key in ("input", "output"):
         if io[key]["dtype"] != "int8":
-            raise EdgeXrayError(f"{str(path)!r} has a {io[key]['dtype']} {key}; a full-integer "
-                                "INT8 file needs int8 input and output")
+            raise EdgeXrayError(
+                f"{str(path)!r} has a {io[key]['dtype']} {key}; a full-integer "
+                "INT8 file needs int8 input and output"
+            )
     check_builtin_ops(path)
     return io

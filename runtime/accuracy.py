@@ -4,6 +4,7 @@ numpy and the standard library only: inlined into every artifact's run.py (after
 runtime/preprocess.py, runtime/metrics.py and runtime/runners.py), so the device scores a
 model exactly as the host does.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,18 @@ def labeled_images(data_dir, class_names, limit=None) -> list:
     """[(path, label index)] from DATA/<class name>/**; at most `limit` per class (None: all)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise EdgeXrayError(f"evaluation data {str(data_dir)!r} is not a directory; expected a "
-                            f"folder with one subfolder per class: {list(class_names)}")
+        raise EdgeXrayError(
+            f"evaluation data {str(data_dir)!r} is not a directory; expected a "
+            f"folder with one subfolder per class: {list(class_names)}"
+        )
     present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
     unknown = [name for name in present if name not in class_names]
     if unknown or not present:
-        raise EdgeXrayError(f"evaluation data {str(data_dir)!r} has class folders {present}; the "
-                            f"model's classes are {list(class_names)}; name the subfolders after "
-                            "them (a missing class is allowed)")
+        raise EdgeXrayError(
+            f"evaluation data {str(data_dir)!r} has class folders {present}; the "
+            f"model's classes are {list(class_names)}; name the subfolders after "
+            "them (a missing class is allowed)"
+        )
     items = []
     for label, name in enumerate(class_names):
         if (data_dir / name).is_dir():
@@ -69,7 +74,7 @@ def load_batch(paths, preprocess) -> np.ndarray:
 def predict_probs(runner, paths, preprocess, output_kind="logits", batch=1) -> np.ndarray:
     out = []
     for i in range(0, len(paths), batch):
-        logits = runner.predict(load_batch(paths[i:i + batch], preprocess))
+        logits = runner.predict(load_batch(paths[i : i + batch], preprocess))
         out.append(logits if output_kind == "probabilities" else softmax(logits))
     return np.concatenate(out).astype(np.float64)
 
@@ -78,21 +83,37 @@ def agreement(probs: np.ndarray, reference: np.ndarray, reference_label: str) ->
     """How often two models pick the same class on the same images, and their largest gap."""
     probs, reference = np.asarray(probs), np.asarray(reference)
     if probs.shape != reference.shape:
-        raise EdgeXrayError(f"reference outputs of shape {reference.shape} do not match "
-                            f"outputs of shape {probs.shape}; use the same images in the same order")
-    return {"reference": reference_label, "n": int(len(probs)),
-            "label_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
-            "max_abs_prob_diff": float(np.abs(probs - reference).max())}
+        raise EdgeXrayError(
+            f"reference outputs of shape {reference.shape} do not match "
+            f"outputs of shape {probs.shape}; use the same images in the same order"
+        )
+    return {
+        "reference": reference_label,
+        "n": int(len(probs)),
+        "label_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+        "max_abs_prob_diff": float(np.abs(probs - reference).max()),
+    }
 
 
-def evaluate(runner, items, preprocess, class_names, output_kind="logits", data_label="",
-             reference=None, reference_label="reference") -> tuple:
+def evaluate(
+    runner,
+    items,
+    preprocess,
+    class_names,
+    output_kind="logits",
+    data_label="",
+    reference=None,
+    reference_label="reference",
+) -> tuple:
     """Score a runner on [(path, label)] -> (accuracy dict for the bench schema, probs)."""
     paths = [p for p, _ in items]
     y_true = np.asarray([label for _, label in items])
     probs = predict_probs(runner, paths, preprocess, output_kind)
     metrics = classification_metrics(y_true, probs, list(class_names))
-    result = {"n": int(len(items)), "data": data_label or os.path.commonpath([str(p) for p in paths]),
-              "metrics": metrics,
-              "agreement": None if reference is None else agreement(probs, reference, reference_label)}
+    result = {
+        "n": int(len(items)),
+        "data": data_label or os.path.commonpath([str(p) for p in paths]),
+        "metrics": metrics,
+        "agreement": None if reference is None else agreement(probs, reference, reference_label),
+    }
     return result, probs

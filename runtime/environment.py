@@ -4,6 +4,7 @@ process's own peak memory.
 Standard library only (no edgexray imports): inlined into every artifact's run.py. Versions are
 read from package metadata, so nothing heavy is imported to report them.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,14 @@ import sys
 from importlib import metadata
 
 # distribution name -> key in "runtimes"
-RUNTIME_DISTRIBUTIONS = {"ai-edge-litert": "ai_edge_litert", "onnxruntime": "onnxruntime",
-                         "onnxruntime-gpu": "onnxruntime_gpu", "torch": "torch",
-                         "tensorflow": "tensorflow", "tflite-runtime": "tflite_runtime"}
+RUNTIME_DISTRIBUTIONS = {
+    "ai-edge-litert": "ai_edge_litert",
+    "onnxruntime": "onnxruntime",
+    "onnxruntime-gpu": "onnxruntime_gpu",
+    "torch": "torch",
+    "tensorflow": "tensorflow",
+    "tflite-runtime": "tflite_runtime",
+}
 
 
 def package_version(dist: str):
@@ -43,9 +49,17 @@ def cpu_model() -> str:
         fields.setdefault(key.strip(), value.strip())
     board = _read("/sys/firmware/devicetree/base/model").strip("\x00\n ")
     name = fields.get("model name") or fields.get("Hardware") or fields.get("cpu model")
-    arm_parts = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55",
-                 "0xd07": "Cortex-A57", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
-                 "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2"}
+    arm_parts = {
+        "0xd03": "Cortex-A53",
+        "0xd04": "Cortex-A35",
+        "0xd05": "Cortex-A55",
+        "0xd07": "Cortex-A57",
+        "0xd08": "Cortex-A72",
+        "0xd0b": "Cortex-A76",
+        "0xd0c": "Neoverse-N1",
+        "0xd40": "Neoverse-V1",
+        "0xd4f": "Neoverse-V2",
+    }
     part = arm_parts.get(fields.get("CPU part", ""))
     if board:
         return f"{board} ({part or name or platform.machine()})"
@@ -56,9 +70,25 @@ def cpu_model() -> str:
 
 # The instruction-set features that decide INT8/FP16 speed: x86 VNNI turns ONNX Runtime's u8xs8
 # kernels from saturating VPMADDUBSW into exact VPDPBUSD; ARM dotprod/i8mm do the same for NEON.
-SPEED_ISA = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "i8mm",
-             "sve", "sve2", "bf16")
+SPEED_ISA = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "i8mm",
+    "sve",
+    "sve2",
+    "bf16",
+)
 
 
 def cpu_isa() -> list:
@@ -103,8 +133,12 @@ def gpu_name():
         return torch.cuda.get_device_name(0)
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             names = out.stdout.strip().splitlines()
             return names[0].strip() if out.returncode == 0 and names else None
         except (OSError, subprocess.SubprocessError):
@@ -140,5 +174,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     import resource  # POSIX only; ru_maxrss is KiB on Linux, bytes on macOS
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -9,10 +9,11 @@ as one `error:` line, without a traceback, and exits with the error's documented
     3  integrity: an artifact's files do not match what was verified (IntegrityError)
     4  a check ran and failed: parity, budgets, device verification (CheckFailed)
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class EdgeXrayError(Exception):

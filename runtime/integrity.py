@@ -3,6 +3,7 @@
 What is checked and why is at the top of runtime/run_py.py (run.py's own docstring).
 checked_manifest() is the manifest of an intact artifact, IntegrityError otherwise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,10 @@ LABELS_NAME = "labels.txt"
 RUN_PY_NAME = "run.py"
 # the seal is read from the artifact's run.py file, so run.py and the host check it alike
 SEAL_PATTERN = re.compile(r"^MANIFEST_SHA256 = '([0-9a-f]{64})'$", re.M)
-FIX_HINT = ("restore the changed files from the artifact's .zip or an untouched copy, or rebuild "
-            "the artifact with `edgexray build`")
+FIX_HINT = (
+    "restore the changed files from the artifact's .zip or an untouched copy, or rebuild "
+    "the artifact with `edgexray build`"
+)
 
 
 def sha256_of(path) -> str:
@@ -58,13 +61,17 @@ def seal_problems(folder) -> list:
         return [f"{RUN_PY_NAME}: missing"]
     found = SEAL_PATTERN.search(run_py.read_text(encoding="utf-8", errors="replace"))
     if not found:
-        return [f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (edited, or written by an edgexray "
-                "older than the seal)"]
+        return [
+            f"{RUN_PY_NAME} holds no MANIFEST_SHA256 seal (edited, or written by an edgexray "
+            "older than the seal)"
+        ]
     digest = sha256_of(folder / MANIFEST_NAME)
     if digest != found.group(1):
-        return [f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
-                f"{found.group(1)[:16]}... (manifest.json was edited after the build"
-                f"{_changed_fields(folder, found.group(1))})"]
+        return [
+            f"{MANIFEST_NAME}: sha256 {digest[:16]}..., {RUN_PY_NAME} was sealed with "
+            f"{found.group(1)[:16]}... (manifest.json was edited after the build"
+            f"{_changed_fields(folder, found.group(1))})"
+        ]
     return []
 
 
@@ -115,8 +122,11 @@ def checksum_problems(folder, skip=()) -> tuple:
         digest = sha256_of(folder / name)
         if digest != want:
             problems.append(f"{name}: sha256 {digest[:16]}..., {CHECKSUMS_NAME} says {want[:16]}...")
-    problems += [f"{CHECKSUMS_NAME} does not list {name}" for name in (MANIFEST_NAME, RUN_PY_NAME)
-                 if name not in listed]
+    problems += [
+        f"{CHECKSUMS_NAME} does not list {name}"
+        for name in (MANIFEST_NAME, RUN_PY_NAME)
+        if name not in listed
+    ]
     return problems, listed
 
 
@@ -127,8 +137,10 @@ def labels_problems(folder, manifest: dict) -> list:
         return [f"{LABELS_NAME}: missing"]
     labels = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if labels != manifest["class_names"]:
-        return [f"class_names {manifest['class_names']} in {MANIFEST_NAME} differ from "
-                f"{LABELS_NAME} {labels} (predictions would carry the wrong labels)"]
+        return [
+            f"class_names {manifest['class_names']} in {MANIFEST_NAME} differ from "
+            f"{LABELS_NAME} {labels} (predictions would carry the wrong labels)"
+        ]
     return []
 
 
@@ -152,15 +164,20 @@ def integrity_problems(folder) -> tuple:
     sum_problems, listed = checksum_problems(folder, skip)
     problems += sum_problems + verify_files(folder, manifest) + labels_problems(folder, manifest)
     known = listed | set(manifest["files"]) | {CHECKSUMS_NAME, MANIFEST_NAME, RUN_PY_NAME}
-    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                      if p.is_file() and "__pycache__" not in p.parts
-                      and p.relative_to(folder).as_posix() not in known)
+    unlisted = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.relative_to(folder).as_posix() not in known
+    )
     return problems, unlisted, manifest
 
 
 def integrity_error(folder, problems: list) -> IntegrityError:
-    return IntegrityError(f"artifact {str(folder)!r} failed its integrity check, refusing to run: "
-                          + "; ".join(problems) + f"; {FIX_HINT}")
+    return IntegrityError(
+        f"artifact {str(folder)!r} failed its integrity check, refusing to run: "
+        + "; ".join(problems)
+        + f"; {FIX_HINT}"
+    )
 
 
 def checked_manifest(folder) -> dict:

@@ -3,6 +3,7 @@
 numpy and the standard library only, no edgexray imports: this module is inlined into every
 artifact's run.py, so the host and the device time a model the same way.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,15 @@ def summarize_ns(samples_ns) -> dict:
     if ms.size == 0:
         raise ValueError("no latency samples")
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()),
-            "std": float(ms.std()), "min": float(ms.min()), "max": float(ms.max())}
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "mean": float(ms.mean()),
+        "std": float(ms.std()),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+    }
 
 
 def time_runs(run, seconds: float, min_runs: int = 1, max_runs: int = 10000) -> list:
@@ -43,14 +51,26 @@ def first_and_warmup(run, warmup: int) -> float:
 
 
 def latency_record(samples_ns, *, first_ms, warmup, seconds, load_ms=None) -> dict:
-    out = {"load": load_ms, "first": first_ms, "warmup_runs": warmup, "runs": len(samples_ns),
-           "budget_s": float(seconds)}
+    out = {
+        "load": load_ms,
+        "first": first_ms,
+        "warmup_runs": warmup,
+        "runs": len(samples_ns),
+        "budget_s": float(seconds),
+    }
     out.update(summarize_ns(samples_ns))
     return out
 
 
-def measure_latency(run, *, seconds: float = 5.0, warmup: int = 5, min_runs: int = 10,
-                    max_runs: int = 10000, load_ms: float | None = None) -> dict:
+def measure_latency(
+    run,
+    *,
+    seconds: float = 5.0,
+    warmup: int = 5,
+    min_runs: int = 10,
+    max_runs: int = 10000,
+    load_ms: float | None = None,
+) -> dict:
     """Time `run()` (one inference on a prepared input): the first call alone, `warmup` calls
     discarded, then calls timed for `seconds` (at least `min_runs`, at most `max_runs`)."""
     first_ms = first_and_warmup(run, warmup)

@@ -4,6 +4,7 @@ The format is described at the top of runtime/run_py.py (run.py's own docstring)
 docs/ARCHITECTURE.md, "manifest". manifest_problems() lists everything wrong with a manifest;
 read_manifest() reads and checks one (EdgeXrayError), or IntegrityError when it is not JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,13 @@ def _tensor_problems(where: str, t) -> list:
     elif q is None:
         if t.get("dtype") in ("int8", "uint8"):
             problems.append(f"{where} is {t.get('dtype')} but has no quantization")
-    elif not (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
-              and isinstance(q.get("zero_point"), int)):
-        problems.append(f"{where}.quantization must be {{'scale': >0, 'zero_point': int}} or null, "
-                        f"got {q!r}")
+    elif not (
+        isinstance(q, dict)
+        and isinstance(q.get("scale"), (int, float))
+        and q["scale"] > 0
+        and isinstance(q.get("zero_point"), int)
+    ):
+        problems.append(f"{where}.quantization must be {{'scale': >0, 'zero_point': int}} or null, got {q!r}")
     return problems
 
 
@@ -59,15 +63,21 @@ def manifest_problems(manifest) -> list:
     elif model.get("runtime") not in MODEL_RUNTIMES:
         problems.append(f"model.runtime is {model.get('runtime')!r}; allowed: {list(MODEL_RUNTIMES)}")
     elif not model["file"].endswith(MODEL_RUNTIMES[model["runtime"]]):
-        problems.append(f"model.file {model['file']!r} does not end in "
-                        f"{MODEL_RUNTIMES[model['runtime']]} for runtime {model['runtime']!r}")
+        problems.append(
+            f"model.file {model['file']!r} does not end in "
+            f"{MODEL_RUNTIMES[model['runtime']]} for runtime {model['runtime']!r}"
+        )
     if isinstance(model, dict) and model.get("runtime") == "onnxruntime":
         if model.get("execution_provider", "CPUExecutionProvider") not in EXECUTION_PROVIDERS:
-            problems.append(f"model.execution_provider is {model.get('execution_provider')!r}; "
-                            f"allowed: {list(EXECUTION_PROVIDERS)}")
+            problems.append(
+                f"model.execution_provider is {model.get('execution_provider')!r}; "
+                f"allowed: {list(EXECUTION_PROVIDERS)}"
+            )
         if model.get("provider_fallback", "none") not in PROVIDER_FALLBACKS:
-            problems.append(f"model.provider_fallback is {model.get('provider_fallback')!r}; "
-                            f"allowed: {list(PROVIDER_FALLBACKS)}")
+            problems.append(
+                f"model.provider_fallback is {model.get('provider_fallback')!r}; "
+                f"allowed: {list(PROVIDER_FALLBACKS)}"
+            )
     problems += _tensor_problems("input", manifest.get("input"))
     problems += _tensor_problems("output", manifest.get("output"))
     inp = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
@@ -89,20 +99,30 @@ def manifest_problems(manifest) -> list:
         nchw = inp["layout"] == "NCHW"
         c, h, w = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
         if (c, h, w) != (pre.channels, pre.size, pre.size):
-            problems.append(f"input.shape {shape} ({inp['layout']}) does not match preprocess "
-                            f"size {pre.size} and channels {pre.channels}")
+            problems.append(
+                f"input.shape {shape} ({inp['layout']}) does not match preprocess "
+                f"size {pre.size} and channels {pre.channels}"
+            )
     elif isinstance(shape, list) and len(shape) != 4:
         problems.append(f"input.shape {shape} must have 4 dimensions")
-    if isinstance(names, list) and isinstance(out.get("shape"), list) and out["shape"] \
-            and out["shape"][-1] != len(names):
+    if (
+        isinstance(names, list)
+        and isinstance(out.get("shape"), list)
+        and out["shape"]
+        and out["shape"][-1] != len(names)
+    ):
         problems.append(f"output.shape {out['shape']} does not have one value per class {names}")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         problems.append("files must map every file of the artifact to {'sha256', 'bytes'}")
     else:
         for name, info in files.items():
-            if not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
-                    and len(info["sha256"]) == 64 and isinstance(info.get("bytes"), int)):
+            if not (
+                isinstance(info, dict)
+                and isinstance(info.get("sha256"), str)
+                and len(info["sha256"]) == 64
+                and isinstance(info.get("bytes"), int)
+            ):
                 problems.append(f"files[{name!r}] must be {{'sha256': 64 hex chars, 'bytes': int}}")
             if not safe_relpath(name):
                 problems.append(f"files key {name!r} must be a relative path inside the artifact")
@@ -119,15 +139,17 @@ def safe_relpath(name: str) -> bool:
 def read_manifest(folder) -> dict:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
-        raise EdgeXrayError(f"{str(path)!r} not found; run.py must sit in an artifact folder next "
-                            "to its manifest.json (rebuild the artifact with `edgexray build`)")
+        raise EdgeXrayError(
+            f"{str(path)!r} not found; run.py must sit in an artifact folder next "
+            "to its manifest.json (rebuild the artifact with `edgexray build`)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise IntegrityError(f"{str(path)!r} is not valid JSON ({e}); the artifact is damaged") from None
     problems = manifest_problems(manifest)
     if problems:
-        raise EdgeXrayError(f"{str(path)!r} is not a valid {MANIFEST_SCHEMA} manifest: "
-                            + "; ".join(problems))
+        raise EdgeXrayError(
+            f"{str(path)!r} is not a valid {MANIFEST_SCHEMA} manifest: " + "; ".join(problems)
+        )
     return manifest
-

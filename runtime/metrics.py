@@ -2,6 +2,7 @@
 
 Sensitivity and specificity are per class, one-vs-rest; AUCs are one-vs-rest and macro-averaged.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,8 +53,9 @@ def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 
 
-def classification_metrics(y_true, probs, class_names, intervals: bool = False, groups=None,
-                           seed: int = 0) -> dict:
+def classification_metrics(
+    y_true, probs, class_names, intervals: bool = False, groups=None, seed: int = 0
+) -> dict:
     """accuracy, macro precision/recall/F1, per-class sensitivity/specificity, ROC-AUC, PR-AUC
     (one-vs-rest, macro), confusion matrix. `probs` is (N, K) class probabilities.
     `intervals` adds "ci95": bootstrap intervals (over `groups` when given, see
@@ -134,8 +136,9 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
-def bootstrap_weights(n: int, groups=None, resamples: int = RESAMPLES, seed: int = 0,
-                      chunk_cells: int = 4_000_000):
+def bootstrap_weights(
+    n: int, groups=None, resamples: int = RESAMPLES, seed: int = 0, chunk_cells: int = 4_000_000
+):
     """Yield (b x n) int32 matrices, `resamples` rows in all: row r counts how often each image
     is in resample r. With `groups` (one id per image) whole groups are drawn with replacement,
     so images of one patient stay together."""
@@ -149,8 +152,11 @@ def bootstrap_weights(n: int, groups=None, resamples: int = RESAMPLES, seed: int
     for start in range(0, resamples, rows):
         b = min(rows, resamples - start)
         draw = rng.integers(0, units, size=(b, units))
-        counts = np.bincount((draw + units * np.arange(b)[:, None]).ravel(),
-                             minlength=b * units).reshape(b, units).astype(np.int32)
+        counts = (
+            np.bincount((draw + units * np.arange(b)[:, None]).ravel(), minlength=b * units)
+            .reshape(b, units)
+            .astype(np.int32)
+        )
         yield counts[:, member]
 
 
@@ -180,8 +186,9 @@ def _interval(samples: np.ndarray, level: float = LEVEL, scale: float = 1.0):
     return [float(lo * scale), float(hi * scale)]
 
 
-def bootstrap_intervals(y_true, probs, class_names, groups=None, resamples: int = RESAMPLES,
-                        seed: int = 0, level: float = LEVEL) -> dict:
+def bootstrap_intervals(
+    y_true, probs, class_names, groups=None, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> dict:
     """95% percentile-bootstrap intervals of accuracy, macro ROC-AUC and, per class, sensitivity,
     specificity and ROC-AUC (one-vs-rest). Over groups when `groups` is given."""
     y = np.asarray(y_true, int)
@@ -206,20 +213,34 @@ def bootstrap_intervals(y_true, probs, class_names, groups=None, resamples: int 
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: no class pair drawn
         macro_auc = np.nanmean(aucs, axis=1)
     return {
-        "level": level, "resamples": resamples, "seed": seed,
+        "level": level,
+        "resamples": resamples,
+        "seed": seed,
         "unit": "image" if groups is None else "group",
         "n_units": int(len(y) if groups is None else len(np.unique(np.asarray(groups).astype(str)))),
         "accuracy": _interval(np.concatenate(acc), level),
         "roc_auc": _interval(macro_auc, level),
-        "per_class": {name: {"sensitivity": _interval(np.concatenate(sens[c]), level),
-                             "specificity": _interval(np.concatenate(spec[c]), level),
-                             "roc_auc": _interval(aucs[:, c], level)}
-                      for c, name in enumerate(class_names)},
+        "per_class": {
+            name: {
+                "sensitivity": _interval(np.concatenate(sens[c]), level),
+                "specificity": _interval(np.concatenate(spec[c]), level),
+                "roc_auc": _interval(aucs[:, c], level),
+            }
+            for c, name in enumerate(class_names)
+        },
     }
 
 
-def paired_drop(y_true, pred_ref, pred_cand, class_names, groups=None,
-                resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict:
+def paired_drop(
+    y_true,
+    pred_ref,
+    pred_cand,
+    class_names,
+    groups=None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict:
     """Accuracy and per-class sensitivity drop (percentage points, reference minus candidate)
     of two models' predictions on the same images, with paired bootstrap intervals: each
     resample draws the same images (or groups) for both models, so what they share cancels."""
@@ -239,20 +260,26 @@ def paired_drop(y_true, pred_ref, pred_cand, class_names, groups=None,
         return float(100 * (delta * m).sum() / m.sum()) if m.sum() else None
 
     return {
-        "level": level, "resamples": resamples, "seed": seed,
+        "level": level,
+        "resamples": resamples,
+        "seed": seed,
         "unit": "image" if groups is None else "group",
         "n_images": int(len(y)),
         "accuracy_drop_pp": point(np.ones_like(delta)),
         "accuracy_drop_interval_pp": _interval(np.concatenate(acc), level, 100.0),
-        "per_class": {name: {"sensitivity_drop_pp": point(masks[c]),
-                             "sensitivity_drop_interval_pp": _interval(np.concatenate(per[c]),
-                                                                       level, 100.0)}
-                      for c, name in enumerate(class_names)},
+        "per_class": {
+            name: {
+                "sensitivity_drop_pp": point(masks[c]),
+                "sensitivity_drop_interval_pp": _interval(np.concatenate(per[c]), level, 100.0),
+            }
+            for c, name in enumerate(class_names)
+        },
     }
 
 
-def budget_check(y_true, pred_ref, pred_cand, class_names, budget_pp: float, groups=None,
-                 seed: int = 0) -> dict:
+def budget_check(
+    y_true, pred_ref, pred_cand, class_names, budget_pp: float, groups=None, seed: int = 0
+) -> dict:
     """The accuracy budget as a paired test on the same images: the upper 95% bound of the
     accuracy drop must be <= `budget_pp`, and no class's sensitivity may drop by more than
     `budget_pp` (judged on the point estimate: a class's own interval on a small split is too
@@ -263,15 +290,23 @@ def budget_check(y_true, pred_ref, pred_cand, class_names, budget_pp: float, gro
     failures = []
     lo, hi = d["accuracy_drop_interval_pp"] or [d["accuracy_drop_pp"]] * 2
     if hi > budget_pp + 1e-9:
-        failures.append(f"accuracy drop {d['accuracy_drop_pp']:.2f} pp, upper 95% bound "
-                        f"{hi:.2f} pp > {budget_pp} pp")
+        failures.append(
+            f"accuracy drop {d['accuracy_drop_pp']:.2f} pp, upper 95% bound {hi:.2f} pp > {budget_pp} pp"
+        )
     for name, c in d["per_class"].items():
         if c["sensitivity_drop_pp"] is not None and c["sensitivity_drop_pp"] > budget_pp + 1e-9:
-            failures.append(f"{name} sensitivity drop {c['sensitivity_drop_pp']:.2f} pp > "
-                            f"{budget_pp} pp")
+            failures.append(f"{name} sensitivity drop {c['sensitivity_drop_pp']:.2f} pp > {budget_pp} pp")
     too_small = hi - lo > budget_pp
-    return {**d, "budget_pp": budget_pp, "passed": not failures, "failures": failures,
-            "too_small": bool(too_small),
-            "note": (f"split too small for the {budget_pp} pp budget to mean anything: the 95% "
-                     f"interval of the drop is {hi - lo:.2f} pp wide ({d['n_images']} images)"
-                     if too_small else None)}
+    return {
+        **d,
+        "budget_pp": budget_pp,
+        "passed": not failures,
+        "failures": failures,
+        "too_small": bool(too_small),
+        "note": (
+            f"split too small for the {budget_pp} pp budget to mean anything: the 95% "
+            f"interval of the drop is {hi - lo:.2f} pp wide ({d['n_images']} images)"
+            if too_small
+            else None
+        ),
+    }

@@ -5,6 +5,7 @@ artifact's run.py, so the model sees the same pixels at training time, in the pa
 and on the device. Pillow is used for decoding when it is installed; PNG, NPY and PGM decode
 without it.
 """
+
 from __future__ import annotations
 
 import struct
@@ -42,11 +43,12 @@ class Preprocess:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown preprocess keys {sorted(unknown)}; "
-                             f"allowed: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown preprocess keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def normalize(self, gray: np.ndarray) -> np.ndarray:
@@ -105,7 +107,7 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     h, w = gray.shape
     if (h, w) == (size, size):
         return gray.astype(np.float32)
-    return (_triangle_weights(h, size) @ gray.astype(np.float32) @ _triangle_weights(w, size).T)
+    return _triangle_weights(h, size) @ gray.astype(np.float32) @ _triangle_weights(w, size).T
 
 
 def read_image_array(path) -> np.ndarray:
@@ -121,8 +123,10 @@ def read_image_array(path) -> np.ndarray:
             return decode_png(path.read_bytes())
         if suffix == ".pgm":
             return decode_pgm(path.read_bytes())
-        raise ValueError(f"{path.name}: {suffix or 'this'} files need Pillow on this machine "
-                         f"(pip install pillow); without it PNG, NPY and PGM are read")
+        raise ValueError(
+            f"{path.name}: {suffix or 'this'} files need Pillow on this machine "
+            f"(pip install pillow); without it PNG, NPY and PGM are read"
+        ) from None
     with Image.open(path) as im:
         if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
             im = im.convert("RGBA" if "A" in im.mode else "RGB")
@@ -133,13 +137,13 @@ def decode_pgm(data: bytes) -> np.ndarray:
     """Binary PGM (P5), 8 or 16 bit."""
     parts, pos = [], 0
     while len(parts) < 4:
-        while data[pos:pos + 1].isspace():
+        while data[pos : pos + 1].isspace():
             pos += 1
-        if data[pos:pos + 1] == b"#":
+        if data[pos : pos + 1] == b"#":
             pos = data.index(b"\n", pos) + 1
             continue
         end = pos
-        while not data[end:end + 1].isspace():
+        while not data[end : end + 1].isspace():
             end += 1
         parts.append(data[pos:end])
         pos = end
@@ -157,8 +161,8 @@ def decode_png(data: bytes) -> np.ndarray:
         raise ValueError("not a PNG file")
     pos, idat, palette = 8, [], None
     while pos < len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if ctype == b"IHDR":
             width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
         elif ctype == b"PLTE":
@@ -178,9 +182,9 @@ def decode_png(data: bytes) -> np.ndarray:
     prev = bytearray(stride)
     for y in range(height):
         ftype = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         _unfilter(ftype, line, prev, bpp)
-        out[y * stride:(y + 1) * stride] = line
+        out[y * stride : (y + 1) * stride] = line
         prev = line
     dtype = np.uint8 if depth == 8 else np.dtype(">u2")
     arr = np.frombuffer(bytes(out), dtype).reshape(height, width, channels)
@@ -199,8 +203,11 @@ def _unfilter(ftype: int, line: bytearray, prev: bytearray, bpp: int) -> None:
         for i in range(bpp, n):
             line[i] = (line[i] + line[i - bpp]) & 0xFF
     elif ftype == 2:
-        line[:] = ((np.frombuffer(line, np.uint8).astype(np.uint16)
-                    + np.frombuffer(prev, np.uint8)) & 0xFF).astype(np.uint8).tobytes()
+        line[:] = (
+            ((np.frombuffer(line, np.uint8).astype(np.uint16) + np.frombuffer(prev, np.uint8)) & 0xFF)
+            .astype(np.uint8)
+            .tobytes()
+        )
     elif ftype == 3:
         for i in range(n):
             left = line[i - bpp] if i >= bpp else 0

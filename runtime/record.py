@@ -3,32 +3,60 @@
 numpy-free, standard library only, no edgexray imports: inlined into every artifact's run.py, so
 the host (`edgexray bench`) and the device (`python run.py bench`) write the same document.
 """
+
 from __future__ import annotations
 
 import datetime
 
 BENCH_SCHEMA = "edgexray.bench/1"
 
-LATENCY_KEYS = ("load", "first", "warmup_runs", "runs", "budget_s",
-                "p50", "p90", "p99", "mean", "std", "min", "max")
+LATENCY_KEYS = (
+    "load",
+    "first",
+    "warmup_runs",
+    "runs",
+    "budget_s",
+    "p50",
+    "p90",
+    "p99",
+    "mean",
+    "std",
+    "min",
+    "max",
+)
 MEMORY_KEYS = ("peak_rss", "baseline_rss", "increment", "device_peak", "method")
-ENTRY_KEYS = ("label", "model_file", "model_sha256", "size_bytes", "runtime", "runtime_version",
-              "device", "precision", "threads", "batch", "input", "latency_ms", "memory_mb",
-              "accuracy", "error")
+ENTRY_KEYS = (
+    "label",
+    "model_file",
+    "model_sha256",
+    "size_bytes",
+    "runtime",
+    "runtime_version",
+    "device",
+    "precision",
+    "threads",
+    "batch",
+    "input",
+    "latency_ms",
+    "memory_mb",
+    "accuracy",
+    "error",
+)
 # present only when set: "provider" = {"requested", "used", "fallback": bool} of an ONNX Runtime run
 OPTIONAL_ENTRY_KEYS = ("provider",)
 
 
 def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bench_entry(**fields) -> dict:
     """One measured model; every key of the schema is present (None when not measured)."""
     unknown = set(fields) - set(ENTRY_KEYS) - set(OPTIONAL_ENTRY_KEYS)
     if unknown:
-        raise ValueError(f"unknown bench entry keys {sorted(unknown)}; allowed: "
-                         f"{list(ENTRY_KEYS + OPTIONAL_ENTRY_KEYS)}")
+        raise ValueError(
+            f"unknown bench entry keys {sorted(unknown)}; allowed: {list(ENTRY_KEYS + OPTIONAL_ENTRY_KEYS)}"
+        )
     entry = {key: fields.get(key) for key in ENTRY_KEYS}
     entry.update({key: fields[key] for key in OPTIONAL_ENTRY_KEYS if fields.get(key) is not None})
     if entry["batch"] is None:
@@ -38,8 +66,14 @@ def bench_entry(**fields) -> dict:
 
 def bench_document(results: list, environment: dict, producer: str, baseline=None) -> dict:
     """`baseline`: label of the entry that ratios are taken against (compare), or None."""
-    return {"schema": BENCH_SCHEMA, "created": utc_now(), "producer": producer,
-            "environment": environment, "baseline": baseline, "results": list(results)}
+    return {
+        "schema": BENCH_SCHEMA,
+        "created": utc_now(),
+        "producer": producer,
+        "environment": environment,
+        "baseline": baseline,
+        "results": list(results),
+    }
 
 
 def schema_problems(doc) -> list:

@@ -9,6 +9,7 @@
 The runner classes are named, not imported: LiteRTRunner and OrtRunner live in
 runtime/runners.py, TorchRunner (it needs torch) in bench/runtimes.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,20 +42,86 @@ class RuntimeInfo:
 
 _CPU, _CUDA, _TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
-RUNTIMES = {r.name: r for r in (
-    RuntimeInfo("litert", (".tflite",), "tflite", "litert", "litert", "cpu",
-                "ai-edge-litert", "2.1.0", "ai_edge_litert", "LiteRTRunner"),
-    RuntimeInfo("onnxruntime-cpu", (".onnx",), "onnx", "onnxruntime", "onnxruntime", "cpu",
-                "onnxruntime", "1.23.0", "onnxruntime", "OrtRunner", (_CPU,)),
-    RuntimeInfo("onnxruntime-cuda", (".onnx",), "onnx", "onnxruntime", "onnxruntime-cuda", "cuda",
-                "onnxruntime-gpu", "1.23.0", "onnxruntime", "OrtRunner", (_CUDA, _CPU)),
-    RuntimeInfo("onnxruntime-tensorrt", (".onnx",), "onnx", "onnxruntime", "onnxruntime-tensorrt",
-                "cuda", "onnxruntime-gpu", "1.23.0", "onnxruntime", "OrtRunner", (_TRT, _CUDA, _CPU)),
-    RuntimeInfo("torch-cpu", (".pt", ".pth"), "torch", None, "torch", "cpu",
-                "torch", "2.14.1", "torch", "TorchRunner"),
-    RuntimeInfo("torch-cuda", (".pt", ".pth"), "torch", None, None, "cuda",
-                "torch", "2.14.1", "torch", "TorchRunner"),
-)}
+RUNTIMES = {
+    r.name: r
+    for r in (
+        RuntimeInfo(
+            "litert",
+            (".tflite",),
+            "tflite",
+            "litert",
+            "litert",
+            "cpu",
+            "ai-edge-litert",
+            "2.1.0",
+            "ai_edge_litert",
+            "LiteRTRunner",
+        ),
+        RuntimeInfo(
+            "onnxruntime-cpu",
+            (".onnx",),
+            "onnx",
+            "onnxruntime",
+            "onnxruntime",
+            "cpu",
+            "onnxruntime",
+            "1.23.0",
+            "onnxruntime",
+            "OrtRunner",
+            (_CPU,),
+        ),
+        RuntimeInfo(
+            "onnxruntime-cuda",
+            (".onnx",),
+            "onnx",
+            "onnxruntime",
+            "onnxruntime-cuda",
+            "cuda",
+            "onnxruntime-gpu",
+            "1.23.0",
+            "onnxruntime",
+            "OrtRunner",
+            (_CUDA, _CPU),
+        ),
+        RuntimeInfo(
+            "onnxruntime-tensorrt",
+            (".onnx",),
+            "onnx",
+            "onnxruntime",
+            "onnxruntime-tensorrt",
+            "cuda",
+            "onnxruntime-gpu",
+            "1.23.0",
+            "onnxruntime",
+            "OrtRunner",
+            (_TRT, _CUDA, _CPU),
+        ),
+        RuntimeInfo(
+            "torch-cpu",
+            (".pt", ".pth"),
+            "torch",
+            None,
+            "torch",
+            "cpu",
+            "torch",
+            "2.14.1",
+            "torch",
+            "TorchRunner",
+        ),
+        RuntimeInfo(
+            "torch-cuda",
+            (".pt", ".pth"),
+            "torch",
+            None,
+            None,
+            "cuda",
+            "torch",
+            "2.14.1",
+            "torch",
+            "TorchRunner",
+        ),
+    )
+}
 
 
 def list_runtimes() -> list:
@@ -98,8 +165,11 @@ def manifest_runtimes() -> dict:
 
 def artifact_formats() -> dict:
     """Export format -> the CPU runtime that runs it in an artifact ({"tflite": litert, "onnx": ...})."""
-    return {info.model_format: info for info in RUNTIMES.values()
-            if info.manifest_runtime and info.device == "cpu"}
+    return {
+        info.model_format: info
+        for info in RUNTIMES.values()
+        if info.manifest_runtime and info.device == "cpu"
+    }
 
 
 def runtime_for_manifest(manifest_runtime: str) -> RuntimeInfo:

@@ -55,6 +55,7 @@ The model's own tensors must agree with input/output above; run.py checks that o
 The host builds this file with edgexray.export.run_py_render.render_run_py(), which puts every
 module of edgexray.runtime (the runtime layer) in place of the imports marked below.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,14 @@ import numpy as np
 from edgexray.runtime.accuracy import evaluate, labeled_images, list_images, load_batch
 from edgexray.runtime.environment import environment, peak_rss_mb
 from edgexray.runtime.errors import EdgeXrayError
-from edgexray.runtime.integrity import (CHECKSUMS_NAME, LABELS_NAME, RUN_PY_NAME, checked_manifest,
-                                        integrity_error, integrity_problems)
+from edgexray.runtime.integrity import (
+    CHECKSUMS_NAME,
+    LABELS_NAME,
+    RUN_PY_NAME,
+    checked_manifest,
+    integrity_error,
+    integrity_problems,
+)
 from edgexray.runtime.latency import Stopwatch, measure_latency
 from edgexray.runtime.manifest import EXECUTION_PROVIDERS, MANIFEST_NAME, read_manifest
 from edgexray.runtime.metrics import softmax
@@ -83,6 +90,7 @@ from edgexray.runtime.preprocess import Preprocess
 from edgexray.runtime.record import bench_document, bench_entry
 from edgexray.runtime.runner_base import Runner, TensorSpec, default_threads, dequantize
 from edgexray.runtime.runners import LiteRTRunner, OrtRunner
+
 # <<< runtime layer
 
 EDGEXRAY_VERSION = None  # set by render_run_py
@@ -93,26 +101,35 @@ EXIT_USAGE = 2
 
 # ---------------------------------------------------------------- model
 
+
 def _manifest_spec(t: dict, layout: str) -> TensorSpec:
     q = t.get("quantization")
-    return TensorSpec(shape=tuple(t["shape"]), dtype=t["dtype"], layout=layout,
-                      scale=float(q["scale"]) if q else None,
-                      zero_point=int(q["zero_point"]) if q else None)
+    return TensorSpec(
+        shape=tuple(t["shape"]),
+        dtype=t["dtype"],
+        layout=layout,
+        scale=float(q["scale"]) if q else None,
+        zero_point=int(q["zero_point"]) if q else None,
+    )
 
 
 def _spec_mismatch(where: str, declared: TensorSpec, actual: TensorSpec) -> list:
     problems = []
     shape_ok = len(declared.shape) == len(actual.shape) and all(
-        a < 0 or a == d for d, a in zip(declared.shape, actual.shape))
+        a < 0 or a == d for d, a in zip(declared.shape, actual.shape)
+    )
     if not shape_ok:
         problems.append(f"{where} shape {list(declared.shape)} vs model {list(actual.shape)}")
     if declared.dtype != actual.dtype:
         problems.append(f"{where} dtype {declared.dtype} vs model {actual.dtype}")
     elif declared.quantized and not (
-            math.isclose(declared.scale, actual.scale or 0.0, rel_tol=1e-5)
-            and declared.zero_point == actual.zero_point):
-        problems.append(f"{where} quantization ({declared.scale}, {declared.zero_point}) vs model "
-                        f"({actual.scale}, {actual.zero_point})")
+        math.isclose(declared.scale, actual.scale or 0.0, rel_tol=1e-5)
+        and declared.zero_point == actual.zero_point
+    ):
+        problems.append(
+            f"{where} quantization ({declared.scale}, {declared.zero_point}) vs model "
+            f"({actual.scale}, {actual.zero_point})"
+        )
     return problems
 
 
@@ -124,6 +141,7 @@ def _ort_runner(path, threads, model: dict) -> Runner:
     if wanted != "CPUExecutionProvider":
         try:
             import onnxruntime as ort
+
             available = ort.get_available_providers()
         except ImportError:
             ort, available = None, []
@@ -132,25 +150,35 @@ def _ort_runner(path, threads, model: dict) -> Runner:
             if runner.providers()[0] == wanted:
                 runner.provider = {"requested": wanted, "used": wanted, "fallback": False}
                 return runner
-            why = (f"ONNX Runtime lists {wanted} but could not start it (CUDA/cuDNN/TensorRT "
-                   f"libraries missing or no GPU; it ran on {runner.providers()})")
+            why = (
+                f"ONNX Runtime lists {wanted} but could not start it (CUDA/cuDNN/TensorRT "
+                f"libraries missing or no GPU; it ran on {runner.providers()})"
+            )
         elif ort is None:
             why = "onnxruntime-gpu is not installed here"
         else:
-            why = (f"onnxruntime-gpu/CUDA is missing here (onnxruntime {ort.__version__} offers "
-                   f"{available})")
-        fix = ("install onnxruntime-gpu with a matching CUDA (see the artifact's README, 'install') "
-               "on a machine with an NVIDIA GPU")
+            why = f"onnxruntime-gpu/CUDA is missing here (onnxruntime {ort.__version__} offers {available})"
+        fix = (
+            "install onnxruntime-gpu with a matching CUDA (see the artifact's README, 'install') "
+            "on a machine with an NVIDIA GPU"
+        )
         if model.get("provider_fallback", "none") != "cpu":
-            raise EdgeXrayError(f"the manifest asks for {wanted} but {why}, and its "
-                                "provider_fallback is 'none' (no CPU fallback allowed); " + fix)
-        print(f"warning: the manifest asks for {wanted} but {why}; running on the CPU instead "
-              f"(manifest provider_fallback: cpu): figures are CPU figures; to use the GPU, {fix}",
-              file=sys.stderr)
+            raise EdgeXrayError(
+                f"the manifest asks for {wanted} but {why}, and its "
+                "provider_fallback is 'none' (no CPU fallback allowed); " + fix
+            )
+        print(
+            f"warning: the manifest asks for {wanted} but {why}; running on the CPU instead "
+            f"(manifest provider_fallback: cpu): figures are CPU figures; to use the GPU, {fix}",
+            file=sys.stderr,
+        )
     if runner is None or runner.kind != "onnxruntime-cpu":
         runner = OrtRunner(path, threads, kind="onnxruntime-cpu")
-    runner.provider = {"requested": wanted, "used": "CPUExecutionProvider",
-                       "fallback": wanted != "CPUExecutionProvider"}
+    runner.provider = {
+        "requested": wanted,
+        "used": "CPUExecutionProvider",
+        "fallback": wanted != "CPUExecutionProvider",
+    }
     return runner
 
 
@@ -164,11 +192,13 @@ def load_model(folder, manifest: dict, threads=None) -> Runner:
         runner = _ort_runner(path, threads, manifest["model"])
     declared_in = _manifest_spec(manifest["input"], manifest["input"]["layout"])
     declared_out = _manifest_spec(manifest["output"], "NC")
-    problems = (_spec_mismatch("input", declared_in, runner.input_spec)
-                + _spec_mismatch("output", declared_out, runner.output_spec))
+    problems = _spec_mismatch("input", declared_in, runner.input_spec) + _spec_mismatch(
+        "output", declared_out, runner.output_spec
+    )
     if problems:
-        raise EdgeXrayError(f"manifest.json does not describe {path.name}: " + "; ".join(problems)
-                            + "; rebuild the artifact")
+        raise EdgeXrayError(
+            f"manifest.json does not describe {path.name}: " + "; ".join(problems) + "; rebuild the artifact"
+        )
     runner.input_spec = declared_in  # the manifest decides the layout when the shape is ambiguous
     return runner
 
@@ -181,8 +211,10 @@ def _temperature(manifest) -> float:
     """The build's temperature (fitted on val); 1.0 for an artifact without one."""
     t = (manifest.get("calibration") or {}).get("temperature", 1.0)
     if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-        raise EdgeXrayError(f"calibration.temperature in {MANIFEST_NAME} is {t!r}; it must be a "
-                            "positive number; rebuild the artifact")
+        raise EdgeXrayError(
+            f"calibration.temperature in {MANIFEST_NAME} is {t!r}; it must be a "
+            "positive number; rebuild the artifact"
+        )
     return float(t)
 
 
@@ -200,10 +232,13 @@ def _decision(manifest):
         return None
     t = d.get("threshold")
     if d.get("positive_class") not in manifest["class_names"] or not (
-            isinstance(t, (int, float)) and 0 <= t <= 1):
-        raise EdgeXrayError(f"decision in {MANIFEST_NAME} must name a class of "
-                            f"{manifest['class_names']} and a threshold in [0, 1], got {d!r}; "
-                            "rebuild the artifact")
+        isinstance(t, (int, float)) and 0 <= t <= 1
+    ):
+        raise EdgeXrayError(
+            f"decision in {MANIFEST_NAME} must name a class of "
+            f"{manifest['class_names']} and a threshold in [0, 1], got {d!r}; "
+            "rebuild the artifact"
+        )
     return manifest["class_names"].index(d["positive_class"]), float(t)
 
 
@@ -239,14 +274,17 @@ def _write_text(out, text: str) -> None:
 
 # ---------------------------------------------------------------- commands
 
+
 def cmd_verify(folder, args) -> int:
     problems, unlisted, manifest = integrity_problems(folder)
     for name in unlisted:
         print(f"note: {name} is not in the manifest (not checked, not used)", file=sys.stderr)
     if problems:
         raise integrity_error(folder, problems)
-    print(f"OK: {len(manifest['files'])} files match {MANIFEST_NAME}; {MANIFEST_NAME} matches the "
-          f"seal in {RUN_PY_NAME}; {CHECKSUMS_NAME} matches; {LABELS_NAME} equals class_names")
+    print(
+        f"OK: {len(manifest['files'])} files match {MANIFEST_NAME}; {MANIFEST_NAME} matches the "
+        f"seal in {RUN_PY_NAME}; {CHECKSUMS_NAME} matches; {LABELS_NAME} equals class_names"
+    )
     return 0
 
 
@@ -265,16 +303,23 @@ def predictions(folder, manifest, images, threads=None, raw=False) -> dict:
         q = runner.run_raw(runner.prepare(load_batch([path], pre)))
         probs = _probabilities(manifest, dequantize(q, runner.output_spec))[0]
         index = _label_index(probs, decision)
-        row = {"image": str(path), "label": names[index], "index": index,
-               "probability": float(probs[index]),
-               "probabilities": {n: float(p) for n, p in zip(names, probs)}}
+        row = {
+            "image": str(path),
+            "label": names[index],
+            "index": index,
+            "probability": float(probs[index]),
+            "probabilities": {n: float(p) for n, p in zip(names, probs)},
+        }
         if raw:
             row["raw"] = q[0].tolist()
         rows.append(row)
-    return {"schema": "edgexray.predictions/1", "model": manifest["model"]["file"],
-            "class_names": names, "decision": decision and {
-                "positive_class": names[decision[0]], "threshold": decision[1]},
-            "predictions": rows}
+    return {
+        "schema": "edgexray.predictions/1",
+        "model": manifest["model"]["file"],
+        "class_names": names,
+        "decision": decision and {"positive_class": names[decision[0]], "threshold": decision[1]},
+        "predictions": rows,
+    }
 
 
 def cmd_predict(folder, args) -> int:
@@ -286,12 +331,17 @@ def cmd_predict(folder, args) -> int:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         names = result["class_names"]
-        writer.writerow(["image", "label", "index", "probability"] + [f"p_{n}" for n in names]
-                        + (["raw"] if args.raw else []))
+        writer.writerow(
+            ["image", "label", "index", "probability"]
+            + [f"p_{n}" for n in names]
+            + (["raw"] if args.raw else [])
+        )
         for row in result["predictions"]:
-            writer.writerow([row["image"], row["label"], row["index"], f"{row['probability']:.6f}"]
-                            + [f"{row['probabilities'][n]:.6f}" for n in names]
-                            + ([" ".join(str(v) for v in row["raw"])] if args.raw else []))
+            writer.writerow(
+                [row["image"], row["label"], row["index"], f"{row['probability']:.6f}"]
+                + [f"{row['probabilities'][n]:.6f}" for n in names]
+                + ([" ".join(str(v) for v in row["raw"])] if args.raw else [])
+            )
         text = buf.getvalue()
     _write_text(args.out, text)
     return 0
@@ -302,15 +352,30 @@ def probe_memory(folder, threads: int, runs: int = 20, timeout: float = 600) -> 
     runtime imported; both are new interpreters started from this file."""
     figures = {}
     for mode in ("empty", "model"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--dir", str(folder), "_memprobe",
-               "--mode", mode, "--threads", str(threads), "--runs", str(runs)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--dir",
+            str(folder),
+            "_memprobe",
+            "--mode",
+            mode,
+            "--threads",
+            str(threads),
+            "--runs",
+            str(runs),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise EdgeXrayError(f"memory probe ({mode}) failed: {proc.stderr.strip()[-500:]}")
         figures[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    return {"peak_rss": figures["model"], "baseline_rss": figures["empty"],
-            "increment": figures["model"] - figures["empty"], "device_peak": None,
-            "method": "fresh-process"}
+    return {
+        "peak_rss": figures["model"],
+        "baseline_rss": figures["empty"],
+        "increment": figures["model"] - figures["empty"],
+        "device_peak": None,
+        "method": "fresh-process",
+    }
 
 
 def cmd_memprobe(folder, args) -> int:
@@ -331,8 +396,19 @@ def cmd_memprobe(folder, args) -> int:
     return 0
 
 
-def bench_result(folder, manifest, *, seconds=5.0, runs=None, threads=None, data=None,
-                 limit=None, memory=True, label="artifact", warmup=5) -> dict:
+def bench_result(
+    folder,
+    manifest,
+    *,
+    seconds=5.0,
+    runs=None,
+    threads=None,
+    data=None,
+    limit=None,
+    memory=True,
+    label="artifact",
+    warmup=5,
+) -> dict:
     """One edgexray.bench/1 entry for this artifact's model."""
     pre = _preprocess(manifest)
     with Stopwatch() as load:
@@ -343,31 +419,60 @@ def bench_result(folder, manifest, *, seconds=5.0, runs=None, threads=None, data
     else:
         x = np.random.default_rng(0).normal(size=(1, pre.channels, pre.size, pre.size)).astype(np.float32)
     if runs:
-        latency = measure_latency(lambda: runner.predict(x), seconds=0.0, warmup=warmup,
-                                  min_runs=runs, max_runs=runs, load_ms=load.ms)
+        latency = measure_latency(
+            lambda: runner.predict(x),
+            seconds=0.0,
+            warmup=warmup,
+            min_runs=runs,
+            max_runs=runs,
+            load_ms=load.ms,
+        )
     else:
-        latency = measure_latency(lambda: runner.predict(x), seconds=seconds, warmup=warmup,
-                                  load_ms=load.ms)
+        latency = measure_latency(lambda: runner.predict(x), seconds=seconds, warmup=warmup, load_ms=load.ms)
     accuracy = None
     if items:
-        accuracy, _ = evaluate(runner, items, pre, manifest["class_names"],
-                               manifest["output"].get("kind", "logits"), data_label=str(data))
+        accuracy, _ = evaluate(
+            runner,
+            items,
+            pre,
+            manifest["class_names"],
+            manifest["output"].get("kind", "logits"),
+            data_label=str(data),
+        )
     model_file = manifest["model"]["file"]
     return bench_entry(
-        label=label, model_file=model_file, model_sha256=manifest["files"][model_file]["sha256"],
-        size_bytes=manifest["files"][model_file]["bytes"], runtime=runner.kind,
-        runtime_version=runner.version, device=runner.device,
-        precision=manifest["model"].get("precision"), threads=runner.threads, batch=1,
-        input=runner.input_spec.to_dict(), latency_ms=latency,
-        memory_mb=probe_memory(folder, runner.threads) if memory else None, accuracy=accuracy,
-        provider=getattr(runner, "provider", None))
+        label=label,
+        model_file=model_file,
+        model_sha256=manifest["files"][model_file]["sha256"],
+        size_bytes=manifest["files"][model_file]["bytes"],
+        runtime=runner.kind,
+        runtime_version=runner.version,
+        device=runner.device,
+        precision=manifest["model"].get("precision"),
+        threads=runner.threads,
+        batch=1,
+        input=runner.input_spec.to_dict(),
+        latency_ms=latency,
+        memory_mb=probe_memory(folder, runner.threads) if memory else None,
+        accuracy=accuracy,
+        provider=getattr(runner, "provider", None),
+    )
 
 
 def cmd_bench(folder, args) -> int:
     manifest = checked_manifest(folder)
-    entry = bench_result(folder, manifest, seconds=args.seconds, runs=args.runs,
-                         threads=args.threads, data=args.data, limit=args.limit,
-                         memory=not args.no_memory, label=args.label, warmup=args.warmup)
+    entry = bench_result(
+        folder,
+        manifest,
+        seconds=args.seconds,
+        runs=args.runs,
+        threads=args.threads,
+        data=args.data,
+        limit=args.limit,
+        memory=not args.no_memory,
+        label=args.label,
+        warmup=args.warmup,
+    )
     producer = f"run.py (edgexray {EDGEXRAY_VERSION})" if EDGEXRAY_VERSION else "run.py"
     doc = bench_document([entry], environment(), producer)
     _write_text(args.out, json.dumps(doc, indent=2) + "\n")
@@ -378,9 +483,18 @@ def cmd_ops(folder, args) -> int:
     manifest = checked_manifest(folder)
     runner = load_model(folder, manifest, args.threads)
     ops = runner.ops()
-    print(json.dumps({"runtime": runner.kind, "version": runner.version, "ops": ops,
-                      "delegated": "DELEGATE" in ops,
-                      "provider": getattr(runner, "provider", None)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "runtime": runner.kind,
+                "version": runner.version,
+                "ops": ops,
+                "delegated": "DELEGATE" in ops,
+                "provider": getattr(runner, "provider", None),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -414,8 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"verify": cmd_verify, "predict": cmd_predict, "bench": cmd_bench, "ops": cmd_ops,
-            "_memprobe": cmd_memprobe}
+COMMANDS = {
+    "verify": cmd_verify,
+    "predict": cmd_predict,
+    "bench": cmd_bench,
+    "ops": cmd_ops,
+    "_memprobe": cmd_memprobe,
+}
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ NCHW float32 in, transposed to the model's layout, quantized for int8 inputs; th
 dequantized to float32. The runtimes themselves are in runtime/runners.py (and TorchRunner,
 which needs torch, in bench/runtimes.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,7 @@ class TensorSpec:
 
     def to_dict(self) -> dict:
         quant = {"scale": self.scale, "zero_point": self.zero_point} if self.quantized else None
-        return {"shape": list(self.shape), "layout": self.layout, "dtype": self.dtype,
-                "quantization": quant}
+        return {"shape": list(self.shape), "layout": self.layout, "dtype": self.dtype, "quantization": quant}
 
 
 def guess_layout(shape, default: str) -> str:
@@ -71,15 +71,19 @@ def default_threads() -> int:
 def model_load_error(path, err: Exception) -> EdgeXrayError:
     size = os.path.getsize(path) if os.path.exists(path) else None
     reason = " ".join(str(err).split())[:300]  # runtimes report over several lines
-    return EdgeXrayError(f"could not load model {str(path)!r} ({size} bytes): {reason}; the file is "
-                         "corrupt, truncated, too new for this runtime or not a model for it; "
-                         "re-export it "
-                         "(and check it against the manifest with `run.py verify`)")
+    return EdgeXrayError(
+        f"could not load model {str(path)!r} ({size} bytes): {reason}; the file is "
+        "corrupt, truncated, too new for this runtime or not a model for it; "
+        "re-export it "
+        "(and check it against the manifest with `run.py verify`)"
+    )
 
 
 def missing_runtime(module: str, pip_name: str, kind: str) -> EdgeXrayError:
-    return EdgeXrayError(f"runtime {kind!r} needs the Python package {module!r}, which is not "
-                         f"installed here; install it with `pip install {pip_name}`")
+    return EdgeXrayError(
+        f"runtime {kind!r} needs the Python package {module!r}, which is not "
+        f"installed here; install it with `pip install {pip_name}`"
+    )
 
 
 class Runner:
@@ -101,9 +105,11 @@ class Runner:
             x = x.transpose(0, 2, 3, 1)
         want = tuple(self.input_spec.shape[1:])
         if any(w > 0 and w != g for w, g in zip(want, x.shape[1:])):
-            raise EdgeXrayError(f"input of shape {x.shape} ({self.input_spec.layout}) does not fit "
-                                f"the model's input {list(self.input_spec.shape)}; preprocess to "
-                                "the model's size and channel count")
+            raise EdgeXrayError(
+                f"input of shape {x.shape} ({self.input_spec.layout}) does not fit "
+                f"the model's input {list(self.input_spec.shape)}; preprocess to "
+                "the model's size and channel count"
+            )
         return np.ascontiguousarray(quantize(x, self.input_spec))
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
@@ -115,20 +121,25 @@ class Runner:
         x = self.prepare(x_nchw)
         fixed_batch = self.input_spec.shape[0] if self.input_spec.shape else -1
         if fixed_batch > 0 and x.shape[0] != fixed_batch:
-            rows = [self.run_raw(x[i:i + 1]) for i in range(x.shape[0])]
+            rows = [self.run_raw(x[i : i + 1]) for i in range(x.shape[0])]
             return dequantize(np.concatenate(rows), self.output_spec)
         return dequantize(self.run_raw(x), self.output_spec)
 
     def predict_all(self, x_nchw: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """predict() on a whole set, `batch_size` inputs per call: float32 (N, outputs)."""
         x = np.asarray(x_nchw, dtype=np.float32)
-        rows = [self.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        rows = [self.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(rows).astype(np.float32, copy=False)
 
     def ops(self) -> list:
         return []
 
     def describe(self) -> dict:
-        return {"runtime": self.kind, "runtime_version": self.version, "device": self.device,
-                "threads": self.threads, "input": self.input_spec.to_dict(),
-                "output": self.output_spec.to_dict()}
+        return {
+            "runtime": self.kind,
+            "runtime_version": self.version,
+            "device": self.device,
+            "threads": self.threads,
+            "input": self.input_spec.to_dict(),
+            "output": self.output_spec.to_dict(),
+        }

@@ -7,6 +7,7 @@ these classes, so what is checked on the host is what ships.
     runner = runner_for_file("model.onnx", threads=4)   # the CPU runtime for the suffix
     runner.predict_all(x_nchw)                           # float32 (N, classes)
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.registry import get_runtime, manifest_runtimes, model_suffixes, runtime_for_suffix
-from edgexray.runtime.runner_base import (QUANT_RANGES, Runner, TensorSpec, guess_layout,
-                                          missing_runtime, model_load_error)
+from edgexray.runtime.runner_base import (
+    QUANT_RANGES,
+    Runner,
+    TensorSpec,
+    guess_layout,
+    missing_runtime,
+    model_load_error,
+)
 
 
 class LiteRTRunner(Runner):
@@ -34,6 +41,7 @@ class LiteRTRunner(Runner):
         except ImportError:
             raise missing_runtime(info.module, info.package, self.kind) from None
         from importlib import metadata
+
         self.version = metadata.version(info.package)
         if not os.path.isfile(self.model_path):
             raise EdgeXrayError(f"model file {self.model_path!r} does not exist")
@@ -52,9 +60,14 @@ class LiteRTRunner(Runner):
         scale, zero_point = detail["quantization"]
         dtype = np.dtype(detail["dtype"]).name
         quantized = scale != 0.0 and dtype in QUANT_RANGES
-        return TensorSpec(shape=tuple(int(d) for d in detail["shape"]), dtype=dtype, layout=layout,
-                          scale=float(scale) if quantized else None,
-                          zero_point=int(zero_point) if quantized else None, name=detail["name"])
+        return TensorSpec(
+            shape=tuple(int(d) for d in detail["shape"]),
+            dtype=dtype,
+            layout=layout,
+            scale=float(scale) if quantized else None,
+            zero_point=int(zero_point) if quantized else None,
+            name=detail["name"],
+        )
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         self._interp.set_tensor(self._in["index"], x)
@@ -68,8 +81,12 @@ class LiteRTRunner(Runner):
 class OrtRunner(Runner):
     """ONNX Runtime on one execution provider (CPU, CUDA or TensorRT: the registry's providers)."""
 
-    ORT_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-                  "tensor(float16)": "float16"}
+    ORT_DTYPES = {
+        "tensor(float)": "float32",
+        "tensor(int8)": "int8",
+        "tensor(uint8)": "uint8",
+        "tensor(float16)": "float16",
+    }
 
     def __init__(self, model_path, threads=None, kind="onnxruntime-cpu"):
         super().__init__(model_path, threads)
@@ -82,10 +99,12 @@ class OrtRunner(Runner):
         self.version = ort.__version__
         providers = list(info.providers)
         if providers[0] not in ort.get_available_providers():
-            raise EdgeXrayError(f"runtime {kind!r} needs ONNX Runtime's {providers[0]}, which this "
-                                f"installation lacks (available: {ort.get_available_providers()}); "
-                                "install onnxruntime-gpu with a matching CUDA/TensorRT, or use "
-                                "onnxruntime-cpu")
+            raise EdgeXrayError(
+                f"runtime {kind!r} needs ONNX Runtime's {providers[0]}, which this "
+                f"installation lacks (available: {ort.get_available_providers()}); "
+                "install onnxruntime-gpu with a matching CUDA/TensorRT, or use "
+                "onnxruntime-cpu"
+            )
         if not os.path.isfile(self.model_path):
             raise EdgeXrayError(f"model file {self.model_path!r} does not exist")
         options = ort.SessionOptions()
@@ -99,11 +118,16 @@ class OrtRunner(Runner):
         inp, out = self._session.get_inputs()[0], self._session.get_outputs()[0]
         self._input_name = inp.name
         shape = [d if isinstance(d, int) else -1 for d in inp.shape]
-        self.input_spec = TensorSpec(shape=tuple(shape), dtype=self.ORT_DTYPES.get(inp.type, inp.type),
-                                     layout=guess_layout(shape, "NCHW"), name=inp.name)
+        self.input_spec = TensorSpec(
+            shape=tuple(shape),
+            dtype=self.ORT_DTYPES.get(inp.type, inp.type),
+            layout=guess_layout(shape, "NCHW"),
+            name=inp.name,
+        )
         out_shape = [d if isinstance(d, int) else -1 for d in out.shape]
-        self.output_spec = TensorSpec(shape=tuple(out_shape), layout="NC", name=out.name,
-                                      dtype=self.ORT_DTYPES.get(out.type, out.type))
+        self.output_spec = TensorSpec(
+            shape=tuple(out_shape), layout="NC", name=out.name, dtype=self.ORT_DTYPES.get(out.type, out.type)
+        )
         self.metadata = _decode_metadata(self._session.get_modelmeta().custom_metadata_map)
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
@@ -141,9 +165,11 @@ def open_runner(kind: str, model_path, threads=None, classes=None) -> Runner:
     info = get_runtime(kind)
     path = Path(model_path)
     if path.suffix.lower() not in info.suffixes:
-        raise EdgeXrayError(f"runtime {kind!r} loads {', '.join(info.suffixes)} files, got "
-                            f"{str(path)!r}; pick a runtime for {path.suffix or 'this file'} "
-                            f"({runtime_for_suffix(path.suffix) or 'none'}) or another file")
+        raise EdgeXrayError(
+            f"runtime {kind!r} loads {', '.join(info.suffixes)} files, got "
+            f"{str(path)!r}; pick a runtime for {path.suffix or 'this file'} "
+            f"({runtime_for_suffix(path.suffix) or 'none'}) or another file"
+        )
     if not path.is_file():
         raise EdgeXrayError(f"model file {str(path)!r} does not exist")
     return {**RUNNER_CLASSES, **(classes or {})}[info.runner](path, threads, kind=kind)
@@ -154,8 +180,9 @@ def runner_for_file(path, threads=None, device: str = "cpu", classes=None) -> Ru
     the CUDA variant where one exists."""
     kind = runtime_for_suffix(Path(path).suffix)
     if kind is None:
-        raise EdgeXrayError(f"cannot tell the runtime of {str(path)!r}; model files end in "
-                            f"{', '.join(model_suffixes())}")
+        raise EdgeXrayError(
+            f"cannot tell the runtime of {str(path)!r}; model files end in {', '.join(model_suffixes())}"
+        )
     if device == "cuda" and kind in ("onnxruntime-cpu", "torch-cpu"):
         kind = kind.replace("-cpu", "-cuda")
     return open_runner(kind, path, threads, classes)

@@ -1,4 +1,5 @@
 """Shared fixtures: real chest X-rays from ../shared/data, a synthetic set, a tiny trained model."""
+
 from __future__ import annotations
 
 import os
@@ -38,6 +39,7 @@ def _seeded():
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
+
         has_cuda = torch.cuda.is_available()
     except ImportError:
         has_cuda = False
@@ -58,17 +60,30 @@ def chest_dir() -> Path:
 def synth_dir(tmp_path_factory) -> Path:
     """3 classes x 40 synthetic bone radiographs (SYNTHETIC.txt marks them)."""
     from edgexray.synth import synthesize
-    return synthesize(tmp_path_factory.mktemp("synth") / "xrays", classes=3, per_class=40,
-                      size=(64, 96), seed=1, progress=False)
+
+    return synthesize(
+        tmp_path_factory.mktemp("synth") / "xrays",
+        classes=3,
+        per_class=40,
+        size=(64, 96),
+        seed=1,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synth_dir, tmp_path_factory) -> Path:
     """A resnet18_cbam at width 0.25 and 64 px, trained for 2 epochs on `synth_dir`."""
     from edgexray.train import ModelConfig, TrainConfig, train_folder
+
     out = tmp_path_factory.mktemp("tiny") / "run"
-    run = train_folder(synth_dir, out, ModelConfig(arch="resnet18_cbam", size=64, width=0.25),
-                       TrainConfig(epochs=2, batch_size=32), progress=False)
+    run = train_folder(
+        synth_dir,
+        out,
+        ModelConfig(arch="resnet18_cbam", size=64, width=0.25),
+        TrainConfig(epochs=2, batch_size=32),
+        progress=False,
+    )
     return run.checkpoint
 
 
@@ -80,7 +95,19 @@ def tiny_build(tmp_path_factory, synth_dir):
     from edgexray.pipeline import BuildConfig, build
 
     out = tmp_path_factory.mktemp("build")
-    summary = build(BuildConfig(target="rpi4", data_dir=str(synth_dir), out=str(out), size=48,
-                                width=0.25, epochs=3, finetune_epochs=1, calib_count=60,
-                                max_accuracy_drop=100.0, bench_seconds=0.5, verify_arm=False))
+    summary = build(
+        BuildConfig(
+            target="rpi4",
+            data_dir=str(synth_dir),
+            out=str(out),
+            size=48,
+            width=0.25,
+            epochs=3,
+            finetune_epochs=1,
+            calib_count=60,
+            max_accuracy_drop=100.0,
+            bench_seconds=0.5,
+            verify_arm=False,
+        )
+    )
     return Path(summary["artifact"]), summary, synth_dir

@@ -1,5 +1,6 @@
 """docs/ARCHITECTURE.md's import-direction table is the rule: every module's imports of the
 project (function-level ones included) stay within what its layer may import."""
+
 from __future__ import annotations
 
 import ast
@@ -31,7 +32,7 @@ class ImportEdge:
 
 def doc2layers(text: str) -> dict[str, Layer]:
     """The first markdown table after TABLE_HEADING: layer | `module prefixes` | may import."""
-    lines = text[text.index(TABLE_HEADING):].splitlines()[1:]
+    lines = text[text.index(TABLE_HEADING) :].splitlines()[1:]
     rows = []
     for line in lines:
         if line.startswith("|"):
@@ -40,8 +41,9 @@ def doc2layers(text: str) -> dict[str, Layer]:
             break
     layers = {}
     for name, modules, may_import in rows[2:]:  # header and separator first
-        allowed = frozenset() if may_import in NOTHING else \
-            frozenset(v.strip() for v in may_import.split(","))
+        allowed = (
+            frozenset() if may_import in NOTHING else frozenset(v.strip() for v in may_import.split(","))
+        )
         layers[name] = Layer(name, tuple(re.findall(r"`([\w.]+)`", modules)), allowed)
     return layers
 
@@ -77,20 +79,27 @@ def module2imports(name: str, path: Path, known: set[str]) -> list[ImportEdge]:
             base = node.module or ""
             if node.level:
                 package = name.split(".") if is_package else name.split(".")[:-1]
-                package = package[:len(package) - (node.level - 1)]
+                package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, *([node.module] if node.module else [])])
             # `from pkg import mod` imports the submodule pkg.mod
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
-        edges += [ImportEdge(name, t, path, node.lineno) for t in dict.fromkeys(targets)
-                  if t == "edgexray" or t.startswith("edgexray.")]
+        edges += [
+            ImportEdge(name, t, path, node.lineno)
+            for t in dict.fromkeys(targets)
+            if t == "edgexray" or t.startswith("edgexray.")
+        ]
     return edges
 
 
 def layer_of(module: str, layers: dict[str, Layer]) -> Layer:
-    matches = [(len(p), layer) for layer in layers.values() for p in layer.prefixes
-               if module == p or module.startswith(p + ".")]
+    matches = [
+        (len(p), layer)
+        for layer in layers.values()
+        for p in layer.prefixes
+        if module == p or module.startswith(p + ".")
+    ]
     assert matches, f"{module} is in no layer of {DOC.name}'s import table"
     return max(matches, key=lambda m: m[0])[1]
 
@@ -103,8 +112,10 @@ def violations(layers: dict[str, Layer]) -> list[str]:
         for edge in module2imports(name, path, set(modules)):
             target = layer_of(edge.target, layers)
             if target.name != source.name and target.name not in source.may_import:
-                found.append(f"{edge.path.relative_to(REPO)}:{edge.line}: {edge.source} ({source.name}) "
-                             f"imports {edge.target} ({target.name})")
+                found.append(
+                    f"{edge.path.relative_to(REPO)}:{edge.line}: {edge.source} ({source.name}) "
+                    f"imports {edge.target} ({target.name})"
+                )
     return found
 
 
@@ -131,12 +142,18 @@ def test_the_table_is_well_formed():
 
 def test_relative_and_function_level_imports_are_read(tmp_path):
     src = tmp_path / "mod.py"
-    src.write_text("from .formats import FORMATS\nfrom . import parity\n"
-                   "def f():\n    from edgexray.bench import runtimes\n    import edgexray.runtime.errors\n")
+    src.write_text(
+        "from .formats import FORMATS\nfrom . import parity\n"
+        "def f():\n    from edgexray.bench import runtimes\n    import edgexray.runtime.errors\n"
+    )
     known = {"edgexray.export.formats", "edgexray.export.parity", "edgexray.bench.runtimes"}
     targets = {e.target for e in module2imports("edgexray.export.mod", src, known)}
-    assert targets == {"edgexray.export.formats", "edgexray.export.parity", "edgexray.bench.runtimes",
-                       "edgexray.runtime.errors"}
+    assert targets == {
+        "edgexray.export.formats",
+        "edgexray.export.parity",
+        "edgexray.bench.runtimes",
+        "edgexray.runtime.errors",
+    }
 
 
 def test_every_import_follows_the_documented_direction():

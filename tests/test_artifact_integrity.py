@@ -5,6 +5,7 @@ One tiny sealed artifact per module (test_bench_fixtures.make_artifact, the bund
 case changes a copy. run.py is the rendered file of that artifact, loaded once and called
 in-process with --dir (the seal is read from the copy's own run.py file).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,28 +21,34 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_bench_fixtures import CLASSES, make_artifact, tiny_models  # noqa: F401
 
 from edgexray.bench.local import parse_run_py_output
 from edgexray.cli import main as edgexray_main
 from edgexray.runtime.errors import IntegrityError
-from test_bench_fixtures import CLASSES, make_artifact, tiny_models  # noqa: F401
 
 
 def _png(path: Path, width: int, height: int, pixels: bytes | None = None) -> Path:
     """A grayscale 8-bit PNG; with pixels=None only a tiny IDAT (enough for a header-only bomb)."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     raw = pixels if pixels is not None else b"\0" * (width + 1)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(tmp_path_factory.mktemp("sealed") / "int8", tiny_models["tflite_int8"],
-                         precision="int8")
+    return make_artifact(
+        tmp_path_factory.mktemp("sealed") / "int8", tiny_models["tflite_int8"], precision="int8"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +65,12 @@ def run_py(artifact):
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     size = 40
-    return _png(tmp_path_factory.mktemp("img") / "x.png", size, size,
-                b"".join(b"\0" + bytes((i * 7 + j) % 256 for j in range(size)) for i in range(size)))
+    return _png(
+        tmp_path_factory.mktemp("img") / "x.png",
+        size,
+        size,
+        b"".join(b"\0" + bytes((i * 7 + j) % 256 for j in range(size)) for i in range(size)),
+    )
 
 
 def _edit_manifest(change):
@@ -68,6 +79,7 @@ def _edit_manifest(change):
         manifest = json.loads(path.read_text())
         change(manifest)
         path.write_text(json.dumps(manifest, indent=2) + "\n")
+
     return tamper
 
 
@@ -76,6 +88,7 @@ def _flip_byte(name: str):
         data = bytearray((art / name).read_bytes())
         data[len(data) // 2] ^= 0x01
         (art / name).write_bytes(bytes(data))
+
     return tamper
 
 
@@ -83,6 +96,7 @@ def _append(name: str, text: str):
     def tamper(art: Path):
         with open(art / name, "a", encoding="utf-8") as f:
             f.write(text)
+
     return tamper
 
 
@@ -103,22 +117,35 @@ def _model_name(art: Path) -> str:
 
 # case -> (tamper, what the error line must name)
 CASES = {
-    "swapped_class_names": (_edit_manifest(lambda m: m["class_names"].reverse()),
-                            ["manifest.json was edited", "differ from labels.txt"]),
+    "swapped_class_names": (
+        _edit_manifest(lambda m: m["class_names"].reverse()),
+        ["manifest.json was edited", "differ from labels.txt"],
+    ),
     "threads": (_edit_manifest(lambda m: m.update(threads=8)), ["manifest.json was edited"]),
-    "preprocess_mean": (_edit_manifest(lambda m: m["preprocess"].update(mean=[0.4])),
-                        ["manifest.json was edited"]),
-    "output_scale": (_edit_manifest(lambda m: m["output"]["quantization"].update(
-        scale=m["output"]["quantization"]["scale"] * 2)), ["manifest.json was edited"]),
+    "preprocess_mean": (
+        _edit_manifest(lambda m: m["preprocess"].update(mean=[0.4])),
+        ["manifest.json was edited"],
+    ),
+    "output_scale": (
+        _edit_manifest(
+            lambda m: m["output"]["quantization"].update(scale=m["output"]["quantization"]["scale"] * 2)
+        ),
+        ["manifest.json was edited"],
+    ),
     "whitespace_only": (_append("manifest.json", " "), ["manifest.json was edited"]),
-    "replaced_labels": (lambda art: (art / "labels.txt").write_text("A\nB\n"),
-                        ["labels.txt: ", "differ from labels.txt"]),
+    "replaced_labels": (
+        lambda art: (art / "labels.txt").write_text("A\nB\n"),
+        ["labels.txt: ", "differ from labels.txt"],
+    ),
     "labels_and_class_names_swapped": (_swap_labels_everywhere, ["manifest.json was edited"]),
     "model_byte": (lambda art: _flip_byte(_model_name(art))(art), ["tiny_int8.tflite: sha256"]),
     "run_py_edited": (_append("run.py", "\n# edited\n"), ["run.py: sha256"]),
-    "run_py_seal_removed": (lambda art: (art / "run.py").write_text(
-        (art / "run.py").read_text().replace("MANIFEST_SHA256 = '", "MANIFEST_SHA256 = None  # '")),
-        ["holds no MANIFEST_SHA256 seal"]),
+    "run_py_seal_removed": (
+        lambda art: (art / "run.py").write_text(
+            (art / "run.py").read_text().replace("MANIFEST_SHA256 = '", "MANIFEST_SHA256 = None  # '")
+        ),
+        ["holds no MANIFEST_SHA256 seal"],
+    ),
     "checksums_missing": (lambda art: (art / "checksums.sha256").unlink(), ["checksums.sha256: missing"]),
     "labels_missing": (lambda art: (art / "labels.txt").unlink(), ["labels.txt: missing"]),
 }
@@ -149,8 +176,9 @@ def test_the_untouched_artifact_verifies(artifact, run_py, capsys):
     assert run_py.main(["--dir", str(artifact), "verify"]) == 0
     out = capsys.readouterr().out
     assert "OK: 2 files match manifest.json" in out and "labels.txt equals class_names" in out
-    check = subprocess.run(["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=artifact,
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        ["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=artifact, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -158,8 +186,11 @@ def test_the_untouched_artifact_verifies(artifact, run_py, capsys):
 def test_run_py_refuses_a_tampered_artifact(case, tampered, run_py, image, tmp_path, capsys):
     art = tampered[case]
     out = tmp_path / "r.json"
-    for args in (["verify"], ["predict", str(image)],
-                 ["bench", "--runs", "1", "--no-memory", "--out", str(out)]):
+    for args in (
+        ["verify"],
+        ["predict", str(image)],
+        ["bench", "--runs", "1", "--no-memory", "--out", str(out)],
+    ):
         capsys.readouterr()
         code = run_py.main(["--dir", str(art), *args])
         captured = capsys.readouterr()
@@ -180,14 +211,22 @@ def test_edgexray_refuses_a_tampered_artifact(case, command, tampered):
 
 
 def test_sha256sum_catches_a_manifest_edit(tampered):
-    check = subprocess.run(["sha256sum", "-c", "--quiet", "checksums.sha256"],
-                           cwd=tampered["swapped_class_names"], capture_output=True, text=True)
+    check = subprocess.run(
+        ["sha256sum", "-c", "--quiet", "checksums.sha256"],
+        cwd=tampered["swapped_class_names"],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 1 and "manifest.json: FAILED" in check.stdout
 
 
 def test_run_py_refusal_on_the_device_is_an_integrity_error():
-    proc = subprocess.CompletedProcess(["run.py"], 3, "", "error: artifact 'a' failed its integrity "
-                                       "check, refusing to run: manifest.json: sha256 ...")
+    proc = subprocess.CompletedProcess(
+        ["run.py"],
+        3,
+        "",
+        "error: artifact 'a' failed its integrity check, refusing to run: manifest.json: sha256 ...",
+    )
     with pytest.raises(IntegrityError, match="run.py on pi@host: artifact 'a' failed its integrity"):
         parse_run_py_output(proc, "pi@host", None)
 
@@ -250,7 +289,8 @@ def test_bench_takes_an_artifact_zip_and_explains_other_files(artifact, tmp_path
 
 
 def test_bench_timeout_is_an_option(artifact):
-    result = CliRunner().invoke(edgexray_main, ["bench", str(artifact), "--timeout", "0.01",
-                                                "--runs", "1", "--no-memory"])
+    result = CliRunner().invoke(
+        edgexray_main, ["bench", str(artifact), "--timeout", "0.01", "--runs", "1", "--no-memory"]
+    )
     assert result.exit_code == 2 and "did not finish within" in result.output
     assert "raise --timeout" in result.output and "Traceback" not in result.output

@@ -3,6 +3,7 @@ status 2, no traceback, the user's files unchanged and nothing left that blocks 
 
 One tiny model (32 px, width 0.25, 1 epoch) is trained once for the whole module; its training
 is itself the regression test for a last training batch of one image."""
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,10 @@ TRAIN = ("--size", 32, "--epochs", 1, "--width", 0.25)
 def d18(tmp_path_factory) -> Path:
     """3 classes x 18 images at 48 px: 33 training images, one more than a batch of 32."""
     from edgexray.synth import synthesize
-    return synthesize(tmp_path_factory.mktemp("d18") / "d18", classes=3, per_class=18, size=48,
-                      progress=False)
+
+    return synthesize(
+        tmp_path_factory.mktemp("d18") / "d18", classes=3, per_class=18, size=48, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,12 @@ def test_last_training_batch_of_one_image_trains(trained):
 def test_batch_size_8_on_33_images_drops_the_single_last_image():
     from edgexray.data import XrayDataset, make_loader
     from edgexray.runtime.preprocess import Preprocess
-    ds = XrayDataset(np.zeros((33, 16, 16), np.float16), [0, 1, 2] * 11,
-                     Preprocess(size=16, channels=1, mean=(0.5,), std=(0.25,)))
+
+    ds = XrayDataset(
+        np.zeros((33, 16, 16), np.float16),
+        [0, 1, 2] * 11,
+        Preprocess(size=16, channels=1, mean=(0.5,), std=(0.25,)),
+    )
     sizes = [len(y) for _, y in make_loader(ds, 8, shuffle=True)]
     assert sizes == [8, 8, 8, 8]
     assert sum(len(y) for _, y in make_loader(ds, 8, shuffle=False)) == 33  # evaluation keeps all
@@ -111,30 +118,40 @@ def test_failed_runs_leave_nothing_that_blocks_the_next(trained):
 
 def test_size_too_big_is_refused_before_any_work(d18, tmp_path):
     before = snapshot(tmp_path)
-    assert_user_error(cli("train", "--data", d18, "--out", tmp_path / "o", "--size", 100000),
-                      "--size 100000")
+    assert_user_error(cli("train", "--data", d18, "--out", tmp_path / "o", "--size", 100000), "--size 100000")
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("args, match", [
-    (("--epochs", 0), "--epochs 0"),
-    (("--batch-size", 0), "--batch-size 0"),
-    (("--lr", "inf"), "--lr inf"),
-    (("--lr", 0), "--lr 0"),
-    (("--lr", -1), "--lr -1"),
-    (("--width", -0.5), "--width -0.5"),
-    (("--width", "nan"), "--width nan"),
-    (("--seed", -1), "--seed -1"),
-    (("--arch", "alexnet", "--size", 32), "too small for alexnet"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("--epochs", 0), "--epochs 0"),
+        (("--batch-size", 0), "--batch-size 0"),
+        (("--lr", "inf"), "--lr inf"),
+        (("--lr", 0), "--lr 0"),
+        (("--lr", -1), "--lr -1"),
+        (("--width", -0.5), "--width -0.5"),
+        (("--width", "nan"), "--width nan"),
+        (("--seed", -1), "--seed -1"),
+        (("--arch", "alexnet", "--size", 32), "too small for alexnet"),
+    ],
+)
 def test_cheap_numeric_options_of_train(d18, tmp_path, args, match):
     assert_user_error(cli("train", "--data", d18, "--out", tmp_path / "o", *args), match)
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args", [("--calib-count", 0), ("--width", "nan"), ("--size", 100000),
-                                  ("--max-accuracy-drop", "nan"), ("--bench-seconds", "inf"),
-                                  ("--seed", -1)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--calib-count", 0),
+        ("--width", "nan"),
+        ("--size", 100000),
+        ("--max-accuracy-drop", "nan"),
+        ("--bench-seconds", "inf"),
+        ("--seed", -1),
+    ],
+)
 def test_build_numbers_are_refused_before_any_work(tmp_path, args):
     result = cli("build", "--out", tmp_path / "a", *args)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
@@ -143,16 +160,16 @@ def test_build_numbers_are_refused_before_any_work(tmp_path, args):
 
 
 def test_export_calib_count_0_is_refused(trained, d18, tmp_path):
-    result = cli("export", trained["ckpt"], "--calib", d18, "--calib-count", 0,
-                 "--out", tmp_path / "e")
+    result = cli("export", trained["ckpt"], "--calib", d18, "--calib-count", 0, "--out", tmp_path / "e")
     assert_user_error(result, "--calib-count")
     assert not any(tmp_path.iterdir())
 
 
 def test_evaluate_gradcam_negative_is_refused_before_work(trained, tmp_path):
     before = snapshot(trained["out"])
-    assert_user_error(cli("evaluate", trained["ckpt"], "--gradcam", -1, "--out", tmp_path / "ev"),
-                      "--gradcam -1")
+    assert_user_error(
+        cli("evaluate", trained["ckpt"], "--gradcam", -1, "--out", tmp_path / "ev"), "--gradcam -1"
+    )
     assert snapshot(trained["out"]) == before and not any(tmp_path.iterdir())
 
 
@@ -165,6 +182,7 @@ def test_evaluate_writes_metrics_into_a_fresh_folder(trained, tmp_path):
 
 
 # --- checkpoints ------------------------------------------------------------------------------
+
 
 def _tampered(trained, tmp_path, name, change) -> Path:
     payload = torch.load(trained["ckpt"], weights_only=True)
@@ -187,11 +205,14 @@ def test_empty_checkpoint(command, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"] and ckpt.read_bytes() == b""
 
 
-@pytest.mark.parametrize("name, change, match", [
-    ("no_state.pt", lambda p: p.pop("state_dict"), "'state_dict' should be a dict"),
-    ("bad_shape.pt", _set_first_conv, "cannot be rebuilt"),
-    ("bad_options.pt", lambda p: p["model_options"].update(pretrained=True), "unknown model options"),
-])
+@pytest.mark.parametrize(
+    "name, change, match",
+    [
+        ("no_state.pt", lambda p: p.pop("state_dict"), "'state_dict' should be a dict"),
+        ("bad_shape.pt", _set_first_conv, "cannot be rebuilt"),
+        ("bad_options.pt", lambda p: p["model_options"].update(pretrained=True), "unknown model options"),
+    ],
+)
 def test_damaged_checkpoint(trained, tmp_path, name, change, match):
     ckpt = _tampered(trained, tmp_path, name, change)
     before = snapshot(tmp_path)
@@ -217,8 +238,9 @@ def test_weights_that_are_not_weights(d18, tmp_path):
     torch.save({"not": "tensors"}, tmp_path / "dict.pt")
     before = snapshot(tmp_path)
     for name in ("evil.pt", "empty.pt", "dict.pt"):
-        result = cli("train", "--data", d18, "--out", tmp_path / "o", "--weights",
-                     tmp_path / name, "--size", 32)
+        result = cli(
+            "train", "--data", d18, "--out", tmp_path / "o", "--weights", tmp_path / name, "--size", 32
+        )
         assert_user_error(result, "weights file")
     assert not marker.exists()
     assert snapshot(tmp_path) == before
@@ -226,18 +248,27 @@ def test_weights_that_are_not_weights(d18, tmp_path):
 
 # --- data folder and output locations --------------------------------------------------------
 
+
 def test_non_utf8_file_name_in_data_folder(d18, tmp_path):
     from edgexray.data import SplitConfig, prepare
+
     data = tmp_path / "data"
     shutil.copytree(d18, data)
     src = next((data / "normal").glob("*.png"))
     os.rename(src, os.path.join(os.fsencode(data / "normal"), b"bad-\xff-name.png"))
-    prepared = prepare(data, 32, SplitConfig(), out_dir=tmp_path / "o", progress=False,
-                       cache_dir=tmp_path / "cache")
+    prepared = prepare(
+        data, 32, SplitConfig(), out_dir=tmp_path / "o", progress=False, cache_dir=tmp_path / "cache"
+    )
     names = [r for s in prepared.splits.values() for r in s]
     assert len(names) == 54 and any("\udcff" in r for r in names)
-    again = prepare(data, 32, SplitConfig(), splits=tmp_path / "o" / "splits.json",
-                    progress=False, cache_dir=tmp_path / "cache")
+    again = prepare(
+        data,
+        32,
+        SplitConfig(),
+        splits=tmp_path / "o" / "splits.json",
+        progress=False,
+        cache_dir=tmp_path / "cache",
+    )
     assert np.array_equal(again.arrays["train"], prepared.arrays["train"])
 
 
@@ -254,8 +285,7 @@ def test_read_only_output_location(d18, tmp_path):
     ro = _read_only_dir(tmp_path)
     try:
         assert_user_error(cli("train", "--data", d18, "--out", ro / "o", *TRAIN), "cannot write")
-        assert_user_error(cli("data", "synth", ro / "d", "--per-class", 2, "--size", 32),
-                          "cannot write")
+        assert_user_error(cli("data", "synth", ro / "d", "--per-class", 2, "--size", 32), "cannot write")
     finally:
         if ro.parent == tmp_path:
             ro.chmod(0o755)
@@ -266,38 +296,61 @@ def test_out_is_a_file_even_with_force(trained, d18, tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
     before = snapshot(tmp_path)
-    assert_user_error(cli("train", "--data", d18, "--out", target, "--force", *TRAIN),
-                      "is a file, not a folder")
-    assert_user_error(cli("data", "synth", target, "--force", "--per-class", 2, "--size", 32),
-                      "is a file")
-    assert_user_error(cli("evaluate", trained["ckpt"], "--out", target, "--force"),
-                      "is a file, not a folder")
-    assert_user_error(cli("prune", trained["ckpt"], "--out", target, "--force"),
-                      "is a file, not a folder")
-    assert_user_error(cli("export", trained["ckpt"], "--formats", "onnx", "--precisions", "fp32",
-                          "--out", target, "--force"), "is a file, not a folder")
+    assert_user_error(
+        cli("train", "--data", d18, "--out", target, "--force", *TRAIN), "is a file, not a folder"
+    )
+    assert_user_error(cli("data", "synth", target, "--force", "--per-class", 2, "--size", 32), "is a file")
+    assert_user_error(cli("evaluate", trained["ckpt"], "--out", target, "--force"), "is a file, not a folder")
+    assert_user_error(cli("prune", trained["ckpt"], "--out", target, "--force"), "is a file, not a folder")
+    assert_user_error(
+        cli(
+            "export", trained["ckpt"], "--formats", "onnx", "--precisions", "fp32", "--out", target, "--force"
+        ),
+        "is a file, not a folder",
+    )
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("doc", [
-    {"format": "edgexray-splits/1", "splits": ["normal/a.png"]},
-    {"format": "edgexray-splits/1", "splits": {"train": 5, "val": [], "test": []}},
-    {"format": "edgexray-splits/1", "splits": {"train": [1], "val": [], "test": []},
-     "class_names": ["a"], "config": {}},
-    {"format": "edgexray-splits/1", "splits": {"train": [], "val": [], "test": []},
-     "class_names": "normal", "config": {}},
-    {"format": "edgexray-splits/1", "splits": {"train": [], "val": [], "test": []},
-     "class_names": ["normal"], "config": {"group_regex": 5}},
-    {"format": "edgexray-splits/1", "splits": {"train": [], "val": [], "test": []},
-     "class_names": ["normal"], "config": {"seed": "x"}},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"format": "edgexray-splits/1", "splits": ["normal/a.png"]},
+        {"format": "edgexray-splits/1", "splits": {"train": 5, "val": [], "test": []}},
+        {
+            "format": "edgexray-splits/1",
+            "splits": {"train": [1], "val": [], "test": []},
+            "class_names": ["a"],
+            "config": {},
+        },
+        {
+            "format": "edgexray-splits/1",
+            "splits": {"train": [], "val": [], "test": []},
+            "class_names": "normal",
+            "config": {},
+        },
+        {
+            "format": "edgexray-splits/1",
+            "splits": {"train": [], "val": [], "test": []},
+            "class_names": ["normal"],
+            "config": {"group_regex": 5},
+        },
+        {
+            "format": "edgexray-splits/1",
+            "splits": {"train": [], "val": [], "test": []},
+            "class_names": ["normal"],
+            "config": {"seed": "x"},
+        },
+    ],
+)
 def test_malformed_splits_file(d18, tmp_path, doc):
     import json
+
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps(doc))
     before = snapshot(tmp_path)
-    assert_user_error(cli("train", "--data", d18, "--out", tmp_path / "o", "--splits", splits,
-                          *TRAIN), "splits file")
+    assert_user_error(
+        cli("train", "--data", d18, "--out", tmp_path / "o", "--splits", splits, *TRAIN), "splits file"
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -310,6 +363,7 @@ def test_train_help_names_an_option_that_exists():
 
 def test_work_folder_of_a_killed_run_is_removed(tmp_path):
     from edgexray.fsutil import staged_dir
+
     dead = tmp_path / ".out.partial-999999999-abc"  # no such pid
     (dead / "tensorboard").mkdir(parents=True)
     alive = tmp_path / f".out.partial-{os.getpid()}-abc"
@@ -322,6 +376,7 @@ def test_work_folder_of_a_killed_run_is_removed(tmp_path):
 
 def test_dead_runs_temp_entries_are_removed_live_ones_kept(tmp_path):
     from edgexray.fsutil import remove_dead_entries
+
     dead_dir = tmp_path / "edgexray-onnx2tf-999999999-abc"  # no such pid: a killed export
     (dead_dir / "saved_model").mkdir(parents=True)
     dead_file = tmp_path / "edgexray-onnx2tf-999999999-zip"
@@ -336,8 +391,24 @@ def test_dead_runs_temp_entries_are_removed_live_ones_kept(tmp_path):
 
 # --- fuzz --------------------------------------------------------------------------------------
 
-BAD_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "1e9", "100000", "-0.0", "1e-320", "abc", "",
-               "2**40", "3.5", "0x10", "18446744073709551617", "9" * 400]
+BAD_NUMBERS = [
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1e9",
+    "100000",
+    "-0.0",
+    "1e-320",
+    "abc",
+    "",
+    "2**40",
+    "3.5",
+    "0x10",
+    "18446744073709551617",
+    "9" * 400,
+]
 
 
 def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
@@ -351,7 +422,7 @@ def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
     ws = tmp_path / "ws"
     (ws / "ckpts").mkdir(parents=True)
     blobs = [b"", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4096)))]
-    blobs += [real[:rng.randrange(len(real))] for _ in range(4)]  # truncated checkpoints
+    blobs += [real[: rng.randrange(len(real))] for _ in range(4)]  # truncated checkpoints
     for i, blob in enumerate(blobs):
         (ws / "ckpts" / f"c{i}.pt").write_bytes(blob)
     flipped = bytearray(real)  # may still load: flips in tensor data only change weights
@@ -363,10 +434,10 @@ def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
     data = ws / "data"
     shutil.copytree(d18, data)
     png = next((data / "normal").glob("*.png")).read_bytes()
-    for k, cls in enumerate(("normal", "osteopenia", "osteoporosis")):
+    for cls in ("normal", "osteopenia", "osteoporosis"):
         for j, suffix in enumerate((".png", ".jpg", ".tif", ".dcm")):
             junk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 2048)))
-            cut = png[:rng.randrange(len(png) - 1)]
+            cut = png[: rng.randrange(len(png) - 1)]
             (data / cls / f"junk{j}{suffix}").write_bytes(junk if j % 2 else cut)
     real_images = {p.relative_to(d18).as_posix() for p in d18.rglob("*.png")}
     before = snapshot(ws)
@@ -383,8 +454,19 @@ def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
     prepared = prepare(data, 32, SplitConfig(), progress=False)
     assert real_images <= {r for v in prepared.splits.values() for r in v}
 
-    options = ("--size", "--width", "--lr", "--epochs", "--batch-size", "--seed", "--patience",
-               "--label-smoothing", "--mixup", "--noise", "--blur")
+    options = (
+        "--size",
+        "--width",
+        "--lr",
+        "--epochs",
+        "--batch-size",
+        "--seed",
+        "--patience",
+        "--label-smoothing",
+        "--mixup",
+        "--noise",
+        "--blur",
+    )
     for _ in range(40):
         chosen = rng.sample(options, rng.randrange(1, 4))
         args = [a for opt in chosen for a in (opt, rng.choice(BAD_NUMBERS))]
@@ -393,8 +475,14 @@ def test_fuzz_random_bytes_and_option_values(trained, d18, tmp_path):
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
         assert not (result.exception and not isinstance(result.exception, SystemExit)), args
     for _ in range(15):
-        args = ["--per-class", rng.choice(BAD_NUMBERS + ["2"]), "--seed", rng.choice(BAD_NUMBERS),
-                "--size", rng.choice(BAD_NUMBERS + ["8-4", "32"])]
+        args = [
+            "--per-class",
+            rng.choice(BAD_NUMBERS + ["2"]),
+            "--seed",
+            rng.choice(BAD_NUMBERS),
+            "--size",
+            rng.choice(BAD_NUMBERS + ["8-4", "32"]),
+        ]
         result = cli("data", "synth", ws / "data", *args)
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
     for value in ("-1", "nan", "abc", "-99999999999"):

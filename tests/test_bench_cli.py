@@ -1,4 +1,5 @@
 """`edgexray bench` and `edgexray compare` through the CLI, and compare_models."""
+
 from __future__ import annotations
 
 import json
@@ -6,19 +7,20 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_bench_fixtures import CLASSES, PRE, make_artifact, make_eval_set, tiny_models  # noqa: F401
 
 from edgexray.bench.compare import compare_models
-from edgexray.runtime.record import schema_problems
 from edgexray.bench.results import markdown_table, read_results
 from edgexray.cli import main
 from edgexray.runtime.errors import EdgeXrayError
-from test_bench_fixtures import CLASSES, PRE, make_artifact, make_eval_set, tiny_models  # noqa: F401
+from edgexray.runtime.record import schema_problems
 
 
 @pytest.fixture(scope="module")
 def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(tmp_path_factory.mktemp("cli") / "int8", tiny_models["tflite_int8"],
-                         precision="int8")
+    return make_artifact(
+        tmp_path_factory.mktemp("cli") / "int8", tiny_models["tflite_int8"], precision="int8"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,14 @@ def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_s
     out = tmp_path / "bench"
     result = invoke("bench", artifact, "--data", eval_set, "--seconds", "0.2", "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "report.html",
-                                              "latency.png", "memory.png", "accuracy_size.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "results.json",
+        "results.md",
+        "report.html",
+        "latency.png",
+        "memory.png",
+        "accuracy_size.png",
+    }
     doc = read_results(out)
     assert doc["producer"].startswith("run.py") and doc["results"][0]["accuracy"]["n"] == 6
     assert "| artifact | litert 2.1.0 | int8 | 1 |" in result.output
@@ -48,8 +56,9 @@ def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_s
     assert forced.exit_code == 0 and read_results(out)["results"][0]["memory_mb"] is None
 
     # the same model through the host runner scores exactly as run.py did
-    host = invoke("bench", artifact, "--runtime", "litert", "--data", eval_set, "--seconds", "0.2",
-                  "--no-memory")
+    host = invoke(
+        "bench", artifact, "--runtime", "litert", "--data", eval_set, "--seconds", "0.2", "--no-memory"
+    )
     assert host.exit_code == 0, host.output
     host_doc = json.loads(host.output)
     assert host_doc["producer"].startswith("edgexray")
@@ -77,9 +86,18 @@ def test_bench_model_file_and_bad_input(tiny_models, artifact, tmp_path):
 def test_compare_models_interleaved(artifact, tiny_models, eval_set):
     with pytest.raises(EdgeXrayError, match="none of the models carries"):
         compare_models([("a", tiny_models["onnx"]), ("b", tiny_models["onnx_wide"])], progress=False)
-    doc = compare_models([("artifact", artifact), ("fp32 tflite", tiny_models["tflite_fp32"]),
-                          ("tiny onnx", tiny_models["onnx"])], eval_set, seconds=0.4, rounds=2,
-                         threads=1, progress=False)
+    doc = compare_models(
+        [
+            ("artifact", artifact),
+            ("fp32 tflite", tiny_models["tflite_fp32"]),
+            ("tiny onnx", tiny_models["onnx"]),
+        ],
+        eval_set,
+        seconds=0.4,
+        rounds=2,
+        threads=1,
+        progress=False,
+    )
     assert schema_problems(doc) == [] and doc["baseline"] == "artifact"
     by = {e["label"]: e for e in doc["results"]}
     assert by["artifact"]["accuracy"]["agreement"]["label_agreement"] == 1.0
@@ -106,9 +124,14 @@ def checkpoints(tmp_path_factory):
     for name, width in (("unpruned", 0.25), ("narrow", 0.125)):
         torch.manual_seed(0)
         model = create_model("resnet18_cbam", num_classes=2, in_chans=1, width=width).eval()
-        paths[name] = save_checkpoint(root / f"{name}.pt", model, arch="resnet18_cbam",
-                                      model_options={"num_classes": 2, "in_chans": 1, "width": width},
-                                      class_names=CLASSES, preprocess=PRE)
+        paths[name] = save_checkpoint(
+            root / f"{name}.pt",
+            model,
+            arch="resnet18_cbam",
+            model_options={"num_classes": 2, "in_chans": 1, "width": width},
+            class_names=CLASSES,
+            preprocess=PRE,
+        )
     return paths
 
 
@@ -116,19 +139,49 @@ def checkpoints(tmp_path_factory):
 def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_set, tmp_path):
     out = tmp_path / "compare"
     # "narrow" stands in for a pruned checkpoint: a thinner network of the same architecture
-    result = invoke("compare", "--baseline", checkpoints["unpruned"], "--pruned", checkpoints["narrow"],
-                    "--artifact", artifact, "--data", eval_set, "--calib", eval_set,
-                    "--calib-count", "4", "--seconds", "0.4", "--rounds", "2", "--threads", "1",
-                    "--no-memory", "--out", out)
+    result = invoke(
+        "compare",
+        "--baseline",
+        checkpoints["unpruned"],
+        "--pruned",
+        checkpoints["narrow"],
+        "--artifact",
+        artifact,
+        "--data",
+        eval_set,
+        "--calib",
+        eval_set,
+        "--calib-count",
+        "4",
+        "--seconds",
+        "0.4",
+        "--rounds",
+        "2",
+        "--threads",
+        "1",
+        "--no-memory",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     doc = read_results(out)
     labels = [e["label"] for e in doc["results"]]
-    assert labels == ["unpruned FP32 PyTorch", "unpruned FP32 ONNX Runtime", "unpruned INT8 ONNX Runtime",
-                      "pruned FP32 PyTorch", f"artifact {artifact.name}"]
+    assert labels == [
+        "unpruned FP32 PyTorch",
+        "unpruned FP32 ONNX Runtime",
+        "unpruned INT8 ONNX Runtime",
+        "pruned FP32 PyTorch",
+        f"artifact {artifact.name}",
+    ]
     assert doc["baseline"] == "unpruned FP32 PyTorch"
     by = {e["label"]: e for e in doc["results"]}
-    assert [by[label]["runtime"] for label in labels] == ["torch-cpu", "onnxruntime-cpu", "onnxruntime-cpu",
-                                                          "torch-cpu", "litert"]
+    assert [by[label]["runtime"] for label in labels] == [
+        "torch-cpu",
+        "onnxruntime-cpu",
+        "onnxruntime-cpu",
+        "torch-cpu",
+        "litert",
+    ]
     onnx_agree = by["unpruned FP32 ONNX Runtime"]["accuracy"]["agreement"]
     assert onnx_agree["label_agreement"] == 1.0 and onnx_agree["max_abs_prob_diff"] < 1e-4
     assert by["unpruned INT8 ONNX Runtime"]["precision"] == "int8"
@@ -138,7 +191,9 @@ def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_se
     header, first_row = table[0], table[2]
     assert "speedup vs unpruned FP32 PyTorch" in header and "size ratio" in header
     assert first_row.startswith("| unpruned FP32 PyTorch |") and "1.00x" in first_row
-    assert np.isclose(sum(sum(r) for r in by["pruned FP32 PyTorch"]["accuracy"]["metrics"]["confusion_matrix"]), 6)
+    assert np.isclose(
+        sum(sum(r) for r in by["pruned FP32 PyTorch"]["accuracy"]["metrics"]["confusion_matrix"]), 6
+    )
 
 
 def test_compare_cli_needs_calibration_for_the_int8_baseline(checkpoints, artifact):
@@ -161,9 +216,24 @@ def test_readme_compare_line_runs_as_written(tiny_build, tmp_path):
     assert words[0::2] == ["--baseline", "--artifact"], line  # options as the README writes them
     paths = {"--baseline": artifact.parent / "build-rpi4/train/model.pt", "--artifact": artifact}
     args = [a for option in words[0::2] for a in (option, paths[option])]
-    result = invoke("compare", *args, "--seconds", "0.2", "--rounds", "1", "--threads", "1",
-                    "--no-memory", "--out", tmp_path / "c")
+    result = invoke(
+        "compare",
+        *args,
+        "--seconds",
+        "0.2",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--no-memory",
+        "--out",
+        tmp_path / "c",
+    )
     assert result.exit_code == 0, result.output
     labels = [e["label"] for e in read_results(tmp_path / "c")["results"]]
-    assert labels == ["unpruned FP32 PyTorch", "unpruned FP32 ONNX Runtime",
-                      "unpruned INT8 ONNX Runtime", f"artifact {artifact.name}"]
+    assert labels == [
+        "unpruned FP32 PyTorch",
+        "unpruned FP32 ONNX Runtime",
+        "unpruned INT8 ONNX Runtime",
+        f"artifact {artifact.name}",
+    ]

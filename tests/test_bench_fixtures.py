@@ -4,6 +4,7 @@ The models are made here with the real tools: a small CNN exported by torch.onnx
 float TFLite converted by TensorFlow's TFLiteConverter in a subprocess, a large ONNX MatMul for
 the memory ordering test. They are cached in pytest's cache dir, keyed by this file's content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ SIZE = 32
 CLASSES = ["NORMAL", "PNEUMONIA"]
 PRE = Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,))
 
-TFLITE_SCRIPT = textwrap.dedent('''
+TFLITE_SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import numpy as np, tensorflow as tf
@@ -58,7 +59,7 @@ TFLITE_SCRIPT = textwrap.dedent('''
 
     open(os.path.join(out_dir, "tiny_int8.tflite"), "wb").write(convert(True))
     open(os.path.join(out_dir, "tiny_fp32.tflite"), "wb").write(convert(False))
-''')
+""")
 
 
 def tiny_torch_model(width: int = 4, seed: int = 0):
@@ -66,16 +67,30 @@ def tiny_torch_model(width: int = 4, seed: int = 0):
     from torch import nn
 
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 2)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 2),
+    ).eval()
 
 
 def make_onnx(path: Path, width: int = 4) -> Path:
     import torch
 
     model = tiny_torch_model(width)
-    torch.onnx.export(model, (torch.zeros(1, 1, SIZE, SIZE),), str(path), dynamo=False,
-                      input_names=["input"], output_names=["logits"], opset_version=17)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, SIZE, SIZE),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+    )
     return path
 
 
@@ -89,13 +104,21 @@ def make_big_onnx(path: Path, hidden: int = 2048) -> Path:
     w2 = numpy_helper.from_array(rng.normal(0, 0.01, (hidden, hidden)).astype(np.float32), "w2")
     w3 = numpy_helper.from_array(rng.normal(0, 0.01, (hidden, 2)).astype(np.float32), "w3")
     shape = numpy_helper.from_array(np.array([1, SIZE * SIZE], np.int64), "flat")
-    nodes = [helper.make_node("Reshape", ["input", "flat"], ["f"]),
-             helper.make_node("MatMul", ["f", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "w2"], ["h2"]), helper.make_node("Relu", ["h2"], ["r2"]),
-             helper.make_node("MatMul", ["r2", "w3"], ["logits"])]
-    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
-                              initializer=[w1, w2, w3, shape])
+    nodes = [
+        helper.make_node("Reshape", ["input", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "w1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "w3"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+        initializer=[w1, w2, w3, shape],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, str(path))
     return path
@@ -116,20 +139,32 @@ def tiny_models(pytestconfig) -> dict:
         make_onnx(root / "tiny.onnx", width=4)
         make_onnx(root / "tiny_wide.onnx", width=16)
         make_big_onnx(root / "big.onnx")
-        proc = subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(root), str(SIZE)],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", TFLITE_SCRIPT, str(root), str(SIZE)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         done.write_text("ok")
-    return {"onnx": root / "tiny.onnx", "onnx_wide": root / "tiny_wide.onnx",
-            "big_onnx": root / "big.onnx", "tflite_int8": root / "tiny_int8.tflite",
-            "tflite_fp32": root / "tiny_fp32.tflite"}
+    return {
+        "onnx": root / "tiny.onnx",
+        "onnx_wide": root / "tiny_wide.onnx",
+        "big_onnx": root / "big.onnx",
+        "tflite_int8": root / "tiny_int8.tflite",
+        "tflite_fp32": root / "tiny_fp32.tflite",
+    }
 
 
 def tensor_entry(spec) -> dict:
     """A manifest input/output entry from a runner's TensorSpec."""
     d = spec.to_dict()
-    return {"shape": d["shape"], "layout": d["layout"], "dtype": d["dtype"],
-            "quantization": d["quantization"]}
+    return {
+        "shape": d["shape"],
+        "layout": d["layout"],
+        "dtype": d["dtype"],
+        "quantization": d["quantization"],
+    }
 
 
 def make_artifact(folder: Path, model: Path, *, precision: str, threads: int = 1) -> Path:
@@ -149,8 +184,11 @@ def make_artifact(folder: Path, model: Path, *, precision: str, threads: int = 1
     manifest = {
         "schema": "edgexray.artifact/1",
         "model": {"file": model.name, "runtime": runtime, "precision": precision},
-        "input": tensor_entry(runner.input_spec), "output": output,
-        "preprocess": PRE.to_dict(), "class_names": CLASSES, "threads": threads,
+        "input": tensor_entry(runner.input_spec),
+        "output": output,
+        "preprocess": PRE.to_dict(),
+        "class_names": CLASSES,
+        "threads": threads,
     }
     seal_artifact(folder, manifest)
     return folder
@@ -175,8 +213,12 @@ def clean_venv(pytestconfig):
     if not (root / "READY").exists():
         shutil.rmtree(root, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
-        proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy==1.26.4",
-                               "ai-edge-litert==2.1.0"], capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "numpy==1.26.4", "ai-edge-litert==2.1.0"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if proc.returncode != 0:
             pytest.fail(f"cannot install numpy + ai-edge-litert into a clean venv: {proc.stderr[-2000:]}")
         (root / "READY").write_text("ok")

@@ -5,6 +5,7 @@ Two real sshd instances on loopback ports (test_bench_remote.running_sshd, one c
 both) and a third port where nothing listens. The "devices" run the artifact with this venv's
 Python (numpy + ai-edge-litert), which keeps the test within seconds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,13 +17,13 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
-from edgexray.bench.fleet import hosts2urls
-from edgexray.runtime.record import schema_problems
-from edgexray.cli import main
-from edgexray.runtime.errors import EdgeXrayError
 from test_bench_fixtures import make_artifact, png_eval_set, tiny_models  # noqa: F401
 from test_bench_remote import _free_port, running_sshd
+
+from edgexray.bench.fleet import hosts2urls
+from edgexray.cli import main
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.record import schema_problems
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,9 @@ def two_sshd(tmp_path_factory):
     key = tmp_path_factory.mktemp("fleet-key") / "client_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(running_sshd(tmp_path_factory.mktemp(f"sshd{i}"), key))
-                   for i in range(2)]
+        servers = [
+            stack.enter_context(running_sshd(tmp_path_factory.mktemp(f"sshd{i}"), key)) for i in range(2)
+        ]
         yield servers, key
 
 
@@ -45,12 +47,33 @@ def test_fleet_bench_two_devices_and_one_unreachable(two_sshd, tiny_models, tmp_
     hosts.write_text(f"# bench fleet\n{servers[0]['url']}\n\n{dead}   # switched off\n")
     out = tmp_path / "fleet"
     t0 = time.monotonic()
-    result = CliRunner().invoke(main, [
-        "bench", str(artifact), "--hosts", str(hosts), "--remote", servers[1]["url"],
-        "--identity", str(key), "--ssh-option", "StrictHostKeyChecking=no",
-        "--ssh-option", "UserKnownHostsFile=/dev/null", "--connect-timeout", "3",
-        "--remote-python", sys.executable, "--seconds", "0.2", "--data", str(data),
-        "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(artifact),
+            "--hosts",
+            str(hosts),
+            "--remote",
+            servers[1]["url"],
+            "--identity",
+            str(key),
+            "--ssh-option",
+            "StrictHostKeyChecking=no",
+            "--ssh-option",
+            "UserKnownHostsFile=/dev/null",
+            "--connect-timeout",
+            "3",
+            "--remote-python",
+            sys.executable,
+            "--seconds",
+            "0.2",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+    )
     elapsed = time.monotonic() - t0
     assert result.exit_code == 4, result.output  # CheckFailed: some hosts failed
     assert f"error: 1 of 3 hosts failed ({dead})" in result.output

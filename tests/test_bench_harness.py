@@ -1,4 +1,5 @@
 """The artifact's run.py: rendering, verify/refuse, predict, bench, ops, and a clean-venv run."""
+
 from __future__ import annotations
 
 import json
@@ -9,27 +10,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bench_fixtures import (  # noqa: F401
+    CLASSES,
+    PRE,
+    REPO,
+    XRAYS,
+    clean_venv,
+    make_artifact,
+    make_eval_set,
+    png_eval_set,
+    tiny_models,
+)
 
-from edgexray.export.run_py_render import _strip_edgexray_imports, render_run_py
-from edgexray.export.bundle import write_seal
-from edgexray.runtime.record import schema_problems
 from edgexray.bench.runtimes import runner_for_file
+from edgexray.export.bundle import write_seal
+from edgexray.export.run_py_render import _strip_edgexray_imports, render_run_py
 from edgexray.runtime.metrics import softmax
 from edgexray.runtime.preprocess import read_image_array
-from test_bench_fixtures import (CLASSES, PRE, REPO, XRAYS, clean_venv, make_artifact,  # noqa: F401
-                                 make_eval_set, png_eval_set, tiny_models)
+from edgexray.runtime.record import schema_problems
 
 
 def run_py(folder: Path, *args, python=sys.executable, timeout=300):
-    return subprocess.run([python, str(folder / "run.py"), *map(str, args)], cwd=folder,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [python, str(folder / "run.py"), *map(str, args)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def artifacts(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("artifacts")
-    return {"litert": make_artifact(root / "int8", tiny_models["tflite_int8"], precision="int8"),
-            "onnxruntime": make_artifact(root / "fp32", tiny_models["onnx"], precision="fp32")}
+    return {
+        "litert": make_artifact(root / "int8", tiny_models["tflite_int8"], precision="int8"),
+        "onnxruntime": make_artifact(root / "fp32", tiny_models["onnx"], precision="fp32"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +65,7 @@ def test_render_inlines_the_shared_modules_verbatim():
     compile(source, "run.py", "exec")
     code = [line.strip() for line in source.splitlines()]
     assert not [line for line in code if line.startswith(("from edgexray", "import edgexray"))]
-    assert "EDGEXRAY_VERSION = '0.1.0'" in source or "EDGEXRAY_VERSION = \"" in source
+    assert "EDGEXRAY_VERSION = '0.1.0'" in source or 'EDGEXRAY_VERSION = "' in source
     # every line of preprocess.py's code is in run.py, in order: nothing copied by hand
     pre = (REPO / "runtime" / "preprocess.py").read_text()
     body = _strip_edgexray_imports(pre, "runtime/preprocess.py")
@@ -59,8 +76,10 @@ def test_render_inlines_the_shared_modules_verbatim():
 
 
 def test_strip_handles_parenthesized_imports():
-    text = ("from __future__ import annotations\nimport os\nfrom edgexray.bench.x import (a,\n"
-            "    b)\nfrom edgexray.runtime.errors import E\nx = 1\n")
+    text = (
+        "from __future__ import annotations\nimport os\nfrom edgexray.bench.x import (a,\n"
+        "    b)\nfrom edgexray.runtime.errors import E\nx = 1\n"
+    )
     assert _strip_edgexray_imports(text, "t.py") == "import os\nx = 1\n"
     with pytest.raises(ValueError, match="only import edgexray at top level"):
         _strip_edgexray_imports("def f():\n    import edgexray.fsutil\n", "t.py")
@@ -76,8 +95,7 @@ def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, eval_set)
     model.write_bytes(bytes(data))
     bad = run_py(art, "verify")
     assert bad.returncode == 3 and "tiny_int8.tflite: sha256" in bad.stderr
-    for args in (["predict", eval_set], ["bench", "--seconds", "0.1", "--out", tmp_path / "r.json"],
-                 ["ops"]):
+    for args in (["predict", eval_set], ["bench", "--seconds", "0.1", "--out", tmp_path / "r.json"], ["ops"]):
         refused = run_py(art, *args)
         assert refused.returncode == 3, refused.stderr
         assert "refusing to run" in refused.stderr and refused.stdout == ""
@@ -131,7 +149,7 @@ def test_images_of_other_size_and_mode_are_resized_per_manifest(artifacts, tmp_p
     Image.fromarray(np.stack([gray] * 3, -1)).save(folder / "b_rgb.png")
     Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 255)])).save(folder / "c_rgba.png")
     np.save(folder / "d_unit.npy", gray.astype(np.float32) / 255.0)
-    Image.fromarray((gray.astype(np.uint16) * 257)).save(folder / "e_gray16.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(folder / "e_gray16.png")
     for name in ("litert", "onnxruntime"):
         result = run_py(artifacts[name], "predict", folder)
         assert result.returncode == 0, result.stderr
@@ -144,7 +162,9 @@ def test_images_of_other_size_and_mode_are_resized_per_manifest(artifacts, tmp_p
     bad = folder / "f_broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     broken = run_py(artifacts["onnxruntime"], "predict", bad)
-    assert broken.returncode == 2 and "could not read image" in broken.stderr and "f_broken.png" in broken.stderr
+    assert (
+        broken.returncode == 2 and "could not read image" in broken.stderr and "f_broken.png" in broken.stderr
+    )
 
 
 @pytest.mark.parametrize("name", ["litert", "onnxruntime"])
@@ -199,8 +219,10 @@ def test_bad_manifest_and_usage(artifacts, tmp_path, capsys):
         ({**good, "preprocess": {**good["preprocess"], "size": 64}}, "does not match preprocess size 64"),
         ({**good, "class_names": ["only"]}, "class_names must list at least two"),
         ({**good, "files": {**good["files"], "../x": good["files"]["labels.txt"]}}, "relative path inside"),
-        ({**good, "input": {**good["input"], "quantization": {"scale": 0.5, "zero_point": 0}}},
-         "manifest.json does not describe tiny_int8.tflite: input quantization"),
+        (
+            {**good, "input": {**good["input"], "quantization": {"scale": 0.5, "zero_point": 0}}},
+            "manifest.json does not describe tiny_int8.tflite: input quantization",
+        ),
     ]
     for manifest, message in cases:
         path.write_text(json.dumps(manifest))  # edited: the seal in run.py no longer matches
@@ -222,8 +244,9 @@ def test_bad_manifest_and_usage(artifacts, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_run_py_in_a_clean_venv_with_only_numpy_and_litert(clean_venv, artifacts, tmp_path):
-    listed = subprocess.run([str(clean_venv), "-m", "pip", "list", "--format=json"],
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [str(clean_venv), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    )
     installed = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert not installed & {"torch", "onnxruntime", "tensorflow", "pillow", "edgexray"}
     data = png_eval_set(tmp_path / "data", per_class=2)  # PNG: decoded without Pillow

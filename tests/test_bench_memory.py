@@ -1,11 +1,12 @@
 """Memory is measured in fresh processes: a bigger model shows a bigger figure."""
+
 from __future__ import annotations
 
 import pytest
+from test_bench_fixtures import tiny_models  # noqa: F401
 
 from edgexray.bench.memory import file_size, measure_memory
 from edgexray.runtime.errors import EdgeXrayError
-from test_bench_fixtures import tiny_models  # noqa: F401
 
 
 def test_two_models_of_different_size_in_the_right_order(tiny_models):

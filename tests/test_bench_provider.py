@@ -1,6 +1,7 @@
 """run.py honours the manifest's ONNX Runtime execution provider: CUDA where onnxruntime-gpu and a
 GPU are present; elsewhere a CPU fallback that says so (stderr and bench "provider") when the
 manifest allows it (provider_fallback "cpu"), else one error line and exit 2."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_bench_fixtures import make_artifact, tiny_models  # noqa: F401
 
 from edgexray.export.bundle import seal_artifact
-from test_bench_fixtures import make_artifact, tiny_models  # noqa: F401
 
 
 def _has_cuda_ep() -> bool:
     import onnxruntime as ort
+
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
@@ -31,8 +33,9 @@ def _cuda_artifact(folder: Path, onnx: Path, fallback: str | None) -> Path:
 
 
 def _run(art: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(art / "run.py"), *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(art / "run.py"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif("_has_cuda_ep()", reason="CUDA provider present: the fallback is not taken")
@@ -43,8 +46,11 @@ def test_cuda_manifest_falls_back_to_cpu_only_when_allowed(tiny_models, tmp_path
     assert "onnxruntime-gpu/CUDA is missing here" in proc.stderr
     assert "running on the CPU instead" in proc.stderr
     entry = json.loads(proc.stdout)["results"][0]
-    assert entry["provider"] == {"requested": "CUDAExecutionProvider",
-                                 "used": "CPUExecutionProvider", "fallback": True}
+    assert entry["provider"] == {
+        "requested": "CUDAExecutionProvider",
+        "used": "CPUExecutionProvider",
+        "fallback": True,
+    }
     assert entry["device"] == "cpu" and entry["latency_ms"]["runs"] == 3
 
     for fallback in ("none", None):  # absent = "none"
@@ -70,8 +76,11 @@ def test_cpu_manifest_records_cpu_provider(tiny_models, tmp_path):
     proc = _run(art, "bench", "--runs", "2", "--warmup", "0", "--no-memory")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     entry = json.loads(proc.stdout)["results"][0]
-    assert entry["provider"] == {"requested": "CPUExecutionProvider",
-                                 "used": "CPUExecutionProvider", "fallback": False}
+    assert entry["provider"] == {
+        "requested": "CPUExecutionProvider",
+        "used": "CPUExecutionProvider",
+        "fallback": False,
+    }
 
 
 @pytest.mark.gpu

@@ -5,6 +5,7 @@ current user) and runs the artifact with a Python that has only numpy and ai-edg
 Raspberry Pi would. If sshd is missing it is installed with apt-get; the tests skip, saying why,
 only when that is impossible.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_bench_fixtures import clean_venv, make_artifact, png_eval_set, tiny_models  # noqa: F401
 
-from edgexray.runtime.record import schema_problems
 from edgexray.bench.remote import parse_ssh_url, remote_bench
 from edgexray.cli import main
 from edgexray.runtime.errors import EdgeXrayError
-from test_bench_fixtures import clean_venv, make_artifact, png_eval_set, tiny_models  # noqa: F401
+from edgexray.runtime.record import schema_problems
 
 
 def _find_sshd():
@@ -41,9 +42,13 @@ def _ensure_sshd() -> str:
         return sshd
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("OpenSSH server not installed and cannot be installed here (needs root and apt-get)")
-    proc = subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server", "openssh-client"],
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "openssh-server", "openssh-client"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
     sshd = _find_sshd()
     if proc.returncode != 0 or not sshd:
         pytest.skip(f"apt-get could not install openssh-server: {proc.stderr.strip()[-300:]}")
@@ -96,10 +101,18 @@ LogLevel VERBOSE
                 break
             except OSError:
                 time.sleep(0.2)
-        options = (f"UserKnownHostsFile={d}/known_hosts", "GlobalKnownHostsFile=/dev/null",
-                   "StrictHostKeyChecking=yes")
-        yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "identity": str(client_key),
-               "options": options, "dir": d, "port": port}
+        options = (
+            f"UserKnownHostsFile={d}/known_hosts",
+            "GlobalKnownHostsFile=/dev/null",
+            "StrictHostKeyChecking=yes",
+        )
+        yield {
+            "url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}",
+            "identity": str(client_key),
+            "options": options,
+            "dir": d,
+            "port": port,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -114,8 +127,9 @@ def sshd_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(tmp_path_factory.mktemp("remote") / "int8", tiny_models["tflite_int8"],
-                         precision="int8")
+    return make_artifact(
+        tmp_path_factory.mktemp("remote") / "int8", tiny_models["tflite_int8"], precision="int8"
+    )
 
 
 def _workdirs() -> set:
@@ -126,10 +140,13 @@ def _workdirs() -> set:
 def test_remote_bench_end_to_end(sshd_server, artifact, clean_venv, tmp_path):
     data = png_eval_set(tmp_path / "data", per_class=2)
     before = _workdirs()
-    target = parse_ssh_url(sshd_server["url"], identity=sshd_server["identity"],
-                           options=sshd_server["options"], connect_timeout=5)
-    doc = remote_bench(artifact, target, data=data, remote_python=str(clean_venv),
-                       seconds=0.3, threads=1)
+    target = parse_ssh_url(
+        sshd_server["url"],
+        identity=sshd_server["identity"],
+        options=sshd_server["options"],
+        connect_timeout=5,
+    )
+    doc = remote_bench(artifact, target, data=data, remote_python=str(clean_venv), seconds=0.3, threads=1)
     assert schema_problems(doc) == []
     assert doc["producer"].startswith("run.py") and doc["remote"]["url"] == str(target)
     (entry,) = doc["results"]
@@ -141,11 +158,22 @@ def test_remote_bench_end_to_end(sshd_server, artifact, clean_venv, tmp_path):
 
 
 @pytest.mark.slow
-def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(sshd_server, artifact, clean_venv,
-                                                                   tmp_path):
-    args = ["bench", str(artifact), "--remote", sshd_server["url"], "--identity",
-            sshd_server["identity"], "--remote-python", str(clean_venv), "--seconds", "0.2",
-            "--no-memory"]
+def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(
+    sshd_server, artifact, clean_venv, tmp_path
+):
+    args = [
+        "bench",
+        str(artifact),
+        "--remote",
+        sshd_server["url"],
+        "--identity",
+        sshd_server["identity"],
+        "--remote-python",
+        str(clean_venv),
+        "--seconds",
+        "0.2",
+        "--no-memory",
+    ]
     for option in sshd_server["options"]:
         args += ["--ssh-option", option]
     out = tmp_path / "report"
@@ -167,7 +195,9 @@ def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(sshd_server, 
 def test_unreachable_host_fails_fast_with_a_clear_error(artifact):
     port = _free_port()  # nothing listens there
     t0 = time.monotonic()
-    with pytest.raises(EdgeXrayError, match=r"cannot reach ssh://.*127\.0\.0\.1:%d .*check the host and port" % port):
+    with pytest.raises(
+        EdgeXrayError, match=rf"cannot reach ssh://.*127\.0\.0\.1:{port} .*check the host and port"
+    ):
         remote_bench(artifact, parse_ssh_url(f"ssh://nobody@127.0.0.1:{port}", connect_timeout=3))
     assert time.monotonic() - t0 < 20
     # a silent address (TEST-NET-1, RFC 5737): the connect timeout bounds the wait

@@ -1,4 +1,5 @@
 """Runner registry: every CPU runner on a tiny real model, bad files, missing runtimes."""
+
 from __future__ import annotations
 
 import json
@@ -7,34 +8,43 @@ import sys
 
 import numpy as np
 import pytest
+from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 from edgexray.bench.runtimes import list_runtimes, load_runner, runner_for_file
 from edgexray.runtime.errors import EdgeXrayError
-from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 X = np.random.default_rng(3).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
+    import torch
+
     from edgexray.checkpoint import save_checkpoint
     from edgexray.models import create_model
 
-    import torch
     torch.manual_seed(0)
     model = create_model("resnet18_cbam", num_classes=2, in_chans=1, width=0.25).eval()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, arch="resnet18_cbam",
-                    model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
-                    class_names=CLASSES, preprocess=PRE)
+    save_checkpoint(
+        path,
+        model,
+        arch="resnet18_cbam",
+        model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
+        class_names=CLASSES,
+        preprocess=PRE,
+    )
     return path, model
 
 
-@pytest.mark.parametrize("key, kind, layout, dtype", [
-    ("onnx", "onnxruntime-cpu", "NCHW", "float32"),
-    ("tflite_fp32", "litert", "NHWC", "float32"),
-    ("tflite_int8", "litert", "NHWC", "int8"),
-])
+@pytest.mark.parametrize(
+    "key, kind, layout, dtype",
+    [
+        ("onnx", "onnxruntime-cpu", "NCHW", "float32"),
+        ("tflite_fp32", "litert", "NHWC", "float32"),
+        ("tflite_int8", "litert", "NHWC", "int8"),
+    ],
+)
 def test_cpu_runner_on_tiny_model(tiny_models, key, kind, layout, dtype):
     runner = runner_for_file(tiny_models[key], threads=1)
     assert runner.kind == kind and runner.device == "cpu" and runner.threads == 1
@@ -45,8 +55,9 @@ def test_cpu_runner_on_tiny_model(tiny_models, key, kind, layout, dtype):
     assert out.shape == (3, 2) and out.dtype == np.float32 and np.isfinite(out).all()
     # repeated runs give the same outputs; a batch equals its images run one by one
     np.testing.assert_array_equal(out, runner.predict(X))
-    np.testing.assert_allclose(np.concatenate([runner.predict(X[i:i + 1]) for i in range(3)]), out,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([runner.predict(X[i : i + 1]) for i in range(3)]), out, rtol=1e-5, atol=1e-6
+    )
     raw = runner.run_raw(runner.prepare(X[:1]))
     assert raw.dtype == np.dtype(dtype)
     ops = runner.ops()
@@ -73,15 +84,27 @@ def test_torch_runner_matches_pytorch_and_onnx_export(tiny_checkpoint, tmp_path)
         expected = model(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(runner.predict(X), expected, rtol=1e-5, atol=1e-5)
     onnx_path = tmp_path / "m.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 1, SIZE, SIZE),), str(onnx_path), dynamo=False,
-                      input_names=["input"], opset_version=17)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, SIZE, SIZE),),
+        str(onnx_path),
+        dynamo=False,
+        input_names=["input"],
+        opset_version=17,
+    )
     ort = load_runner("onnxruntime-cpu", onnx_path, threads=1)
     np.testing.assert_allclose(ort.predict(X), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_registry_errors(tiny_models, tmp_path):
-    assert {"torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxruntime-cuda",
-            "onnxruntime-tensorrt", "litert"} <= set(list_runtimes())
+    assert {
+        "torch-cpu",
+        "torch-cuda",
+        "onnxruntime-cpu",
+        "onnxruntime-cuda",
+        "onnxruntime-tensorrt",
+        "litert",
+    } <= set(list_runtimes())
     with pytest.raises(EdgeXrayError, match="did you mean 'litert'"):
         load_runner("litrt", tiny_models["tflite_int8"])
     with pytest.raises(EdgeXrayError, match="loads .onnx files.*pick a runtime for .tflite \\(litert\\)"):
@@ -92,6 +115,7 @@ def test_registry_errors(tiny_models, tmp_path):
         load_runner("litert", tmp_path / "absent.tflite")
     # no GPU on this machine: the CUDA execution provider is reported as missing, with a fix
     import onnxruntime
+
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(EdgeXrayError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
             load_runner("onnxruntime-cuda", tiny_models["onnx"])
@@ -122,10 +146,13 @@ except EdgeXrayError as e:
 """
 
 
-@pytest.mark.parametrize("kind, module, key, pip", [
-    ("litert", "ai_edge_litert", "tflite_int8", "pip install ai-edge-litert"),
-    ("onnxruntime-cpu", "onnxruntime", "onnx", "pip install onnxruntime"),
-])
+@pytest.mark.parametrize(
+    "kind, module, key, pip",
+    [
+        ("litert", "ai_edge_litert", "tflite_int8", "pip install ai-edge-litert"),
+        ("onnxruntime-cpu", "onnxruntime", "onnx", "pip install onnxruntime"),
+    ],
+)
 def test_missing_runtime_names_the_package(tiny_models, kind, module, key, pip):
     code = MISSING_RUNTIME.format(module=module, kind=kind, path=str(tiny_models[key]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -135,10 +162,12 @@ def test_missing_runtime_names_the_package(tiny_models, kind, module, key, pip):
 
 
 def test_bench_modules_do_not_import_torch_or_tensorflow():
-    code = ("import sys; import edgexray.bench.runtimes, edgexray.bench.local, edgexray.bench.compare, "
-            "edgexray.bench.remote, edgexray.bench.results, edgexray.bench.cli, "
-            "edgexray.runtime.run_py; "
-            "print([m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules])")
+    code = (
+        "import sys; import edgexray.bench.runtimes, edgexray.bench.local, edgexray.bench.compare, "
+        "edgexray.bench.remote, edgexray.bench.results, edgexray.bench.cli, "
+        "edgexray.runtime.run_py; "
+        "print([m for m in ('torch', 'tensorflow', 'matplotlib') if m in sys.modules])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -1,34 +1,34 @@
 """`edgexray build` end to end on a tiny model (the session's `tiny_build`, conftest.py), and the
 artifact run where only numpy and ai-edge-litert are installed."""
+
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_bench_fixtures import clean_venv  # noqa: F401  (session fixture: numpy + ai-edge-litert only)
 
 from edgexray.cli import main
-
-from test_bench_fixtures import clean_venv  # noqa: F401  (session fixture: numpy + ai-edge-litert only)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def run_py(python, folder: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "run.py", *map(str, args)], cwd=folder,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(python), "run.py", *map(str, args)], cwd=folder, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_artifact_runs_with_only_numpy_and_litert(tiny_build, clean_venv, tmp_path):  # noqa: F811
-    from edgexray.runtime.runners import predict_file as run_tflite
     from edgexray.runtime.preprocess import Preprocess, read_image_array
+    from edgexray.runtime.runners import predict_file as run_tflite
 
     folder, _, data = tiny_build
     probe = subprocess.run([str(clean_venv), "-c", "import torch"], capture_output=True)
@@ -48,8 +48,9 @@ def test_artifact_runs_with_only_numpy_and_litert(tiny_build, clean_venv, tmp_pa
     host = run_tflite(folder / "model.tflite", x)
     assert [d["index"] for d in device] == host.argmax(1).tolist()
     q = manifest["output"]["quantization"]
-    device_logits = (np.asarray([d["raw"] for d in device], np.float32).reshape(len(images), -1)
-                     - q["zero_point"]) * q["scale"]
+    device_logits = (
+        np.asarray([d["raw"] for d in device], np.float32).reshape(len(images), -1) - q["zero_point"]
+    ) * q["scale"]
     np.testing.assert_allclose(device_logits, host, atol=1e-6)
 
 
@@ -88,12 +89,26 @@ def test_build_report_renders_in_headless_chromium(tiny_build, tmp_path):
 
     folder, _, _ = tiny_build
     shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--window-size=1200,1600", (folder / "report.html").as_uri()],
-                   capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (folder / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
     assert img.std() > 20, "blank page"
 
@@ -102,14 +117,16 @@ def test_build_report_renders_in_headless_chromium(tiny_build, tmp_path):
 def test_existing_artifact_is_not_overwritten(tiny_build):
     folder, _, data = tiny_build
     before = (folder / "manifest.json").read_bytes()
-    r = CliRunner().invoke(main, ["build", "--target", "rpi4", "--data", str(data),
-                                  "--out", str(folder.parent)])
+    r = CliRunner().invoke(
+        main, ["build", "--target", "rpi4", "--data", str(data), "--out", str(folder.parent)]
+    )
     assert r.exit_code == 2 and "--force" in r.output
     assert (folder / "manifest.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("option,value", [("--calib-count", "0"), ("--epochs", "0"),
-                                          ("--width", "0"), ("--bench-seconds", "-1")])
+@pytest.mark.parametrize(
+    "option,value", [("--calib-count", "0"), ("--epochs", "0"), ("--width", "0"), ("--bench-seconds", "-1")]
+)
 def test_bad_numbers_are_refused_before_any_work(option, value, tmp_path):
     import time
 
@@ -132,9 +149,24 @@ def test_malformed_profile_names_file_and_line(tmp_path):
 
 
 def test_unmeetable_budget_ships_nothing(tiny_checkpoint, synth_dir, tmp_path):
-    r = CliRunner().invoke(main, ["build", "--target", "rpi4", "--checkpoint", str(tiny_checkpoint),
-                                  "--data", str(synth_dir), "--finetune-epochs", "0",
-                                  "--latency-budget-ms", "0.0001", "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--target",
+            "rpi4",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--data",
+            str(synth_dir),
+            "--finetune-epochs",
+            "0",
+            "--latency-budget-ms",
+            "0.0001",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "nothing was shipped" in r.output and "latency" in r.output
     assert not list(tmp_path.glob("rpi4-*"))

@@ -6,6 +6,7 @@ The session's tiny checkpoint (conftest.py, 64 px, width 0.25) is exported both 
 Runtime target (int8 + fp32: the INT8 scheme choice) and a LiteRT target (int8: the TFLite INT8
 input/output types and quantization). Host latency is held constant so that the ONNX INT8
 scheme choice depends on the measured accuracies only, which both paths must then share."""
+
 from __future__ import annotations
 
 import json
@@ -22,19 +23,26 @@ def steady_latency(monkeypatch):
     """Every ONNX INT8 scheme measures equally fast: the choice is the accuracy's alone."""
     from edgexray.export import quantize_onnx
 
-    monkeypatch.setattr(quantize_onnx, "latency_ms", lambda path, sample, runs=50, warmup=5,
-                        threads=None: {"p50_ms": 1.0, "p90_ms": 1.0, "runs": runs,
-                                       "threads": threads})
+    monkeypatch.setattr(
+        quantize_onnx,
+        "latency_ms",
+        lambda path, sample, runs=50, warmup=5, threads=None: {
+            "p50_ms": 1.0,
+            "p90_ms": 1.0,
+            "runs": runs,
+            "threads": threads,
+        },
+    )
 
 
 def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
     """The build's export stage (pipeline.export_stage) on the checkpoint as the 'pruned' model."""
     from edgexray import pipeline
-    from edgexray.pipeline.export_stage import export_and_check
     from edgexray.checkpoint import load_checkpoint
     from edgexray.devices import load_profile
     from edgexray.evaluate import held_out_data
     from edgexray.models.predict import predict_logits
+    from edgexray.pipeline.export_stage import export_and_check
     from edgexray.runtime.metrics import budget_check
 
     ckpt = load_checkpoint(ckpt_path)
@@ -45,17 +53,40 @@ def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
 
     def judge(logits):
         return budget_check(val_y, reference.argmax(1), logits.argmax(1), names, 100.0)
+
     cfg = pipeline.BuildConfig(target=target, max_accuracy_drop=100.0)
-    files, val_parity, _ = export_and_check(cfg, load_profile(target), ckpt, data, work,
-                                            precisions, reference, val_x, val_y, judge,
-                                            pipeline.Progress())
+    files, val_parity, _ = export_and_check(
+        cfg,
+        load_profile(target),
+        ckpt,
+        data,
+        work,
+        precisions,
+        reference,
+        val_x,
+        val_y,
+        judge,
+        pipeline.Progress(),
+    )
     return files, val_parity, json.loads((work / "export" / "parity.json").read_text())
 
 
 def _cli_export(ckpt_path: Path, fmt: str, precisions: tuple, out: Path) -> dict:
-    run = CliRunner().invoke(main, ["export", str(ckpt_path), "--formats", fmt, "--precisions",
-                                    ",".join(precisions), "--out", str(out),
-                                    "--max-accuracy-drop", "100"])
+    run = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(ckpt_path),
+            "--formats",
+            fmt,
+            "--precisions",
+            ",".join(precisions),
+            "--out",
+            str(out),
+            "--max-accuracy-drop",
+            "100",
+        ],
+    )
     assert run.exit_code == 0, run.output
     return json.loads((out / "parity.json").read_text())
 
@@ -82,8 +113,7 @@ def test_onnx_target_same_files_and_int8_scheme(tiny_checkpoint, tmp_path, stead
     from edgexray.export.onnx import read_metadata
 
     precisions = ("int8", "fp32")  # x86-64's order
-    files, val_parity, build_report = _build_export(tiny_checkpoint, "x86-64", precisions,
-                                                    tmp_path / "build")
+    files, val_parity, build_report = _build_export(tiny_checkpoint, "x86-64", precisions, tmp_path / "build")
     cli_report = _cli_export(tiny_checkpoint, "onnx", precisions, tmp_path / "export")
     build_folder, export_folder = tmp_path / "build" / "export", tmp_path / "export"
     _same_files(build_folder, export_folder, build_report, cli_report)
@@ -92,13 +122,15 @@ def test_onnx_target_same_files_and_int8_scheme(tiny_checkpoint, tmp_path, stead
 
     def int8(report):
         return next(e for e in report["files"] if e["file"] == "model_int8.onnx")
+
     build_choice, cli_choice = int8(build_report)["scheme_choice"], int8(cli_report)["scheme_choice"]
     assert build_choice["chosen"] == cli_choice["chosen"]
     assert val_parity["int8"]["int8_scheme"]["chosen"] == cli_choice["chosen"]
     for key in ("n_images", "fp32_accuracy", "eligible", "method", "per_channel"):
         assert build_choice[key] == cli_choice[key], key
-    assert {n: r["accuracy"] for n, r in build_choice["schemes"].items()} == \
-        {n: r["accuracy"] for n, r in cli_choice["schemes"].items()}
+    assert {n: r["accuracy"] for n, r in build_choice["schemes"].items()} == {
+        n: r["accuracy"] for n, r in cli_choice["schemes"].items()
+    }
     for name in ("model_int8.onnx", "model_fp32.onnx"):
         assert read_metadata(build_folder / name) == read_metadata(export_folder / name), name
     quant = read_metadata(export_folder / "model_int8.onnx")["quantization"]

@@ -3,6 +3,7 @@ build ships something that meets its budget (down to the unpruned model), saying
 
 Real builds of a tiny model (32 px, width 0.25) from one shared checkpoint; the host benchmark
 skips its fresh-process memory probe (not what these tests are about)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,12 @@ TINY = ["--bench-seconds", "0.1", "--calib-count", "30", "--no-verify-arm"]
 @pytest.fixture(scope="module")
 def fast_bench():
     from edgexray.bench import compare
+
     real = compare.compare_models
 
     def latency_only(*args, **kwargs):
         return real(*args, **{**kwargs, "memory": False})
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(compare, "compare_models", latency_only)
         yield
@@ -37,17 +40,36 @@ def tiny_run(tmp_path_factory):
     """3 classes x 60 synthetic images and a resnet18_cbam (32 px, width 0.25) trained 3 epochs."""
     from edgexray.synth import synthesize
     from edgexray.train import ModelConfig, TrainConfig, train_folder
+
     root = tmp_path_factory.mktemp("selection")
-    data = synthesize(root / "xrays", classes=3, per_class=60, size=(48, 64), seed=2,
-                      progress=False)
-    run = train_folder(data, root / "run", ModelConfig(arch="resnet18_cbam", size=32, width=0.25),
-                       TrainConfig(epochs=3, batch_size=32), progress=False)
+    data = synthesize(root / "xrays", classes=3, per_class=60, size=(48, 64), seed=2, progress=False)
+    run = train_folder(
+        data,
+        root / "run",
+        ModelConfig(arch="resnet18_cbam", size=32, width=0.25),
+        TrainConfig(epochs=3, batch_size=32),
+        progress=False,
+    )
     return data, run.checkpoint
 
 
 def _build(target, data, ckpt, out, *extra):
-    r = CliRunner().invoke(main, ["build", "--target", target, "--checkpoint", str(ckpt),
-                                  "--data", str(data), "--out", str(out), *TINY, *extra])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--target",
+            target,
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *TINY,
+            *extra,
+        ],
+    )
     assert r.exit_code == 0, r.output
     folder = next(p for p in Path(out).glob(f"{target}-*") if p.is_dir())
     return json.loads((folder / "manifest.json").read_text()), r.output, folder
@@ -61,9 +83,12 @@ def _scramble_test_labels(monkeypatch):
     def scrambled(*args, **kwargs):
         base, data = real(*args, **kwargs)
         y = data.labels["test"]
-        labels = {**data.labels, "test": np.random.default_rng(0).integers(
-            0, len(data.class_names), len(y)).astype(y.dtype)}
+        labels = {
+            **data.labels,
+            "test": np.random.default_rng(0).integers(0, len(data.class_names), len(y)).astype(y.dtype),
+        }
         return base, dataclasses.replace(data, labels=labels)
+
     monkeypatch.setattr(pipeline, "_trained_model", scrambled)
 
 
@@ -88,11 +113,17 @@ def test_scrambled_test_labels_do_not_change_what_is_shipped(x86_builds):
     sel = plain["selection"]
     assert sel["split"] == "val" and sel["n_images"] > 0
     splits = {d["what"]: d["split"] for d in sel["decisions"]}
-    assert splits == {"pruning level": "val", "precision": "val", "INT8 calibration images": "train",
-                      "ONNX INT8 scheme": "val"}
+    assert splits == {
+        "pruning level": "val",
+        "precision": "val",
+        "INT8 calibration images": "train",
+        "ONNX INT8 scheme": "val",
+    }
 
-    schemes = [next(d["chosen"] for d in m["selection"]["decisions"]
-                    if d["what"] == "ONNX INT8 scheme") for m in (plain, scrambled)]
+    schemes = [
+        next(d["chosen"] for d in m["selection"]["decisions"] if d["what"] == "ONNX INT8 scheme")
+        for m in (plain, scrambled)
+    ]
 
     def chosen_from(selection):
         """The ONNX INT8 scheme also weighs host latency (noise), so when the two runs picked
@@ -100,17 +131,27 @@ def test_scrambled_test_labels_do_not_change_what_is_shipped(x86_builds):
         out = []
         for d in selection["decisions"]:
             if d["what"] == "ONNX INT8 scheme":
-                d = {**d, "cpu_model": None, "chosen": None,
-                     "candidates": [{**c, "p50_ms": None} for c in d["candidates"]]}
+                d = {
+                    **d,
+                    "cpu_model": None,
+                    "chosen": None,
+                    "candidates": [{**c, "p50_ms": None} for c in d["candidates"]],
+                }
             elif d["what"] == "precision" and schemes[0] != schemes[1]:
-                d = {**d, "candidates": [c if c["precision"] != "int8" else
-                                         {"precision": "int8"} for c in d["candidates"]]}
+                d = {
+                    **d,
+                    "candidates": [
+                        c if c["precision"] != "int8" else {"precision": "int8"} for c in d["candidates"]
+                    ],
+                }
             out.append(d)
         return out
+
     # the same choices, made from the same figures
     assert chosen_from(scrambled["selection"]) == chosen_from(sel)
-    assert {k: v for k, v in scrambled["selection"].items() if k != "decisions"} == \
-        {k: v for k, v in sel.items() if k != "decisions"}
+    assert {k: v for k, v in scrambled["selection"].items() if k != "decisions"} == {
+        k: v for k, v in sel.items() if k != "decisions"
+    }
     assert scrambled["model"]["precision"] == plain["model"]["precision"]
     assert scrambled["channels_kept"] == plain["channels_kept"]
     a, b = _pruned_state(out / "plain"), _pruned_state(out / "scrambled")
@@ -135,6 +176,7 @@ def test_manifest_and_summary_show_intervals_and_the_budget_rule(x86_builds):
 
 def _every_profile():
     from edgexray.devices import list_profiles
+
     return list_profiles()
 
 
@@ -159,6 +201,7 @@ def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_buil
             assert m["reduction"] == {"params": 0.0, "macs": 0.0}
     # GPU targets are timed on the GPU only where there is one; otherwise the build says so
     from edgexray.bench.runtimes import available_runtimes
+
     if "onnxruntime-cuda" not in available_runtimes():
         assert any("not measured on a GPU" in f for f in manifests["cuda-gpu"]["fallbacks"])
 
@@ -166,14 +209,17 @@ def test_every_profile_ships_and_says_which_level(tiny_run, fast_bench, x86_buil
 def test_a_precision_whose_minority_class_collapses_is_not_shipped():
     from edgexray.export.selection import choose_precision
     from edgexray.runtime.metrics import budget_check
+
     y = np.r_[np.zeros(950, int), np.ones(50, int)]
     ref = y.copy()
     ref[:50], ref[950:955] = 1, 0
     collapsed = ref.copy()
     collapsed[:25], collapsed[955:980] = 0, 0  # same accuracy, rare sensitivity 90% -> 40%
     names = ["common", "rare"]
-    parity = {"int8": {"passed": True, "budget": budget_check(y, ref, collapsed, names, 1.0)},
-              "fp32": {"passed": True, "budget": budget_check(y, ref, ref, names, 1.0)}}
+    parity = {
+        "int8": {"passed": True, "budget": budget_check(y, ref, collapsed, names, 1.0)},
+        "fp32": {"passed": True, "budget": budget_check(y, ref, ref, names, 1.0)},
+    }
     choice = choose_precision("int8", ("int8", "fp32"), parity, 1.0)
     shipped = choice.precision
     assert shipped == "fp32"
@@ -183,13 +229,15 @@ def test_a_precision_whose_minority_class_collapses_is_not_shipped():
 def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
     from edgexray.devices import load_profile
     from edgexray.prune.budget import pruning_attempts
+
     plain = pipeline.BuildConfig()
     for name in _every_profile():
         levels = pruning_attempts(load_profile(name).prune, plain.latency_budget_ms)
         assert levels[-1] == ("unpruned", None) and len(levels) >= 3, name
     # a latency search ships nothing rather than an unpruned model that misses the latency goal
-    latency = pruning_attempts(load_profile("rpi4").prune,
-                               pipeline.BuildConfig(latency_budget_ms=5.0).latency_budget_ms)
+    latency = pruning_attempts(
+        load_profile("rpi4").prune, pipeline.BuildConfig(latency_budget_ms=5.0).latency_budget_ms
+    )
     assert ("unpruned", None) not in latency
 
 
@@ -197,17 +245,29 @@ def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
 def calibrated_build(tiny_run, fast_bench, tmp_path_factory):
     data, ckpt = tiny_run
     positive = sorted(d.name for d in Path(data).iterdir() if d.is_dir())[0]
-    return _build("x86-64", data, ckpt, tmp_path_factory.mktemp("cal"), "--finetune-epochs", "0",
-                  "--positive-class", positive, "--target-sensitivity", "0.9")
+    return _build(
+        "x86-64",
+        data,
+        ckpt,
+        tmp_path_factory.mktemp("cal"),
+        "--finetune-epochs",
+        "0",
+        "--positive-class",
+        positive,
+        "--target-sensitivity",
+        "0.9",
+    )
 
 
 def _run_py(folder: Path):
     from edgexray.external import _import_run_py
+
     return _import_run_py(folder)
 
 
 def test_run_py_probabilities_are_temperature_scaled(calibrated_build):
     from edgexray.runtime.metrics import softmax
+
     manifest, output, folder = calibrated_build
     cal = manifest["calibration"]
     assert cal["fitted_on"] == "val" and 0.05 <= cal["temperature"] <= 20
@@ -231,8 +291,7 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
     manifest, output, folder = calibrated_build
     d = manifest["decision"]
     assert d["chosen_on"] == "val" and d["target_sensitivity"] == 0.9
-    assert d["val"]["sensitivity"] >= 0.9 and set(d["test"]["ci95"]) == {"sensitivity",
-                                                                          "specificity"}
+    assert d["val"]["sensitivity"] >= 0.9 and set(d["test"]["ci95"]) == {"sensitivity", "specificity"}
     report = (folder / "report.html").read_text()
     assert "operating point" in output and "test sensitivity / specificity" in report
     assert "ROC with the operating point (test)" in report
@@ -246,8 +305,12 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
         assert (row["label"] == d["positive_class"]) == (p >= d["threshold"])
         assert row["probability"] == row["probabilities"][row["label"]]
     # a lower threshold labels positive an image whose positive probability is not the largest
-    below = [r for r in rows if r["label"] != d["positive_class"]
-             and max(r["probabilities"].values()) > r["probabilities"][d["positive_class"]]]
+    below = [
+        r
+        for r in rows
+        if r["label"] != d["positive_class"]
+        and max(r["probabilities"].values()) > r["probabilities"][d["positive_class"]]
+    ]
     assert below, "no image predicted as another class"
     r = below[0]
     t = r["probabilities"][d["positive_class"]]
@@ -257,15 +320,32 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
     assert names[int(np.argmax([again["probabilities"][n] for n in names]))] != again["label"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--positive-class", "nope", "--target-sensitivity", "0.9"], "is not a class of this model"),
-    (["--positive-class", "x", "--target-sensitivity", "1.5"], "must be in (0, 1]"),
-    (["--target-sensitivity", "0.9"], "go together"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--positive-class", "nope", "--target-sensitivity", "0.9"], "is not a class of this model"),
+        (["--positive-class", "x", "--target-sensitivity", "1.5"], "must be in (0, 1]"),
+        (["--target-sensitivity", "0.9"], "go together"),
+    ],
+)
 def test_operating_point_options_are_checked(tiny_run, tmp_path, extra, message):
     data, ckpt = tiny_run
-    r = CliRunner().invoke(main, ["build", "--target", "x86-64", "--checkpoint", str(ckpt),
-                                  "--data", str(data), "--out", str(tmp_path), *TINY, *extra])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--target",
+            "x86-64",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path),
+            *TINY,
+            *extra,
+        ],
+    )
     assert r.exit_code == 2 and message in r.output, r.output
 
 
@@ -273,6 +353,7 @@ def test_warnings_are_in_manifest_summary_and_report(calibrated_build):
     import html
 
     from edgexray.review import models2warnings
+
     manifest, output, folder = calibrated_build
     assert manifest["warnings"] == models2warnings(manifest["models"])
     assert manifest["warnings"]  # the 3-epoch 32 px model misses classes: the banner shows

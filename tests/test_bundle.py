@@ -1,4 +1,5 @@
 """The artifact bundle: a real tiny model in, a verified folder + zip out, written atomically."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgexray.runtime.manifest import manifest_problems
 from edgexray.devices import load_profile
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.bundle import render_report_html, tool_versions, write_artifact
+from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.manifest import manifest_problems
 from edgexray.runtime.preprocess import Preprocess
 
 CLASSES = ["normal", "pneumonia"]
@@ -33,18 +34,26 @@ def make_onnx(path: Path, size: int = 32, classes: int = 2) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b"),
-             numpy_helper.from_array(rng.normal(0, 1, (classes, 4)).astype(np.float32), "fc_w"),
-             numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(0, 1, (classes, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -85,8 +94,13 @@ def tflite_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("tflite")
     int8, fp32 = d / "tiny_int8.tflite", d / "tiny_fp32.tflite"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(int8), str(fp32)], check=True,
-                   env=env, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-c", TFLITE_SCRIPT, str(int8), str(fp32)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     return {"int8": int8, "fp32": fp32}
 
 
@@ -96,21 +110,53 @@ def build_fields() -> dict:
     metrics = {"accuracy": 0.85, "confusion_matrix": cm, "class_names": CLASSES}
     return {
         "models": [
-            {"label": "unpruned fp32 (PyTorch)", "format": "torch", "precision": "fp32",
-             "params": 11_200_000, "macs": 1_820_000_000, "size_bytes": 44_800_000,
-             "latency_ms": {"p50": 21.0, "p90": 22.5}, "metrics": metrics},
-            {"label": "pruned fp32 (PyTorch)", "format": "torch", "precision": "fp32",
-             "params": 2_800_000, "macs": 490_000_000, "size_bytes": 11_200_000,
-             "latency_ms": 7.5, "accuracy": 0.85},
-            {"label": "pruned int8 (LiteRT)", "format": "tflite", "precision": "int8",
-             "params": 2_800_000, "macs": 490_000_000, "size_bytes": 2_900_000,
-             "latency_ms": 1.65, "metrics": {**metrics, "accuracy": 0.8,
-                                             "confusion_matrix": [[8, 2], [2, 8]]},
-             "shipped": True}],
-        "channels_kept": {f"layer{s}.{b}.conv{c}": [64 * 2 ** (s - 1), int(64 * 2 ** (s - 1) * 0.5)]
-                          for s in range(1, 5) for b in range(2) for c in (1, 2)},
-        "parity": [{"file": "model.tflite", "precision": "int8", "max_abs_diff": 0.12,
-                    "top1_agreement": 0.98, "accuracy": 0.8}],
+            {
+                "label": "unpruned fp32 (PyTorch)",
+                "format": "torch",
+                "precision": "fp32",
+                "params": 11_200_000,
+                "macs": 1_820_000_000,
+                "size_bytes": 44_800_000,
+                "latency_ms": {"p50": 21.0, "p90": 22.5},
+                "metrics": metrics,
+            },
+            {
+                "label": "pruned fp32 (PyTorch)",
+                "format": "torch",
+                "precision": "fp32",
+                "params": 2_800_000,
+                "macs": 490_000_000,
+                "size_bytes": 11_200_000,
+                "latency_ms": 7.5,
+                "accuracy": 0.85,
+            },
+            {
+                "label": "pruned int8 (LiteRT)",
+                "format": "tflite",
+                "precision": "int8",
+                "params": 2_800_000,
+                "macs": 490_000_000,
+                "size_bytes": 2_900_000,
+                "latency_ms": 1.65,
+                "metrics": {**metrics, "accuracy": 0.8, "confusion_matrix": [[8, 2], [2, 8]]},
+                "shipped": True,
+            },
+        ],
+        "channels_kept": {
+            f"layer{s}.{b}.conv{c}": [64 * 2 ** (s - 1), int(64 * 2 ** (s - 1) * 0.5)]
+            for s in range(1, 5)
+            for b in range(2)
+            for c in (1, 2)
+        },
+        "parity": [
+            {
+                "file": "model.tflite",
+                "precision": "int8",
+                "max_abs_diff": 0.12,
+                "top1_agreement": 0.98,
+                "accuracy": 0.8,
+            }
+        ],
         "budgets": {"max_accuracy_drop_pp": {"limit": 1.0, "measured": 0.5, "passed": True}},
         "config": {"target": "rpi4", "epochs": 1},
     }
@@ -118,13 +164,22 @@ def build_fields() -> dict:
 
 def write(out, model_files, target="x86-64", precision="fp32", **kw):
     kw.setdefault("manifest_fields", build_fields())
-    return write_artifact(out, target=load_profile(target), arch="tiny_cbam", precision=precision,
-                          model_files=model_files, class_names=CLASSES, preprocess=PRE, **kw)
+    return write_artifact(
+        out,
+        target=load_profile(target),
+        arch="tiny_cbam",
+        precision=precision,
+        model_files=model_files,
+        class_names=CLASSES,
+        preprocess=PRE,
+        **kw,
+    )
 
 
 def run_py(folder: Path, *args, python=sys.executable) -> subprocess.CompletedProcess:
-    return subprocess.run([python, str(folder / "run.py"), *args], capture_output=True, text=True,
-                          timeout=300, cwd=folder)
+    return subprocess.run(
+        [python, str(folder / "run.py"), *args], capture_output=True, text=True, timeout=300, cwd=folder
+    )
 
 
 def write_png(path: Path, seed: int) -> Path:
@@ -137,26 +192,52 @@ def write_png(path: Path, seed: int) -> Path:
 
 # ----------------------------------------------------------------------------- tests
 
+
 def test_tool_versions_from_metadata():
     v = tool_versions()
     assert v["numpy"] == np.__version__
-    assert set(v) >= {"torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxsim",
-                      "onnx2tf", "tensorflow", "ai-edge-litert", "numpy", "edgexray"}
+    assert set(v) >= {
+        "torch",
+        "torchvision",
+        "torch-pruning",
+        "onnx",
+        "onnxruntime",
+        "onnxsim",
+        "onnx2tf",
+        "tensorflow",
+        "ai-edge-litert",
+        "numpy",
+        "edgexray",
+    }
 
 
 def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     folder = write(tmp_path, {"fp32": onnx_model})
     assert folder == tmp_path / "x86-64-tiny_cbam-fp32"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.md", "checksums.sha256", "labels.txt", "manifest.json", "model.onnx",
-                     "model.ort", "report.html", "required_operators_and_types.config", "run.py"]
+    assert names == [
+        "README.md",
+        "checksums.sha256",
+        "labels.txt",
+        "manifest.json",
+        "model.onnx",
+        "model.ort",
+        "report.html",
+        "required_operators_and_types.config",
+        "run.py",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name, folder.name + ".zip"]
 
     m = json.loads((folder / "manifest.json").read_text())
     assert manifest_problems(m) == []  # the schema run.py checks
     assert m["schema"] == "edgexray.artifact/1" and m["profile"]["name"] == "x86-64"
-    assert m["model"] == {"file": "model.onnx", "runtime": "onnxruntime", "precision": "fp32",
-                          "arch": "tiny_cbam", "execution_provider": "CPUExecutionProvider"}
+    assert m["model"] == {
+        "file": "model.onnx",
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "arch": "tiny_cbam",
+        "execution_provider": "CPUExecutionProvider",
+    }
     assert m["input"]["shape"] == [1, 1, 32, 32] and m["input"]["layout"] == "NCHW"
     assert m["input"]["quantization"] is None and m["output"]["shape"] == [1, 2]
     assert m["preprocess"] == PRE.to_dict() and m["class_names"] == CLASSES
@@ -170,11 +251,13 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     # the seal: run.py holds the manifest's sha256; checksums.sha256 covers every other file
     manifest_sha = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     assert f"MANIFEST_SHA256 = '{manifest_sha}'" in (folder / "run.py").read_text()
-    check = subprocess.run(["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=folder,
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        ["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=folder, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert sorted(line.split(": ")[0] for line in check.stdout.splitlines()) == \
-        sorted(set(names) - {"checksums.sha256"})
+    assert sorted(line.split(": ")[0] for line in check.stdout.splitlines()) == sorted(
+        set(names) - {"checksums.sha256"}
+    )
     assert (folder / "model.onnx").read_bytes() == onnx_model.read_bytes()
     assert os.access(folder / "run.py", os.X_OK)
 
@@ -199,8 +282,12 @@ def test_onnx_artifact_complete_and_verifiable(tmp_path, onnx_model):
     assert r.returncode == 0, r.stderr
     pred = json.loads(r.stdout)["predictions"][0]
     import onnxruntime as ort
+
     from edgexray.runtime.preprocess import read_image_array
-    logits = ort.InferenceSession(str(onnx_model)).run(None, {"input": PRE(read_image_array(img))[None]})[0][0]
+
+    logits = ort.InferenceSession(str(onnx_model)).run(None, {"input": PRE(read_image_array(img))[None]})[0][
+        0
+    ]
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert pred["label"] == CLASSES[int(np.argmax(logits))]
     assert np.allclose([pred["probabilities"][c] for c in CLASSES], probs, atol=1e-5)
@@ -264,8 +351,11 @@ def test_killed_build_leaves_nothing_that_looks_finished(tmp_path, onnx_model):
 
 
 def test_check_of_a_custom_verification_is_reported(tmp_path, onnx_model):
-    result = {"status": "passed", "cpu": "cortex-a72",
-              "checks": {"outputs_equal": {"passed": True, "detail": "max diff 0"}}}
+    result = {
+        "status": "passed",
+        "cpu": "cortex-a72",
+        "checks": {"outputs_equal": {"passed": True, "detail": "max diff 0"}},
+    }
     folder = write(tmp_path, {"fp32": onnx_model}, verify=lambda f: result)
     m = json.loads((folder / "manifest.json").read_text())
     assert m["arm_verification"] == result
@@ -280,13 +370,27 @@ def test_bad_inputs_are_explained(tmp_path, onnx_model):
     with pytest.raises(EdgeXrayError, match="needs a tflite model; got 'tiny.onnx'"):
         write(tmp_path, {"int8": onnx_model}, target="rpi4", precision="int8")
     with pytest.raises(EdgeXrayError, match=r"does not have one value per class"):
-        write_artifact(tmp_path, target=load_profile("x86-64"), arch="a", precision="fp32",
-                       model_files={"fp32": onnx_model}, manifest_fields={},
-                       class_names=["a", "b", "c"], preprocess=PRE)
+        write_artifact(
+            tmp_path,
+            target=load_profile("x86-64"),
+            arch="a",
+            precision="fp32",
+            model_files={"fp32": onnx_model},
+            manifest_fields={},
+            class_names=["a", "b", "c"],
+            preprocess=PRE,
+        )
     with pytest.raises(EdgeXrayError, match=r"does not match the pre-processing \(size 64"):
-        write_artifact(tmp_path, target=load_profile("x86-64"), arch="a", precision="fp32",
-                       model_files={"fp32": onnx_model}, manifest_fields={},
-                       class_names=CLASSES, preprocess=Preprocess(size=64))
+        write_artifact(
+            tmp_path,
+            target=load_profile("x86-64"),
+            arch="a",
+            precision="fp32",
+            model_files={"fp32": onnx_model},
+            manifest_fields={},
+            class_names=CLASSES,
+            preprocess=Preprocess(size=64),
+        )
     with pytest.raises(ValueError, match="may not set"):
         write(tmp_path, {"fp32": onnx_model}, manifest_fields={"files": {}})
     assert list(tmp_path.iterdir()) == []
@@ -294,6 +398,7 @@ def test_bad_inputs_are_explained(tmp_path, onnx_model):
 
 def _png_bytes(seed):
     import io
+
     from PIL import Image
 
     buf = io.BytesIO()
@@ -328,6 +433,7 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
     from ai_edge_litert.interpreter import Interpreter
 
     from edgexray.export.tflite_metadata import read_tflite_metadata
+
     shipped = folder / "model_fp32.tflite"
     assert read_tflite_metadata(shipped.read_bytes())["files"]["labels.txt"] == b"normal\npneumonia\n"
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 1)).astype(np.float32)
@@ -361,7 +467,9 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
     assert r.returncode == 0, r.stderr
     raw = json.loads(r.stdout)["predictions"][0]["raw"]
     from ai_edge_litert.interpreter import Interpreter
+
     from edgexray.runtime.preprocess import read_image_array
+
     it = Interpreter(model_path=str(tflite_models["int8"]))
     it.allocate_tensors()
     d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
@@ -382,10 +490,21 @@ def test_report_renders_in_headless_chromium(tmp_path, onnx_model):
 
     folder = write(tmp_path, {"fp32": onnx_model})
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           "--window-size=1200,1600", (folder / "report.html").as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        (folder / "report.html").as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=180, check=True)
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
     assert img.shape[:2] == (1600, 1200)
@@ -409,8 +528,11 @@ def test_real_arm_verification_hook_on_a_non_arm_target(tmp_path, onnx_model):
     from edgexray.bench.arm import verify_artifact
 
     # cpu= given: bench.arm checks the core name before it looks at the target's arch
-    folder = write(tmp_path, {"fp32": onnx_model},
-                   verify=lambda d: verify_artifact(d, cpu="cortex-a72", on_unavailable="skip"))
+    folder = write(
+        tmp_path,
+        {"fp32": onnx_model},
+        verify=lambda d: verify_artifact(d, cpu="cortex-a72", on_unavailable="skip"),
+    )
     m = json.loads((folder / "manifest.json").read_text())
     assert m["arm_verification"]["status"] == "skipped"
     assert "not ARM" in m["arm_verification"]["reason"]

@@ -1,5 +1,6 @@
 """The CLI answers --help, `devices list` and `verify` without loading torch or TensorFlow: a
 command's module is imported only when that command is used (edgexray/cli.py)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def _probe(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("args", [["--help"], ["build", "--help"], ["devices", "list"],
-                                  ["verify", "--help"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["--help"], ["build", "--help"], ["devices", "list"], ["verify", "--help"]], ids=" ".join
+)
 def test_light_commands_never_import_torch_or_tensorflow(args):
     result = _probe(args)
     assert result["status"] in (0, None)
@@ -49,9 +51,11 @@ def test_verify_error_without_torch(tmp_path):
 
 
 def test_listing_the_commands_imports_none():
-    code = ("import json, sys; from edgexray.cli import main; "
-            "names = sorted(main.commands); assert 'build' in main.commands; "
-            f"print(json.dumps([names, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    code = (
+        "import json, sys; from edgexray.cli import main; "
+        "names = sorted(main.commands); assert 'build' in main.commands; "
+        f"print(json.dumps([names, [m for m in {HEAVY!r} if m in sys.modules]]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     names, heavy = json.loads(proc.stdout)

@@ -1,4 +1,5 @@
 """Image reading (PNG/JPEG/16-bit/RGB(A)/DICOM), folder scanning, splits, arrays, datasets."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from edgexray.data import (AugmentConfig, SplitConfig, XrayDataset, class_weights, load_arrays,
-                           make_loader, make_splits, mixup, norm_stats, prepare, read_splits,
-                           scan_image_folder, write_splits)
-from edgexray.runtime.errors import EdgeXrayError
+from edgexray.data import (
+    AugmentConfig,
+    SplitConfig,
+    XrayDataset,
+    class_weights,
+    load_arrays,
+    make_loader,
+    make_splits,
+    mixup,
+    norm_stats,
+    prepare,
+    read_splits,
+    scan_image_folder,
+    write_splits,
+)
 from edgexray.imageio import ImageReadError, read_gray
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import LUMA, Preprocess, resize_square
 
 Image = pytest.importorskip("PIL.Image")
@@ -31,8 +44,9 @@ def save(path: Path, arr: np.ndarray, **kw) -> Path:
     return path
 
 
-def write_dicom(path: Path, arr: np.ndarray, photometric="MONOCHROME2", window=None,
-                slope=None, intercept=None, bits=12) -> Path:
+def write_dicom(
+    path: Path, arr: np.ndarray, photometric="MONOCHROME2", window=None, slope=None, intercept=None, bits=12
+) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -69,6 +83,7 @@ def dicom_linear_window(x, center, width):
 
 # ------------------------------------------------------------------------------------------
 # read_gray
+
 
 def test_png_8_and_16_bit(tmp_path):
     a8 = gradient()
@@ -130,6 +145,7 @@ def test_unreadable_files_are_named(tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # scanning
+
 
 def make_folder(root: Path, counts: dict, size=20, prefix=None) -> Path:
     for label, (name, n) in enumerate(counts.items()):
@@ -204,6 +220,7 @@ def test_truncated_pixels_caught_when_decoding(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------
 # splits
 
+
 def test_splits_stratified_deterministic_complete(tmp_path):
     index = scan_image_folder(make_folder(tmp_path / "d", {"x": 50, "y": 20, "z": 7}))
     cfg = SplitConfig(0.6, 0.2, 0.2, seed=3)
@@ -223,6 +240,7 @@ def test_group_regex_never_leaks(tmp_path):
     # 30 patients, 1-5 images each, classes by patient
     def name(cls, i):
         return f"person{(i * 7) % 30 + (100 if cls == 'sick' else 0)}_{cls}_{i}"
+
     index = scan_image_folder(make_folder(tmp_path / "d", {"ok": 60, "sick": 45}, prefix=name))
     cfg = SplitConfig(0.6, 0.2, 0.2, seed=1, group_regex=r"(person\d+)_")
     splits = make_splits(index, cfg)
@@ -272,6 +290,7 @@ def test_write_read_splits(tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # arrays, datasets, loaders
+
 
 def test_load_arrays_and_cache(tmp_path):
     root = make_folder(tmp_path / "d", {"a": 3, "b": 3}, size=30)
@@ -371,8 +390,9 @@ def test_prepare_writes_and_reuses_splits(tmp_path):
         assert data.arrays[s].shape == (len(data.splits[s]), 16, 16)
         np.testing.assert_array_equal(data.labels[s], data.index.labels_of(data.splits[s]))
     i = data.splits["val"].index(data.splits["val"][1])
-    np.testing.assert_allclose(data.arrays["val"][i],
-                               resize_square(read_gray(root / data.splits["val"][1]), 16), atol=1e-3)
+    np.testing.assert_allclose(
+        data.arrays["val"][i], resize_square(read_gray(root / data.splits["val"][1]), 16), atol=1e-3
+    )
     again = prepare(root, 16, SplitConfig(seed=99), splits=data.splits_path, progress=False)
     assert again.splits == data.splits and again.split_config == SplitConfig(seed=1)
     with pytest.raises(EdgeXrayError, match="already exists"):
@@ -393,5 +413,6 @@ def test_real_chest_xrays(tmp_path):
     with Image.open(CHEST / rel[0]) as im:  # JPEG decoded by Pillow, then luma if RGB
         ref = np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im)
     from edgexray.runtime.preprocess import to_unit_gray
+
     np.testing.assert_array_equal(read_gray(CHEST / rel[0]), to_unit_gray(ref))
     assert float(arr.std()) > 0.05  # real contrast, not a blank decode

@@ -1,4 +1,5 @@
 """Device profiles: every built-in loads, bad files are explained, the CLI lists and shows them."""
+
 from __future__ import annotations
 
 import subprocess
@@ -47,8 +48,11 @@ def test_rpi4_profile_facts():
     assert p.prune.stage_ratios == (0.2, 0.35, 0.5, 0.6)
     assert p.prune.target_macs == 0.7 and p.prune.target_params is None
     assert p.install == "pip install numpy==1.26.4 ai-edge-litert==2.1.0"
-    assert (load_profile("rpi5").cpu_core, load_profile("jetson-orin-nano").cpu_core,
-            load_profile("android-arm64").cpu_core) == ("cortex-a76", "cortex-a78ae", "cortex-a76")
+    assert (
+        load_profile("rpi5").cpu_core,
+        load_profile("jetson-orin-nano").cpu_core,
+        load_profile("android-arm64").cpu_core,
+    ) == ("cortex-a76", "cortex-a78ae", "cortex-a76")
     d = p.to_dict()
     assert d["model_format"] == "tflite" and d["prune"]["stage_ratios"] == [0.2, 0.35, 0.5, 0.6]
 
@@ -98,15 +102,18 @@ def test_malformed_toml_names_file_line_and_key(tmp_path):
     assert str(f) in msg and f"line {line}" in msg and "'runtime'" in msg and "malformed TOML" in msg
 
 
-@pytest.mark.parametrize("old,new,pattern", [
-    ("cores = 4", 'cores = "four"', r"key 'cores' is 'four' \(str\); expected int"),
-    ('runtime = "litert"', 'runtime = "tflite"', r"key 'runtime' is 'tflite'; allowed: litert"),
-    ('default_precision = "int8"', 'default_precision = "int4"', "must be one of precisions"),
-    ('precisions = ["int8", "fp16", "fp32"]', 'precisions = ["int8", "int8"]', "distinct"),
-    ("target_macs = 0.7 ", "target_macs = 70 ", r"a fraction in \(0, 1\)"),
-    ('schedule = "progressive"', 'schedule = "progresive"', "allowed: progressive, one-shot"),
-    ('install = "pip install numpy==1.26.4 ai-edge-litert==2.1.0"', "", r"missing key\(s\) install"),
-])
+@pytest.mark.parametrize(
+    "old,new,pattern",
+    [
+        ("cores = 4", 'cores = "four"', r"key 'cores' is 'four' \(str\); expected int"),
+        ('runtime = "litert"', 'runtime = "tflite"', r"key 'runtime' is 'tflite'; allowed: litert"),
+        ('default_precision = "int8"', 'default_precision = "int4"', "must be one of precisions"),
+        ('precisions = ["int8", "fp16", "fp32"]', 'precisions = ["int8", "int8"]', "distinct"),
+        ("target_macs = 0.7 ", "target_macs = 70 ", r"a fraction in \(0, 1\)"),
+        ('schedule = "progressive"', 'schedule = "progresive"', "allowed: progressive, one-shot"),
+        ('install = "pip install numpy==1.26.4 ai-edge-litert==2.1.0"', "", r"missing key\(s\) install"),
+    ],
+)
 def test_bad_values_are_explained(tmp_path, old, new, pattern):
     assert old in RPI4
     f = _write(tmp_path, RPI4.replace(old, new))
@@ -120,12 +127,19 @@ def test_cli_list_and_show():
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0].split()[:2] == ["name", "arch"] and len(lines) == 1 + len(TARGETS)
-    assert any(l.split()[:4] == ["rpi4", "aarch64", "cortex-a72", "litert"] for l in lines)
+    assert any(line.split()[:4] == ["rpi4", "aarch64", "cortex-a72", "litert"] for line in lines)
 
     r = runner.invoke(main, ["devices", "show", "jetson-orin-nano"])
     assert r.exit_code == 0, r.output
-    for expected in ("runtime", "onnxruntime-tensorrt", "TensorrtExecutionProvider", "int8, fp32",
-                     "prune.stage_ratios", "0.2, 0.35, 0.5, 0.6", "memory_budget_mb"):
+    for expected in (
+        "runtime",
+        "onnxruntime-tensorrt",
+        "TensorrtExecutionProvider",
+        "int8, fp32",
+        "prune.stage_ratios",
+        "0.2, 0.35, 0.5, 0.6",
+        "memory_budget_mb",
+    ):
         assert expected in r.output
 
     r = runner.invoke(main, ["devices", "show", "rpi"])
@@ -133,15 +147,18 @@ def test_cli_list_and_show():
 
 
 def test_devices_never_import_torch_or_tensorflow():
-    code = ("import sys, edgexray.devices, edgexray.devices.cli; "
-            "edgexray.devices.load_profile('rpi4'); "
-            "print(sorted(m for m in ('torch', 'tensorflow', 'onnx') if m in sys.modules))")
+    code = (
+        "import sys, edgexray.devices, edgexray.devices.cli; "
+        "edgexray.devices.load_profile('rpi4'); "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'onnx') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_profiles_ask_only_for_what_export_can_build():
-    from edgexray.export.formats import PRECISIONS as EXPORT_PRECISIONS, get_format
+    from edgexray.export.formats import PRECISIONS as EXPORT_PRECISIONS
+    from edgexray.export.formats import get_format
 
     assert set(PRECISIONS) == set(EXPORT_PRECISIONS)
     for name in TARGETS:

@@ -6,6 +6,7 @@ metrics are those of the whole val split (gathered over the ranks); the ranks dr
 training images (EDGEXRAY_DIST_DEBUG records them), all from the train split, and both ranks used
 the same patient-grouped splits.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,36 @@ import torch
 from edgexray.synth import synthesize
 
 BIN = Path(sys.executable).parent
-TRAIN_ARGS = ["train", "--arch", "resnet18_cbam", "--size", "32", "--width", "0.25", "--epochs",
-              "1", "--batch-size", "8", "--device", "cpu", "--seed", "3"]
+TRAIN_ARGS = [
+    "train",
+    "--arch",
+    "resnet18_cbam",
+    "--size",
+    "32",
+    "--width",
+    "0.25",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
 def patient_set(tmp_path_factory) -> Path:
     """60 synthetic images, two per patient (person<K>_...), so the splits are grouped."""
-    root = synthesize(tmp_path_factory.mktemp("ddp") / "xrays", classes=2, per_class=30,
-                      size=(48, 48), seed=1, progress=False)
+    root = synthesize(
+        tmp_path_factory.mktemp("ddp") / "xrays",
+        classes=2,
+        per_class=30,
+        size=(48, 48),
+        seed=1,
+        progress=False,
+    )
     for k, path in enumerate(sorted(root.glob("*/*.png"))):
         path.rename(path.with_name(f"person{k // 2}_{path.name}"))
     return root
@@ -48,10 +70,24 @@ def test_torchrun_two_ranks_train_disjoint_shards_and_rank0_checkpoint(patient_s
 
     debug = tmp_path / "ranks"
     env = dict(os.environ, OMP_NUM_THREADS="1", EDGEXRAY_DIST_DEBUG=str(debug))
-    proc = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2",
-                           str(BIN / "edgexray"), *TRAIN_ARGS, "--data", str(patient_set),
-                           "--out", str(tmp_path / "ddp")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(BIN / "edgexray"),
+            *TRAIN_ARGS,
+            "--data",
+            str(patient_set),
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert proc.stdout.count("checkpoint:") == 1  # rank 0 speaks, rank 0 writes
 
@@ -61,18 +97,24 @@ def test_torchrun_two_ranks_train_disjoint_shards_and_rank0_checkpoint(patient_s
     assert splits["grouping"]["key"], splits["grouping"]
     assert ranks[0]["splits"] == ranks[1]["splits"] == splits["splits"]
     train, val, test = (splits["splits"][s] for s in ("train", "val", "test"))
-    assert not (_patients(train) & _patients(val)) and not (_patients(train) & _patients(test)) \
+    assert (
+        not (_patients(train) & _patients(val))
+        and not (_patients(train) & _patients(test))
         and not (_patients(val) & _patients(test))
+    )
     seen = [ranks[r]["train_indices"]["1"] for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == len(train) // 2
     assert not set(seen[0]) & set(seen[1])
     assert set(seen[0]) | set(seen[1]) <= set(range(len(train)))
 
     # the checkpoint loads like a single-process one: same keys, same weight names and shapes
-    single = subprocess.run([str(BIN / "edgexray"), *TRAIN_ARGS, "--data", str(patient_set),
-                             "--out", str(tmp_path / "single")],
-                            capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    single = subprocess.run(
+        [str(BIN / "edgexray"), *TRAIN_ARGS, "--data", str(patient_set), "--out", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     raw_ddp = torch.load(tmp_path / "ddp" / "model.pt", map_location="cpu", weights_only=False)
     raw_one = torch.load(tmp_path / "single" / "model.pt", map_location="cpu", weights_only=False)
@@ -84,13 +126,13 @@ def test_torchrun_two_ranks_train_disjoint_shards_and_rank0_checkpoint(patient_s
 
     # its val metrics are those of the whole val split (both ranks' shards gathered)
     data = prepare(patient_set, 32, splits=tmp_path / "ddp" / "splits.json", progress=False)
-    loader = make_loader(XrayDataset(data.arrays["val"], data.labels["val"], ckpt.preprocess), 64,
-                         shuffle=False)
+    loader = make_loader(
+        XrayDataset(data.arrays["val"], data.labels["val"], ckpt.preprocess), 64, shuffle=False
+    )
     logits, labels = predict_logits(ckpt.model, loader)
     assert len(labels) == len(val)
     accuracy = float((logits.argmax(1) == labels).mean())
-    loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
-                                                   torch.from_numpy(labels).long()))
+    loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
     assert ckpt.metrics["val_accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert ckpt.metrics["val_loss"] == pytest.approx(loss, rel=1e-4)
     assert np.isfinite(ckpt.metrics["train_loss"])

@@ -1,6 +1,7 @@
 """Export: ONNX FP32/INT8 and TFLite FP32/FP16/INT8 of a tiny CBAM model trained on real chest
 X-rays, converted with the network blocked, checked for parity; formats, calibration and the
 `edgexray export` command's bad-input cases."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.calibration import CalibrationSet, stratified_sample
 from edgexray.export.exporter import export_model
 from edgexray.export.formats import export_plan, get_format
@@ -27,6 +27,7 @@ from edgexray.export.onnx import read_metadata
 from edgexray.export.parity import parity
 from edgexray.export.tflite import tflite_io_details, tflite_ops
 from edgexray.models.attention import CBAM
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import Preprocess
 
 SIZE = 64
@@ -52,10 +53,10 @@ class TinyCBAMNet(nn.Module):
 
     def __init__(self, in_chans: int = 1, num_classes: int = 2):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
-                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                   nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
         self.cbam = CBAM(16)
         self.head = nn.Linear(16, num_classes)
 
@@ -93,24 +94,41 @@ def exported(chest_dir, tmp_path_factory):
             opt.step()
     model.eval()
     out = tmp_path_factory.mktemp("export") / "out"
-    result = export_model(model, out, class_names=CLASSES, preprocess=PRE, eval_inputs=x_eval,
-                          eval_labels=y_eval, formats="onnx,tflite", precisions="fp32,fp16,int8",
-                          calib=calib, onnx_scheme="auto", dynamic_batch=True,
-                          launcher=NO_NETWORK)
+    result = export_model(
+        model,
+        out,
+        class_names=CLASSES,
+        preprocess=PRE,
+        eval_inputs=x_eval,
+        eval_labels=y_eval,
+        formats="onnx,tflite",
+        precisions="fp32,fp16,int8",
+        calib=calib,
+        onnx_scheme="auto",
+        dynamic_batch=True,
+        launcher=NO_NETWORK,
+    )
     return {"result": result, "model": model, "x": x_eval, "y": y_eval, "calib": calib}
 
 
 def _entry(exported, fmt, precision) -> dict:
-    return next(e for e in exported["result"].report["files"]
-                if e["format"] == fmt and e["precision"] == precision)
+    return next(
+        e for e in exported["result"].report["files"] if e["format"] == fmt and e["precision"] == precision
+    )
 
 
 @pytest.mark.slow
 def test_export_writes_exactly_the_requested_files(exported):
     result = exported["result"]
     names = sorted(p.name for p in result.out_dir.iterdir())
-    assert names == ["model_fp16.tflite", "model_fp32.onnx", "model_fp32.tflite",
-                     "model_int8.onnx", "model_int8.tflite", "parity.json"]
+    assert names == [
+        "model_fp16.tflite",
+        "model_fp32.onnx",
+        "model_fp32.tflite",
+        "model_int8.onnx",
+        "model_int8.tflite",
+        "parity.json",
+    ]
     on_disk = json.loads((result.out_dir / "parity.json").read_text())
     assert on_disk["passed"] is True and result.passed
     assert on_disk["eval"]["n_images"] == 300
@@ -205,8 +223,15 @@ def test_parity_flags_a_wrong_model(exported):
     path = exported["result"].files[("onnx", "fp32")]
     shifted = parity(ref + 0.01, exported["y"], path, exported["x"], CLASSES, precision="fp32")
     assert not shifted["passed"] and "max abs logit diff" in shifted["failures"][0]
-    worse = parity(ref, exported["y"], path, exported["x"], CLASSES, precision="int8",
-                   candidate_logits=np.ascontiguousarray(ref[:, ::-1]))
+    worse = parity(
+        ref,
+        exported["y"],
+        path,
+        exported["x"],
+        CLASSES,
+        precision="int8",
+        candidate_logits=np.ascontiguousarray(ref[:, ::-1]),
+    )
     assert not worse["passed"] and "accuracy drop" in worse["failures"][0]
 
 
@@ -227,12 +252,10 @@ def test_network_block_is_real(tmp_path):
         run = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
         assert run.returncode != 0 and "network access is disabled" in run.stderr
         if NO_NETWORK:
-            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", probe], capture_output=True,
-                                 text=True)
+            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", probe], capture_output=True, text=True)
             assert run.returncode != 0 and "Error" in run.stderr
             public = "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)"
-            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", public], capture_output=True,
-                                 text=True)
+            run = subprocess.run([*NO_NETWORK, sys.executable, "-c", public], capture_output=True, text=True)
             assert run.returncode != 0 and "unreachable" in run.stderr.lower()
     finally:
         server.close()
@@ -241,9 +264,14 @@ def test_network_block_is_real(tmp_path):
 # --------------------------------------------------------------------------------------------
 # formats and calibration
 
+
 def test_format_registry_and_suggestions():
     assert export_plan("onnx,tflite", "fp32,int8") == [
-        ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
+        ("onnx", "fp32"),
+        ("onnx", "int8"),
+        ("tflite", "fp32"),
+        ("tflite", "int8"),
+    ]
     assert export_plan("tflite", "int8,fp16") == [("tflite", "fp16"), ("tflite", "int8")]
     with pytest.raises(EdgeXrayError, match="did you mean 'tflite'"):
         get_format("tflit")
@@ -287,13 +315,13 @@ def test_calibration_errors_and_warning(synth_dir, tmp_path, caplog):
     assert "only 30 images" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # more than there are: all of them, and a warning
-        calib = CalibrationSet.from_folder(synth_dir, Preprocess(size=16), count=500,
-                                           progress=False)
+        calib = CalibrationSet.from_folder(synth_dir, Preprocess(size=16), count=500, progress=False)
     assert len(calib) == 120 and "fewer than the 500 asked for: calibrating on all 120" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------
 # the CLI
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -304,22 +332,44 @@ def checkpoint(tmp_path_factory):
     options = {"num_classes": 3, "in_chans": 1, "width": 0.25}
     model = create_model("resnet18_cbam", **options)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model, arch="resnet18_cbam", model_options=options,
-                    class_names=("normal", "osteopenia", "osteoporosis"),
-                    preprocess=Preprocess(size=32))
+    save_checkpoint(
+        path,
+        model,
+        arch="resnet18_cbam",
+        model_options=options,
+        class_names=("normal", "osteopenia", "osteoporosis"),
+        preprocess=Preprocess(size=32),
+    )
     return path
 
 
 def _cli(*args):
     from edgexray.cli import main
+
     return CliRunner().invoke(main, ["export", *map(str, args)])
 
 
 def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synth_dir, tmp_path):
     out = tmp_path / "exp"
-    args = [checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--calib", synth_dir,
-            "--calib-count", "30", "--n", "60", "--out", out, "--onnx-scheme", "u8u8",
-            "--max-accuracy-drop", "100"]
+    args = [
+        checkpoint,
+        "--formats",
+        "onnx",
+        "--precisions",
+        "fp32,int8",
+        "--calib",
+        synth_dir,
+        "--calib-count",
+        "30",
+        "--n",
+        "60",
+        "--out",
+        out,
+        "--onnx-scheme",
+        "u8u8",
+        "--max-accuracy-drop",
+        "100",
+    ]
     run = _cli(*args)
     assert run.exit_code == 0, run.output
     report = json.loads((out / "parity.json").read_text())
@@ -338,15 +388,22 @@ def test_cli_onnx_export_writes_parity_and_refuses_to_overwrite(checkpoint, synt
     assert _cli(*args, "--force").exit_code == 0
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_calib", "zero_calib_count",
-                                  "bad_format", "bad_precision", "no_calib"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "corrupt", "empty_calib", "zero_calib_count", "bad_format", "bad_precision", "no_calib"],
+)
 def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
     ckpt, calib, extra = checkpoint, synth_dir, []
     formats, precisions = "onnx", "fp32,int8"
-    expect = {"missing": "not found", "corrupt": "cannot be read", "empty_calib": "is empty",
-              "zero_calib_count": "0 is not in the range x>=1",
-              "bad_format": "did you mean 'onnx'",
-              "bad_precision": "did you mean 'int8'", "no_calib": "need --calib"}[case]
+    expect = {
+        "missing": "not found",
+        "corrupt": "cannot be read",
+        "empty_calib": "is empty",
+        "zero_calib_count": "0 is not in the range x>=1",
+        "bad_format": "did you mean 'onnx'",
+        "bad_precision": "did you mean 'int8'",
+        "no_calib": "need --calib",
+    }[case]
     if case == "missing":
         ckpt = tmp_path / "nope.pt"
     elif case == "corrupt":
@@ -361,8 +418,7 @@ def test_cli_bad_input_exits_2(case, checkpoint, synth_dir, tmp_path):
         formats = "onnxx"
     elif case == "bad_precision":
         precisions = "fp32,int9"
-    args = [ckpt, "--formats", formats, "--precisions", precisions, "--out", tmp_path / "o",
-            *extra]
+    args = [ckpt, "--formats", formats, "--precisions", precisions, "--out", tmp_path / "o", *extra]
     if case != "no_calib":
         args += ["--calib", calib]
     run = _cli(*args)
@@ -376,8 +432,19 @@ def test_cli_defaults_to_the_checkpoints_data_and_splits(tiny_checkpoint, tmp_pa
     the checkpoint records (as `evaluate` does); 72 training images < 200 asked: a warning."""
     out = tmp_path / "exp"
     with caplog.at_level(logging.WARNING):
-        run = _cli(tiny_checkpoint, "--formats", "onnx", "--precisions", "fp32,int8", "--out", out,
-                   "--max-accuracy-drop", "100", "--onnx-scheme", "u8s8-rr")
+        run = _cli(
+            tiny_checkpoint,
+            "--formats",
+            "onnx",
+            "--precisions",
+            "fp32,int8",
+            "--out",
+            out,
+            "--max-accuracy-drop",
+            "100",
+            "--onnx-scheme",
+            "u8s8-rr",
+        )
     assert run.exit_code == 0, run.output
     splits = json.loads((tiny_checkpoint.parent / "splits.json").read_text())
     report = json.loads((out / "parity.json").read_text())
@@ -385,8 +452,7 @@ def test_cli_defaults_to_the_checkpoints_data_and_splits(tiny_checkpoint, tmp_pa
     assert source["split"] == "test" and source["recorded_in_checkpoint"] is True
     assert report["eval"]["n_images"] == len(splits["splits"]["test"]) > 0
     n_train = len(splits["splits"]["train"])
-    assert f"fewer than the 200 asked for with --calib-count: calibrating on all {n_train}" \
-        in caplog.text
+    assert f"fewer than the 200 asked for with --calib-count: calibrating on all {n_train}" in caplog.text
     assert [e["file"] for e in report["files"]] == ["model_fp32.onnx", "model_int8.onnx"]
 
 
@@ -395,17 +461,30 @@ def test_cli_small_calib_folder_is_used_whole(checkpoint, tmp_path, caplog):
     records no data folder then needs --data for the parity check, and says so."""
     from edgexray.synth import synthesize
 
-    calib = synthesize(tmp_path / "calib", classes=3, per_class=8, size=(40, 40), seed=3,
-                       progress=False)
+    calib = synthesize(tmp_path / "calib", classes=3, per_class=8, size=(40, 40), seed=3, progress=False)
     with caplog.at_level(logging.WARNING):
-        run = _cli(checkpoint, "--formats", "onnx", "--precisions", "fp32", "--calib", calib,
-                   "--out", tmp_path / "o")
+        run = _cli(
+            checkpoint, "--formats", "onnx", "--precisions", "fp32", "--calib", calib, "--out", tmp_path / "o"
+        )
     assert "fewer than the 200 asked for: calibrating on all 24" in caplog.text
     assert run.exit_code == 2 and "no images left for the parity check" in run.output
     assert "--data" in run.output and not (tmp_path / "o").exists()
     # fewer calibration images leave the rest for parity (all of them: fewer than the default 200)
-    run = _cli(checkpoint, "--formats", "onnx", "--precisions", "fp32", "--calib", calib,
-               "--calib-count", "15", "--out", tmp_path / "o", "--max-accuracy-drop", "100")
+    run = _cli(
+        checkpoint,
+        "--formats",
+        "onnx",
+        "--precisions",
+        "fp32",
+        "--calib",
+        calib,
+        "--calib-count",
+        "15",
+        "--out",
+        tmp_path / "o",
+        "--max-accuracy-drop",
+        "100",
+    )
     assert run.exit_code == 0, run.output
     assert json.loads((tmp_path / "o/parity.json").read_text())["eval"]["n_images"] == 9
 
@@ -413,17 +492,27 @@ def test_cli_small_calib_folder_is_used_whole(checkpoint, tmp_path, caplog):
 # --------------------------------------------------------------------------------------------
 # offline conversion, converter failures, ONNX activation choice
 
+
 def _worker(work: Path, onnx_path: Path) -> subprocess.CompletedProcess:
     """The conversion worker alone, in `work`, with whatever files `work` holds."""
     import os
 
-    spec = {"onnx_path": str(onnx_path), "work_dir": str(work), "per_channel": True,
-            "result_path": str(work / "result.json"), "outputs": {"fp32": str(work / "m.tflite")}}
+    spec = {
+        "onnx_path": str(onnx_path),
+        "work_dir": str(work),
+        "per_channel": True,
+        "result_path": str(work / "result.json"),
+        "outputs": {"fp32": str(work / "m.tflite")},
+    }
     (work / "spec.json").write_text(json.dumps(spec))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([*NO_NETWORK, sys.executable, "-m", "edgexray.export._tflite_worker",
-                           str(work / "spec.json")], cwd=work, env=env, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [*NO_NETWORK, sys.executable, "-m", "edgexray.export._tflite_worker", str(work / "spec.json")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -431,8 +520,8 @@ def test_rgb_model_converts_offline_only_thanks_to_the_sample_file(chest_dir, tm
     """onnx2tf fetches sample images for 3-channel inputs; with the file made from the
     calibration images it converts offline, without it the offline conversion fails."""
     from edgexray.export.onnx import torch2onnx
-    from edgexray.runtime.runners import predict_file as run_file
     from edgexray.export.tflite import SAMPLE_NAME, onnx2tflite
+    from edgexray.runtime.runners import predict_file as run_file
 
     torch.manual_seed(0)
     model = TinyCBAMNet(in_chans=3).eval()
@@ -443,8 +532,7 @@ def test_rgb_model_converts_offline_only_thanks_to_the_sample_file(chest_dir, tm
     run = _worker(bare, onnx_path)  # negative control: no sample file in the working directory
     assert run.returncode != 0 and SAMPLE_NAME in run.stdout + run.stderr
     calib = CalibrationSet.from_folder(chest_dir, pre, count=20, progress=False)
-    files = onnx2tflite(onnx_path, tmp_path / "out", precisions=["fp32"], calib=calib,
-                        launcher=NO_NETWORK)
+    files = onnx2tflite(onnx_path, tmp_path / "out", precisions=["fp32"], calib=calib, launcher=NO_NETWORK)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model_fp32.tflite"]
     x = calib.arrays()
     with torch.no_grad():
@@ -460,9 +548,12 @@ def test_converter_failure_and_timeout_carry_the_log(chest_dir, tmp_path):
 
     calib = CalibrationSet.from_folder(chest_dir, PRE, count=4, progress=False)
     node = helper.make_node("NoSuchOperator", ["input"], ["logits"])
-    graph = helper.make_graph([node], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+    )
     bad = tmp_path / "bad.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), bad)
     with pytest.raises(EdgeXrayError, match="(?s)conversion failed.*Log tail.*NoSuchOperator"):
@@ -495,8 +586,12 @@ def test_pick_scheme_drops_a_saturating_scheme_and_breaks_ties_towards_portable(
     from edgexray.export.quantize_onnx import pick_scheme
 
     # as measured on an AVX2-only CPU (emulated Haswell): u8s8 and s8s8 saturate
-    avx2 = {"u8s8": {"accuracy": 0.76, "p50_ms": 1.0}, "u8s8-rr": {"accuracy": 0.90, "p50_ms": 1.2},
-            "u8u8": {"accuracy": 0.90, "p50_ms": 1.6}, "s8s8": {"accuracy": 0.76, "p50_ms": 1.0}}
+    avx2 = {
+        "u8s8": {"accuracy": 0.76, "p50_ms": 1.0},
+        "u8s8-rr": {"accuracy": 0.90, "p50_ms": 1.2},
+        "u8u8": {"accuracy": 0.90, "p50_ms": 1.6},
+        "s8s8": {"accuracy": 0.76, "p50_ms": 1.0},
+    }
     assert pick_scheme(avx2, 0.90, 0.005) == ("u8s8-rr", ["u8s8-rr", "u8u8"])
     # with VNNI every scheme is exact; equal speed goes to the scheme exact on every CPU
     vnni = {n: {"accuracy": 0.97, "p50_ms": 1.0 + 0.01 * i} for i, n in enumerate(avx2)}

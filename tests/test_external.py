@@ -1,5 +1,6 @@
 """`--test-data`: an external, patient-disjoint test folder scored by every model of a build, the
 shipped one through its artifact's run.py; and the build's patient-grouped splits."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.cli import main
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.pipeline import BuildConfig, build
+from edgexray.runtime.errors import EdgeXrayError
 
 KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
 
@@ -48,13 +49,26 @@ def _carve(chest_dir: Path, root: Path, per_class: dict, skip_patients=frozenset
 def chest_build(chest_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("ext")
     train_patients = _carve(chest_dir, base / "train", {"NORMAL": 70, "PNEUMONIA": 70})
-    test_patients = _carve(chest_dir, base / "external", {"NORMAL": 30, "PNEUMONIA": 30},
-                           skip_patients=train_patients)
+    test_patients = _carve(
+        chest_dir, base / "external", {"NORMAL": 30, "PNEUMONIA": 30}, skip_patients=train_patients
+    )
     assert train_patients and test_patients and not train_patients & test_patients
-    summary = build(BuildConfig(target="rpi4", data_dir=str(base / "train"), out=str(base / "out"),
-                                size=32, width=0.25, epochs=2, finetune_epochs=1, calib_count=30,
-                                max_accuracy_drop=100.0, bench_seconds=0.2, verify_arm=False,
-                                test_data=str(base / "external")))
+    summary = build(
+        BuildConfig(
+            target="rpi4",
+            data_dir=str(base / "train"),
+            out=str(base / "out"),
+            size=32,
+            width=0.25,
+            epochs=2,
+            finetune_epochs=1,
+            calib_count=30,
+            max_accuracy_drop=100.0,
+            bench_seconds=0.2,
+            verify_arm=False,
+            test_data=str(base / "external"),
+        )
+    )
     return summary, base
 
 
@@ -91,9 +105,13 @@ def test_external_block_for_every_model_equals_run_py(chest_build, tmp_path):
     shipped = next(row for row in manifest["models"] if row.get("shipped"))["external"]
 
     out = tmp_path / "pred.csv"
-    r = subprocess.run([sys.executable, "run.py", "predict", str(base / "external"), "--format",
-                        "csv", "--out", str(out)], cwd=folder, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "run.py", "predict", str(base / "external"), "--format", "csv", "--out", str(out)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == ext["n"]
@@ -105,22 +123,23 @@ def test_external_block_for_every_model_equals_run_py(chest_build, tmp_path):
         assert shipped["per_class"][cls]["sensitivity"] == pytest.approx(np.mean(hits))
 
     assert "External test set (other patients)" in (folder / "report.html").read_text()
-    assert summary["external"]["models"]["shipped artifact (run.py)"]["accuracy"] == \
-        pytest.approx(shipped["accuracy"])
+    assert summary["external"]["models"]["shipped artifact (run.py)"]["accuracy"] == pytest.approx(
+        shipped["accuracy"]
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_test_data_matches_build(chest_build, tmp_path):
     summary, base = chest_build
     ckpt = base / "out" / "build-rpi4" / "train" / "model.pt"
-    r = CliRunner().invoke(main, ["evaluate", str(ckpt), "--test-data", str(base / "external"),
-                                  "--out", str(tmp_path / "ev")])
+    r = CliRunner().invoke(
+        main, ["evaluate", str(ckpt), "--test-data", str(base / "external"), "--out", str(tmp_path / "ev")]
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["split"] == "external" and m["n"] == summary["external"]["n"]
     assert "ci95" in m and m["external"]["used_for_choices"] is False
-    assert m["accuracy"] == pytest.approx(
-        summary["external"]["models"]["unpruned FP32 PyTorch"]["accuracy"])
+    assert m["accuracy"] == pytest.approx(summary["external"]["models"]["unpruned FP32 PyTorch"]["accuracy"])
 
 
 def test_test_data_with_other_classes_is_refused(synth_dir, tmp_path):
@@ -129,11 +148,28 @@ def test_test_data_with_other_classes_is_refused(synth_dir, tmp_path):
         (other / cls).mkdir(parents=True)
         (other / cls / "a.png").symlink_to(next((synth_dir / "normal").glob("*.png")))
     with pytest.raises(EdgeXrayError, match="has classes .*cats.* trained on"):
-        build(BuildConfig(target="rpi4", data_dir=str(synth_dir), out=str(tmp_path / "out"),
-                          test_data=str(other), verify_arm=False))
+        build(
+            BuildConfig(
+                target="rpi4",
+                data_dir=str(synth_dir),
+                out=str(tmp_path / "out"),
+                test_data=str(other),
+                verify_arm=False,
+            )
+        )
     assert not list((tmp_path / "out").glob("rpi4-*"))  # refused before training: nothing shipped
-    r = CliRunner().invoke(main, ["build", "--data", str(synth_dir), "--out", str(tmp_path / "o2"),
-                                  "--test-data", str(tmp_path / "missing")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--data",
+            str(synth_dir),
+            "--out",
+            str(tmp_path / "o2"),
+            "--test-data",
+            str(tmp_path / "missing"),
+        ],
+    )
     assert r.exit_code == 2 and "--test-data" in r.output and "is not a folder" in r.output
     r = CliRunner().invoke(main, ["build", "--out", str(tmp_path / "o3"), "--test-data", str(other)])
     assert r.exit_code == 2 and "needs --data" in r.output

@@ -1,4 +1,5 @@
 """Patient grouping by default and the leakage guard (exact and near-duplicate images)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgexray.data import (ImageFolderIndex, SplitConfig, grouping_of, make_splits, prepare,
-                           read_splits)
+from edgexray.data import ImageFolderIndex, SplitConfig, grouping_of, make_splits, prepare, read_splits
 from edgexray.leakage import cross_report, duplicate_clusters
 
 KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
@@ -20,8 +20,12 @@ KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
 def _names_only_index(root: Path) -> ImageFolderIndex:
     """The folder's index from file names alone (no header probe, no decoding)."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    items = tuple((f"{c}/{n}", k) for k, c in enumerate(classes)
-                  for n in sorted(os.listdir(root / c)) if n.endswith(".jpeg"))
+    items = tuple(
+        (f"{c}/{n}", k)
+        for k, c in enumerate(classes)
+        for n in sorted(os.listdir(root / c))
+        if n.endswith(".jpeg")
+    )
     return ImageFolderIndex(root=root, class_names=tuple(classes), items=items)
 
 
@@ -31,8 +35,7 @@ def test_chest_split_by_detected_patient_key(chest_dir):
     assert grouping.key == KERMANY.pattern and grouping.source.startswith("detected")
     assert grouping.summary()["groups"] == len({KERMANY.search(r).group(1) for r, _ in index.items})
     splits = make_splits(index, SplitConfig())  # no regex given
-    patients = {s: {KERMANY.search(r.rsplit("/", 1)[-1]).group(1) for r in v}
-                for s, v in splits.items()}
+    patients = {s: {KERMANY.search(r.rsplit("/", 1)[-1]).group(1) for r in v} for s, v in splits.items()}
     assert patients["train"] and patients["val"] and patients["test"]
     assert not patients["train"] & patients["val"]
     assert not patients["train"] & patients["test"]
@@ -45,10 +48,15 @@ def test_chest_split_by_detected_patient_key(chest_dir):
 
 def test_patient_key_patterns_and_fallback():
     def index(names):
-        return ImageFolderIndex(root=Path("."), class_names=("a", "b"),
-                                items=tuple((f"{'ab'[i % 2]}/{n}", i % 2) for i, n in enumerate(names)))
-    g = grouping_of(index(["Patient_07_view1.png", "patient-07_b.png", "patient12.png",
-                           "patient_3.png"]), SplitConfig())
+        return ImageFolderIndex(
+            root=Path("."),
+            class_names=("a", "b"),
+            items=tuple((f"{'ab'[i % 2]}/{n}", i % 2) for i, n in enumerate(names)),
+        )
+
+    g = grouping_of(
+        index(["Patient_07_view1.png", "patient-07_b.png", "patient12.png", "patient_3.png"]), SplitConfig()
+    )
     assert g.key and g.summary()["groups"] == 4  # case-insensitive, '-' / '_' kept distinct
     g = grouping_of(index(["x1.png", "x2.png", "patient3.png", "y.png"]), SplitConfig())
     assert g.keys is None and g.source.startswith("none")
@@ -89,8 +97,13 @@ def augmented_folder(chest_dir, tmp_path_factory):
 
 def test_augmented_copies_across_folders_end_in_one_split(augmented_folder, tmp_path):
     data = prepare(augmented_folder, 64, SplitConfig(seed=3), out_dir=tmp_path, progress=False)
-    copies = {"NORMAL/img00.png", "NORMAL/x.png", "NORMAL/x_aug1.png", "NORMAL/more/x_aug2.png",
-              "PNEUMONIA/x_aug3.png"}
+    copies = {
+        "NORMAL/img00.png",
+        "NORMAL/x.png",
+        "NORMAL/x_aug1.png",
+        "NORMAL/more/x_aug2.png",
+        "PNEUMONIA/x_aug3.png",
+    }
     leak = data.leakage
     assert leak["near_duplicate_clusters"] == 1 and leak["exact_duplicate_clusters"] == 1
     assert set(leak["examples"][0]["images"]) == copies  # and nothing else: no false positive
@@ -106,15 +119,22 @@ def test_augmented_copies_across_folders_end_in_one_split(augmented_folder, tmp_
 
 def test_cross_folder_duplicates_reported(augmented_folder):
     from edgexray.data import load_arrays, scan_image_folder
+
     index = scan_image_folder(augmented_folder)
     rel = [r for r, _ in index.items]
     arrays = load_arrays(augmented_folder, rel, 64, progress=False)
     labels = index.labels_of(rel)
     originals = [i for i, r in enumerate(rel) if "x" not in r.rsplit("/", 1)[-1]]
     copies = [i for i, r in enumerate(rel) if "x_aug" in r]
-    report = cross_report(arrays[originals], [rel[i] for i in originals], labels[originals],
-                          arrays[copies], [rel[i] for i in copies], labels[copies],
-                          index.class_names)
+    report = cross_report(
+        arrays[originals],
+        [rel[i] for i in originals],
+        labels[originals],
+        arrays[copies],
+        [rel[i] for i in copies],
+        labels[copies],
+        index.class_names,
+    )
     assert report["external_images_duplicating_training_folder"] == 3
     assert {m for row in report["examples"] for m in row["matches"]} == {"NORMAL/img00.png"}
     assert report["conflicting_labels"] == 1
@@ -125,16 +145,16 @@ def test_cross_folder_duplicates_reported(augmented_folder):
 def test_external_overlap_with_training_folder_is_loud(augmented_folder, chest_dir, tmp_path):
     import shutil
 
-    from edgexray.runtime.errors import EdgeXrayError
     from edgexray.external import block, load_external
+    from edgexray.runtime.errors import EdgeXrayError
+
     ext_dir = tmp_path / "ext"
     for cls, name in (("NORMAL", "x_aug1.png"), ("PNEUMONIA", "x_aug3.png")):
         (ext_dir / cls).mkdir(parents=True)
         shutil.copy(augmented_folder / cls / name, ext_dir / cls / name)
     far = sorted(os.listdir(chest_dir / "PNEUMONIA"))[-1]  # a patient not in the folder
     (ext_dir / "PNEUMONIA" / far).symlink_to(chest_dir / "PNEUMONIA" / far)
-    ext = load_external(ext_dir, ("NORMAL", "PNEUMONIA"), 64, train_dir=augmented_folder,
-                        progress=False)
+    ext = load_external(ext_dir, ("NORMAL", "PNEUMONIA"), 64, train_dir=augmented_folder, progress=False)
     overlap = ext.overlap
     assert overlap["external_images"] == 3
     assert overlap["external_images_duplicating_training_folder"] == 2
@@ -148,13 +168,15 @@ def test_external_overlap_with_training_folder_is_loud(augmented_folder, chest_d
 
 def test_dicom_patient_id_groups(tmp_path):
     import pydicom
+    from test_data import write_dicom
 
     from edgexray.data import scan_image_folder
-    from test_data import write_dicom
+
     rng = np.random.default_rng(0)
     for i, (cls, pid) in enumerate([("a", "P1"), ("a", "P1"), ("b", "P2"), ("b", "P3")]):
-        path = write_dicom(tmp_path / "d" / cls / f"img{i}.dcm",
-                           rng.integers(0, 4000, (16, 16)).astype(np.uint16))
+        path = write_dicom(
+            tmp_path / "d" / cls / f"img{i}.dcm", rng.integers(0, 4000, (16, 16)).astype(np.uint16)
+        )
         ds = pydicom.dcmread(path)
         ds.PatientID = pid
         ds.save_as(path)

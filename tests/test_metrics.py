@@ -1,11 +1,18 @@
 """Bootstrap intervals and the paired budget check (edgexray.runtime.metrics), numpy only."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgexray.runtime.metrics import (_weighted_auc, bootstrap_intervals, budget_check,
-                              classification_metrics, paired_drop, roc_auc_binary)
+from edgexray.runtime.metrics import (
+    _weighted_auc,
+    bootstrap_intervals,
+    budget_check,
+    classification_metrics,
+    paired_drop,
+    roc_auc_binary,
+)
 
 
 def _probs(pred, k):
@@ -33,8 +40,7 @@ def test_accuracy_interval_covers_the_true_accuracy_about_95_percent_of_the_time
         y = rng.integers(0, 2, n)
         right = rng.random(n) < true_acc
         pred = np.where(right, y, 1 - y)
-        lo, hi = bootstrap_intervals(y, _probs(pred, 2), ["a", "b"], resamples=400,
-                                     seed=r)["accuracy"]
+        lo, hi = bootstrap_intervals(y, _probs(pred, 2), ["a", "b"], resamples=400, seed=r)["accuracy"]
         hits += lo <= true_acc <= hi
     assert 0.88 <= hits / runs <= 0.99, hits / runs  # nominal 0.95 (binomial sd 0.015)
 

@@ -1,5 +1,6 @@
 """The artifact in a mobile app: TFLite Model Metadata read back by MediaPipe's own extractor
 (in a fresh virtualenv with only mediapipe), outputs unchanged by it, on real chest X-rays."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,13 @@ import pytest
 
 from edgexray.devices import load_profile
 from edgexray.export.bundle import write_artifact
-from edgexray.export.tflite_metadata import (LABELS_FILE, MANIFEST_FILE, MIN_PARSER_VERSION,
-                                             NOT_A_MEDICAL_DEVICE, read_tflite_metadata)
+from edgexray.export.tflite_metadata import (
+    LABELS_FILE,
+    MANIFEST_FILE,
+    MIN_PARSER_VERSION,
+    NOT_A_MEDICAL_DEVICE,
+    read_tflite_metadata,
+)
 from edgexray.imageio import read_gray
 from edgexray.runtime.preprocess import Preprocess, resize_square
 
@@ -28,6 +34,7 @@ N_IMAGES = 64
 # _pywrap_metadata_version extension it needs)
 MEDIAPIPE = "mediapipe==0.10.21"
 CACHE = Path(os.environ.get("EDGEXRAY_TEST_CACHE", Path.home() / ".cache" / "edgexray-tests"))
+
 
 @pytest.fixture(scope="module")
 def chest_images(chest_dir) -> list[Path]:
@@ -59,8 +66,14 @@ def torch_model(train_gray):
     gray, labels = train_gray
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        torch.nn.Conv2d(1, 8, 3, 2, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, 2, 1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 2),
+    )
     x, y = torch.from_numpy(PRE.normalize(gray)), torch.from_numpy(labels)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     for _ in range(40):
@@ -92,19 +105,33 @@ def int8_model(tmp_path_factory, torch_model, calib) -> Path:
 def tasks_model(tmp_path_factory, torch_model, calib) -> Path:
     from edgexray.export.tasks_variant import torch2tasks_tflite
 
-    return torch2tasks_tflite(torch_model, tmp_path_factory.mktemp("tasks") / "model_tasks.tflite",
-                              preprocess=PRE, calib=calib, class_names=CLASSES)
+    return torch2tasks_tflite(
+        torch_model,
+        tmp_path_factory.mktemp("tasks") / "model_tasks.tflite",
+        preprocess=PRE,
+        calib=calib,
+        class_names=CLASSES,
+    )
 
 
 @pytest.fixture(scope="module")
 def android_artifact(tmp_path_factory, int8_model, tasks_model) -> Path:
-    fields = {"reduction": {"params": 0.896, "macs": 0.7},
-              "accuracy": {"exported_int8": 0.9827}, "config": {"data_dir": "/data/chest-xray"}}
-    return write_artifact(tmp_path_factory.mktemp("mobile-artifact"),
-                          target=load_profile("android-arm64"), arch="tiny_cbam",
-                          precision="int8", model_files={"int8": int8_model},
-                          manifest_fields=fields, class_names=CLASSES, preprocess=PRE,
-                          tasks_model=tasks_model)
+    fields = {
+        "reduction": {"params": 0.896, "macs": 0.7},
+        "accuracy": {"exported_int8": 0.9827},
+        "config": {"data_dir": "/data/chest-xray"},
+    }
+    return write_artifact(
+        tmp_path_factory.mktemp("mobile-artifact"),
+        target=load_profile("android-arm64"),
+        arch="tiny_cbam",
+        precision="int8",
+        model_files={"int8": int8_model},
+        manifest_fields=fields,
+        class_names=CLASSES,
+        preprocess=PRE,
+        tasks_model=tasks_model,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -116,11 +143,16 @@ def mediapipe_python() -> Path:
     if not stamp.is_file():
         shutil.rmtree(venv, ignore_errors=True)  # a half-made one from a killed run
         venv.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300
+        )
         if r.returncode == 0:
-            r = subprocess.run([str(python), "-m", "pip", "install", "-q", MEDIAPIPE],
-                               capture_output=True, text=True, timeout=900)
+            r = subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", MEDIAPIPE],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
         if r.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
             pytest.skip(f"{MEDIAPIPE} cannot be installed here: {r.stderr.strip()[-400:]}")
@@ -129,9 +161,13 @@ def mediapipe_python() -> Path:
 
 
 def mediapipe_run(python: Path, script: str, *args) -> dict:
-    r = subprocess.run([str(python), "-c", textwrap.dedent(script), *map(str, args)],
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3"))
+    r = subprocess.run(
+        [str(python), "-c", textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -151,6 +187,7 @@ def litert_outputs(path: Path, inputs_q: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ TFLite Model Metadata
+
 
 def test_metadata_outputs_bit_identical(android_artifact, int8_model, chest_nhwc):
     """Metadata changes no value: same int8 outputs with and without it on 64 real X-rays."""
@@ -190,8 +227,13 @@ def test_metadata_roundtrip(android_artifact):
 
 
 def test_run_py_verify_with_metadata(android_artifact):
-    r = subprocess.run([sys.executable, "run.py", "verify"], cwd=android_artifact,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "run.py", "verify"],
+        cwd=android_artifact,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -221,8 +263,10 @@ def test_metadata_read_by_mediapipe(android_artifact, mediapipe_python):
     assert inp["content"]["content_properties"]["color_space"] == "GRAYSCALE"
     assert inp["process_units"][0]["options"] == {"mean": [127.5], "std": [63.75]}
     assert outp["associated_files"][0] == {
-        "name": LABELS_FILE, "description": "Class names, one per line, in output order.",
-        "type": "TENSOR_AXIS_LABELS"}
+        "name": LABELS_FILE,
+        "description": "Class names, one per line, in output order.",
+        "type": "TENSOR_AXIS_LABELS",
+    }
     assert files[LABELS_FILE].splitlines() == CLASSES
     manifest = json.loads((android_artifact / "manifest.json").read_text())
     assert json.loads(files[MANIFEST_FILE])["input"] == manifest["input"]
@@ -230,13 +274,22 @@ def test_metadata_read_by_mediapipe(android_artifact, mediapipe_python):
 
 # ------------------------------------------------------------------------ ONNX Runtime Mobile
 
+
 @pytest.fixture(scope="module")
 def x86_artifact(tmp_path_factory) -> Path:
     from test_bundle import make_onnx
+
     onnx_path = make_onnx(tmp_path_factory.mktemp("mobile-onnx") / "model_fp32.onnx", size=SIZE)
-    return write_artifact(tmp_path_factory.mktemp("ort-artifact"), target=load_profile("x86-64"),
-                          arch="tiny_cbam", precision="fp32", model_files={"fp32": onnx_path},
-                          manifest_fields={}, class_names=CLASSES, preprocess=PRE)
+    return write_artifact(
+        tmp_path_factory.mktemp("ort-artifact"),
+        target=load_profile("x86-64"),
+        arch="tiny_cbam",
+        precision="fp32",
+        model_files={"fp32": onnx_path},
+        manifest_fields={},
+        class_names=CLASSES,
+        preprocess=PRE,
+    )
 
 
 def test_ort_format_written_and_loaded(x86_artifact, chest_nhwc):
@@ -262,8 +315,9 @@ def test_ort_format_written_and_loaded(x86_artifact, chest_nhwc):
     assert all(op in config for op in ("Conv", "GlobalAveragePool", "Flatten", "Gemm"))
     readme = (x86_artifact / "README.md").read_text()
     assert f"--include_ops_by_config {ORT_CONFIG}" in readme and "`model.ort`" in readme
-    r = subprocess.run([sys.executable, "run.py", "verify"], cwd=x86_artifact,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "run.py", "verify"], cwd=x86_artifact, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -318,6 +372,7 @@ def test_tasks_variant_in_artifact(android_artifact):
     assert md["output"]["min"] == [0.0] and md["output"]["max"] == [1.0]
     assert json.loads(md["files"][MANIFEST_FILE])["tasks_ready"] is True
     from edgexray.export.tflite import tflite_ops
+
     ops = tflite_ops(android_artifact / "model_tasks.tflite")
     assert "CONV_2D" in ops and "SOFTMAX" in ops and "DEQUANTIZE" in ops  # INT8 compute inside
 
@@ -326,27 +381,31 @@ def mediapipe_vs_run_py(mediapipe_python, folder: Path, images, size: int, tmp_p
     """(run.py's predictions, MediaPipe's score rows, MediaPipe's top-1 labels) on `images`.
     MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
     both see the same pixels."""
-    r = subprocess.run([sys.executable, "run.py", "predict", *map(str, images)], cwd=folder,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "run.py", "predict", *map(str, images)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     ref = json.loads(r.stdout)["predictions"]
     gray = np.stack([resize_square(read_gray(p), size) for p in images])
     rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
     np.save(tmp_path / "rgb.npy", rgb)
-    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite",
-                        tmp_path / "rgb.npy")
+    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite", tmp_path / "rgb.npy")
     assert out["torch_or_tf"] == []  # only mediapipe in that venv
     return ref, out["rows"], [max(row, key=row.get) for row in out["rows"]]
 
 
-def test_mediapipe_image_classifier_matches_run_py(android_artifact, chest_images,
-                                                    mediapipe_python, tmp_path):
+def test_mediapipe_image_classifier_matches_run_py(
+    android_artifact, chest_images, mediapipe_python, tmp_path
+):
     """MediaPipe Tasks' ImageClassifier (only mediapipe installed) loads model_tasks.tflite, names
     the classes from its metadata and agrees with run.py (int8-I/O model) on 64 real X-rays.
     MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
     both see the same pixels; the two files differ in their INT8 quantization only."""
-    ref, rows, top1_mp = mediapipe_vs_run_py(mediapipe_python, android_artifact, chest_images,
-                                             SIZE, tmp_path)
+    ref, rows, top1_mp = mediapipe_vs_run_py(mediapipe_python, android_artifact, chest_images, SIZE, tmp_path)
     assert len(rows) == len(ref) == N_IMAGES
     top1_run = [p["label"] for p in ref]
     assert set(rows[0]) == set(CLASSES)  # category names from the labels metadata
@@ -355,8 +414,10 @@ def test_mediapipe_image_classifier_matches_run_py(android_artifact, chest_image
     # image with a clearer decision must get the same top-1 (at least 50 of them)
     clear = clear_decisions(ref)
     same = sum(a == b for a, b in zip(top1_mp, top1_run))
-    print(f"MediaPipe vs run.py on {N_IMAGES} real X-rays: top-1 equal on {same}, "
-          f"{len(clear)} with a clear decision; max |probability difference| {diff:.4f}")
+    print(
+        f"MediaPipe vs run.py on {N_IMAGES} real X-rays: top-1 equal on {same}, "
+        f"{len(clear)} with a clear decision; max |probability difference| {diff:.4f}"
+    )
     assert diff <= SCORE_TOLERANCE, diff
     assert len(clear) >= 50
     assert [top1_mp[i] for i in clear] == [top1_run[i] for i in clear]
@@ -382,8 +443,10 @@ def test_build_ships_tasks_variant(tiny_build, mediapipe_python, tmp_path):
     agree = np.mean([a == p["label"] for a, p in zip(top1_mp, ref)])
     clear = clear_decisions(ref)
     diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(rows, ref) for c in names)
-    print(f"rpi4 build: MediaPipe vs run.py on {len(images)} images: top-1 agreement {agree:.3f} "
-          f"({len(clear)} with a clear decision), max |probability difference| {diff:.4f}")
+    print(
+        f"rpi4 build: MediaPipe vs run.py on {len(images)} images: top-1 agreement {agree:.3f} "
+        f"({len(clear)} with a clear decision), max |probability difference| {diff:.4f}"
+    )
     assert len(images) >= 50 and set(rows[0]) == set(names)
     assert diff <= SCORE_TOLERANCE
     assert [top1_mp[i] for i in clear] == [ref[i]["label"] for i in clear]
@@ -394,6 +457,7 @@ def test_build_ships_tasks_variant(tiny_build, mediapipe_python, tmp_path):
 
 
 # ------------------------------------------------------------------------ README snippets
+
 
 def test_readme_snippets_match_the_shipped_file(android_artifact):
     """Kotlin (MediaPipe, LiteRT Interpreter) and Swift (MediaPipe) name the real asset, the
@@ -406,8 +470,12 @@ def test_readme_snippets_match_the_shipped_file(android_artifact):
     readme = (android_artifact / "README.md").read_text()
     section = readme_section(manifest)
     assert section and section in readme
-    blocks = dict(zip(("kotlin-mp", "kotlin-litert", "swift"),
-                      re.findall(r"```(?:kotlin|swift)\n(.*?)```", section, re.S)))
+    blocks = dict(
+        zip(
+            ("kotlin-mp", "kotlin-litert", "swift"),
+            re.findall(r"```(?:kotlin|swift)\n(.*?)```", section, re.S),
+        )
+    )
     assert len(blocks) == 3
     assert (android_artifact / "model_tasks.tflite").is_file()
     labels = ", ".join(f'"{c}"' for c in CLASSES)
@@ -436,12 +504,20 @@ def test_measure_tasks_variant(android_artifact, chest_images):
 
     gray = np.stack([resize_square(read_gray(p), SIZE) for p in chest_images])
     labels = np.repeat(np.arange(2), N_IMAGES // 2)
-    m = measure_tasks_variant(android_artifact / "model_tasks.tflite",
-                              android_artifact / "model.tflite", gray, labels, PRE, threads=1,
-                              runs=20)
-    print(f"Tasks-ready vs int8-I/O on {m['n']} real X-rays: accuracy {m['accuracy']:.3f} vs "
-          f"{m['shipped_accuracy']:.3f}, top-1 agreement {m['top1_agreement_with_shipped']:.3f}, "
-          f"p50 {m['latency_ms_p50']:.3f} ms vs {m['shipped_latency_ms_p50']:.3f} ms (1 thread)")
+    m = measure_tasks_variant(
+        android_artifact / "model_tasks.tflite",
+        android_artifact / "model.tflite",
+        gray,
+        labels,
+        PRE,
+        threads=1,
+        runs=20,
+    )
+    print(
+        f"Tasks-ready vs int8-I/O on {m['n']} real X-rays: accuracy {m['accuracy']:.3f} vs "
+        f"{m['shipped_accuracy']:.3f}, top-1 agreement {m['top1_agreement_with_shipped']:.3f}, "
+        f"p50 {m['latency_ms_p50']:.3f} ms vs {m['shipped_latency_ms_p50']:.3f} ms (1 thread)"
+    )
     assert m["n"] == N_IMAGES and m["top1_agreement_with_shipped"] >= 0.9
     assert abs(m["accuracy"] - m["shipped_accuracy"]) <= 0.1 and m["accuracy"] > 0.5
     assert 0 < m["latency_ms_p50"] < 1000 and 0 < m["shipped_latency_ms_p50"] < 1000

@@ -1,4 +1,5 @@
 """Model zoo: every registered architecture builds, runs, scales, loads weights and exports."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.models import CBAM, SEGate, create_model, list_models, model_info
 from edgexray.models.layers import AdaptiveAvgPool2d
+from edgexray.runtime.errors import EdgeXrayError
 
 ALL = list_models()
 BASES = sorted({model_info(n).base for n in ALL})
@@ -35,8 +36,18 @@ def _one_thread():
 
 
 def test_registry_has_every_family_with_attention_variants():
-    for base in ("resnet18", "resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "efficientnet_b3",
-                 "densenet121", "squeezenet1_1", "shufflenet_v2_x1_0", "alexnet"):
+    for base in (
+        "resnet18",
+        "resnet50",
+        "vgg16",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "efficientnet_b3",
+        "densenet121",
+        "squeezenet1_1",
+        "shufflenet_v2_x1_0",
+        "alexnet",
+    ):
         assert base in ALL and f"{base}_cbam" in ALL
         # EfficientNet's blocks already hold SE, so it has no _se variant.
         assert (f"{base}_se" in ALL) == (not base.startswith("efficientnet"))
@@ -91,8 +102,8 @@ def test_parameter_names_match_torchvision(base):
 def _legacy_densenet_names(state: dict) -> dict:
     """The names in torchvision's densenet121 .pth file: `norm.1` for `norm1` and so on."""
     import re
-    return {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
-            for k, v in state.items()}
+
+    return {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in state.items()}
 
 
 @pytest.mark.parametrize("base", ["mobilenet_v2", "squeezenet1_1", "densenet121"])
@@ -123,8 +134,10 @@ def test_unknown_name_suggests_the_closest():
         create_model("efficientnet_b3_se")
 
 
-@pytest.mark.parametrize("kwargs, received", [
-    ({"num_classes": 1}, "num_classes=1"), ({"in_chans": 2}, "in_chans=2"), ({"width": 0}, "width=0")])
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [({"num_classes": 1}, "num_classes=1"), ({"in_chans": 2}, "in_chans=2"), ({"width": 0}, "width=0")],
+)
 def test_bad_arguments(kwargs, received):
     with pytest.raises(EdgeXrayError, match=received):
         create_model("squeezenet1_1_cbam", **kwargs)

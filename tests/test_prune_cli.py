@@ -1,4 +1,5 @@
 """`edgexray prune` end to end on a tiny trained checkpoint: files, reports, refusals, errors."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,18 @@ def _run(*args):
 
 def test_prune_writes_a_smaller_checkpoint_and_reports(tiny_checkpoint, tmp_path):
     out = tmp_path / "pruned"
-    r = _run("prune", tiny_checkpoint, "--method", "cbam", "--finetune-epochs", "1",
-             "--latency-runs", "5", "--out", out)
+    r = _run(
+        "prune",
+        tiny_checkpoint,
+        "--method",
+        "cbam",
+        "--finetune-epochs",
+        "1",
+        "--latency-runs",
+        "5",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert "params" in r.output and "val accuracy" in r.output
     rep = json.loads((out / "prune_report.json").read_text())
@@ -50,16 +61,29 @@ def test_prune_errors_exit_2_without_traceback(tiny_checkpoint, tmp_path):
     # a plain model: cbam has nothing to read; the message names the fix
     plain = load_checkpoint(tiny_checkpoint)
     from edgexray.models import create_model
+
     model = create_model("resnet18", **plain.model_options)
-    path = save_checkpoint(tmp_path / "plain.pt", model, arch="resnet18",
-                           model_options=plain.model_options, class_names=plain.class_names,
-                           preprocess=plain.preprocess, extra=plain.extra)
+    path = save_checkpoint(
+        tmp_path / "plain.pt",
+        model,
+        arch="resnet18",
+        model_options=plain.model_options,
+        class_names=plain.class_names,
+        preprocess=plain.preprocess,
+        extra=plain.extra,
+    )
     r = _run("prune", path, "--out", tmp_path / "c")
     assert r.exit_code == 2 and "use --method l1" in r.output
     # calibration data gone
-    gone = save_checkpoint(tmp_path / "gone.pt", plain.model, arch=plain.arch,
-                           model_options=plain.model_options, class_names=plain.class_names,
-                           preprocess=plain.preprocess, extra={"data_dir": str(tmp_path / "nope")})
+    gone = save_checkpoint(
+        tmp_path / "gone.pt",
+        plain.model,
+        arch=plain.arch,
+        model_options=plain.model_options,
+        class_names=plain.class_names,
+        preprocess=plain.preprocess,
+        extra={"data_dir": str(tmp_path / "nope")},
+    )
     r = _run("prune", gone, "--out", tmp_path / "d")
     assert r.exit_code == 2 and "missing calibration images" in r.output and "--data DIR" in r.output
     assert not (tmp_path / "d").exists()
@@ -67,14 +91,26 @@ def test_prune_errors_exit_2_without_traceback(tiny_checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_sensitivity_and_compare(tiny_checkpoint, tmp_path):
-    r = _run("prune", tiny_checkpoint, "--sensitivity", "--sensitivity-ratios", "0.5", "--out", tmp_path / "s")
+    r = _run(
+        "prune", tiny_checkpoint, "--sensitivity", "--sensitivity-ratios", "0.5", "--out", tmp_path / "s"
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "s" / "sensitivity.json").read_text())
     assert set(rep["stages"]) == {"stage 1", "stage 2", "stage 3", "stage 4"}
     assert all(len(rows) == 1 for rows in rep["stages"].values())
     assert (tmp_path / "s" / "sensitivity.png").stat().st_size > 1000
-    r = _run("prune", tiny_checkpoint, "--compare", "cbam,l1", "--schedule",
-             "one-shot", "--latency-runs", "3", "--out", tmp_path / "c")
+    r = _run(
+        "prune",
+        tiny_checkpoint,
+        "--compare",
+        "cbam,l1",
+        "--schedule",
+        "one-shot",
+        "--latency-runs",
+        "3",
+        "--out",
+        tmp_path / "c",
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert [row["method"] for row in rep["rows"]] == ["unpruned", "cbam", "l1"]

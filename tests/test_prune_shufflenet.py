@@ -1,5 +1,6 @@
 """ShuffleNetV2 prunes: every width its channel shuffle never sees (the 1x1 -> depthwise -> 1x1
 middle of each block, the stem, the last conv) shrinks exactly; the spine is left as built."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,6 +60,7 @@ def test_shufflenet_prunes_exports_and_reloads(tmp_path):
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     from edgexray.export.onnx import torch2onnx
     from edgexray.runtime.preprocess import Preprocess
+
     torch.manual_seed(0)
     model = create_model(ARCH, width=0.25).eval()
     x = torch.randn(2, 1, SIZE, SIZE)
@@ -76,12 +78,16 @@ def test_shufflenet_prunes_exports_and_reloads(tmp_path):
     assert after["macs"] < 0.7 * before["macs"] and after["params"] < 0.7 * before["params"], (before, after)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    ort_out = np.concatenate([sess.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(2)])
+    ort_out = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(2)])
     assert np.abs(ort_out - out).max() < 1e-4
-    ckpt = save_checkpoint(tmp_path / "m.pt", model, arch=ARCH,
-                           model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
-                           class_names=["NORMAL", "PNEUMONIA"],
-                           preprocess=Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,)))
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt",
+        model,
+        arch=ARCH,
+        model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
+        class_names=["NORMAL", "PNEUMONIA"],
+        preprocess=Preprocess(size=SIZE, channels=1, mean=(0.5,), std=(0.25,)),
+    )
     back = load_checkpoint(ckpt).model
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
@@ -89,6 +95,7 @@ def test_shufflenet_prunes_exports_and_reloads(tmp_path):
 
 def test_onnx_count_matches_a_hand_count(tmp_path):
     from edgexray.export.onnx import torch2onnx
+
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     got = measure.onnx_count(torch2onnx(model, tmp_path / "m.onnx", input_shape=(1, 1, 8, 8), simplify=False))
     assert got == {"params": 4 * 9 + 256 * 3 + 3, "macs": 4 * 64 * 9 + 256 * 3}
@@ -102,14 +109,23 @@ def test_cli_prunes_a_shufflenet_checkpoint(tiny_checkpoint, tmp_path):
 
     from edgexray.checkpoint import load_checkpoint, save_checkpoint
     from edgexray.cli import main
+
     base = load_checkpoint(tiny_checkpoint)
     torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "s.pt", create_model(ARCH, width=0.25, num_classes=3), arch=ARCH,
-                           model_options={"num_classes": 3, "in_chans": 1, "width": 0.25},
-                           class_names=base.class_names, preprocess=base.preprocess, extra=base.extra)
-    r = CliRunner().invoke(main, ["prune", str(path), "--round-to", "1", "--latency-runs", "3",
-                                  "--out", str(tmp_path / "p")],
-                           catch_exceptions=False)
+    path = save_checkpoint(
+        tmp_path / "s.pt",
+        create_model(ARCH, width=0.25, num_classes=3),
+        arch=ARCH,
+        model_options={"num_classes": 3, "in_chans": 1, "width": 0.25},
+        class_names=base.class_names,
+        preprocess=base.preprocess,
+        extra=base.extra,
+    )
+    r = CliRunner().invoke(
+        main,
+        ["prune", str(path), "--round-to", "1", "--latency-runs", "3", "--out", str(tmp_path / "p")],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "p" / "prune_report.json").read_text())
     assert rep["reduction"]["macs"] > 0.2 and rep["reduction"]["params"] > 0.2

@@ -1,5 +1,6 @@
 """`--method l1-unstructured`: global magnitude pruning of single weights, one-shot and in rounds
 with fine-tuning between, masks made permanent, and a report that says what it does not gain."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,12 @@ def test_rounds_prune_the_remaining_weights_and_keep_zeros_through_finetuning():
         calls.append(r)
         return m
 
-    res = prune_model(model, torch.randn(1, 1, SIZE, SIZE),
-                      PruneConfig(method="l1-unstructured", ratio=0.2, rounds=3), finetune=finetune)
+    res = prune_model(
+        model,
+        torch.randn(1, 1, SIZE, SIZE),
+        PruneConfig(method="l1-unstructured", ratio=0.2, rounds=3),
+        finetune=finetune,
+    )
     assert calls == [1, 2, 3]
     got = [round(r["sparsity"], 4) for r in res.report["rounds"]]
     assert got == [0.2, 0.36, 0.488]  # 1 - 0.8^k
@@ -65,8 +70,22 @@ def test_rounds_prune_the_remaining_weights_and_keep_zeros_through_finetuning():
 
 def test_cli_iterative_report_and_compare(tiny_checkpoint, tmp_path):
     out = tmp_path / "u"
-    r = _run("prune", tiny_checkpoint, "--method", "l1-unstructured", "--ratio", "0.2", "--rounds", "2",
-             "--finetune-epochs", "1", "--latency-runs", "3", "--out", out)
+    r = _run(
+        "prune",
+        tiny_checkpoint,
+        "--method",
+        "l1-unstructured",
+        "--ratio",
+        "0.2",
+        "--rounds",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--latency-runs",
+        "3",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert "zeroed 36.0% of the weights" in r.output and "no speed-up expected" in r.output
     rep = json.loads((out / "prune_report.json").read_text())
@@ -74,14 +93,29 @@ def test_cli_iterative_report_and_compare(tiny_checkpoint, tmp_path):
     files = rep["files"]
     assert files["after_zipped_bytes"] < files["before_zipped_bytes"]
     md = (out / "prune_report.md").read_text()
-    for text in ("Zero fraction per layer", "| layer4.1.conv2 |", "weights zipped",
-                 "checkpoint file zipped", "MACs and latency do not improve"):
+    for text in (
+        "Zero fraction per layer",
+        "| layer4.1.conv2 |",
+        "weights zipped",
+        "checkpoint file zipped",
+        "MACs and latency do not improve",
+    ):
         assert text in md, text
     ckpt = load_checkpoint(out / "model.pt")
     w = ckpt.model.layer4[1].conv2.weight
     assert float((w == 0).float().mean()) > 0.2
-    r = _run("prune", tiny_checkpoint, "--compare", "l1,l1-unstructured", "--schedule", "one-shot",
-             "--latency-runs", "3", "--out", tmp_path / "c")
+    r = _run(
+        "prune",
+        tiny_checkpoint,
+        "--compare",
+        "l1,l1-unstructured",
+        "--schedule",
+        "one-shot",
+        "--latency-runs",
+        "3",
+        "--out",
+        tmp_path / "c",
+    )
     assert r.exit_code == 0, r.output
     rows = {row["method"]: row for row in json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]}
     un, l1 = rows["l1-unstructured"], rows["l1"]
@@ -92,8 +126,16 @@ def test_cli_iterative_report_and_compare(tiny_checkpoint, tmp_path):
 
 
 def test_cli_refusals(tiny_checkpoint, tmp_path):
-    r = _run("prune", tiny_checkpoint, "--method", "l1-unstructured", "--target-macs", "0.5",
-             "--out", tmp_path / "a")
+    r = _run(
+        "prune",
+        tiny_checkpoint,
+        "--method",
+        "l1-unstructured",
+        "--target-macs",
+        "0.5",
+        "--out",
+        tmp_path / "a",
+    )
     assert r.exit_code == 2 and "removes no MACs" in r.output and "--ratio" in r.output
     r = _run("prune", tiny_checkpoint, "--method", "l1", "--rounds", "3", "--out", tmp_path / "b")
     assert r.exit_code == 2 and "--steps" in r.output

@@ -1,14 +1,15 @@
 """One template every runner passes: LiteRT, ONNX Runtime and PyTorch on the CPU, on the tiny
 fixture models (tests/test_bench_fixtures.py)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 from edgexray.bench.runtimes import RUNNER_CLASSES, load_runner
 from edgexray.runtime.registry import get_runtime
 from edgexray.runtime.runner_base import Runner, TensorSpec
-from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
 
 X = np.random.default_rng(5).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
 
@@ -24,8 +25,9 @@ def tiny_checkpoint(tmp_path_factory):
     options = {"num_classes": 2, "in_chans": 1, "width": 0.25}
     model = create_model("resnet18_cbam", **options).eval()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, arch="resnet18_cbam", model_options=options, class_names=CLASSES,
-                    preprocess=PRE)
+    save_checkpoint(
+        path, model, arch="resnet18_cbam", model_options=options, class_names=CLASSES, preprocess=PRE
+    )
     return path
 
 
@@ -35,10 +37,12 @@ def model_files(tiny_models, tiny_checkpoint):  # noqa: F811
 
 
 # (fixture model, runtime, layout and dtype of its input as stored)
-BACKENDS = [("onnx", "onnxruntime-cpu", "NCHW", "float32"),
-            ("tflite_fp32", "litert", "NHWC", "float32"),
-            ("tflite_int8", "litert", "NHWC", "int8"),
-            ("checkpoint", "torch-cpu", "NCHW", "float32")]
+BACKENDS = [
+    ("onnx", "onnxruntime-cpu", "NCHW", "float32"),
+    ("tflite_fp32", "litert", "NHWC", "float32"),
+    ("tflite_int8", "litert", "NHWC", "int8"),
+    ("checkpoint", "torch-cpu", "NCHW", "float32"),
+]
 
 
 @pytest.mark.parametrize("key, kind, layout, dtype", BACKENDS, ids=[f"{k}-{r}" for k, r, *_ in BACKENDS])
@@ -65,8 +69,14 @@ class TestRunnerTemplate:
         side = spec.shape[1:3] if layout == "NHWC" else spec.shape[2:]
         assert list(side) == [SIZE, SIZE]
         assert spec.quantized == (dtype == "int8") and out.layout == "NC" and out.shape[-1] == 2
-        assert set(runner.describe()) >= {"runtime", "runtime_version", "device", "threads",
-                                          "input", "output"}
+        assert set(runner.describe()) >= {
+            "runtime",
+            "runtime_version",
+            "device",
+            "threads",
+            "input",
+            "output",
+        }
 
     def test_predict_shape_and_dtype(self, model_files, kind, layout, dtype):
         runner = self.runner(model_files, kind)

@@ -1,5 +1,6 @@
 """The runtime layer (runtime/ = edgexray.runtime): what it may import, what run.py is made of,
 and that run.py, parity and bench run exported files through the very same runner classes."""
+
 from __future__ import annotations
 
 import ast
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bench_fixtures import CLASSES, REPO, SIZE, tiny_models  # noqa: F401
 
 import edgexray.runtime.runners as runtime_runners
 from edgexray.export.run_py_render import render_run_py, runtime_layer_order
 from edgexray.runtime import registry
-from test_bench_fixtures import CLASSES, REPO, SIZE, tiny_models  # noqa: F401
 
 RUNTIME_DIR = REPO / "runtime"
 LAYER = sorted(RUNTIME_DIR.glob("*.py"))
@@ -25,8 +26,10 @@ LAZY_ONLY = {"onnxruntime", "ai_edge_litert", "onnx", "PIL"}
 
 
 def _handles_import_error(node: ast.Try) -> bool:
-    return any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
-               for h in node.handlers)
+    return any(
+        isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+        for h in node.handlers
+    )
 
 
 def _imports(tree: ast.Module):
@@ -34,7 +37,8 @@ def _imports(tree: ast.Module):
     in_function = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
-                isinstance(node, ast.Try) and _handles_import_error(node)):
+            isinstance(node, ast.Try) and _handles_import_error(node)
+        ):
             inner = node.body if isinstance(node, ast.Try) else [node]
             in_function |= {id(n) for part in inner for n in ast.walk(part) if n is not node}
     for node in ast.walk(tree):
@@ -52,11 +56,14 @@ def test_layer_imports_only_numpy_and_the_standard_library(path):
         if top == "edgexray":
             assert name.startswith("edgexray.runtime."), f"{path.name} imports {name}"
         elif top in LAZY_ONLY:
-            assert lazy, (f"{path.name} imports {name} at module level; import it where it is "
-                          "used or in a try/except ImportError")
+            assert lazy, (
+                f"{path.name} imports {name} at module level; import it where it is "
+                "used or in a try/except ImportError"
+            )
         else:
-            assert top == "numpy" or top in sys.stdlib_module_names or top == "__future__", \
+            assert top == "numpy" or top in sys.stdlib_module_names or top == "__future__", (
                 f"{path.name} imports {name}: the runtime layer needs only numpy and the standard library"
+            )
 
 
 def test_run_py_holds_every_module_of_the_layer():
@@ -91,6 +98,7 @@ def test_run_py_bench_and_parity_use_the_same_runner_classes(tiny_models, tmp_pa
             assert bench_runtimes.RUNNER_CLASSES[info.runner] is ours
     for name in ("Runner", "TensorSpec", "quantize", "dequantize"):
         from edgexray.runtime import runner_base
+
         assert inspect.getsource(getattr(run_py, name)) == inspect.getsource(getattr(runner_base, name))
 
     used = []

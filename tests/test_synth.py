@@ -1,4 +1,5 @@
 """Synthetic bone radiographs: layout, formats, determinism, refusal, CLI, learnability."""
+
 from __future__ import annotations
 
 import time
@@ -10,10 +11,17 @@ from click.testing import CliRunner
 from torch import nn
 
 from edgexray.cli import main
-from edgexray.data import (AugmentConfig, SplitConfig, XrayDataset, make_loader, norm_stats,
-                           prepare, scan_image_folder)
-from edgexray.runtime.errors import EdgeXrayError
+from edgexray.data import (
+    AugmentConfig,
+    SplitConfig,
+    XrayDataset,
+    make_loader,
+    norm_stats,
+    prepare,
+    scan_image_folder,
+)
 from edgexray.imageio import read_gray
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import Preprocess
 from edgexray.synth import synthesize
 
@@ -50,8 +58,7 @@ def test_deterministic_and_refuses_overwrite(tmp_path):
     with pytest.raises(EdgeXrayError, match="already exists.*--force"):
         synthesize(a, classes=2, per_class=1, progress=False)
     synthesize(a, classes=3, per_class=1, size=32, force=True, progress=False)
-    assert sorted(p.name for p in a.iterdir()) == ["SYNTHETIC.txt", "normal", "osteopenia",
-                                                   "osteoporosis"]
+    assert sorted(p.name for p in a.iterdir()) == ["SYNTHETIC.txt", "normal", "osteopenia", "osteoporosis"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
     with pytest.raises(EdgeXrayError, match="allowed: \\[2, 3\\]"):
         synthesize(tmp_path / "x", classes=4, per_class=1)
@@ -64,8 +71,9 @@ def test_deterministic_and_refuses_overwrite(tmp_path):
 def test_cli_data_synth(tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
-    r = runner.invoke(main, ["data", "synth", str(out), "--classes", "2", "--per-class", "3",
-                             "--size", "40", "--seed", "1"])
+    r = runner.invoke(
+        main, ["data", "synth", str(out), "--classes", "2", "--per-class", "3", "--size", "40", "--seed", "1"]
+    )
     assert r.exit_code == 0, r.output
     assert "6 synthetic images" in r.output
     assert scan_image_folder(out).counts() == {"normal": 3, "osteoporosis": 3}
@@ -79,10 +87,19 @@ def test_cli_data_synth(tmp_path):
 
 def _tiny_cnn(classes: int) -> nn.Module:
     def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o),
-                             nn.ReLU(), nn.MaxPool2d(2))
-    return nn.Sequential(block(1, 16), block(16, 32), block(32, 32), block(32, 32),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, classes))
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)
+        )
+
+    return nn.Sequential(
+        block(1, 16),
+        block(16, 32),
+        block(32, 32),
+        block(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, classes),
+    )
 
 
 @pytest.mark.slow
@@ -92,14 +109,14 @@ def test_learnable_but_not_trivial(tmp_path):
     torch.set_num_threads(1)  # one thread is faster than two on a busy 2-core machine
     try:
         t0 = time.perf_counter()
-        root = synthesize(tmp_path / "s", classes=3, per_class=500, size=(64, 96), seed=0,
-                          progress=False)
+        root = synthesize(tmp_path / "s", classes=3, per_class=500, size=(64, 96), seed=0, progress=False)
         data = prepare(root, 48, SplitConfig(0.7, 0.0, 0.3, seed=0), progress=False)
         mean, std = norm_stats(data.arrays["train"])
         pre = Preprocess(size=48, mean=(mean,), std=(std,))
         flips = AugmentConfig(rotate_deg=0, shift=0, scale=0, brightness=0, contrast=0)
-        train = make_loader(XrayDataset(data.arrays["train"], data.labels["train"], pre, flips),
-                            32, shuffle=True, seed=0)
+        train = make_loader(
+            XrayDataset(data.arrays["train"], data.labels["train"], pre, flips), 32, shuffle=True, seed=0
+        )
         test = make_loader(XrayDataset(data.arrays["test"], data.labels["test"], pre), 256, False)
         torch.manual_seed(0)
         net = _tiny_cnn(3)
@@ -118,8 +135,10 @@ def test_learnable_but_not_trivial(tmp_path):
         with torch.no_grad():
             pred = torch.cat([net(x).argmax(1) for x, _ in test]).numpy()
         acc = float((pred == data.labels["test"]).mean())
-        print(f"synthetic 3-class test accuracy {acc:.3f} ({len(pred)} images) "
-              f"in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"synthetic 3-class test accuracy {acc:.3f} ({len(pred)} images) "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
     finally:
         torch.set_num_threads(threads)
     assert acc >= 0.75  # chance is 0.33; measured 0.84 (seeds 0 and 1)

@@ -1,4 +1,5 @@
 """Training and evaluation: the real loop on real chest X-rays, the CLI, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ from edgexray.checkpoint import load_checkpoint
 from edgexray.cli import main
 from edgexray.runtime.metrics import classification_metrics
 
-PLOTS = ("confusion_matrix.png", "roc.png", "pr.png", "training_curves.png",
-         "class_distribution.png")
+PLOTS = ("confusion_matrix.png", "roc.png", "pr.png", "training_curves.png", "class_distribution.png")
 
 
 def run(*args):
@@ -31,11 +31,25 @@ def chest_subset(chest_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_short_training_on_chest_xrays_beats_majority_and_evaluate_writes_everything(
-        chest_subset, tmp_path):
+def test_short_training_on_chest_xrays_beats_majority_and_evaluate_writes_everything(chest_subset, tmp_path):
     out = tmp_path / "run"
-    r = run("train", "--data", chest_subset, "--arch", "resnet18_cbam", "--width", "0.5",
-            "--size", "96", "--epochs", "6", "--batch-size", "16", "--out", out)
+    r = run(
+        "train",
+        "--data",
+        chest_subset,
+        "--arch",
+        "resnet18_cbam",
+        "--width",
+        "0.5",
+        "--size",
+        "96",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.arch == "resnet18_cbam" and ckpt.class_names == ("NORMAL", "PNEUMONIA")
@@ -50,8 +64,15 @@ def test_short_training_on_chest_xrays_beats_majority_and_evaluate_writes_everyt
     assert r.exit_code == 0, r.output
     ev = out / "eval-test"
     m = json.loads((ev / "metrics.json").read_text())
-    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "roc_auc", "pr_auc",
-                "confusion_matrix"):
+    for key in (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "roc_auc",
+        "pr_auc",
+        "confusion_matrix",
+    ):
         assert m[key] is not None, key
     for c in ("NORMAL", "PNEUMONIA"):
         assert 0 <= m["per_class"][c]["sensitivity"] <= 1
@@ -74,6 +95,7 @@ def test_evaluate_tta_and_split_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
 
 def test_metrics_match_scikit_learn():
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
     probs = rng.dirichlet(np.ones(3), 200) + np.eye(3)[y] * 0.3
@@ -81,13 +103,15 @@ def test_metrics_match_scikit_learn():
     m = classification_metrics(y, probs, ["a", "b", "c"])
     assert m["macro_f1"] == pytest.approx(f1_score(y, probs.argmax(1), average="macro"))
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
-    assert m["pr_auc"] == pytest.approx(np.mean([average_precision_score(y == k, probs[:, k])
-                                                 for k in range(3)]))
+    assert m["pr_auc"] == pytest.approx(
+        np.mean([average_precision_score(y == k, probs[:, k]) for k in range(3)])
+    )
     spec_b = ((y != 1) & (probs.argmax(1) != 1)).sum() / (y != 1).sum()
     assert m["per_class"]["b"]["specificity"] == pytest.approx(spec_b)
 
 
 # --- bad input: one clear message, exit status 2, nothing overwritten -------------------------
+
 
 def test_missing_data_folder(tmp_path):
     r = run("train", "--data", tmp_path / "nope", "--out", tmp_path / "o")
@@ -111,6 +135,7 @@ def test_existing_output_refused_without_force(synth_dir, tmp_path):
 
 def test_checkpoint_of_other_class_count(tiny_checkpoint, tmp_path):
     from edgexray.synth import synthesize
+
     two = synthesize(tmp_path / "two", classes=2, per_class=10, size=(48, 48), progress=False)
     r = run("evaluate", tiny_checkpoint, "--data", two, "--out", tmp_path / "ev")
     assert r.exit_code == 2 and "classes" in r.output
@@ -141,5 +166,6 @@ def test_help_on_every_command_and_version():
 
 def test_checkpoint_of_another_architecture(tiny_checkpoint):
     from edgexray.runtime.errors import EdgeXrayError
+
     with pytest.raises(EdgeXrayError, match="holds a resnet18_cbam model, not vgg16_cbam"):
         load_checkpoint(tiny_checkpoint, arch="vgg16_cbam")

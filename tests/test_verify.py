@@ -3,6 +3,7 @@
 The slow tests prepare the arm64 userland and wheels in the user's cache on first use (needs
 root and the package registries, about 2 minutes uncached; later runs reuse it).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,19 @@ import pytest
 from click.testing import CliRunner
 
 from edgexray.bench import arm
-from edgexray.bench.arm import (ArmCache, arm_verification_available, compare_outputs,
-                                cpuinfo_text, synthetic_images, verify_artifact)
+from edgexray.bench.arm import (
+    ArmCache,
+    arm_verification_available,
+    compare_outputs,
+    cpuinfo_text,
+    synthetic_images,
+    verify_artifact,
+)
 from edgexray.cli import main
 from edgexray.devices import load_profile
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.export.bundle import model_io_spec, write_artifact, write_seal
 from edgexray.fsutil import sha256_file
+from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import Preprocess, decode_png, read_image_array
 
 CHEST = Path(__file__).resolve().parents[2] / "shared/data/chest-xray-pneumonia/train"
@@ -60,8 +67,9 @@ TFLITE_SCRIPT = textwrap.dedent("""
 def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("models")
     a, b = d / "a.tflite", d / "b.tflite"
-    subprocess.run([sys.executable, "-c", TFLITE_SCRIPT, str(a), str(b)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", TFLITE_SCRIPT, str(a), str(b)], check=True, capture_output=True, timeout=300
+    )
     return a, b
 
 
@@ -72,18 +80,26 @@ def verified_artifact(tiny_models, tmp_path_factory) -> Path:
     if not ok:
         pytest.skip(f"this host cannot run ARM verification: {why}")
     out = tmp_path_factory.mktemp("artifacts")
-    return write_artifact(out, target=load_profile("rpi4"), arch="aarch64", precision="int8",
-                          model_files={"int8": tiny_models[0]}, manifest_fields={},
-                          class_names=CLASSES, preprocess=PRE, images_are_synthetic=True,
-                          verify=lambda d: verify_artifact(d, real_images=REAL_IMAGES))
+    return write_artifact(
+        out,
+        target=load_profile("rpi4"),
+        arch="aarch64",
+        precision="int8",
+        model_files={"int8": tiny_models[0]},
+        manifest_fields={},
+        class_names=CLASSES,
+        preprocess=PRE,
+        images_are_synthetic=True,
+        verify=lambda d: verify_artifact(d, real_images=REAL_IMAGES),
+    )
 
 
 # real chest X-rays (JPEG: the host decodes them for the guest, which has no Pillow) when present
-REAL_IMAGES = [sorted((CHEST / c).glob("*.jpeg"))[0] for c in ("NORMAL", "PNEUMONIA")
-               if (CHEST / c).is_dir()]
+REAL_IMAGES = [sorted((CHEST / c).glob("*.jpeg"))[0] for c in ("NORMAL", "PNEUMONIA") if (CHEST / c).is_dir()]
 
 
 # ------------------------------------------------------------------------------ slow, real QEMU
+
 
 @pytest.mark.slow
 def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
@@ -98,9 +114,15 @@ def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
     assert result["max_abs_diff"] <= arm.KERNEL_ROUNDING_STEPS
     assert result["kernel_rounding"] == (result["max_abs_diff"] > 0)
     assert ("within kernel rounding" in result["reason"]) == result["kernel_rounding"]
-    assert set(result["checks"]) >= {"guest_is_aarch64", "same_ops", "xnnpack_applied",
-                                     "outputs_match", "labels_match", "matches_reference",
-                                     "same_inputs"}
+    assert set(result["checks"]) >= {
+        "guest_is_aarch64",
+        "same_ops",
+        "xnnpack_applied",
+        "outputs_match",
+        "labels_match",
+        "matches_reference",
+        "same_inputs",
+    }
     assert all(c["passed"] for c in result["checks"].values())
     assert result["emulated_seconds"]["note"] == "emulated, not device speed"
     reference = manifest["arm_reference"]
@@ -110,8 +132,9 @@ def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
     assert len({tuple(r) for r in raws}) > 1  # the inputs really differ
     assert "ARM verification" in (verified_artifact / "report.html").read_text()
     # the bundle's own integrity check still holds after the manifest was updated
-    check = subprocess.run([sys.executable, "run.py", "verify"], cwd=verified_artifact,
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "run.py", "verify"], cwd=verified_artifact, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -122,8 +145,10 @@ def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_pa
     shutil.copyfile(tiny_models[1], art / "model.tflite")
     # fix up the manifest (checksum, size, quantization) so that run.py accepts the new model:
     manifest = json.loads((art / "manifest.json").read_text())
-    manifest["files"]["model.tflite"] = {"sha256": sha256_file(art / "model.tflite"),
-                                         "bytes": (art / "model.tflite").stat().st_size}
+    manifest["files"]["model.tflite"] = {
+        "sha256": sha256_file(art / "model.tflite"),
+        "bytes": (art / "model.tflite").stat().st_size,
+    }
     spec = model_io_spec(art / "model.tflite")
     manifest["input"], manifest["output"] = spec["input"], {**spec["output"], "kind": "logits"}
     (art / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -132,8 +157,7 @@ def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_pa
     assert refused.exit_code == 3 and "manifest.json was edited" in refused.output
     # re-sealed as well (run.py and checksums.sha256 rewritten): only the comparison can catch it
     write_seal(art, manifest)
-    check = subprocess.run([sys.executable, "run.py", "verify"], cwd=art, capture_output=True,
-                           text=True)
+    check = subprocess.run([sys.executable, "run.py", "verify"], cwd=art, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
     sealed = {p.name: p.read_bytes() for p in art.iterdir()}
@@ -168,6 +192,7 @@ def test_wrong_preprocessing_fails_verification(verified_artifact, tmp_path):
 
 # ------------------------------------------------------------------------------ fast
 
+
 def test_cpuinfo_describes_the_core():
     text = cpuinfo_text("cortex-a76", cores=2)
     blocks = [b for b in text.split("\n\n") if b.strip()]
@@ -175,8 +200,13 @@ def test_cpuinfo_describes_the_core():
     assert all("CPU implementer\t: 0x41" in b and "CPU part\t: 0xd0b" in b for b in blocks)
     assert "asimddp" in text and "asimddp" not in cpuinfo_text("cortex-a72")
     assert {k: v[0] for k, v in arm.CORES.items()} == {
-        "cortex-a53": 0xD03, "cortex-a55": 0xD05, "cortex-a72": 0xD08, "cortex-a76": 0xD0B,
-        "cortex-a78": 0xD41, "cortex-a78ae": 0xD42}
+        "cortex-a53": 0xD03,
+        "cortex-a55": 0xD05,
+        "cortex-a72": 0xD08,
+        "cortex-a76": 0xD0B,
+        "cortex-a78": 0xD41,
+        "cortex-a78ae": 0xD42,
+    }
 
 
 def test_synthetic_images_are_deterministic_and_readable(tmp_path):
@@ -195,8 +225,9 @@ def test_synthetic_images_are_deterministic_and_readable(tmp_path):
 
 
 def _preds(raws, labels):
-    return [{"image": f"img{i}.png", "label": lab, "raw": raw}
-            for i, (raw, lab) in enumerate(zip(raws, labels))]
+    return [
+        {"image": f"img{i}.png", "label": lab, "raw": raw} for i, (raw, lab) in enumerate(zip(raws, labels))
+    ]
 
 
 def test_compare_outputs_tells_kernel_rounding_from_a_fault():
@@ -269,8 +300,9 @@ def test_cache_build_is_atomic_and_runs_once_when_racing(tmp_path):
         assert not final.exists()  # nobody sees a half-built cache
         (tmp / "other").write_text("2")
 
-    threads = [threading.Thread(target=lambda: seen.append(arm.cache.build_once(final, build)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: seen.append(arm.cache.build_once(final, build))) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -300,8 +332,10 @@ def test_a_normal_user_is_told_why():
     """Without root, a missing userland cannot be laid out: a reason, never a crash."""
     with tempfile.TemporaryDirectory() as home:  # pytest's tmp_path is private to root
         os.chmod(home, 0o777)
-        code = ("from edgexray.bench.arm import arm_verification_available as a; "
-                f"print(repr(a(cache_dir={str(Path(home) / 'cache')!r})))")
+        code = (
+            "from edgexray.bench.arm import arm_verification_available as a; "
+            f"print(repr(a(cache_dir={str(Path(home) / 'cache')!r})))"
+        )
         cmd = [sys.executable, "-c", code]
         if os.geteuid() == 0:  # run it as a real unprivileged user
             if shutil.which("setpriv") is None:
@@ -325,9 +359,16 @@ def test_cli_bad_input(tmp_path):
 
 @pytest.mark.slow
 def test_x86_target_is_skipped_not_passed(tiny_models, tmp_path):
-    art = write_artifact(tmp_path, target=load_profile("rpi4"), arch="aarch64", precision="int8",
-                         model_files={"int8": tiny_models[0]}, manifest_fields={},
-                         class_names=CLASSES, preprocess=PRE)
+    art = write_artifact(
+        tmp_path,
+        target=load_profile("rpi4"),
+        arch="aarch64",
+        precision="int8",
+        model_files={"int8": tiny_models[0]},
+        manifest_fields={},
+        class_names=CLASSES,
+        preprocess=PRE,
+    )
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["profile"].update(arch="x86_64", cpu_core="x86-64-v3")
     (art / "manifest.json").write_text(json.dumps(manifest))

@@ -25,18 +25,39 @@ One module per job: `host` (what this host needs and has), `cache` (userland and
 its run.py run on one side), `comparison` (host vs guest vs the recorded reference) and
 `verify` (the two entry points).
 """
+
 from edgexray.bench.arm.artifact import artifact_target, read_manifest
 from edgexray.bench.arm.cache import ArmCache, default_cache_dir
-from edgexray.bench.arm.comparison import (FLOAT_TOLERANCE, KERNEL_ROUNDING_STEPS, OutputComparison,
-                                           compare_outputs)
+from edgexray.bench.arm.comparison import (
+    FLOAT_TOLERANCE,
+    KERNEL_ROUNDING_STEPS,
+    OutputComparison,
+    compare_outputs,
+)
 from edgexray.bench.arm.guest import CORES, DEFAULT_CPU, Guest, check_cpu, cpuinfo_text, guest_machine
 from edgexray.bench.arm.host import ensure_host_tools
 from edgexray.bench.arm.inputs import NUM_INPUTS, synthetic_images
 from edgexray.bench.arm.verify import EMULATED_NOTE, arm_verification_available, verify_artifact
 
 __all__ = [
-    "CORES", "DEFAULT_CPU", "EMULATED_NOTE", "FLOAT_TOLERANCE", "KERNEL_ROUNDING_STEPS", "NUM_INPUTS",
-    "ArmCache", "Guest", "OutputComparison", "arm_verification_available",
-    "artifact_target", "check_cpu", "compare_outputs", "cpuinfo_text", "default_cache_dir",
-    "ensure_host_tools", "guest_machine", "read_manifest", "synthetic_images", "verify_artifact",
+    "CORES",
+    "DEFAULT_CPU",
+    "EMULATED_NOTE",
+    "FLOAT_TOLERANCE",
+    "KERNEL_ROUNDING_STEPS",
+    "NUM_INPUTS",
+    "ArmCache",
+    "Guest",
+    "OutputComparison",
+    "arm_verification_available",
+    "artifact_target",
+    "check_cpu",
+    "compare_outputs",
+    "cpuinfo_text",
+    "default_cache_dir",
+    "ensure_host_tools",
+    "guest_machine",
+    "read_manifest",
+    "synthetic_images",
+    "verify_artifact",
 ]

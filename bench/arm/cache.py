@@ -1,5 +1,6 @@
 """The cache of the arm64 userland (one per Debian suite) and the aarch64 wheels (one per runtime
 version), each built once in a temporary folder and renamed into place under a lock."""
+
 from __future__ import annotations
 
 import fcntl
@@ -15,8 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgexray.bench.arm.host import (DEBIAN_KEYRING, DEBIAN_MIRROR, ensure_host_tools, run_command,
-                                     utc_now, which)
+from edgexray.bench.arm.host import (
+    DEBIAN_KEYRING,
+    DEBIAN_MIRROR,
+    ensure_host_tools,
+    run_command,
+    utc_now,
+    which,
+)
 from edgexray.fsutil import atomic_write_json
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.registry import runtime_for_manifest
@@ -58,8 +65,7 @@ class ArmCache:
     def ensure_site(self, runtime: str, version: str) -> Path:
         rootfs = self.ensure_rootfs()
         py = guest_python_version(rootfs)
-        return build_once(self.site_dir(runtime, version),
-                          lambda tmp: _build_site(tmp, runtime, version, py))
+        return build_once(self.site_dir(runtime, version), lambda tmp: _build_site(tmp, runtime, version, py))
 
 
 def build_once(final: Path, build) -> Path:
@@ -79,8 +85,10 @@ def build_once(final: Path, build) -> Path:
             t0 = time.monotonic()
             tmp.chmod(0o755)  # mkdtemp makes it private; a shared --cache-dir serves every user
             build(tmp)
-            atomic_write_json(tmp / stamp.name, {"format": CACHE_FORMAT, "built": utc_now(),
-                                                 "seconds": round(time.monotonic() - t0, 1)})
+            atomic_write_json(
+                tmp / stamp.name,
+                {"format": CACHE_FORMAT, "built": utc_now(), "seconds": round(time.monotonic() - t0, 1)},
+            )
             (tmp / stamp.name).chmod(0o644)
             if final.exists():  # an outdated format: moved aside, then dropped
                 old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -96,11 +104,18 @@ def build_once(final: Path, build) -> Path:
 def _build_rootfs(dest: Path, suite: str) -> None:
     ensure_host_tools()
     log.info("laying out the arm64 %s userland in %s (about 250 MB)", suite, dest)
-    cmd = [which("debootstrap") or "debootstrap", "--arch=arm64", "--variant=minbase",
-           "--foreign", "--include=python3", f"--keyring={DEBIAN_KEYRING}",
-           suite, str(dest), DEBIAN_MIRROR]
-    run_command(cmd, what=f"debootstrap (downloading the arm64 userland from {DEBIAN_MIRROR})",
-                timeout=1800)
+    cmd = [
+        which("debootstrap") or "debootstrap",
+        "--arch=arm64",
+        "--variant=minbase",
+        "--foreign",
+        "--include=python3",
+        f"--keyring={DEBIAN_KEYRING}",
+        suite,
+        str(dest),
+        DEBIAN_MIRROR,
+    ]
+    run_command(cmd, what=f"debootstrap (downloading the arm64 userland from {DEBIAN_MIRROR})", timeout=1800)
     archives = dest / "var/cache/apt/archives"
     debs = sorted(archives.glob("*.deb"))
     if not debs:
@@ -119,15 +134,38 @@ def _build_rootfs(dest: Path, suite: str) -> None:
 def _build_site(dest: Path, runtime: str, version: str, py_version: str) -> None:
     package = runtime_for_manifest(runtime).package
     abi = "cp" + py_version.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", "--target", str(dest),
-           "--only-binary=:all:", "--python-version", py_version, "--implementation", "cp",
-           "--abi", abi, "--platform", "manylinux_2_28_aarch64",
-           "--platform", "manylinux_2_27_aarch64", "--platform", "manylinux2014_aarch64",
-           f"numpy=={NUMPY_VERSION}", f"{package}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-input",
+        "--target",
+        str(dest),
+        "--only-binary=:all:",
+        "--python-version",
+        py_version,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--platform",
+        "manylinux_2_28_aarch64",
+        "--platform",
+        "manylinux_2_27_aarch64",
+        "--platform",
+        "manylinux2014_aarch64",
+        f"numpy=={NUMPY_VERSION}",
+        f"{package}=={version}",
+    ]
     log.info("downloading aarch64 wheels: numpy==%s %s==%s", NUMPY_VERSION, package, version)
-    run_command(cmd, what=f"pip (aarch64 wheels of numpy=={NUMPY_VERSION} and {package}=={version}; "
-                "is the package index reachable and does that version exist for aarch64?)",
-                timeout=1800)
+    run_command(
+        cmd,
+        what=f"pip (aarch64 wheels of numpy=={NUMPY_VERSION} and {package}=={version}; "
+        "is the package index reachable and does that version exist for aarch64?)",
+        timeout=1800,
+    )
     _precompile(dest, py_version)
 
 
@@ -136,14 +174,19 @@ def _precompile(folder: Path, py_version: str) -> None:
     otherwise recompile every import under emulation on every run (pyc files are portable)."""
     if f"{sys.version_info[0]}.{sys.version_info[1]}" != py_version:
         return
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def guest_python_version(rootfs: Path) -> str:
-    """"3.11" from the userland's /usr/bin/python3.X."""
-    found = sorted(p.name for p in (rootfs / "usr/bin").glob("python3.*")
-                   if re.fullmatch(r"python3\.\d+", p.name))
+    """ "3.11" from the userland's /usr/bin/python3.X."""
+    found = sorted(
+        p.name for p in (rootfs / "usr/bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name)
+    )
     if not found:
         raise EdgeXrayError(f"the arm64 userland {rootfs} has no python3; delete it so it is rebuilt")
-    return found[-1][len("python"):]
+    return found[-1][len("python") :]

@@ -1,5 +1,6 @@
 """The emulated machine: the target core's /proc/cpuinfo, QEMU's model of it, and a Guest that
 runs the userland's python3 under qemu-aarch64-static."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,15 +34,16 @@ CORES = {
 }
 # QEMU 7.2 (Debian 12) has no model of these cores: emulate a core with the same instruction
 # set extensions (ARMv8.2 + dot product) while /proc/cpuinfo still names the real core.
-QEMU_STAND_IN = {"cortex-a55": "cortex-a76", "cortex-a78": "cortex-a76",
-                 "cortex-a78ae": "cortex-a76"}
+QEMU_STAND_IN = {"cortex-a55": "cortex-a76", "cortex-a78": "cortex-a76", "cortex-a78ae": "cortex-a76"}
 
 
 def cpuinfo_text(cpu: str, cores: int = 4) -> str:
     """An arm64 /proc/cpuinfo as Linux prints it for `cores` cores of type `cpu`."""
     part, features = CORES[cpu]
-    block = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: {f}\nCPU implementer\t: 0x41\n"
-             "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0x{p:03x}\nCPU revision\t: 3\n\n")
+    block = (
+        "processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: {f}\nCPU implementer\t: 0x41\n"
+        "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0x{p:03x}\nCPU revision\t: 3\n\n"
+    )
     return "".join(block.format(n=n, f=features, p=part) for n in range(cores))
 
 
@@ -59,10 +61,16 @@ class Guest:
         return [self.qemu, "-L", str(self.prefix), "-cpu", self.cpu, str(self.python), *args]
 
     def env(self) -> dict:
-        return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
-                "LANG": "C.UTF-8", "PYTHONPATH": str(self.site), "PYTHONNOUSERSITE": "1",
-                "PYTHONDONTWRITEBYTECODE": "1", "QEMU_CPU": self.cpu,
-                "QEMU_LD_PREFIX": str(self.prefix)}
+        return {
+            "PATH": "/usr/bin:/bin",
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(self.site),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "QEMU_CPU": self.cpu,
+            "QEMU_LD_PREFIX": str(self.prefix),
+        }
 
 
 @contextlib.contextmanager
@@ -88,9 +96,11 @@ def _guest_prefix(cache: ArmCache, cpu: str, cores: int):
     Cached once per core as a hard-link copy (no extra disk). A user who cannot write to the
     cache (one that root filled) gets a temporary copy made of symbolic links instead.
     """
+
     def hard_link_copy(tmp: Path) -> None:
-        run_command(["cp", "-al", f"{cache.rootfs_dir}/.", str(tmp)],
-                    what="linking the arm64 userland", timeout=600)
+        run_command(
+            ["cp", "-al", f"{cache.rootfs_dir}/.", str(tmp)], what="linking the arm64 userland", timeout=600
+        )
         (tmp / "edgexray-cache.json").unlink()
         _write_cpuinfo(tmp, cpu, cores)
 
@@ -143,9 +153,11 @@ def qemu_model(qemu: str, cpu: str) -> str:
     for model in (cpu, QEMU_STAND_IN.get(cpu)):
         if model and model in supported:
             return model
-    raise EdgeXrayError(f"this host's QEMU ({qemu_version(qemu)}) cannot emulate {cpu!r}; it knows "
-                        f"{', '.join(c for c in supported if c in CORES)}; pass --cpu with one of "
-                        "them or install a newer qemu-user-static")
+    raise EdgeXrayError(
+        f"this host's QEMU ({qemu_version(qemu)}) cannot emulate {cpu!r}; it knows "
+        f"{', '.join(c for c in supported if c in CORES)}; pass --cpu with one of "
+        "them or install a newer qemu-user-static"
+    )
 
 
 def qemu_cpus(qemu: str) -> list[str]:

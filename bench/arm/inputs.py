@@ -1,5 +1,6 @@
 """The images both sides run: deterministic synthetic X-ray-like PNG/.npy files (the manifest's
 reference inputs) and real images decoded on the host."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,7 @@ NUM_INPUTS = 6  # synthetic images per verification
 INPUT_SEED = 0
 
 
-def synthetic_images(out_dir: str | os.PathLike, n: int = NUM_INPUTS,
-                     seed: int = INPUT_SEED) -> list[Path]:
+def synthetic_images(out_dir: str | os.PathLike, n: int = NUM_INPUTS, seed: int = INPUT_SEED) -> list[Path]:
     """Deterministic X-ray-like test images (never patient data) in the formats users have:
     8-bit gray, 16-bit gray and RGB PNG, and a .npy array, of different sizes."""
     import numpy as np  # lazily: the module itself stays importable without numpy
@@ -79,5 +79,9 @@ def encode_png(arr, color_type: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )

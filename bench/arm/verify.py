@@ -1,5 +1,6 @@
 """The entry points: can this host verify (`arm_verification_available`), and verify an artifact
 on emulated aarch64 against this host (`verify_artifact`)."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgexray.bench.arm.artifact import (RunFailed, artifact_target, input_digests, read_manifest,
-                                         run_artifact)
+from edgexray.bench.arm.artifact import RunFailed, artifact_target, input_digests, read_manifest, run_artifact
 from edgexray.bench.arm.cache import ArmCache
 from edgexray.bench.arm.comparison import FLOAT_TOLERANCE, check, compare_reference, compare_sides
-from edgexray.bench.arm.guest import (CORES, GUEST_PROBE, GUEST_TIMEOUT_S, Guest, check_cpu,
-                                      guest_machine, qemu_version)
+from edgexray.bench.arm.guest import (
+    CORES,
+    GUEST_PROBE,
+    GUEST_TIMEOUT_S,
+    Guest,
+    check_cpu,
+    guest_machine,
+    qemu_version,
+)
 from edgexray.bench.arm.host import check_host, host_version, run_command, utc_now
 from edgexray.bench.arm.inputs import INPUT_SEED, real_inputs, synthetic_images
 from edgexray.fsutil import atomic_write_json
@@ -26,8 +33,9 @@ log = logging.getLogger(__name__)
 EMULATED_NOTE = "emulated, not device speed"
 
 
-def arm_verification_available(runtime: str = "litert", version: str | None = None,
-                               cache_dir: str | os.PathLike | None = None) -> tuple[bool, str]:
+def arm_verification_available(
+    runtime: str = "litert", version: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> tuple[bool, str]:
     """(True, "") when this host can verify, else (False, why). Cheap: starts no emulation."""
     try:
         if not version and runtime in manifest_runtimes():
@@ -40,9 +48,15 @@ def arm_verification_available(runtime: str = "litert", version: str | None = No
     return True, ""
 
 
-def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, write: bool = True,
-                    cache_dir: str | os.PathLike | None = None, tolerance: float = FLOAT_TOLERANCE,
-                    on_unavailable: str = "raise", real_images=()) -> dict:
+def verify_artifact(
+    artifact_dir: str | os.PathLike,
+    cpu: str | None = None,
+    write: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    tolerance: float = FLOAT_TOLERANCE,
+    on_unavailable: str = "raise",
+    real_images=(),
+) -> dict:
     """Run the artifact's run.py on this host and on emulated aarch64 and compare.
 
     Checks: the guest is aarch64 and sees the target core; the op lists are equal and (LiteRT)
@@ -69,17 +83,26 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
     cpu = cpu or target["cpu"]
     if cpu in CORES or target["arch"] == "aarch64":
         check_cpu(cpu)  # a mistyped --cpu is an error even for a non-ARM artifact
-    result = {"status": "skipped", "reason": "", "cpu": cpu,
-              "midr_part": f"0x{CORES[cpu][0]:03x}" if cpu in CORES else None,
-              "guest_machine": None, "runtime": {"name": target["runtime"],
-                                                 "version": target["version"]},
-              "checks": {}, "max_abs_diff": None, "tolerance": tolerance, "checked_at": utc_now()}
+    result = {
+        "status": "skipped",
+        "reason": "",
+        "cpu": cpu,
+        "midr_part": f"0x{CORES[cpu][0]:03x}" if cpu in CORES else None,
+        "guest_machine": None,
+        "runtime": {"name": target["runtime"], "version": target["version"]},
+        "checks": {},
+        "max_abs_diff": None,
+        "tolerance": tolerance,
+        "checked_at": utc_now(),
+    }
     if target["arch"] != "aarch64":
         result["reason"] = f"the target is {target['arch']}, not ARM: nothing to emulate"
         return _finish(artifact_dir, manifest, result, write)
     if target["device_runtime"] not in manifest_runtimes():
-        result["reason"] = (f"the target runs the model with {target['device_runtime']}, which CPU "
-                            f"emulation cannot check (it checks {', '.join(manifest_runtimes())})")
+        result["reason"] = (
+            f"the target runs the model with {target['device_runtime']}, which CPU "
+            f"emulation cannot check (it checks {', '.join(manifest_runtimes())})"
+        )
         return _finish(artifact_dir, manifest, result, write)
     checks = result["checks"]
     with tempfile.TemporaryDirectory(prefix="edgexray-verify-") as tmp:
@@ -90,8 +113,9 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
         images += real_inputs(real_images, work / "images")
         result["real_images"] = len(images) - result["inputs"]["count"]
         try:
-            with guest_machine(target["runtime"], target["version"], cpu, cache_dir,
-                               target["cores"]) as guest:
+            with guest_machine(
+                target["runtime"], target["version"], cpu, cache_dir, target["cores"]
+            ) as guest:
                 sides = _run_both(guest, artifact_dir, images, work, result)
         except EdgeXrayError as e:
             if on_unavailable == "raise":
@@ -100,17 +124,18 @@ def verify_artifact(artifact_dir: str | os.PathLike, cpu: str | None = None, wri
             return _finish(artifact_dir, manifest, result, write)
     if sides is not None:
         compare_sides(sides, target, tolerance, result)
-        compare_reference(sides["host"][1], artifact_dir, manifest, target, tolerance, result,
-                          write)
+        compare_reference(sides["host"][1], artifact_dir, manifest, target, tolerance, result, write)
     failed = [name for name, c in checks.items() if not c["passed"]]
     result["status"] = "failed" if failed else "passed"
     stand_in = result.get("qemu_cpu") not in (None, cpu)
-    result["reason"] = ("; ".join(f"{n}: {checks[n]['detail']}" for n in failed) if failed else
-                        f"run.py gives the same results on emulated {cpu} (aarch64"
-                        + (f", QEMU model {result['qemu_cpu']}" if stand_in else "")
-                        + ") as on this host"
-                        + (f" ({checks['outputs_match']['detail']})"
-                           if result.get("kernel_rounding") else ""))
+    result["reason"] = (
+        "; ".join(f"{n}: {checks[n]['detail']}" for n in failed)
+        if failed
+        else f"run.py gives the same results on emulated {cpu} (aarch64"
+        + (f", QEMU model {result['qemu_cpu']}" if stand_in else "")
+        + ") as on this host"
+        + (f" ({checks['outputs_match']['detail']})" if result.get("kernel_rounding") else "")
+    )
     return _finish(artifact_dir, manifest, result, write)
 
 
@@ -120,8 +145,12 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
     package = runtime_for_manifest(result["runtime"]["name"]).package
     result["qemu"] = qemu_version(guest.qemu)
     result["qemu_cpu"] = guest.cpu
-    probe = run_command(guest.command(["-c", GUEST_PROBE, package]), env=guest.env(),
-                        timeout=GUEST_TIMEOUT_S, what="the aarch64 guest's python3")
+    probe = run_command(
+        guest.command(["-c", GUEST_PROBE, package]),
+        env=guest.env(),
+        timeout=GUEST_TIMEOUT_S,
+        what="the aarch64 guest's python3",
+    )
     info = json.loads(probe.stdout)
     result["guest_machine"] = info["machine"]
     result["guest_python"] = info["python"]
@@ -129,25 +158,28 @@ def _run_both(guest: Guest, artifact_dir: Path, images: list[Path], work: Path, 
     result["numpy"] = {"host": host_version("numpy"), "guest": info["numpy"]}
     result["checks"]["guest_is_aarch64"] = check(
         info["machine"] == "aarch64" and info["cpu_part"] == result["midr_part"],
-        f"guest platform.machine()={info['machine']!r}, /proc/cpuinfo CPU part {info['cpu_part']}")
+        f"guest platform.machine()={info['machine']!r}, /proc/cpuinfo CPU part {info['cpu_part']}",
+    )
     sides = {}
     host_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # nothing written into the artifact
-    for side, prefix, env in (("host", [sys.executable], host_env),
-                              ("guest", guest.command([]), guest.env())):
+    for side, prefix, env in (
+        ("host", [sys.executable], host_env),
+        ("guest", guest.command([]), guest.env()),
+    ):
         log.info("running run.py on the %s%s", side, " (emulated, slow)" if side == "guest" else "")
         try:
             ops, preds, seconds = run_artifact(prefix, artifact_dir, images, work, env, side)
         except RunFailed as e:
             result["checks"][f"runs_on_{side}"] = check(False, str(e))
             return None
-        result["checks"][f"runs_on_{side}"] = check(True, f"run.py ops and predict ran on the "
-                                                    f"{side}")
+        result["checks"][f"runs_on_{side}"] = check(True, f"run.py ops and predict ran on the {side}")
         if side == "guest":
             result["emulated_seconds"] = {"guest_predict": round(seconds, 1), "note": EMULATED_NOTE}
         sides[side] = (ops, preds)
         try:
-            result.setdefault("input_sha256", {})[side] = input_digests(prefix, artifact_dir,
-                                                                        images, env, side)
+            result.setdefault("input_sha256", {})[side] = input_digests(
+                prefix, artifact_dir, images, env, side
+            )
         except (EdgeXrayError, ValueError) as e:
             result["checks"]["same_inputs"] = check(False, f"the input probe failed: {e}")
     return sides

@@ -1,4 +1,5 @@
 """Decoding: images -> resized float16 arrays in [0, 1] (cached on disk), and their statistics."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,8 +7,8 @@ import io
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,19 +38,21 @@ def _cache_key(root: Path, relpaths: Sequence[str], size: int) -> str:
     return h.hexdigest()[:32]
 
 
-def _decode(root: Path, relpaths: Sequence[str], size: int, progress: bool,
-            skip_errors: bool) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _decode(
+    root: Path, relpaths: Sequence[str], size: int, progress: bool, skip_errors: bool
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
     need = len(relpaths) * size * size * np.dtype(np.float16).itemsize
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
     if total and need > total // 2:
-        raise EdgeXrayError(f"{len(relpaths)} images at {size}x{size} px need {need / 2**30:.1f} GiB "
-                            f"as arrays, more than half of this machine's {total / 2**30:.1f} GiB "
-                            "memory; use a smaller --size (e.g. 224) or fewer images")
+        raise EdgeXrayError(
+            f"{len(relpaths)} images at {size}x{size} px need {need / 2**30:.1f} GiB "
+            f"as arrays, more than half of this machine's {total / 2**30:.1f} GiB "
+            "memory; use a smaller --size (e.g. 224) or fewer images"
+        )
     arrays = np.empty((len(relpaths), size, size), np.float16)
     failed: list[tuple[str, str]] = []
     kept = 0
-    bar = tqdm(relpaths, desc=f"decode {size}px", unit="img", disable=None if progress else True,
-               leave=False)
+    bar = tqdm(relpaths, desc=f"decode {size}px", unit="img", disable=None if progress else True, leave=False)
     for rel in bar:
         try:
             arrays[kept] = resize_square(read_gray(root / rel), size)
@@ -63,8 +66,13 @@ def _decode(root: Path, relpaths: Sequence[str], size: int, progress: bool,
     return arrays[:kept], failed
 
 
-def load_arrays(root: str | os.PathLike, relpaths: Sequence[str], size: int, progress: bool = True,
-                cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+def load_arrays(
+    root: str | os.PathLike,
+    relpaths: Sequence[str],
+    size: int,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
     """Decode and resize images -> float16 (N, size, size) in [0, 1], in the order given.
 
     A file that cannot be decoded raises `ImageReadError` naming it. With `cache_dir`, the
@@ -110,8 +118,9 @@ def norm_stats(arrays: np.ndarray) -> tuple[float, float]:
     return mean, max(std, 1e-6)
 
 
-def decode_all(root: Path, relpaths: list[str], size: int, progress: bool, strict: bool,
-               cache_dir) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def decode_all(
+    root: Path, relpaths: list[str], size: int, progress: bool, strict: bool, cache_dir
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """(arrays of the readable images, [(relpath, why)] of the others); `strict`: raise instead."""
     if strict or cache_dir is not None:
         # strict: the first unreadable file raises; a cache only holds complete, readable sets

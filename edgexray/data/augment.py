@@ -1,4 +1,5 @@
 """Training-time augmentation of (1, S, S) images in [0, 1], and MixUp of batches."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,14 +33,16 @@ class AugmentConfig:
             if f.name != "hflip" and (not isinstance(v, (int, float)) or not 0 <= v < math.inf):
                 raise EdgeXrayError(f"augment {f.name}={v!r}; must be a number >= 0, and finite")
         if self.scale >= 1 or self.brightness >= 1:
-            raise EdgeXrayError(f"augment scale={self.scale}, brightness={self.brightness}; "
-                                "each must be < 1, e.g. 0.1 and 0.2")
+            raise EdgeXrayError(
+                f"augment scale={self.scale}, brightness={self.brightness}; "
+                "each must be < 1, e.g. 0.1 and 0.2"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
+    def from_dict(cls, d: dict) -> AugmentConfig:
         return config_from_dict(cls, d, "augment")
 
 
@@ -62,8 +65,15 @@ def augment_image(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         zoom = _uniform(g, 1 - cfg.scale, 1 + cfg.scale)
         # fill with the image's edge brightness rather than black, which would be a fake border
         fill = float(torch.cat([x[..., 0, :], x[..., -1, :]], -1).mean())
-        x = F.affine(x, angle=angle, translate=[tx, ty], scale=zoom, shear=[0.0, 0.0],
-                     interpolation=InterpolationMode.BILINEAR, fill=fill)
+        x = F.affine(
+            x,
+            angle=angle,
+            translate=[tx, ty],
+            scale=zoom,
+            shear=[0.0, 0.0],
+            interpolation=InterpolationMode.BILINEAR,
+            fill=fill,
+        )
     if cfg.brightness:
         x = x * _uniform(g, 1 - cfg.brightness, 1 + cfg.brightness)
     if cfg.contrast:
@@ -79,8 +89,9 @@ def augment_image(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
     return x.clamp_(0.0, 1.0)
 
 
-def mixup_batch(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mixup_batch(
+    x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp (Zhang et al. 2018): blend each sample with a shuffled partner by lam ~ Beta(a, a).
 
     Returns (blended batch, each sample's partner index, lam); the caller blends the targets or
@@ -93,8 +104,9 @@ def mixup_batch(x: torch.Tensor, alpha: float, generator: torch.Generator | None
     return lam * x + (1 - lam) * x[perm], perm, lam
 
 
-def mixup(x: torch.Tensor, y_onehot: torch.Tensor, alpha: float,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y_onehot: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`mixup_batch` with one-hot (or soft) targets blended alike."""
     if alpha <= 0 or len(x) < 2:
         return x, y_onehot

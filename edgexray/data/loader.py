@@ -1,8 +1,9 @@
 """Torch datasets and loaders over decoded arrays, normalized as `Preprocess.normalize` does."""
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,13 +22,21 @@ class XrayDataset(Dataset):
     Without `augment` an item equals `preprocess.normalize(arrays[i].astype(float32))`.
     """
 
-    def __init__(self, arrays: np.ndarray, labels: Sequence[int], preprocess: Preprocess,
-                 augment: AugmentConfig | None = None, seed: int = 0):
+    def __init__(
+        self,
+        arrays: np.ndarray,
+        labels: Sequence[int],
+        preprocess: Preprocess,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ):
         if len(arrays) != len(labels):
             raise EdgeXrayError(f"{len(arrays)} images but {len(labels)} labels; they must match")
         if len(arrays) and tuple(arrays.shape[1:]) != (preprocess.size, preprocess.size):
-            raise EdgeXrayError(f"images of shape {tuple(arrays.shape[1:])} but the preprocess "
-                                f"size is {preprocess.size}; load the arrays at that size")
+            raise EdgeXrayError(
+                f"images of shape {tuple(arrays.shape[1:])} but the preprocess "
+                f"size is {preprocess.size}; load the arrays at that size"
+            )
         self.arrays = arrays
         self.labels = np.asarray(labels, dtype=np.int64)
         self.preprocess = preprocess
@@ -66,8 +75,15 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def make_loader(dataset: XrayDataset, batch_size: int, shuffle: bool, oversample: bool = False,
-                seed: int = 0, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: XrayDataset,
+    batch_size: int,
+    shuffle: bool,
+    oversample: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """A DataLoader; `oversample` draws with replacement by inverse class frequency.
 
     A training loader (`shuffle` or `oversample`) drops a last batch of one image: batch norm
@@ -82,9 +98,20 @@ def make_loader(dataset: XrayDataset, batch_size: int, shuffle: bool, oversample
         labels = np.asarray(dataset.labels)
         counts = np.bincount(labels)
         weights = 1.0 / counts[labels]
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                        num_samples=len(labels), replacement=True, generator=g)
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double),
+            num_samples=len(labels),
+            replacement=True,
+            generator=g,
+        )
         shuffle = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                      generator=g, num_workers=num_workers, drop_last=drop_last,
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        generator=g,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )

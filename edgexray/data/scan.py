@@ -1,12 +1,13 @@
 """Scanning an image folder: `root/<class>/**/<image>` (torchvision ImageFolder layout)."""
+
 from __future__ import annotations
 
 import functools
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,9 +35,11 @@ class ImageFolderIndex:
         try:
             return np.asarray([self._labels[p] for p in relpaths], dtype=np.int64)
         except KeyError as e:
-            raise EdgeXrayError(f"image {e.args[0]!r} is not among the {len(self.items)} images "
-                                f"found in {str(self.root)!r}; was the folder changed since the "
-                                "splits were written? Re-create the splits") from None
+            raise EdgeXrayError(
+                f"image {e.args[0]!r} is not among the {len(self.items)} images "
+                f"found in {str(self.root)!r}; was the folder changed since the "
+                "splits were written? Re-create the splits"
+            ) from None
 
     def counts(self) -> dict[str, int]:
         n = np.bincount([label for _, label in self.items], minlength=len(self.class_names))
@@ -53,14 +56,18 @@ def scan_image_folder(root: str | os.PathLike, strict: bool = False) -> ImageFol
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise EdgeXrayError(f"image folder {str(root)!r} {what}; expected a folder with one "
-                            "sub-folder per class, e.g. data/normal/*.png and data/abnormal/*.png")
+        raise EdgeXrayError(
+            f"image folder {str(root)!r} {what}; expected a folder with one "
+            "sub-folder per class, e.g. data/normal/*.png and data/abnormal/*.png"
+        )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
         found = ", ".join(repr(p.name) for p in class_dirs) or "none"
-        raise EdgeXrayError(f"image folder {str(root)!r} has {len(class_dirs)} class sub-folder(s) "
-                            f"({found}); at least 2 are needed, one per class, e.g. "
-                            f"{root}/normal/ and {root}/abnormal/")
+        raise EdgeXrayError(
+            f"image folder {str(root)!r} has {len(class_dirs)} class sub-folder(s) "
+            f"({found}); at least 2 are needed, one per class, e.g. "
+            f"{root}/normal/ and {root}/abnormal/"
+        )
     items, skipped, ignored = [], [], []
     for label, class_dir in enumerate(class_dirs):
         n_class = 0
@@ -82,11 +89,19 @@ def scan_image_folder(root: str | os.PathLike, strict: bool = False) -> ImageFol
             items.append((rel, label))
             n_class += 1
         if n_class == 0:
-            raise EdgeXrayError(f"class folder {str(class_dir)!r} has no readable images "
-                                f"(allowed suffixes: {', '.join(IMAGE_SUFFIXES)}); add images or "
-                                "remove the folder")
+            raise EdgeXrayError(
+                f"class folder {str(class_dir)!r} has no readable images "
+                f"(allowed suffixes: {', '.join(IMAGE_SUFFIXES)}); add images or "
+                "remove the folder"
+            )
     if ignored:
-        log.warning("ignored %d non-image file(s) in %s, e.g. %s (allowed suffixes: %s)",
-                    len(ignored), root, ", ".join(ignored[:3]), ", ".join(IMAGE_SUFFIXES))
-    return ImageFolderIndex(root=root, class_names=tuple(p.name for p in class_dirs),
-                            items=tuple(items), skipped=tuple(skipped))
+        log.warning(
+            "ignored %d non-image file(s) in %s, e.g. %s (allowed suffixes: %s)",
+            len(ignored),
+            root,
+            ", ".join(ignored[:3]),
+            ", ".join(IMAGE_SUFFIXES),
+        )
+    return ImageFolderIndex(
+        root=root, class_names=tuple(p.name for p in class_dirs), items=tuple(items), skipped=tuple(skipped)
+    )

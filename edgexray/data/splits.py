@@ -1,4 +1,5 @@
 """Train/val/test splits: config, patient grouping, the split itself, splits.json I/O."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +7,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,21 +39,26 @@ class SplitConfig:
         fractions = {"train": self.train, "val": self.val, "test": self.test}
         bad = {k: v for k, v in fractions.items() if not (isinstance(v, (int, float)) and 0 <= v <= 1)}
         if bad or self.train <= 0 or not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
-            raise EdgeXrayError(f"split fractions train={self.train}, val={self.val}, "
-                                f"test={self.test}; each must be in [0, 1], train > 0, and they "
-                                "must sum to 1, e.g. 0.6/0.2/0.2")
+            raise EdgeXrayError(
+                f"split fractions train={self.train}, val={self.val}, "
+                f"test={self.test}; each must be in [0, 1], train > 0, and they "
+                "must sum to 1, e.g. 0.6/0.2/0.2"
+            )
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise EdgeXrayError(f"split seed {self.seed!r}; must be an integer from 0 to "
-                                f"{2**32 - 1}, e.g. 0")
+            raise EdgeXrayError(f"split seed {self.seed!r}; must be an integer from 0 to {2**32 - 1}, e.g. 0")
         if self.group_regex is not None:
             if not isinstance(self.group_regex, str):
-                raise EdgeXrayError(f"group_regex {self.group_regex!r}; must be a regular "
-                                    r"expression string, e.g. '(person\d+)_'")
+                raise EdgeXrayError(
+                    f"group_regex {self.group_regex!r}; must be a regular "
+                    r"expression string, e.g. '(person\d+)_'"
+                )
             try:
                 re.compile(self.group_regex)
             except re.error as e:
-                raise EdgeXrayError(f"group_regex {self.group_regex!r} is not a valid regular "
-                                    rf"expression ({e}); e.g. '(person\d+)_'") from None
+                raise EdgeXrayError(
+                    f"group_regex {self.group_regex!r} is not a valid regular "
+                    rf"expression ({e}); e.g. '(person\d+)_'"
+                ) from None
 
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -61,7 +67,7 @@ class SplitConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SplitConfig":
+    def from_dict(cls, d: dict) -> SplitConfig:
         return config_from_dict(cls, d, "split config")
 
 
@@ -88,6 +94,7 @@ KNOWN_GROUP_KEYS = (
     ("patientN", r"(?i)(patient[-_]?\d+)"),
 )
 
+
 @dataclass(frozen=True)
 class Grouping:
     """How images were grouped for splitting: `keys` maps relpath -> group (None: ungrouped)."""
@@ -100,9 +107,12 @@ class Grouping:
         out = {"key": self.key, "source": self.source}
         if self.keys is not None:
             sizes = np.bincount(np.unique(list(self.keys.values()), return_inverse=True)[1])
-            out.update(groups=int(len(sizes)), images=int(sizes.sum()),
-                       groups_with_several_images=int((sizes > 1).sum()),
-                       images_in_such_groups=int(sizes[sizes > 1].sum()))
+            out.update(
+                groups=int(len(sizes)),
+                images=int(sizes.sum()),
+                groups_with_several_images=int((sizes > 1).sum()),
+                images_in_such_groups=int(sizes[sizes > 1].sum()),
+            )
         return out
 
 
@@ -111,11 +121,13 @@ def _dicom_patient_ids(root: Path, relpaths: Sequence[str]) -> dict | None:
     if not relpaths or not all(r.lower().endswith(DICOM_SUFFIXES) for r in relpaths):
         return None
     import pydicom
+
     out = {}
     for rel in relpaths:
         try:
-            pid = pydicom.dcmread(root / rel, stop_before_pixels=True,
-                                  specific_tags=["PatientID"]).get("PatientID")
+            pid = pydicom.dcmread(root / rel, stop_before_pixels=True, specific_tags=["PatientID"]).get(
+                "PatientID"
+            )
         except Exception:  # noqa: BLE001 - unreadable headers are caught when decoding
             return None
         if not pid:
@@ -133,10 +145,12 @@ def grouping_of(index: ImageFolderIndex, cfg: SplitConfig) -> Grouping:
         keys = {rel: _group_of(rel, pattern) for rel in relpaths}
         unmatched = [rel for rel, g in keys.items() if g is None]
         if unmatched:
-            raise EdgeXrayError(f"group_regex {cfg.group_regex!r} matches no group in "
-                                f"{len(unmatched)} file name(s), e.g. {unmatched[:3]}; every file "
-                                "name must contain the group (e.g. patient id); fix the regex or "
-                                "the file names, or split without group_regex")
+            raise EdgeXrayError(
+                f"group_regex {cfg.group_regex!r} matches no group in "
+                f"{len(unmatched)} file name(s), e.g. {unmatched[:3]}; every file "
+                "name must contain the group (e.g. patient id); fix the regex or "
+                "the file names, or split without group_regex"
+            )
         return Grouping(cfg.group_regex, "given", keys)
     if not cfg.auto_group:
         return Grouping(None, "off (--no-group)")
@@ -172,9 +186,12 @@ def split_group_ids(data, split: str) -> np.ndarray | None:
     return np.asarray([_group_of(rel, pattern) or rel for rel in rels])
 
 
-def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig(),
-                links: Sequence[Sequence[str]] = (), grouping: Grouping | None = None
-                ) -> dict[str, list[str]]:
+def make_splits(
+    index: ImageFolderIndex,
+    cfg: SplitConfig = SplitConfig(),
+    links: Sequence[Sequence[str]] = (),
+    grouping: Grouping | None = None,
+) -> dict[str, list[str]]:
     """Stratified, seeded train/val/test split of `index`: {"train": [relpath, ...], ...}.
 
     Images are grouped by `grouping_of(index, cfg)` (a patient key, given or detected) and
@@ -197,7 +214,7 @@ def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig(),
             paths = [paths[i] for i in rng.permutation(len(paths))]
             start = 0
             for split, count in zip(SPLIT_NAMES, _allocate(len(paths), fractions)):
-                out[split].extend(paths[start:start + count])
+                out[split].extend(paths[start : start + count])
                 start += count
         return {s: sorted(v) for s, v in out.items()}
 
@@ -208,6 +225,7 @@ def make_splits(index: ImageFolderIndex, cfg: SplitConfig = SplitConfig(),
         while parent.get(k, k) != k:
             k = parent[k]
         return k
+
     for members in links:
         roots = sorted({find(key_of[m]) for m in members if m in key_of})
         for r in roots[1:]:
@@ -244,9 +262,15 @@ def split_counts(splits: dict[str, list[str]], index: ImageFolderIndex) -> dict[
     return out
 
 
-def write_splits(path: str | os.PathLike, splits: dict[str, list[str]], index: ImageFolderIndex,
-                 cfg: SplitConfig, force: bool = False, grouping: dict | None = None,
-                 leakage: dict | None = None) -> Path:
+def write_splits(
+    path: str | os.PathLike,
+    splits: dict[str, list[str]],
+    index: ImageFolderIndex,
+    cfg: SplitConfig,
+    force: bool = False,
+    grouping: dict | None = None,
+    leakage: dict | None = None,
+) -> Path:
     """Write splits.json atomically: the lists, class names, counts per class, the config, the
     grouping (key and group counts) and the leakage guard's findings."""
     refuse_existing(path, force, "splits file")
@@ -281,33 +305,46 @@ def read_splits(path: str | os.PathLike) -> StoredSplits:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EdgeXrayError(f"splits file {str(path)!r} does not exist; create one with "
-                            "write_splits or let `prepare` write it") from None
+        raise EdgeXrayError(
+            f"splits file {str(path)!r} does not exist; create one with "
+            "write_splits or let `prepare` write it"
+        ) from None
     except (OSError, ValueError) as e:
-        raise EdgeXrayError(f"splits file {str(path)!r} is not valid JSON ({e}); "
-                            "delete it to create new splits") from None
+        raise EdgeXrayError(
+            f"splits file {str(path)!r} is not valid JSON ({e}); delete it to create new splits"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != SPLITS_FORMAT:
-        raise EdgeXrayError(f"{str(path)!r} is not an edgexray splits file (format "
-                            f"{doc.get('format') if isinstance(doc, dict) else None!r}, "
-                            f"expected {SPLITS_FORMAT!r})")
+        raise EdgeXrayError(
+            f"{str(path)!r} is not an edgexray splits file (format "
+            f"{doc.get('format') if isinstance(doc, dict) else None!r}, "
+            f"expected {SPLITS_FORMAT!r})"
+        )
     splits, names, config = doc.get("splits"), doc.get("class_names"), doc.get("config")
     malformed = None
     if not isinstance(splits, dict) or set(splits) != set(SPLIT_NAMES):
         malformed = f"'splits' must map {', '.join(SPLIT_NAMES)} to lists of image paths"
-    elif not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
-                 for v in splits.values()):
+    elif not all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in splits.values()):
         malformed = "every split must be a list of image paths (strings)"
     elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         malformed = "'class_names' must be a list of strings"
-    elif not isinstance(config, dict) or not isinstance(config.get("group_regex"), (str, type(None))) \
-            or not isinstance(config.get("seed", 0), int):
+    elif (
+        not isinstance(config, dict)
+        or not isinstance(config.get("group_regex"), (str, type(None)))
+        or not isinstance(config.get("seed", 0), int)
+    ):
         malformed = "'config' must be a dict of split fractions, an integer seed and a group_regex"
     elif not isinstance(doc.get("root", ""), str):
         malformed = "'root' must be a folder path"
     if malformed:
-        raise EdgeXrayError(f"splits file {str(path)!r} is malformed: {malformed}; pass a "
-                            "splits.json written by `edgexray train`, or drop --splits to make new splits")
-    return StoredSplits(class_names=tuple(doc["class_names"]),
-                        splits={s: list(splits[s]) for s in SPLIT_NAMES},
-                        config=SplitConfig.from_dict(doc["config"]), root=doc.get("root", ""),
-                        grouping=doc.get("grouping"), leakage=doc.get("leakage"))
+        raise EdgeXrayError(
+            f"splits file {str(path)!r} is malformed: {malformed}; pass a "
+            "splits.json written by `edgexray train`, or drop --splits to make new splits"
+        )
+    return StoredSplits(
+        class_names=tuple(doc["class_names"]),
+        splits={s: list(splits[s]) for s in SPLIT_NAMES},
+        config=SplitConfig.from_dict(doc["config"]),
+        root=doc.get("root", ""),
+        grouping=doc.get("grouping"),
+        leakage=doc.get("leakage"),
+    )

@@ -3,6 +3,7 @@
 Gates multiply their input, so they keep the channel count; pruning shrinks them together with
 the channels they gate. The sigmoid is a submodule so pruning can hook the gate values.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,9 @@ class ChannelGate(nn.Module):
         super().__init__()
         hidden = _hidden(channels, reduction)
         # 1x1 convs rather than Linear: no flatten/reshape, so the dependency graph stays simple.
-        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(hidden, channels, 1))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+        )
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,8 +64,9 @@ class SEGate(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         hidden = _hidden(channels, reduction)
-        self.fc = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                nn.Conv2d(hidden, channels, 1))
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+        )
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

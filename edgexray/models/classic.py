@@ -5,6 +5,7 @@ head, so these mirror their module names (`features.N`, `avgpool`, `classifier.N
 torchvision weights load) with widths that scale. The gate sits on each conv stage's output,
 in the max-pool's slot (`features.6` becomes `features.6.attn` + `features.6.pool`).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -26,10 +27,16 @@ def _gate_stages(features: nn.Sequential, attention: str | None) -> nn.Sequentia
     return features
 
 
-def _head(in_features: int, hidden: int, num_classes: int, dropout: float = 0.5,
-          dropout_first: bool = False) -> nn.Sequential:
-    layers = [nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-              nn.Linear(hidden, hidden), nn.ReLU(inplace=True)]
+def _head(
+    in_features: int, hidden: int, num_classes: int, dropout: float = 0.5, dropout_first: bool = False
+) -> nn.Sequential:
+    layers = [
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+    ]
     if dropout_first:  # AlexNet: Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear
         layers = [nn.Dropout(dropout)] + layers
     else:  # VGG: Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
@@ -55,8 +62,9 @@ def vgg16(num_classes: int, in_chans: int, width: float, attention: str | None) 
     cfg = [v if v == "M" else scaled(v, width) for v in cfgs["D"]]
     features = make_layers(cfg, batch_norm=True)
     features[0] = adapt_first_conv(features[0], in_chans)
-    model = ConvStackNet(_gate_stages(features, attention), 7,
-                         _head(cfg[-2] * 7 * 7, scaled(4096, width), num_classes))
+    model = ConvStackNet(
+        _gate_stages(features, attention), 7, _head(cfg[-2] * 7 * 7, scaled(4096, width), num_classes)
+    )
     for m in model.modules():  # torchvision's VGG initialization
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -72,10 +80,22 @@ def alexnet(num_classes: int, in_chans: int, width: float, attention: str | None
     """AlexNet (torchvision's one-GPU variant: 64-192-384-256-256 filters)."""
     c = [scaled(v, width) for v in (64, 192, 384, 256, 256)]
     features = nn.Sequential(
-        nn.Conv2d(in_chans, c[0], 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c[0], c[1], 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(c[2], c[3], 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(c[3], c[4], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
-    return ConvStackNet(_gate_stages(features, attention), 6,
-                        _head(c[4] * 6 * 6, scaled(4096, width), num_classes, dropout_first=True))
+        nn.Conv2d(in_chans, c[0], 11, 4, 2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(c[0], c[1], 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(c[1], c[2], 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c[2], c[3], 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c[3], c[4], 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+    )
+    return ConvStackNet(
+        _gate_stages(features, attention),
+        6,
+        _head(c[4] * 6 * 6, scaled(4096, width), num_classes, dropout_first=True),
+    )

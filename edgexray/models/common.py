@@ -1,4 +1,5 @@
 """Small helpers shared by the architecture builders."""
+
 from __future__ import annotations
 
 

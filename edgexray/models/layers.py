@@ -1,4 +1,5 @@
 """Small layers shared by the torchvision-based families (edgexray/models/zoo.py)."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,16 @@ def adapt_first_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
     """
     if conv.in_channels == in_chans:
         return conv
-    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None)
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)

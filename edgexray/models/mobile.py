@@ -3,14 +3,15 @@
 Gates are appended at the end of an existing Sequential, so every torchvision parameter keeps
 its name and ImageNet weights load into the _cbam/_se variants too.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchvision.models import efficientnet as tv_eff
+from torchvision.models import shufflenetv2 as tv_shuffle
 from torchvision.models.mobilenetv2 import InvertedResidual as MBv2Block
 from torchvision.models.mobilenetv2 import MobileNetV2
-from torchvision.models import shufflenetv2 as tv_shuffle
 from torchvision.models.shufflenetv2 import ShuffleNetV2
 
 from edgexray.models.attention import make_attention
@@ -28,10 +29,19 @@ def mobilenet_v2(num_classes: int, in_chans: int, width: float, attention: str |
     return model
 
 
-def _efficientnet(arch: str, width_mult: float, depth_mult: float, dropout: float,
-                  num_classes: int, in_chans: int, width: float, attention: str | None) -> nn.Module:
-    setting, last_channel = tv_eff._efficientnet_conf(arch, width_mult=width_mult * width,
-                                                      depth_mult=depth_mult)
+def _efficientnet(
+    arch: str,
+    width_mult: float,
+    depth_mult: float,
+    dropout: float,
+    num_classes: int,
+    in_chans: int,
+    width: float,
+    attention: str | None,
+) -> nn.Module:
+    setting, last_channel = tv_eff._efficientnet_conf(
+        arch, width_mult=width_mult * width, depth_mult=depth_mult
+    )
     model = tv_eff.EfficientNet(setting, dropout, num_classes=num_classes, last_channel=last_channel)
     model.features[0][0] = adapt_first_conv(model.features[0][0], in_chans)
     if attention:
@@ -80,15 +90,18 @@ class ShuffleBlock(tv_shuffle.InvertedResidual):
         return self.shuffle(out)
 
 
-def shufflenet_v2_x1_0(num_classes: int, in_chans: int, width: float,
-                       attention: str | None) -> nn.Module:
+def shufflenet_v2_x1_0(num_classes: int, in_chans: int, width: float, attention: str | None) -> nn.Module:
     """ShuffleNetV2 1.0x; `width` scales the stages (1.0 = the published 116/232/464), the
     1024-channel last conv shrinks no further, as in the paper's 0.5x-1.5x models."""
     stages = [24, 116, 232, 464]
     if width != 1.0:  # 116 is no multiple of 8: only width 1.0 gives the published widths
         stages = [scaled(c, width) for c in stages]
-    model = ShuffleNetV2([4, 8, 4], stages + [scaled(1024, max(width, 1.0))], num_classes=num_classes,
-                         inverted_residual=ShuffleBlock)
+    model = ShuffleNetV2(
+        [4, 8, 4],
+        stages + [scaled(1024, max(width, 1.0))],
+        num_classes=num_classes,
+        inverted_residual=ShuffleBlock,
+    )
     model.conv1[0] = adapt_first_conv(model.conv1[0], in_chans)
     if attention:
         for name, channels in zip(("stage2", "stage3", "stage4"), stages[1:]):

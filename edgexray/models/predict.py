@@ -1,4 +1,5 @@
 """PyTorch logits on numpy arrays: the one helper every stage uses for it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,8 @@ def predict_logits(model: torch.nn.Module, inputs: np.ndarray, batch_size: int =
     """float32 (N, classes) logits of `model` (put in eval mode) for normalized NCHW `inputs`,
     in batches of `batch_size` (the same batches everywhere, so the same floats)."""
     model.eval()
-    outs = [model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], np.float32)))
-            for i in range(0, len(inputs), batch_size)]
+    outs = [
+        model(torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch_size], np.float32)))
+        for i in range(0, len(inputs), batch_size)
+    ]
     return torch.cat(outs).numpy().astype(np.float32)

@@ -1,5 +1,6 @@
 """ResNet with an attention plug-in per block (timm style), torchvision-compatible names so
 ImageNet weights load. The gate sits on each block's output before the residual sum."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -61,8 +62,9 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
-            setattr(self, f"layer{i + 1}",
-                    self._make_layer(block, planes, blocks, 1 if i == 0 else 2, attention))
+            setattr(
+                self, f"layer{i + 1}", self._make_layer(block, planes, blocks, 1 if i == 0 else 2, attention)
+            )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
         for m in self.modules():
@@ -74,7 +76,8 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion))
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self.inplanes, planes, stride, downsample, attention)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, attention=attention) for _ in range(1, blocks)]

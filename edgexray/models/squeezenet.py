@@ -1,4 +1,5 @@
 """SqueezeNet 1.1 on torchvision's class, a gate after each Fire module."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,15 +34,25 @@ def squeezenet1_1(num_classes: int, in_chans: int, width: float, attention: str 
     model = SqueezeNet("1_1", num_classes=num_classes)
     # The same layout and indices as torchvision's 1_1 `features`, so ImageNet weights load.
     model.features = nn.Sequential(
-        nn.Conv2d(in_chans, scaled(64, width), 3, stride=2), nn.ReLU(inplace=True), pool(),
-        fire(scaled(64, width), 16, 64), fire(out(64), 16, 64), pool(),
-        fire(out(64), 32, 128), fire(out(128), 32, 128), pool(),
-        fire(out(128), 48, 192), fire(out(192), 48, 192),
-        fire(out(192), 64, 256), fire(out(256), 64, 256))
+        nn.Conv2d(in_chans, scaled(64, width), 3, stride=2),
+        nn.ReLU(inplace=True),
+        pool(),
+        fire(scaled(64, width), 16, 64),
+        fire(out(64), 16, 64),
+        pool(),
+        fire(out(64), 32, 128),
+        fire(out(128), 32, 128),
+        pool(),
+        fire(out(128), 48, 192),
+        fire(out(192), 48, 192),
+        fire(out(192), 64, 256),
+        fire(out(256), 64, 256),
+    )
     model.classifier[1] = nn.Conv2d(out(256), num_classes, 1)
     # torchvision's initialization; the gates keep their own.
-    convs = [model.features[0]] + [c for f in model.features if isinstance(f, Fire)
-                                   for c in (f.squeeze, f.expand1x1, f.expand3x3)]
+    convs = [model.features[0]] + [
+        c for f in model.features if isinstance(f, Fire) for c in (f.squeeze, f.expand1x1, f.expand3x3)
+    ]
     for conv in convs:
         nn.init.kaiming_uniform_(conv.weight)
         nn.init.zeros_(conv.bias)

@@ -36,8 +36,8 @@ def test_report(state: BuildState, test_x, test_y) -> TestReport:
     """Every model of the comparison on the test split, with 95% intervals (over groups when
     the split was grouped). Nothing here feeds back into a choice."""
     from edgexray.export.parity import parity as parity_check
-    from edgexray.runtime.runners import predict_file
     from edgexray.runtime.metrics import bootstrap_intervals, paired_drop, softmax
+    from edgexray.runtime.runners import predict_file
 
     cfg, names = state.cfg, state.names
     groups = data_mod.split_group_ids(state.data, "test")

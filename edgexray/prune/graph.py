@@ -12,6 +12,7 @@ What the library does not do by itself:
 - Each coupled group gets one stage (see `module_stages`), so a per-stage ratio never splits a
   group (torch-pruning's per-module `pruning_ratio_dict` crashed with 48 vs 64 channels).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,21 +24,25 @@ from torch import nn
 from torch_pruning.pruner import function
 from torchvision.ops import SqueezeExcitation
 
-from edgexray.runtime.errors import EdgeXrayError
 from edgexray.models.attention import ChannelGate, SEGate, SpatialGate
 from edgexray.models.mobile import ChannelShuffle
+from edgexray.runtime.errors import EdgeXrayError
 
 log = logging.getLogger(__name__)
 
 NUM_STAGES = 4  # the progressive schedule's stage count (stage 1 = highest resolution)
-OUT_FNS = (function.prune_conv_out_channels, function.prune_depthwise_conv_out_channels,
-           function.prune_linear_out_channels)
+OUT_FNS = (
+    function.prune_conv_out_channels,
+    function.prune_depthwise_conv_out_channels,
+    function.prune_linear_out_channels,
+)
 
 
 class PassThroughPruner(tp.pruner.BasePruningFunc):
     """A layer that keeps its input's channels (x * spatial map): pruning passes through it.
     It has no per-channel weights; its channel count (recorded by `build_graph`) lets torch-pruning
     infer widths across it (e.g. the flatten before a VGG/AlexNet classifier)."""
+
     TARGET_MODULES = (SpatialGate,)
 
     def prune_out_channels(self, layer, idxs):
@@ -55,6 +60,7 @@ class PassThroughPruner(tp.pruner.BasePruningFunc):
 @dataclass
 class GroupInfo:
     """One coupled set of channels: pruning index i removes channel i of every member."""
+
     name: str  # qualified name of the root layer, stable across pruning steps
     group: object  # tp Group with all current channels
     channels: int
@@ -71,6 +77,7 @@ class ShuffleStopPruner(tp.pruner.BasePruningFunc):
     so no group crosses it, and `prunable_groups` leaves out every group that reaches it (those
     cover the spine); what remains (the branch-internal widths, the stem, the last conv) never
     meets a shuffle and prunes exactly. Its functions never run: no group touching it is pruned."""
+
     TARGET_MODULES = (ChannelShuffle,)
 
     def prune_out_channels(self, layer, idxs):
@@ -90,15 +97,21 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
     shuffle as a stop."""
     model.eval()
     # the trace's forward pass records each spatial gate's channel count for PassThroughPruner
-    hooks = [g.register_forward_pre_hook(lambda mod, args: setattr(mod, "_edgexray_channels",
-                                                                   int(args[0].shape[1])))
-             for g in model.modules() if isinstance(g, (SpatialGate, ChannelShuffle))]
+    hooks = [
+        g.register_forward_pre_hook(
+            lambda mod, args: setattr(mod, "_edgexray_channels", int(args[0].shape[1]))
+        )
+        for g in model.modules()
+        if isinstance(g, (SpatialGate, ChannelShuffle))
+    ]
     try:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_input,
-                customized_pruners={SpatialGate: PassThroughPruner(),
-                                    ChannelShuffle: ShuffleStopPruner()}, verbose=False)
+                model,
+                example_inputs=example_input,
+                customized_pruners={SpatialGate: PassThroughPruner(), ChannelShuffle: ShuffleStopPruner()},
+                verbose=False,
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -122,9 +135,12 @@ def module_stages(model: nn.Module, example_input: torch.Tensor) -> dict[str, in
     sizes: dict[nn.Module, int] = {}
     # convs inside a gate see globally pooled maps: they take the stage of what they gate
     in_gates = {sub for m in model.modules() if isinstance(m, GATE_TYPES) for sub in m.modules()}
-    _forward_recording(model, example_input,
-                       [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in in_gates],
-                       lambda mod, out: sizes.__setitem__(mod, out.shape[-1] * out.shape[-2]))
+    _forward_recording(
+        model,
+        example_input,
+        [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in in_gates],
+        lambda mod, out: sizes.__setitem__(mod, out.shape[-1] * out.shape[-2]),
+    )
     levels = sorted(set(sizes.values()), reverse=True)  # largest resolution first
     rank = {s: i for i, s in enumerate(levels)}
     names = {m: n for n, m in model.named_modules()}
@@ -135,8 +151,7 @@ def module_stages(model: nn.Module, example_input: torch.Tensor) -> dict[str, in
     return stages
 
 
-def prunable_groups(model: nn.Module, DG: tp.DependencyGraph,
-                    stages: dict[str, int]) -> list[GroupInfo]:
+def prunable_groups(model: nn.Module, DG: tp.DependencyGraph, stages: dict[str, int]) -> list[GroupInfo]:
     """Every group that may shrink: not reaching the network output, not a gate's hidden width,
     not meeting a channel shuffle."""
     hidden = set(gate_hidden_layers(model))
@@ -158,8 +173,7 @@ def prunable_groups(model: nn.Module, DG: tp.DependencyGraph,
             continue
         root = group[0].dep.target.module
         stage = max([stages[names[m]] for m in members if names[m] in stages] or [1])
-        groups.append(GroupInfo(names[root], group, len(group[0].idxs), stage,
-                                [names[m] for m in members]))
+        groups.append(GroupInfo(names[root], group, len(group[0].idxs), stage, [names[m] for m in members]))
     return groups
 
 
@@ -170,29 +184,38 @@ def prune_group(DG: tp.DependencyGraph, info: GroupInfo, idxs: list[int]) -> Non
     root_dep = info.group[0].dep
     group = DG.get_pruning_group(root_dep.target.module, root_dep.handler, idxs)
     if not DG.check_pruning_group(group):
-        raise EdgeXrayError(f"cannot remove {len(idxs)} of {info.channels} channels of "
-                            f"{info.name}: a coupled layer would lose all its channels; "
-                            "lower the pruning ratio")
+        raise EdgeXrayError(
+            f"cannot remove {len(idxs)} of {info.channels} channels of "
+            f"{info.name}: a coupled layer would lose all its channels; "
+            "lower the pruning ratio"
+        )
     group.prune()
 
 
 def conv_widths(model: nn.Module) -> dict[str, int]:
     """Output channels of every conv and linear layer by name."""
-    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 def spine_widths(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """Output channels of each stage module: ResNet's layer1..layer4 (ShuffleNetV2's
     stage2..stage4), else every child of `features` (torchvision-style models)."""
-    stages = [(n, getattr(model, n)) for n in ("layer1", "layer2", "layer3", "layer4",
-                                               "stage2", "stage3", "stage4") if hasattr(model, n)]
+    stages = [
+        (n, getattr(model, n))
+        for n in ("layer1", "layer2", "layer3", "layer4", "stage2", "stage3", "stage4")
+        if hasattr(model, n)
+    ]
     if not stages and isinstance(getattr(model, "features", None), nn.Sequential):
         stages = [(f"features.{n}", m) for n, m in model.features.named_children()]
     names = {m: n for n, m in stages}
     widths: dict[str, int] = {}
-    _forward_recording(model, example_input, list(names),
-                       lambda mod, out: widths.__setitem__(names[mod], int(out.shape[1])))
+    _forward_recording(
+        model, example_input, list(names), lambda mod, out: widths.__setitem__(names[mod], int(out.shape[1]))
+    )
     return widths
 
 

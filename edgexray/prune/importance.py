@@ -13,20 +13,21 @@ multiplies (a block's inner conv, a depthwise expansion): the attention-weighted
 consuming layers, sum_o gate_o * |W[o, c]|, where gate_o is the gate on the consumer's output (1
 when it has none, which is plain L1 of the consuming weights).
 """
+
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
-from edgexray.runtime.errors import EdgeXrayError, unknown_name
 from edgexray.models.attention import ChannelGate, SEGate
 from edgexray.prune.graph import OUT_FNS
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ IN_FNS = (function.prune_conv_in_channels, function.prune_linear_in_channels)
 
 class Criterion(tp.importance.Importance):
     """Base: `prepare` on the current model, then `__call__(group)` per group."""
+
     name = ""
     needs_data = False  # True: calibration images are required
     description = ""
@@ -42,8 +44,9 @@ class Criterion(tp.importance.Importance):
     def check(self, model: nn.Module) -> None:
         """Raise EdgeXrayError when the criterion cannot score this model."""
 
-    def prepare(self, model: nn.Module, batches: list, DG: tp.DependencyGraph,
-                example_input: torch.Tensor) -> None:
+    def prepare(
+        self, model: nn.Module, batches: list, DG: tp.DependencyGraph, example_input: torch.Tensor
+    ) -> None:
         self.check(model)
         self.names = {m: n for n, m in model.named_modules()}
         self.scoring: dict[str, str] = {}
@@ -70,6 +73,7 @@ def _normalized(v: torch.Tensor) -> torch.Tensor:
 
 class AttentionImportance(Criterion):
     """CBAM (`ChannelGate`) or SE (`SEGate`) gate values averaged over calibration images."""
+
     needs_data = True
 
     def __init__(self, gate_type: type, name: str):
@@ -80,11 +84,16 @@ class AttentionImportance(Criterion):
         if not any(isinstance(m, self.gate_type) for m in model.modules()):
             other = {ChannelGate: "se", SEGate: "cbam"}[self.gate_type]
             has_other = any(isinstance(m, (ChannelGate, SEGate)) for m in model.modules())
-            fix = (f"use --method {other} for this model" if has_other else
-                   f"use --method l1 (or taylor, bnscale), or train an _{self.name} architecture "
-                   f"(e.g. resnet18_{self.name})")
-            raise EdgeXrayError(f"--method {self.name} needs {self.name.upper()} attention gates, "
-                                f"but the model has none; {fix}")
+            fix = (
+                f"use --method {other} for this model"
+                if has_other
+                else f"use --method l1 (or taylor, bnscale), or train an _{self.name} architecture "
+                f"(e.g. resnet18_{self.name})"
+            )
+            raise EdgeXrayError(
+                f"--method {self.name} needs {self.name.upper()} attention gates, "
+                f"but the model has none; {fix}"
+            )
 
     def prepare(self, model, batches, DG, example_input):
         super().prepare(model, batches, DG, example_input)
@@ -96,6 +105,7 @@ class AttentionImportance(Criterion):
             def fn(mod, inp, out):
                 s = out.detach().double().sum(dim=(0, 2, 3))
                 sums[gate] = sums[gate] + s if gate in sums else s
+
             return fn
 
         handles = [g.sigmoid.register_forward_hook(hook(g)) for g in gates]
@@ -109,8 +119,11 @@ class AttentionImportance(Criterion):
             for h in handles:
                 h.remove()
         # key: the gate's output conv, which sits in the group of the channels it gates
-        self.gate_mean = {(g.mlp[2] if isinstance(g, ChannelGate) else g.fc[2]): sums[g] / count[0]
-                          for g in gates if g in sums}
+        self.gate_mean = {
+            (g.mlp[2] if isinstance(g, ChannelGate) else g.fc[2]): sums[g] / count[0]
+            for g in gates
+            if g in sums
+        }
         self.DG, self._consumer_gate = DG, {}
 
     def gate_on_output(self, layer: nn.Module) -> torch.Tensor | None:
@@ -119,8 +132,9 @@ class AttentionImportance(Criterion):
             return self._consumer_gate[layer]
         vec = None
         if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer in self.DG.module2node:
-            group = self.DG.get_pruning_group(layer, function.prune_conv_out_channels,
-                                              list(range(layer.out_channels)))
+            group = self.DG.get_pruning_group(
+                layer, function.prune_conv_out_channels, list(range(layer.out_channels))
+            )
             parts = self._gate_parts(group)
             if parts:
                 mean, count = _scatter_mean(layer.out_channels, parts)
@@ -130,9 +144,11 @@ class AttentionImportance(Criterion):
 
     def _gate_parts(self, group) -> list:
         """(gate values normalized by their mean, root channels) of every gate in the group."""
-        return [(_normalized(self.gate_mean[d.target.module][idxs]), group[i].root_idxs)
-                for i, (d, idxs) in enumerate(group)
-                if d.handler in OUT_FNS and d.target.module in self.gate_mean]
+        return [
+            (_normalized(self.gate_mean[d.target.module][idxs]), group[i].root_idxs)
+            for i, (d, idxs) in enumerate(group)
+            if d.handler in OUT_FNS and d.target.module in self.gate_mean
+        ]
 
     @torch.no_grad()
     def __call__(self, group):
@@ -158,8 +174,11 @@ class AttentionImportance(Criterion):
         if not bool((fcount > 0).any()):  # nothing consumes these channels through a weight
             self._record(group, "l1-fallback (no gate, no consumer)")
             return tp.importance.MagnitudeImportance(p=1)(group)
-        how = ("attention-weighted consumer magnitude" if weighted
-               else "consumer L1 (no gate reaches these channels)")
+        how = (
+            "attention-weighted consumer magnitude"
+            if weighted
+            else "consumer L1 (no gate reaches these channels)"
+        )
         if bool((count > 0).any()):
             how = f"{self.name}-gate ({n_gates} gates) + {how} for ungated channels"
             fallback = torch.where(count > 0, gated, _normalized(fallback))
@@ -170,8 +189,14 @@ class AttentionImportance(Criterion):
 class TorchPruningCriterion(Criterion):
     """A torch-pruning importance used as is (L1, Taylor, BN scale, random)."""
 
-    def __init__(self, name: str, inner: tp.importance.Importance, description: str,
-                 needs_data: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        name: str,
+        inner: tp.importance.Importance,
+        description: str,
+        needs_data: bool = False,
+        seed: int = 0,
+    ):
         self.name, self.inner, self.description = name, inner, description
         self.needs_data, self.seed = needs_data, seed
 
@@ -199,6 +224,7 @@ class SynFlowImportance(Criterion):
     """SynFlow (Tanaka et al., 2020), data-free: |theta * dR/dtheta| with R = sum of the outputs of
     the |theta| network on an all-ones input; a channel's score sums the scores of the weights
     that belong to it across the group (structured SynFlow)."""
+
     name = "synflow"
     description = "structured SynFlow: summed |theta * dR/dtheta| of each channel's weights"
 
@@ -211,8 +237,11 @@ class SynFlowImportance(Criterion):
             p.grad = None
         with torch.enable_grad():
             net(torch.ones((1, *shape), dtype=torch.float64)).sum().backward()
-        self.score = {n: (p * p.grad).abs().detach() for n, p in net.named_parameters()
-                      if n.endswith(".weight") and p.grad is not None}
+        self.score = {
+            n: (p * p.grad).abs().detach()
+            for n, p in net.named_parameters()
+            if n.endswith(".weight") and p.grad is not None
+        }
 
     @torch.no_grad()
     def __call__(self, group):
@@ -235,14 +264,20 @@ _CRITERIA: dict[str, Callable[..., Criterion]] = {
     "cbam": lambda **kw: AttentionImportance(ChannelGate, "cbam"),
     "se": lambda **kw: AttentionImportance(SEGate, "se"),
     "l1": lambda **kw: TorchPruningCriterion(
-        "l1", tp.importance.MagnitudeImportance(p=1), "L1 norm of each channel's weights (group mean)"),
+        "l1", tp.importance.MagnitudeImportance(p=1), "L1 norm of each channel's weights (group mean)"
+    ),
     "taylor": lambda **kw: TorchPruningCriterion(
-        "taylor", tp.importance.TaylorImportance(), "first-order Taylor |w * dL/dw| on calibration "
-        "images", needs_data=True),
+        "taylor",
+        tp.importance.TaylorImportance(),
+        "first-order Taylor |w * dL/dw| on calibration images",
+        needs_data=True,
+    ),
     "bnscale": lambda **kw: TorchPruningCriterion(
-        "bnscale", tp.importance.BNScaleImportance(), "|BatchNorm gamma| (network slimming)"),
+        "bnscale", tp.importance.BNScaleImportance(), "|BatchNorm gamma| (network slimming)"
+    ),
     "random": lambda seed=0, **kw: TorchPruningCriterion(
-        "random", tp.importance.RandomImportance(), "uniformly random (a baseline)", seed=seed),
+        "random", tp.importance.RandomImportance(), "uniformly random (a baseline)", seed=seed
+    ),
     "synflow": lambda **kw: SynFlowImportance(),
 }
 

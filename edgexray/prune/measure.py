@@ -1,4 +1,5 @@
 """Size and speed of a model: parameters, MACs, serialized bytes, CPU latency."""
+
 from __future__ import annotations
 
 import io
@@ -29,14 +30,16 @@ def state_dict_bytes(model: nn.Module) -> int:
 def zipped_bytes(data: bytes) -> int:
     """Size of `data` in a zip archive (deflate, level 9): what zeroed weights save on disk."""
     import zipfile
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         z.writestr("file", data)
     return buf.tell()
 
 
-def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30, warmup: int = 5,
-                   threads: int | None = None) -> dict:
+def cpu_latency_ms(
+    model: nn.Module, example_input: torch.Tensor, runs: int = 30, warmup: int = 5, threads: int | None = None
+) -> dict:
     """Batch-1 latency in PyTorch on the CPU after warm-up: p50/p90/mean/min in ms (min is the
     steadiest figure on a machine shared with other work)."""
     old = torch.get_num_threads()
@@ -56,8 +59,14 @@ def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, runs: int = 30
     finally:
         torch.set_num_threads(old)
     times.sort()
-    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))],
-            "mean": statistics.fmean(times), "min": times[0], "runs": runs, "threads": threads or old}
+    return {
+        "p50": statistics.median(times),
+        "p90": times[int(0.9 * (len(times) - 1))],
+        "mean": statistics.fmean(times),
+        "min": times[0],
+        "runs": runs,
+        "threads": threads or old,
+    }
 
 
 def onnx_count(path) -> dict:
@@ -83,8 +92,14 @@ def onnx_count(path) -> dict:
             macs += int(np.prod(out)) * int(np.prod(w[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
             b = weights.get(node.input[1])
-            k = (b.shape[0] if node.op_type == "MatMul" or not any(
-                a.name == "transB" and a.i for a in node.attribute) else b.shape[1]) if b is not None \
+            k = (
+                (
+                    b.shape[0]
+                    if node.op_type == "MatMul" or not any(a.name == "transB" and a.i for a in node.attribute)
+                    else b.shape[1]
+                )
+                if b is not None
                 else shapes[node.input[0]][-1]
+            )
             macs += int(np.prod(shapes[node.output[0]])) * int(k)
     return {"params": params, "macs": macs}

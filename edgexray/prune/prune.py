@@ -4,22 +4,23 @@ Per step: build the dependency graph (graph.py), score every coupled group with 
 (importance.py), keep the best channels of each group at its stage's ratio (schedules.py), remove
 the rest from every coupled layer at once, then fine-tune (optional callable).
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from edgexray.config import config_from_dict
-from edgexray.runtime.errors import EdgeXrayError, unknown_name
 from edgexray.prune import graph, measure, schedules
 from edgexray.prune.importance import get_importance
+from edgexray.runtime.errors import EdgeXrayError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class PruneConfig:
     rounds: int = 1  # l1-unstructured: rounds of `ratio` of the remaining weights, fine-tuned between
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PruneConfig":
+    def from_dict(cls, d: dict) -> PruneConfig:
         d = dict(d)
         if "stage_ratios" in d:
             d["stage_ratios"] = tuple(d["stage_ratios"])
@@ -65,14 +66,19 @@ class PruneConfig:
 
     def validate(self) -> None:
         from edgexray.prune.unstructured import METHOD as UNSTRUCTURED
+
         if self.method == UNSTRUCTURED:
             if self.target is not None:
-                raise EdgeXrayError(f"--method {UNSTRUCTURED} removes no MACs and no parameters "
-                                    "(it zeroes weights), so a MAC or parameter target cannot "
-                                    "apply; pass --ratio (fraction zeroed per round) and --rounds")
+                raise EdgeXrayError(
+                    f"--method {UNSTRUCTURED} removes no MACs and no parameters "
+                    "(it zeroes weights), so a MAC or parameter target cannot "
+                    "apply; pass --ratio (fraction zeroed per round) and --rounds"
+                )
         elif self.rounds != 1:
-            raise EdgeXrayError(f"rounds={self.rounds} is for --method {UNSTRUCTURED}; structured "
-                                "methods prune iteratively with --steps")
+            raise EdgeXrayError(
+                f"rounds={self.rounds} is for --method {UNSTRUCTURED}; structured "
+                "methods prune iteratively with --steps"
+            )
         else:
             get_importance(self.method)  # unknown method -> error with suggestions
         if self.schedule not in SCHEDULES:
@@ -80,18 +86,31 @@ class PruneConfig:
         for name in ("ratio", "target_macs", "target_params", "max_ratio"):
             v = getattr(self, name)
             if v is not None and not 0 < v < 1:
-                raise EdgeXrayError(f"{name}={v} is outside (0, 1); it is the fraction removed, "
-                                    f"e.g. 0.5 removes half")
-        if len(self.stage_ratios) != graph.NUM_STAGES or not all(0 <= r < 1 for r in self.stage_ratios) \
-                or not any(self.stage_ratios):
-            raise EdgeXrayError(f"stage_ratios={list(self.stage_ratios)}; need {graph.NUM_STAGES} "
-                                "fractions in [0, 1), not all 0, e.g. 0.2,0.35,0.5,0.6")
+                raise EdgeXrayError(
+                    f"{name}={v} is outside (0, 1); it is the fraction removed, e.g. 0.5 removes half"
+                )
+        if (
+            len(self.stage_ratios) != graph.NUM_STAGES
+            or not all(0 <= r < 1 for r in self.stage_ratios)
+            or not any(self.stage_ratios)
+        ):
+            raise EdgeXrayError(
+                f"stage_ratios={list(self.stage_ratios)}; need {graph.NUM_STAGES} "
+                "fractions in [0, 1), not all 0, e.g. 0.2,0.35,0.5,0.6"
+            )
         if self.target_macs is not None and self.target_params is not None:
             raise EdgeXrayError("both target_macs and target_params given; pass only one")
         if self.schedule == "target" and self.target is None:
-            raise EdgeXrayError("schedule 'target' needs target_macs or target_params "
-                                "(e.g. --target-macs 0.5)")
-        for name, low in (("steps", 1), ("rounds", 1), ("round_to", 1), ("calib_images", 1), ("finetune_epochs", 0)):
+            raise EdgeXrayError(
+                "schedule 'target' needs target_macs or target_params (e.g. --target-macs 0.5)"
+            )
+        for name, low in (
+            ("steps", 1),
+            ("rounds", 1),
+            ("round_to", 1),
+            ("calib_images", 1),
+            ("finetune_epochs", 0),
+        ):
             if int(getattr(self, name)) < low:
                 raise EdgeXrayError(f"{name}={getattr(self, name)}; must be >= {low}")
         if not 0 < self.tolerance < 0.5:
@@ -108,9 +127,11 @@ def calibration_batches(loader: Iterable | None, n_images: int, required: bool, 
     """The first `n_images` (x, y) of `loader`, as a list of batches."""
     if loader is None:
         if required:
-            raise EdgeXrayError(f"--method {method} needs calibration images but none were given; "
-                                "pass the training data (--data DIR) or use a data-free method "
-                                "(l1, bnscale, synflow)")
+            raise EdgeXrayError(
+                f"--method {method} needs calibration images but none were given; "
+                "pass the training data (--data DIR) or use a data-free method "
+                "(l1, bnscale, synflow)"
+            )
         return []
     batches, seen = [], 0
     for batch in loader:
@@ -121,8 +142,10 @@ def calibration_batches(loader: Iterable | None, n_images: int, required: bool, 
         if seen >= n_images:
             break
     if required and seen == 0:
-        raise EdgeXrayError(f"--method {method} needs calibration images but the data loader "
-                            "yielded none; check the data folder and its splits")
+        raise EdgeXrayError(
+            f"--method {method} needs calibration images but the data loader "
+            "yielded none; check the data folder and its splits"
+        )
     return batches
 
 
@@ -146,24 +169,29 @@ def _prune_counts_only(model, example_input, stages, keep: dict[str, int]) -> di
     return measure.count(m, example_input)
 
 
-def search_scale(model, example_input, cfg: PruneConfig, stages, groups, before: dict,
-                 profile) -> tuple[float, float]:
+def search_scale(
+    model, example_input, cfg: PruneConfig, stages, groups, before: dict, profile
+) -> tuple[float, float]:
     """Bisect the profile scale so the requested reduction is met within cfg.tolerance."""
     kind, wanted = cfg.target
     nonzero = [p for p in profile if p > 0]
     s_max = cfg.max_ratio / min(nonzero)
 
     def reached(scale):
-        keep = {g.name: schedules.keep_count(
-            g.channels, schedules.group_ratio(profile, g.stage, scale, cfg.max_ratio), cfg.round_to)
-            for g in groups}
+        keep = {
+            g.name: schedules.keep_count(
+                g.channels, schedules.group_ratio(profile, g.stage, scale, cfg.max_ratio), cfg.round_to
+            )
+            for g in groups
+        }
         return _reduction(before, _prune_counts_only(model, example_input, stages, keep), kind)
 
     top = reached(s_max)
     if top < wanted - cfg.tolerance:
         raise EdgeXrayError(
             f"target {kind} reduction {wanted:.1%} cannot be reached: at most {top:.1%} with every "
-            f"group pruned by up to max_ratio={cfg.max_ratio}; ask for a smaller target")
+            f"group pruned by up to max_ratio={cfg.max_ratio}; ask for a smaller target"
+        )
     # regula falsi on the bracket (reduction grows with the scale), bisection when it stalls
     (lo, f_lo), (hi, f_hi), best = (0.0, 0.0), (s_max, top), (s_max, top)
     for i in tqdm(range(20), desc=f"target {kind} -{wanted:.0%}", leave=False, disable=None):
@@ -180,17 +208,23 @@ def search_scale(model, example_input, cfg: PruneConfig, stages, groups, before:
         raise EdgeXrayError(
             f"target {kind} reduction {wanted:.1%} cannot be met within {cfg.tolerance:.1%}: the "
             f"closest reachable is {best[1]:.1%} with round_to={cfg.round_to}; use a smaller "
-            "round_to (e.g. --round-to 1) or a wider model")
+            "round_to (e.g. --round-to 1) or a wider model"
+        )
     return best
 
 
-def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
-                calib_loader: Iterable | None = None,
-                finetune: Callable[[nn.Module, int], nn.Module] | None = None) -> PruneResult:
+def prune_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    cfg: PruneConfig,
+    calib_loader: Iterable | None = None,
+    finetune: Callable[[nn.Module, int], nn.Module] | None = None,
+) -> PruneResult:
     """Prune `model` in place (and return it) with `cfg`; `finetune(model, step)` runs after every
     step when given and returns the model to continue with."""
     cfg.validate()
     from edgexray.prune import unstructured
+
     if cfg.method == unstructured.METHOD:
         return unstructured.prune_unstructured(model, example_input, cfg, finetune)
     crit = get_importance(cfg.method, seed=cfg.seed)
@@ -208,8 +242,10 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
 
     DG, groups = _plan(model, example_input, stages)
     if not groups:
-        raise EdgeXrayError("the model has no prunable channel group (every group reaches the "
-                            "output or is a gate's hidden layer)")
+        raise EdgeXrayError(
+            "the model has no prunable channel group (every group reaches the "
+            "output or is a gate's hidden layer)"
+        )
     original = {g.name: g.channels for g in groups}
     group_stage = {g.name: g.stage for g in groups}
     members = {g.name: g.members for g in groups}
@@ -230,8 +266,9 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
             if g.name not in original:
                 log.warning("group %s appeared after pruning; left as is", g.name)
                 continue
-            keep = schedules.keep_count(original[g.name],
-                                        schedules.step_ratio(ratios[g.name], step, cfg.steps), cfg.round_to)
+            keep = schedules.keep_count(
+                original[g.name], schedules.step_ratio(ratios[g.name], step, cfg.steps), cfg.round_to
+            )
             if keep >= g.channels:
                 continue
             imp = crit(g.group)
@@ -260,20 +297,29 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, cfg: PruneConfig,
         "schedule": cfg.schedule,
         "config": cfg.to_dict(),
         "profile_scale": scale,
-        "target": ({"kind": cfg.target[0], "requested": cfg.target[1], "reached": searched}
-                   if cfg.target else None),
+        "target": (
+            {"kind": cfg.target[0], "requested": cfg.target[1], "reached": searched} if cfg.target else None
+        ),
         "stage_ratios_applied": [min(cfg.max_ratio, scale * p) for p in profile],
         "before": {**before, "state_dict_bytes": bytes_before},
         "after": {**after, "state_dict_bytes": measure.state_dict_bytes(model)},
-        "reduction": {"params": _reduction(before, after, "params"),
-                      "macs": _reduction(before, after, "macs")},
+        "reduction": {
+            "params": _reduction(before, after, "params"),
+            "macs": _reduction(before, after, "macs"),
+        },
         "spine_widths": {"before": spine_before, "after": graph.spine_widths(model, example_input)},
-        "groups": [{"name": n, "stage": group_stage[n], "ratio": ratios[n],
-                    "channels_before": original[n],
-                    "channels_after": widths_after.get(n),  # a group is named by its root layer
-                    "scoring": scoring.get(n, "not pruned (ratio rounds to 0)"),
-                    "members": members[n]}
-                   for n in original],
+        "groups": [
+            {
+                "name": n,
+                "stage": group_stage[n],
+                "ratio": ratios[n],
+                "channels_before": original[n],
+                "channels_after": widths_after.get(n),  # a group is named by its root layer
+                "scoring": scoring.get(n, "not pruned (ratio rounds to 0)"),
+                "members": members[n],
+            }
+            for n in original
+        ],
         "layers": {n: [widths_before[n], widths_after.get(n)] for n in widths_before},
         "steps": steps_log,
     }

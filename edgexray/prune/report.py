@@ -1,4 +1,5 @@
 """Markdown for prune, sensitivity and comparison reports (the JSON holds everything)."""
+
 from __future__ import annotations
 
 
@@ -41,9 +42,11 @@ def unstructured_markdown(rep: dict) -> str:
         f"-{_pct(rep['reduction']['zipped_bytes'])} |",
     ]
     if files:
-        lines += [f"| checkpoint file as stored | {_mb(files['before_bytes'])} | {_mb(files['after_bytes'])} | |",
-                  f"| checkpoint file zipped | {_mb(files['before_zipped_bytes'])} | "
-                  f"{_mb(files['after_zipped_bytes'])} | |"]
+        lines += [
+            f"| checkpoint file as stored | {_mb(files['before_bytes'])} | {_mb(files['after_bytes'])} | |",
+            f"| checkpoint file zipped | {_mb(files['before_zipped_bytes'])} | "
+            f"{_mb(files['after_zipped_bytes'])} | |",
+        ]
     lines += [
         f"| CPU latency p50 (PyTorch, batch 1, {threads} threads) | {b['latency_ms']['p50']:.2f} ms | "
         f"{a['latency_ms']['p50']:.2f} ms | {b['latency_ms']['p50'] / max(a['latency_ms']['p50'], 1e-9):.2f}x "
@@ -52,10 +55,15 @@ def unstructured_markdown(rep: dict) -> str:
         f"fine-tuned {_acc(acc.get('val_finetuned'))} | |",
         f"| test accuracy | {_acc(acc.get('test_before'))} | {_acc(acc.get('test_after'))} | |",
         "",
-        "## Rounds", "", "| round | sparsity | fine-tuned |", "|---:|---:|---|",
+        "## Rounds",
+        "",
+        "| round | sparsity | fine-tuned |",
+        "|---:|---:|---|",
     ]
-    lines += [f"| {r['round']} | {_pct(r['sparsity'])} | {'yes' if r['finetuned'] else 'no'} |"
-              for r in rep["rounds"]]
+    lines += [
+        f"| {r['round']} | {_pct(r['sparsity'])} | {'yes' if r['finetuned'] else 'no'} |"
+        for r in rep["rounds"]
+    ]
     lines += ["", "## Zero fraction per layer", "", "| layer | zeros |", "|---|---:|"]
     lines += [f"| {n} | {_pct(f)} |" for n, f in rep["layers_zero_fraction"].items()]
     return "\n".join(lines) + "\n"
@@ -71,15 +79,22 @@ def prune_markdown(rep: dict) -> str:
         f"# Pruning report: {rep['arch']} with {rep['method']}",
         "",
         f"Criterion: {rep['criterion']}. Schedule: {rep['schedule']}"
-        + (f", target {rep['target']['kind']} -{_pct(rep['target']['requested'])} "
-           f"(reached -{_pct(rep['target']['reached'])})" if rep.get("target") else "")
+        + (
+            f", target {rep['target']['kind']} -{_pct(rep['target']['requested'])} "
+            f"(reached -{_pct(rep['target']['reached'])})"
+            if rep.get("target")
+            else ""
+        )
         + f"; stage ratios applied {[round(r, 3) for r in rep['stage_ratios_applied']]}; "
         f"{rep['config']['steps']} step(s), {rep['config']['finetune_epochs']} fine-tune epoch(s) "
         f"per step; channels rounded to multiples of {rep['config']['round_to']}."
-        + (f" Stage ratios seeded by a per-layer sensitivity run ({seed['file']}): the largest "
-           f"tested ratio every layer of the stage tolerates alone within a "
-           f"{_pct(seed['max_drop'])} val accuracy drop." if (seed := rep.get("sensitivity_seed"))
-           else ""),
+        + (
+            f" Stage ratios seeded by a per-layer sensitivity run ({seed['file']}): the largest "
+            f"tested ratio every layer of the stage tolerates alone within a "
+            f"{_pct(seed['max_drop'])} val accuracy drop."
+            if (seed := rep.get("sensitivity_seed"))
+            else ""
+        ),
         "",
         "| | before | after | change |",
         "|---|---:|---:|---:|",
@@ -104,12 +119,18 @@ def prune_markdown(rep: dict) -> str:
     ]
     sb, sa = rep["spine_widths"]["before"], rep["spine_widths"]["after"]
     lines += [f"| {k} | {sb[k]} | {sa.get(k)} |" for k in sb]
-    lines += ["", "## Channel groups (coupled channels pruned together)", "",
-              "| group (root layer) | stage | ratio | channels | scored by | layers |",
-              "|---|---:|---:|---:|---|---:|"]
+    lines += [
+        "",
+        "## Channel groups (coupled channels pruned together)",
+        "",
+        "| group (root layer) | stage | ratio | channels | scored by | layers |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
     for g in rep["groups"]:
-        lines.append(f"| {g['name']} | {g['stage']} | {g['ratio']:.2f} | {g['channels_before']} -> "
-                     f"{g['channels_after']} | {g['scoring']} | {len(g['members'])} |")
+        lines.append(
+            f"| {g['name']} | {g['stage']} | {g['ratio']:.2f} | {g['channels_before']} -> "
+            f"{g['channels_after']} | {g['scoring']} | {len(g['members'])} |"
+        )
     lines += ["", "## Channels kept per layer", "", "| layer | before | after |", "|---|---:|---:|"]
     lines += [f"| {n} | {w[0]} | {w[1]} |" for n, w in rep["layers"].items()]
     return "\n".join(lines) + "\n"
@@ -117,51 +138,76 @@ def prune_markdown(rep: dict) -> str:
 
 def sensitivity_markdown(rep: dict) -> str:
     ratios = rep["ratios"]
-    lines = [f"# Pruning sensitivity: {rep['arch']} ({rep['method']}, no fine-tuning)", "",
-             f"Validation accuracy when only one stage is pruned by the ratio; unpruned: "
-             f"{_acc(rep['baseline'])}.", "",
-             "| stage | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
-             "|---|" + "---:|" * len(ratios)]
+    lines = [
+        f"# Pruning sensitivity: {rep['arch']} ({rep['method']}, no fine-tuning)",
+        "",
+        f"Validation accuracy when only one stage is pruned by the ratio; unpruned: {_acc(rep['baseline'])}.",
+        "",
+        "| stage | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
+        "|---|" + "---:|" * len(ratios),
+    ]
     for stage, rows in rep["stages"].items():
-        lines.append(f"| {stage} | " + " | ".join(
-            f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in rows) + " |")
+        lines.append(
+            f"| {stage} | "
+            + " | ".join(f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in rows)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def layer_sensitivity_markdown(rep: dict) -> str:
     ratios = rep["ratios"]
-    lines = [f"# Per-layer pruning sensitivity: {rep['arch']} ({rep['method']}, no fine-tuning)", "",
-             "Validation accuracy when only one channel group (a layer and the layers coupled to "
-             f"it) is pruned by the ratio; unpruned: {_acc(rep['baseline'])}.", "",
-             "| group (root layer) | stage | channels | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
-             "|---|---:|---:|" + "---:|" * len(ratios)]
+    lines = [
+        f"# Per-layer pruning sensitivity: {rep['arch']} ({rep['method']}, no fine-tuning)",
+        "",
+        "Validation accuracy when only one channel group (a layer and the layers coupled to "
+        f"it) is pruned by the ratio; unpruned: {_acc(rep['baseline'])}.",
+        "",
+        "| group (root layer) | stage | channels | " + " | ".join(f"{r:.0%}" for r in ratios) + " |",
+        "|---|---:|---:|" + "---:|" * len(ratios),
+    ]
     for name, g in rep["groups"].items():
-        lines.append(f"| {name} | {g['stage']} | {g['channels']} | " + " | ".join(
-            f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in g["rows"]) + " |")
+        lines.append(
+            f"| {name} | {g['stage']} | {g['channels']} | "
+            + " | ".join(f"{_acc(r['val'])} (-{_pct(r['macs_reduction'])} MACs)" for r in g["rows"])
+            + " |"
+        )
     if rep.get("seeded_stage_ratios") is not None:
-        lines += ["", f"Progressive schedule seeded from it (largest ratio every group of a stage "
-                  f"tolerates with at most {_pct(rep['max_drop'])} accuracy drop): stage ratios "
-                  f"{list(rep['seeded_stage_ratios'])}."]
+        lines += [
+            "",
+            f"Progressive schedule seeded from it (largest ratio every group of a stage "
+            f"tolerates with at most {_pct(rep['max_drop'])} accuracy drop): stage ratios "
+            f"{list(rep['seeded_stage_ratios'])}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def compare_markdown(rep: dict) -> str:
-    lines = [f"# Pruning methods compared: {rep['arch']}", "",
-             f"Same schedule and target for every method: {rep['schedule']}; "
-             f"{rep['finetune_epochs']} fine-tune epoch(s).", "",
-             "| method | params | non-zero weights | MACs | zipped weights | latency p50 | "
-             "val acc (pruned) | val acc (fine-tuned) | test acc |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Pruning methods compared: {rep['arch']}",
+        "",
+        f"Same schedule and target for every method: {rep['schedule']}; "
+        f"{rep['finetune_epochs']} fine-tune epoch(s).",
+        "",
+        "| method | params | non-zero weights | MACs | zipped weights | latency p50 | "
+        "val acc (pruned) | val acc (fine-tuned) | test acc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rep["rows"]:
         if r.get("error"):
             lines.append(f"| {r['method']} | error: {r['error']} | | | | | | | |")
             continue
-        lines.append(f"| {r['method']} | {r['params']:,} | {r['nonzero_weights']:,} | {r['macs']:,} | "
-                     f"{_mb(r['zipped_bytes'])} | "
-                     f"{r['latency_ms']['p50']:.2f} ms | {_acc(r['val_pruned'])} | "
-                     f"{_acc(r['val_finetuned'])} | {_acc(r['test'])} |")
+        lines.append(
+            f"| {r['method']} | {r['params']:,} | {r['nonzero_weights']:,} | {r['macs']:,} | "
+            f"{_mb(r['zipped_bytes'])} | "
+            f"{r['latency_ms']['p50']:.2f} ms | {_acc(r['val_pruned'])} | "
+            f"{_acc(r['val_finetuned'])} | {_acc(r['test'])} |"
+        )
     if any(r["method"] == "l1-unstructured" for r in rep["rows"]):
-        lines += ["", "l1-unstructured keeps every layer's shape: its parameters and MACs are those of "
-                  "the unpruned model and dense runtimes do not run it faster; it saves non-zero "
-                  "weights and compressed file size only."]
+        lines += [
+            "",
+            "l1-unstructured keeps every layer's shape: its parameters and MACs are those of "
+            "the unpruned model and dense runtimes do not run it faster; it saves non-zero "
+            "weights and compressed file size only.",
+        ]
     return "\n".join(lines) + "\n"

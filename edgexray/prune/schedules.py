@@ -7,6 +7,7 @@
   by bisection so the whole network loses the requested fraction of MACs or parameters.
 Iterative pruning in k steps removes ratio * i / k at step i (of the original width).
 """
+
 from __future__ import annotations
 
 from edgexray.prune.graph import NUM_STAGES

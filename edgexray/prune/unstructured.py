@@ -6,10 +6,11 @@ e.g. 20% per round), masks made permanent at the end (torch.nn.utils.prune.remov
 The network keeps its shape: parameters counted, MACs and dense-runtime latency do not change.
 What shrinks is the number of non-zero weights, and the file once compressed (zeros compress).
 """
+
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,9 +19,11 @@ from torch.nn.utils import prune as tprune
 from edgexray.prune import measure
 
 METHOD = "l1-unstructured"
-DENSE_NOTE = ("unstructured pruning zeroes weights but keeps every layer's shape: dense runtimes "
-              "(PyTorch, ONNX Runtime, TFLite/XNNPACK) multiply the zeros too, so MACs and latency "
-              "do not improve; only the compressed file shrinks")
+DENSE_NOTE = (
+    "unstructured pruning zeroes weights but keeps every layer's shape: dense runtimes "
+    "(PyTorch, ONNX Runtime, TFLite/XNNPACK) multiply the zeros too, so MACs and latency "
+    "do not improve; only the compressed file shrinks"
+)
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -60,10 +63,15 @@ def _sparsity(layers: dict) -> float:
     return sum(v["zeros"] for v in layers.values()) / sum(v["weights"] for v in layers.values())
 
 
-def prune_unstructured(model: nn.Module, example_input: torch.Tensor, cfg,
-                       finetune: Callable[[nn.Module, int], nn.Module] | None = None):
+def prune_unstructured(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    cfg,
+    finetune: Callable[[nn.Module, int], nn.Module] | None = None,
+):
     """Prune `model` in place with cfg.ratio per round for cfg.rounds rounds; returns PruneResult."""
     from edgexray.prune.prune import PruneResult
+
     model.eval()
     example_input = example_input[:1]
     before = {**measure.count(model, example_input), **state_dict_sizes(model)}
@@ -94,8 +102,12 @@ def prune_unstructured(model: nn.Module, example_input: torch.Tensor, cfg,
         "before": before,
         "after": after,
         "nonzero_weights": {"before": nonzero_before, "after": nonzero_after},
-        "reduction": {"params": 0.0, "macs": 0.0, "nonzero_weights": 1 - nonzero_after / nonzero_before,
-                      "zipped_bytes": 1 - after["zipped_bytes"] / before["zipped_bytes"]},
+        "reduction": {
+            "params": 0.0,
+            "macs": 0.0,
+            "nonzero_weights": 1 - nonzero_after / nonzero_before,
+            "zipped_bytes": 1 - after["zipped_bytes"] / before["zipped_bytes"],
+        },
         "layers_zero_fraction": {n: v["fraction"] for n, v in layers.items()},
         "rounds": rounds,
         "note": DENSE_NOTE,
