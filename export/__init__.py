@@ -9,7 +9,7 @@ Submodules (imported on first use, so `edgexray --help` stays fast):
   parity        parity
   exporter      export_model (everything above for one model; the one export path of
                 `edgexray export` and `edgexray build`)
-  selection     choose_precision (which exported precision ships), budget_text
+  selection     choose_precision (which exported precision ships)
 """
 
 from __future__ import annotations

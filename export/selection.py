@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.metrics import budget_text
 
 FLOAT_PRECISIONS = ("fp32", "fp16")  # these must also pass parity with PyTorch to ship
 
@@ -14,17 +15,6 @@ FLOAT_PRECISIONS = ("fp32", "fp16")  # these must also pass parity with PyTorch 
 class PrecisionChoice:
     precision: str
     fallbacks: tuple = ()  # what was refused on the way, and why (said and kept in the manifest)
-
-
-def budget_text(check: dict) -> str:
-    """One line for a runtime.metrics.budget_check result."""
-    lo, hi = check["accuracy_drop_interval_pp"]
-    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
-    if check["failures"]:
-        text += "; " + "; ".join(check["failures"])
-    if check["note"]:
-        text += f" [{check['note']}]"
-    return text
 
 
 def choose_precision(

@@ -310,3 +310,14 @@ def budget_check(
             else None
         ),
     }
+
+
+def budget_text(check: dict) -> str:
+    """One line for a budget_check result."""
+    lo, hi = check["accuracy_drop_interval_pp"]
+    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
+    if check["failures"]:
+        text += "; " + "; ".join(check["failures"])
+    if check["note"]:
+        text += f" [{check['note']}]"
+    return text

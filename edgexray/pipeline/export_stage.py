@@ -14,7 +14,7 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
     made on the validation split; then each file's parity with the pruned PyTorch model and its
     accuracy budget against the unpruned model, on the validation split too."""
     from edgexray.export.exporter import export_model
-    from edgexray.export.selection import budget_text
+    from edgexray.runtime.metrics import budget_text
 
     fmt = profile.model_format
     if fmt not in ("tflite", "onnx"):

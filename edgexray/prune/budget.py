@@ -18,6 +18,7 @@ import torch
 
 from edgexray.fsutil import atomic_write_json
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.metrics import budget_text
 
 FINETUNE_LR = 3e-4  # after pruning: a third of the from-scratch rate keeps what was learned
 
@@ -49,17 +50,6 @@ class AccuracyBudget:
             groups=self.groups,
             seed=self.seed,
         )
-
-
-def budget_text(check: dict) -> str:
-    """One line for a runtime.metrics.budget_check result."""
-    lo, hi = check["accuracy_drop_interval_pp"]
-    text = f"val drop {check['accuracy_drop_pp']:.2f} pp (95% CI {lo:.2f} to {hi:.2f})"
-    if check["failures"]:
-        text += "; " + "; ".join(check["failures"])
-    if check["note"]:
-        text += f" [{check['note']}]"
-    return text
 
 
 @dataclass(frozen=True, eq=False)
