@@ -110,14 +110,15 @@ def shipped_runtime(profile, path: Path) -> tuple[str, str | None]:
     """(host runner, GPU note) for the build's shipped file: the profile's GPU runner when this
     machine has the GPU path, else the CPU one and a note that the GPU figures are missing."""
     from edgexray.bench.runtimes import available_runtimes
+    from edgexray.runtime.registry import get_runtime, runtime_for_suffix
 
-    if path.suffix == ".tflite":
-        return "litert", None
-    if profile.runner not in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
-        return "onnxruntime-cpu", None
+    cpu_runner = runtime_for_suffix(Path(path).suffix)
+    gpu = get_runtime(profile.runner)
+    if gpu.device != "cuda" or Path(path).suffix.lower() not in gpu.suffixes:
+        return cpu_runner, None
     if profile.runner in available_runtimes():
         return profile.runner, f"measured on the GPU ({profile.runner})"
-    return "onnxruntime-cpu", (
+    return cpu_runner, (
         f"not measured on a GPU: {profile.name} runs {profile.runner}, which this build machine "
         "lacks (no CUDA GPU or no onnxruntime-gpu); its latency is the CPU's"
     )

@@ -45,7 +45,7 @@ from edgexray.devices import DeviceProfile
 from edgexray.fsutil import partial_prefix, refuse_existing, remove_stale_partials, replace_dir, sha256_file
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import Preprocess
-from edgexray.runtime.registry import artifact_formats
+from edgexray.runtime.registry import artifact_formats, runtime_for_manifest
 
 log = logging.getLogger(__name__)
 
@@ -439,8 +439,7 @@ def render_readme(manifest: dict) -> str:
     install = (
         prof["install"]
         if prof["install"].startswith("pip ")
-        else "pip install numpy==1.26.4 "
-        + ("ai-edge-litert==2.1.0" if model["runtime"] == "litert" else "onnxruntime==1.23.0")
+        else f"pip install numpy==1.26.4 {runtime_for_manifest(model['runtime']).pip_requirement}"
     )
     if qin:
         lo, hi = (-128, 127) if inp["dtype"] == "int8" else (0, 255)
