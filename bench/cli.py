@@ -213,7 +213,7 @@ def _bench(
     if out:
         refuse_existing(out, force, "bench output folder")
     if local.is_artifact(target):
-        from edgexray.runtime.run_py import checked_manifest
+        from edgexray.runtime.integrity import checked_manifest
 
         checked_manifest(target)  # IntegrityError (exit 3) before anything runs
     elif target.is_file() and not runtime and runtime_for_suffix(target.suffix) is None:

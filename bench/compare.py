@@ -55,7 +55,7 @@ class _Loaded:
 def _load(label: str, path, kind: str | None, threads) -> _Loaded:
     path = Path(path)
     if is_artifact(path):
-        from edgexray.runtime.run_py import checked_manifest
+        from edgexray.runtime.integrity import checked_manifest
 
         manifest = checked_manifest(path)
         model = path / manifest["model"]["file"]

@@ -249,7 +249,7 @@ def bench_model(
 def bench_artifact_with(artifact, kind: str, **options) -> dict:
     """An artifact's model measured by a host runner of the caller's choice (e.g. a CUDA EP);
     the files are verified against the manifest first."""
-    from edgexray.runtime.run_py import checked_manifest
+    from edgexray.runtime.integrity import checked_manifest
 
     manifest = checked_manifest(artifact)
     model = manifest["model"]

@@ -56,7 +56,7 @@ def verify(artifact, cpu, cache_dir, tolerance, no_write):
     sealed build-time result. Emulated timings are not device speed. Exit status 4 when a
     check fails.
     """
-    from edgexray.runtime.run_py import checked_manifest
+    from edgexray.runtime.integrity import checked_manifest
 
     if (Path(artifact) / "manifest.json").is_file():  # else verify_artifact says what is missing
         checked_manifest(artifact)  # IntegrityError (exit 3): never verify a changed artifact
