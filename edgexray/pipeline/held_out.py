@@ -63,7 +63,8 @@ def test_report(state: BuildState, test_x, test_y) -> TestReport:
         d = paired_drop(test_y, base_logits.argmax(1), logits.argmax(1), names, groups, seed=cfg.seed)
         r["drop_vs_unpruned_pp"] = d["accuracy_drop_pp"]
         r["drop_vs_unpruned_interval_pp"] = d["accuracy_drop_interval_pp"]
-    atomic_write_json(state.work / "export" / "parity.json", jsonable(parity))
+    # export/parity.json stays export_model's report (choices on val); this is the test split's
+    atomic_write_json(state.work / "export" / "parity_test.json", jsonable(parity))
     for label, m in (
         ("unpruned FP32", base_metrics),
         ("pruned FP32", pruned_metrics),
