@@ -331,22 +331,69 @@ def train(
     type=click.Path(),
     help="Evaluate on this external folder (same class folders) instead of a split.",
 )
+@click.option(
+    "--shift",
+    is_flag=True,
+    help="Also score a shifted copy of the same images (gamma, contrast, blur, noise, resolution, "
+    "exposure: as films from another site differ) and report both.",
+)
+@click.option(
+    "--shift-seed", type=int, default=0, show_default=True, help="Seed of the --shift perturbations."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
-def evaluate(ckpt, data_dir, split, out, tta, gradcam, test_data, force):
+def evaluate(ckpt, data_dir, split, out, tta, gradcam, test_data, shift, shift_seed, force):
     """Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."""
     from edgexray.evaluate import evaluate_checkpoint
 
     out = out or str(Path(ckpt).parent / ("eval-external" if test_data else f"eval-{split}"))
     m = evaluate_checkpoint(
-        ckpt, out, data_dir=data_dir, split=split, tta=tta, gradcam=gradcam, force=force, test_data=test_data
+        ckpt,
+        out,
+        data_dir=data_dir,
+        split=split,
+        tta=tta,
+        gradcam=gradcam,
+        force=force,
+        test_data=test_data,
+        shift=shift,
+        shift_seed=shift_seed,
     )
     click.echo(format_metrics(m))
+    if shift:
+        click.echo(format_shifted(m, m["shifted"]))
     if test_data:
         from edgexray.external import format_lines
 
         doc = dict(m["external"], models={"checkpoint": m})
         click.echo("\n".join(f"{k}: {v}" for k, v in format_lines(doc)))
     click.echo(f"wrote {Path(out) / 'metrics.json'}")
+
+
+def format_shifted(normal: dict, shifted: dict) -> str:
+    """The shifted copy's figures beside the normal ones, with their 95% intervals."""
+
+    def figure(value, ci):
+        if value is None:
+            return "n/a"
+        return f"{value:.4f}" + ("" if ci is None else f" [{ci[0]:.4f}, {ci[1]:.4f}]")
+
+    cfg = ", ".join(f"{k} {v:g}" for k, v in shifted["shift"].items())
+    lines = [
+        f"shifted copy (seed {shifted['shift_seed']}; {cfg}):",
+        format_metrics(shifted),
+        f"{'95% intervals':<24}{'normal':>28}{'shifted':>28}",
+        f"{'accuracy':<24}{figure(normal['accuracy'], normal['ci95']['accuracy']):>28}"
+        f"{figure(shifted['accuracy'], shifted['ci95']['accuracy']):>28}",
+    ]
+    for name in shifted["per_class"]:
+        for key in ("sensitivity", "specificity"):
+            a, b = normal["per_class"][name][key], shifted["per_class"][name][key]
+            ci_a, ci_b = normal["ci95"]["per_class"][name][key], shifted["ci95"]["per_class"][name][key]
+            lines.append(f"{name + ' ' + key:<24}{figure(a, ci_a):>28}{figure(b, ci_b):>28}")
+    drop, ci = shifted["drop"]["accuracy_drop_pp"], shifted["drop"]["accuracy_drop_interval_pp"]
+    span = "" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+    lines.append(f"accuracy drop on the shifted copy: {drop:.1f} pp{span} (paired, same images)")
+    return "\n".join(lines)
 
 
 def format_metrics(m: dict) -> str:

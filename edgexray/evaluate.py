@@ -69,11 +69,15 @@ def evaluate_checkpoint(
     force: bool = False,
     progress: bool = True,
     test_data=None,
+    shift: bool = False,
+    shift_seed: int = 0,
 ) -> dict:
     """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
     distribution) and `gradcam` Grad-CAM overlays; return the metrics. With `test_data` (an
     external folder of other patients) that folder is scored instead of `split`, with 95%
-    intervals and its overlap with the training folder (edgexray.external)."""
+    intervals and its overlap with the training folder (edgexray.external). With `shift`, the
+    same images are also scored as a shifted copy (edgexray.shift, seeded by `shift_seed`):
+    metrics["shifted"], with intervals and the ShiftConfig used."""
     if split not in ("train", "val", "test"):
         raise EdgeXrayError(f"split {split!r}; allowed: train, val, test")
     if not isinstance(gradcam, int) or gradcam < 0:
@@ -111,6 +115,16 @@ def evaluate_checkpoint(
     if ext is not None:
         metrics = external.metrics_of(ext, probs)
         metrics["external"] = external.block(ext, {})
+    if shift:
+        from edgexray.shift import ShiftConfig, shifted_block, shifted_probs
+
+        cfg = ShiftConfig()
+        shifted = shifted_probs(ckpt.model, arrays, ckpt.preprocess, shift_seed, cfg, tta=tta)
+        shift_groups = groups if ext is None else ext.groups
+        metrics["shifted"] = dict(
+            shifted_block(labels, probs, shifted, names, shift_seed, cfg, shift_groups),
+            split=f"{split} (shifted)",
+        )
     metrics.update(
         split=split,
         tta=tta,
