@@ -1,8 +1,12 @@
-"""Shared fixtures: real chest X-rays from ../shared/data, a synthetic set, a tiny trained model."""
+"""Shared fixtures: real chest X-rays from ../shared/data, a synthetic set, a tiny trained model, and the
+tiny models and artifacts of model_factories.py (one name per fixture)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +115,92 @@ def tiny_build(tmp_path_factory, synth_dir):
         )
     )
     return Path(summary["artifact"]), summary, synth_dir
+
+
+# ---------------------------------------------------------------- tiny models (model_factories.py)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(pytestconfig) -> dict:
+    """model_factories.make_tiny_models, built once and kept in pytest's cache (keyed by the
+    factories' source): {"onnx", "onnx_wide", "big_onnx", "tflite_int8", "tflite_fp32",
+    "tflite_int8_seed1"} -> paths."""
+    from model_factories import factories_key, make_tiny_models, tiny_model_paths
+
+    root = Path(pytestconfig.cache.mkdir("edgexray-bench-models")) / factories_key()
+    done = root / "DONE"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        make_tiny_models(root)
+        done.write_text("ok")
+    return tiny_model_paths(root)
+
+
+@pytest.fixture(scope="module")
+def tflite_twins(tiny_models) -> dict:
+    """{"int8": a full-INT8 TFLite (int8 in/out), "fp32": its float twin}, both 32x32x1 -> 2."""
+    return {"int8": tiny_models["tflite_int8"], "fp32": tiny_models["tflite_fp32"]}
+
+
+@pytest.fixture(scope="module")
+def tflite_pair(tiny_models) -> tuple[Path, Path]:
+    """Two full-INT8 TFLite models with the same shape and different weights (seeds 0 and 1)."""
+    return tiny_models["tflite_int8"], tiny_models["tflite_int8_seed1"]
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """model_factories.untrained_cbam() saved as a checkpoint (CLASSES, PRE of model_factories)."""
+    from model_factories import CLASSES, PRE, UNTRAINED_OPTIONS, untrained_cbam
+
+    from edgexray.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(
+        path,
+        untrained_cbam(),
+        arch="resnet18_cbam",
+        model_options=UNTRAINED_OPTIONS,
+        class_names=CLASSES,
+        preprocess=PRE,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tiny_models, tmp_path_factory) -> Path:
+    """A sealed artifact of tiny_models["tflite_int8"], one per test module: a module may change it."""
+    from model_factories import make_artifact
+
+    return make_artifact(
+        tmp_path_factory.mktemp("sealed") / "int8", tiny_models["tflite_int8"], precision="int8"
+    )
+
+
+@pytest.fixture(scope="module")
+def xray_eval_set(tmp_path_factory) -> Path:
+    """3 real chest X-rays per class, symlinked (model_factories.make_eval_set)."""
+    from model_factories import make_eval_set
+
+    return make_eval_set(tmp_path_factory.mktemp("eval"), per_class=3)
+
+
+@pytest.fixture(scope="session")
+def clean_venv(pytestconfig):
+    """A venv with nothing but numpy and ai-edge-litert, built once and cached."""
+    root = Path(pytestconfig.cache.mkdir("edgexray-bench-venv"))
+    python = root / "bin" / "python"
+    if not (root / "READY").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
+        proc = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "numpy==1.26.4", "ai-edge-litert==2.1.0"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"cannot install numpy + ai-edge-litert into a clean venv: {proc.stderr[-2000:]}")
+        (root / "READY").write_text("ok")
+    return python

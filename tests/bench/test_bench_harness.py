@@ -10,17 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bench_fixtures import (  # noqa: F401
-    CLASSES,
-    PRE,
-    REPO,
-    XRAYS,
-    clean_venv,
-    make_artifact,
-    make_eval_set,
-    png_eval_set,
-    tiny_models,
-)
+from model_factories import CLASSES, PRE, REPO, XRAYS, make_artifact, png_eval_set
 
 from edgexray.bench.runtimes import runner_for_file
 from edgexray.export.bundle import write_seal
@@ -47,11 +37,6 @@ def artifacts(tiny_models, tmp_path_factory):
         "litert": make_artifact(root / "int8", tiny_models["tflite_int8"], precision="int8"),
         "onnxruntime": make_artifact(root / "fp32", tiny_models["onnx"], precision="fp32"),
     }
-
-
-@pytest.fixture(scope="module")
-def eval_set(tmp_path_factory):
-    return make_eval_set(tmp_path_factory.mktemp("eval"), per_class=3)
 
 
 def fresh_copy(artifact: Path, tmp_path: Path) -> Path:
@@ -85,7 +70,7 @@ def test_strip_handles_parenthesized_imports():
         _strip_edgexray_imports("def f():\n    import edgexray.fsutil\n", "t.py")
 
 
-def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, eval_set):
+def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, xray_eval_set):
     art = fresh_copy(artifacts["litert"], tmp_path)
     ok = run_py(art, "verify")
     assert ok.returncode == 0 and "OK: 2 files match manifest.json" in ok.stdout, ok.stderr
@@ -95,7 +80,11 @@ def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, eval_set)
     model.write_bytes(bytes(data))
     bad = run_py(art, "verify")
     assert bad.returncode == 3 and "tiny_int8.tflite: sha256" in bad.stderr
-    for args in (["predict", eval_set], ["bench", "--seconds", "0.1", "--out", tmp_path / "r.json"], ["ops"]):
+    for args in (
+        ["predict", xray_eval_set],
+        ["bench", "--seconds", "0.1", "--out", tmp_path / "r.json"],
+        ["ops"],
+    ):
         refused = run_py(art, *args)
         assert refused.returncode == 3, refused.stderr
         assert "refusing to run" in refused.stderr and refused.stdout == ""
@@ -105,9 +94,9 @@ def test_verify_ok_then_tampered_model_is_refused(artifacts, tmp_path, eval_set)
     assert missing.returncode == 3 and "tiny_int8.tflite: missing" in missing.stderr
 
 
-def test_predict_json_csv_raw_and_repeatable(artifacts, eval_set, tmp_path):
+def test_predict_json_csv_raw_and_repeatable(artifacts, xray_eval_set, tmp_path):
     art = artifacts["litert"]
-    first = run_py(art, "predict", eval_set, "--raw")
+    first = run_py(art, "predict", xray_eval_set, "--raw")
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert doc["schema"] == "edgexray.predictions/1" and doc["class_names"] == CLASSES
@@ -126,10 +115,10 @@ def test_predict_json_csv_raw_and_repeatable(artifacts, eval_set, tmp_path):
     images = [p["image"] for p in preds]
     host = softmax(np.concatenate([runner.predict(PRE(read_image_array(i))[None]) for i in images]))
     np.testing.assert_allclose(host, [[p["probabilities"][c] for c in CLASSES] for p in preds], atol=1e-6)
-    again = run_py(art, "predict", eval_set, "--raw")
+    again = run_py(art, "predict", xray_eval_set, "--raw")
     assert json.loads(again.stdout) == doc
     out = tmp_path / "p.csv"
-    csv_run = run_py(art, "predict", eval_set, "--format", "csv", "--out", out)
+    csv_run = run_py(art, "predict", xray_eval_set, "--format", "csv", "--out", out)
     assert csv_run.returncode == 0 and csv_run.stdout == ""
     lines = out.read_text().splitlines()
     assert lines[0] == "image,label,index,probability,p_NORMAL,p_PNEUMONIA"
@@ -168,10 +157,12 @@ def test_images_of_other_size_and_mode_are_resized_per_manifest(artifacts, tmp_p
 
 
 @pytest.mark.parametrize("name", ["litert", "onnxruntime"])
-def test_bench_writes_the_schema(artifacts, eval_set, tmp_path, name):
+def test_bench_writes_the_schema(artifacts, xray_eval_set, tmp_path, name):
     out = tmp_path / "results.json"
     extra = [] if name == "litert" else ["--no-memory"]
-    result = run_py(artifacts[name], "bench", "--seconds", "0.3", "--data", eval_set, "--out", out, *extra)
+    result = run_py(
+        artifacts[name], "bench", "--seconds", "0.3", "--data", xray_eval_set, "--out", out, *extra
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     assert schema_problems(doc) == []

@@ -1,7 +1,7 @@
 """A sealed artifact refuses to run when anything in it changed: every tamper case through all
 five entry points (run.py verify / predict / bench, edgexray bench, edgexray verify), exit 3.
 
-One tiny sealed artifact per module (test_bench_fixtures.make_artifact, the bundle's seal); each
+One tiny sealed artifact per module (model_factories.make_artifact, the bundle's seal); each
 case changes a copy. run.py is the rendered file of that artifact, loaded once and called
 in-process with --dir (the seal is read from the copy's own run.py file).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_bench_fixtures import CLASSES, make_artifact, tiny_models  # noqa: F401
+from model_factories import CLASSES
 
 from edgexray.bench.local import parse_run_py_output
 from edgexray.cli import main as edgexray_main
@@ -45,16 +45,9 @@ def _png(path: Path, width: int, height: int, pixels: bytes | None = None) -> Pa
 
 
 @pytest.fixture(scope="module")
-def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(
-        tmp_path_factory.mktemp("sealed") / "int8", tiny_models["tflite_int8"], precision="int8"
-    )
-
-
-@pytest.fixture(scope="module")
-def run_py(artifact):
+def run_py(int8_artifact):
     """The artifact's rendered run.py as a module: main(argv) -> exit status."""
-    spec = importlib.util.spec_from_file_location("sealed_run_py", artifact / "run.py")
+    spec = importlib.util.spec_from_file_location("sealed_run_py", int8_artifact / "run.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -152,13 +145,13 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def tampered(artifact, tmp_path_factory):
+def tampered(int8_artifact, tmp_path_factory):
     """{case: a tampered copy of the artifact}, made once."""
     root = tmp_path_factory.mktemp("tampered")
     copies = {}
     for name, (tamper, _) in CASES.items():
         copies[name] = root / name
-        shutil.copytree(artifact, copies[name])
+        shutil.copytree(int8_artifact, copies[name])
         tamper(copies[name])
     return copies
 
@@ -172,12 +165,12 @@ def _assert_refused(code: int, err: str, case: str) -> None:
     assert "rebuild the artifact" in lines[0] and "restore" in lines[0]
 
 
-def test_the_untouched_artifact_verifies(artifact, run_py, capsys):
-    assert run_py.main(["--dir", str(artifact), "verify"]) == 0
+def test_the_untouched_artifact_verifies(int8_artifact, run_py, capsys):
+    assert run_py.main(["--dir", str(int8_artifact), "verify"]) == 0
     out = capsys.readouterr().out
     assert "OK: 2 files match manifest.json" in out and "labels.txt equals class_names" in out
     check = subprocess.run(
-        ["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=artifact, capture_output=True, text=True
+        ["sha256sum", "-c", "--strict", "checksums.sha256"], cwd=int8_artifact, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -231,10 +224,10 @@ def test_run_py_refusal_on_the_device_is_an_integrity_error():
         parse_run_py_output(proc, "pi@host", None)
 
 
-def test_predict_refuses_a_decompression_bomb(artifact, run_py, tmp_path, capsys):
+def test_predict_refuses_a_decompression_bomb(int8_artifact, run_py, tmp_path, capsys):
     pytest.importorskip("PIL")
     bomb = _png(tmp_path / "bomb.png", 20000, 20000)  # 4e8 pixels: over twice Pillow's limit
-    code = run_py.main(["--dir", str(artifact), "predict", str(bomb)])
+    code = run_py.main(["--dir", str(int8_artifact), "predict", str(bomb)])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
@@ -251,9 +244,9 @@ def _zip_beside(folder: Path, dest_dir: Path) -> Path:
     return archive
 
 
-def test_the_error_names_the_edited_fields_when_the_zip_is_beside(artifact, run_py, tmp_path, capsys):
-    art = tmp_path / artifact.name
-    shutil.copytree(artifact, art)
+def test_the_error_names_the_edited_fields_when_the_zip_is_beside(int8_artifact, run_py, tmp_path, capsys):
+    art = tmp_path / int8_artifact.name
+    shutil.copytree(int8_artifact, art)
     _zip_beside(art, tmp_path)
     _edit_manifest(lambda m: (m["class_names"].reverse(), m["preprocess"].update(std=[0.3])))(art)
     assert run_py.main(["--dir", str(art), "verify"]) == 3
@@ -264,8 +257,8 @@ def test_the_error_names_the_edited_fields_when_the_zip_is_beside(artifact, run_
     assert "formatting only" in capsys.readouterr().err
 
 
-def test_bench_takes_an_artifact_zip_and_explains_other_files(artifact, tmp_path):
-    archive = _zip_beside(artifact, tmp_path)
+def test_bench_takes_an_artifact_zip_and_explains_other_files(int8_artifact, tmp_path):
+    archive = _zip_beside(int8_artifact, tmp_path)
     result = CliRunner().invoke(edgexray_main, ["bench", str(archive), "--runs", "2", "--no-memory"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["results"][0]["latency_ms"]["runs"] == 2
@@ -288,9 +281,9 @@ def test_bench_takes_an_artifact_zip_and_explains_other_files(artifact, tmp_path
     assert not (tmp_path.parent / "escape").exists()
 
 
-def test_bench_timeout_is_an_option(artifact):
+def test_bench_timeout_is_an_option(int8_artifact):
     result = CliRunner().invoke(
-        edgexray_main, ["bench", str(artifact), "--timeout", "0.01", "--runs", "1", "--no-memory"]
+        edgexray_main, ["bench", str(int8_artifact), "--timeout", "0.01", "--runs", "1", "--no-memory"]
     )
     assert result.exit_code == 2 and "did not finish within" in result.output
     assert "raise --timeout" in result.output and "Traceback" not in result.output

@@ -30,7 +30,7 @@ from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import LUMA, Preprocess, resize_square
 
 Image = pytest.importorskip("PIL.Image")
-CHEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest-xray-pneumonia" / "train"
+CHEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "chest-xray-pneumonia" / "train"
 
 
 def gradient(h=24, w=32, hi=255, dtype=np.uint8):

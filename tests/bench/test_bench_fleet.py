@@ -17,7 +17,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from test_bench_fixtures import make_artifact, png_eval_set, tiny_models  # noqa: F401
+from model_factories import make_artifact, png_eval_set
 from test_bench_remote import _free_port, running_sshd
 
 from edgexray.bench.fleet import hosts2urls

@@ -277,7 +277,7 @@ def test_metadata_read_by_mediapipe(android_artifact, mediapipe_python):
 
 @pytest.fixture(scope="module")
 def x86_artifact(tmp_path_factory) -> Path:
-    from test_bundle import make_onnx
+    from model_factories import make_onnx
 
     onnx_path = make_onnx(tmp_path_factory.mktemp("mobile-onnx") / "model_fp32.onnx", size=SIZE)
     return write_artifact(

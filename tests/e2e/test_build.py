@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_bench_fixtures import clean_venv  # noqa: F401  (session fixture: numpy + ai-edge-litert only)
 
 from edgexray.cli import main
 

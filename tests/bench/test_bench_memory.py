@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_bench_fixtures import tiny_models  # noqa: F401
 
 from edgexray.bench.memory import file_size, measure_memory
 from edgexray.runtime.errors import EdgeXrayError

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_factories import make_onnx
 
 from edgexray.devices import load_profile
 from edgexray.export.bundle import render_report_html, tool_versions, write_artifact
@@ -28,80 +29,9 @@ CLASSES = ["normal", "pneumonia"]
 PRE = Preprocess(size=32, channels=1, mean=(0.5,), std=(0.25,))
 
 
-def make_onnx(path: Path, size: int = 32, classes: int = 2) -> Path:
-    """A real ONNX classifier: Conv(1->4, 3x3) -> ReLU -> GlobalAveragePool -> Gemm(4->classes)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b"),
-        numpy_helper.from_array(rng.normal(0, 1, (classes, 4)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
-
-
-TFLITE_SCRIPT = textwrap.dedent("""
-    import sys, numpy as np, tensorflow as tf
-    tf.keras.utils.set_random_seed(0)
-    m = tf.keras.Sequential([tf.keras.Input((32, 32, 1)), tf.keras.layers.Conv2D(4, 3, activation="relu"),
-                             tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2)])
-    def rep():
-        rng = np.random.default_rng(1)
-        for _ in range(16):
-            yield [rng.normal(0, 1, (1, 32, 32, 1)).astype(np.float32)]
-    c = tf.lite.TFLiteConverter.from_keras_model(m)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = rep
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.int8
-    c.inference_output_type = tf.int8
-    open(sys.argv[1], "wb").write(c.convert())
-    c = tf.lite.TFLiteConverter.from_keras_model(m)
-    open(sys.argv[2], "wb").write(c.convert())
-""")
-
-
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
     return make_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def tflite_models(tmp_path_factory):
-    """A real full-integer INT8 TFLite (int8 in/out) and its FP32 twin, converted by TensorFlow
-    in a subprocess (TensorFlow and torch fight over threads in one process)."""
-    d = tmp_path_factory.mktemp("tflite")
-    int8, fp32 = d / "tiny_int8.tflite", d / "tiny_fp32.tflite"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    subprocess.run(
-        [sys.executable, "-c", TFLITE_SCRIPT, str(int8), str(fp32)],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=600,
-    )
-    return {"int8": int8, "fp32": fp32}
 
 
 def build_fields() -> dict:
@@ -422,8 +352,8 @@ def test_gradcam_only_for_synthetic_images(tmp_path, onnx_model):
 
 
 @pytest.mark.slow
-def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
-    folder = write(tmp_path, tflite_models, target="rpi4", precision="int8")
+def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_twins):
+    folder = write(tmp_path, tflite_twins, target="rpi4", precision="int8")
     assert folder.name == "rpi4-tiny_cbam-int8"
     m = json.loads((folder / "manifest.json").read_text())
     assert manifest_problems(m) == []
@@ -438,7 +368,7 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
     assert read_tflite_metadata(shipped.read_bytes())["files"]["labels.txt"] == b"normal\npneumonia\n"
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 1)).astype(np.float32)
     outs = []
-    for path in (shipped, tflite_models["fp32"]):
+    for path in (shipped, tflite_twins["fp32"]):
         it = Interpreter(model_path=str(path))
         it.allocate_tensors()
         it.set_tensor(it.get_input_details()[0]["index"], x)
@@ -470,7 +400,7 @@ def test_tflite_int8_artifact_for_rpi4(tmp_path, tflite_models):
 
     from edgexray.runtime.preprocess import read_image_array
 
-    it = Interpreter(model_path=str(tflite_models["int8"]))
+    it = Interpreter(model_path=str(tflite_twins["int8"]))
     it.allocate_tensors()
     d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
     scale, zp = d_in["quantization"]

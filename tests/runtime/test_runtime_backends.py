@@ -1,11 +1,11 @@
 """One template every runner passes: LiteRT, ONNX Runtime and PyTorch on the CPU, on the tiny
-fixture models (tests/test_bench_fixtures.py)."""
+fixture models (tests/model_factories.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
+from model_factories import SIZE
 
 from edgexray.bench.runtimes import RUNNER_CLASSES, load_runner
 from edgexray.runtime.registry import get_runtime
@@ -14,26 +14,9 @@ from edgexray.runtime.runner_base import Runner, TensorSpec
 X = np.random.default_rng(5).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from edgexray.checkpoint import save_checkpoint
-    from edgexray.models import create_model
-
-    torch.manual_seed(0)
-    options = {"num_classes": 2, "in_chans": 1, "width": 0.25}
-    model = create_model("resnet18_cbam", **options).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        path, model, arch="resnet18_cbam", model_options=options, class_names=CLASSES, preprocess=PRE
-    )
-    return path
-
-
 @pytest.fixture
-def model_files(tiny_models, tiny_checkpoint):  # noqa: F811
-    return {**tiny_models, "checkpoint": tiny_checkpoint}
+def model_files(tiny_models, untrained_checkpoint):
+    return {**tiny_models, "checkpoint": untrained_checkpoint}
 
 
 # (fixture model, runtime, layout and dtype of its input as stored)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bench_fixtures import CLASSES, REPO, SIZE, tiny_models  # noqa: F401
+from model_factories import CLASSES, REPO, SIZE
 
 import edgexray.runtime.runners as runtime_runners
 from edgexray.export.run_py_render import render_run_py, runtime_layer_order

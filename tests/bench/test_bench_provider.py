@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_bench_fixtures import make_artifact, tiny_models  # noqa: F401
+from model_factories import make_artifact
 
 from edgexray.export.bundle import seal_artifact
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_bench_fixtures import CLASSES, PRE, make_artifact, make_eval_set, tiny_models  # noqa: F401
+from model_factories import CLASSES, PRE
 
 from edgexray.bench.compare import compare_models
 from edgexray.bench.results import markdown_table, read_results
@@ -16,25 +16,13 @@ from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.record import schema_problems
 
 
-@pytest.fixture(scope="module")
-def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(
-        tmp_path_factory.mktemp("cli") / "int8", tiny_models["tflite_int8"], precision="int8"
-    )
-
-
-@pytest.fixture(scope="module")
-def eval_set(tmp_path_factory):
-    return make_eval_set(tmp_path_factory.mktemp("eval"), per_class=3)
-
-
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_set, tmp_path):
+def test_bench_artifact_writes_reports_and_refuses_to_overwrite(int8_artifact, xray_eval_set, tmp_path):
     out = tmp_path / "bench"
-    result = invoke("bench", artifact, "--data", eval_set, "--seconds", "0.2", "--out", out)
+    result = invoke("bench", int8_artifact, "--data", xray_eval_set, "--seconds", "0.2", "--out", out)
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {
         "results.json",
@@ -49,15 +37,23 @@ def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_s
     assert "| artifact | litert 2.1.0 | int8 | 1 |" in result.output
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<table>" in html
-    again = invoke("bench", artifact, "--seconds", "0.2", "--out", out)
+    again = invoke("bench", int8_artifact, "--seconds", "0.2", "--out", out)
     assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
     assert "Traceback" not in again.output
-    forced = invoke("bench", artifact, "--seconds", "0.2", "--no-memory", "--out", out, "--force")
+    forced = invoke("bench", int8_artifact, "--seconds", "0.2", "--no-memory", "--out", out, "--force")
     assert forced.exit_code == 0 and read_results(out)["results"][0]["memory_mb"] is None
 
     # the same model through the host runner scores exactly as run.py did
     host = invoke(
-        "bench", artifact, "--runtime", "litert", "--data", eval_set, "--seconds", "0.2", "--no-memory"
+        "bench",
+        int8_artifact,
+        "--runtime",
+        "litert",
+        "--data",
+        xray_eval_set,
+        "--seconds",
+        "0.2",
+        "--no-memory",
     )
     assert host.exit_code == 0, host.output
     host_doc = json.loads(host.output)
@@ -65,13 +61,13 @@ def test_bench_artifact_writes_reports_and_refuses_to_overwrite(artifact, eval_s
     assert host_doc["results"][0]["accuracy"]["metrics"] == doc["results"][0]["accuracy"]["metrics"]
 
 
-def test_bench_model_file_and_bad_input(tiny_models, artifact, tmp_path):
+def test_bench_model_file_and_bad_input(tiny_models, int8_artifact, tmp_path):
     result = invoke("bench", tiny_models["onnx"], "--seconds", "0.2", "--no-memory", "--threads", "1")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert schema_problems(doc) == [] and doc["results"][0]["runtime"] == "onnxruntime-cpu"
     assert doc["results"][0]["precision"] == "fp32"
-    bad = invoke("bench", artifact, "--runtime", "onnxruntime-cpu")
+    bad = invoke("bench", int8_artifact, "--runtime", "onnxruntime-cpu")
     assert bad.exit_code == 2 and "loads .onnx files" in bad.output
     typo = invoke("bench", tiny_models["onnx"], "--runtime", "onnxruntime-cp")
     assert typo.exit_code == 2 and "did you mean 'onnxruntime-cpu'" in typo.output
@@ -80,19 +76,19 @@ def test_bench_model_file_and_bad_input(tiny_models, artifact, tmp_path):
     not_model = tmp_path / "notes.txt"
     not_model.write_text("x")
     assert invoke("bench", not_model).exit_code == 2
-    assert invoke("bench", artifact, "--seconds", "0").exit_code == 2
+    assert invoke("bench", int8_artifact, "--seconds", "0").exit_code == 2
 
 
-def test_compare_models_interleaved(artifact, tiny_models, eval_set):
+def test_compare_models_interleaved(int8_artifact, tiny_models, xray_eval_set):
     with pytest.raises(EdgeXrayError, match="none of the models carries"):
         compare_models([("a", tiny_models["onnx"]), ("b", tiny_models["onnx_wide"])], progress=False)
     doc = compare_models(
         [
-            ("artifact", artifact),
+            ("artifact", int8_artifact),
             ("fp32 tflite", tiny_models["tflite_fp32"]),
             ("tiny onnx", tiny_models["onnx"]),
         ],
-        eval_set,
+        xray_eval_set,
         seconds=0.4,
         rounds=2,
         threads=1,
@@ -136,7 +132,7 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_set, tmp_path):
+def test_compare_cli_makes_the_missing_onnx_files(checkpoints, int8_artifact, xray_eval_set, tmp_path):
     out = tmp_path / "compare"
     # "narrow" stands in for a pruned checkpoint: a thinner network of the same architecture
     result = invoke(
@@ -146,11 +142,11 @@ def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_se
         "--pruned",
         checkpoints["narrow"],
         "--artifact",
-        artifact,
+        int8_artifact,
         "--data",
-        eval_set,
+        xray_eval_set,
         "--calib",
-        eval_set,
+        xray_eval_set,
         "--calib-count",
         "4",
         "--seconds",
@@ -171,7 +167,7 @@ def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_se
         "unpruned FP32 ONNX Runtime",
         "unpruned INT8 ONNX Runtime",
         "pruned FP32 PyTorch",
-        f"artifact {artifact.name}",
+        f"artifact {int8_artifact.name}",
     ]
     assert doc["baseline"] == "unpruned FP32 PyTorch"
     by = {e["label"]: e for e in doc["results"]}
@@ -196,8 +192,8 @@ def test_compare_cli_makes_the_missing_onnx_files(checkpoints, artifact, eval_se
     )
 
 
-def test_compare_cli_needs_calibration_for_the_int8_baseline(checkpoints, artifact):
-    result = invoke("compare", "--baseline", checkpoints["unpruned"], "--artifact", artifact)
+def test_compare_cli_needs_calibration_for_the_int8_baseline(checkpoints, int8_artifact):
+    result = invoke("compare", "--baseline", checkpoints["unpruned"], "--artifact", int8_artifact)
     assert result.exit_code == 2 and "--calib" in result.output and "Traceback" not in result.output
 
 
@@ -210,7 +206,7 @@ def test_readme_compare_line_runs_as_written(tiny_build, tmp_path):
     from pathlib import Path
 
     artifact = tiny_build[0]
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     line = re.search(r"^edgexray compare .*$", readme, re.M).group(0)
     words = shlex.split(line.split("#")[0])[2:]
     assert words[0::2] == ["--baseline", "--artifact"], line  # options as the README writes them

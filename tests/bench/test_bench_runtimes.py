@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_bench_fixtures import CLASSES, PRE, SIZE, tiny_models  # noqa: F401
+from model_factories import CLASSES, SIZE, untrained_cbam
 
 from edgexray.bench.runtimes import list_runtimes, load_runner, runner_for_file
 from edgexray.runtime.errors import EdgeXrayError
@@ -17,24 +17,9 @@ X = np.random.default_rng(3).normal(size=(3, 1, SIZE, SIZE)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from edgexray.checkpoint import save_checkpoint
-    from edgexray.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("resnet18_cbam", num_classes=2, in_chans=1, width=0.25).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        model,
-        arch="resnet18_cbam",
-        model_options={"num_classes": 2, "in_chans": 1, "width": 0.25},
-        class_names=CLASSES,
-        preprocess=PRE,
-    )
-    return path, model
+def untrained_model():
+    """The torch model saved as `untrained_checkpoint` (conftest.py), rebuilt from the same seed."""
+    return untrained_cbam()
 
 
 @pytest.mark.parametrize(
@@ -74,10 +59,10 @@ def test_int8_tflite_tracks_float_tflite(tiny_models):
     assert (int8.argmax(1) == fp32.argmax(1)).all()
 
 
-def test_torch_runner_matches_pytorch_and_onnx_export(tiny_checkpoint, tmp_path):
+def test_torch_runner_matches_pytorch_and_onnx_export(untrained_checkpoint, untrained_model, tmp_path):
     import torch
 
-    path, model = tiny_checkpoint
+    path, model = untrained_checkpoint, untrained_model
     runner = load_runner("torch-cpu", path, threads=1)
     assert runner.input_spec.shape == (1, 1, SIZE, SIZE) and runner.metadata["class_names"] == CLASSES
     with torch.no_grad():
@@ -174,7 +159,7 @@ def test_bench_modules_do_not_import_torch_or_tensorflow():
 
 
 @pytest.mark.gpu
-def test_cuda_runners_and_device_memory(tiny_checkpoint, tiny_models):
+def test_cuda_runners_and_device_memory(untrained_checkpoint, tiny_models):
     import onnxruntime
     import torch
 
@@ -182,7 +167,7 @@ def test_cuda_runners_and_device_memory(tiny_checkpoint, tiny_models):
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
-    path, _ = tiny_checkpoint
+    path = untrained_checkpoint
     cpu = load_runner("torch-cpu", path, threads=1).predict(X)
     gpu = load_runner("torch-cuda", path)
     assert gpu.device == "cuda"

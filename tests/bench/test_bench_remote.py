@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_bench_fixtures import clean_venv, make_artifact, png_eval_set, tiny_models  # noqa: F401
+from model_factories import png_eval_set
 
 from edgexray.bench.remote import parse_ssh_url, remote_bench
 from edgexray.cli import main
@@ -125,19 +125,12 @@ def sshd_server(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module")
-def artifact(tiny_models, tmp_path_factory):
-    return make_artifact(
-        tmp_path_factory.mktemp("remote") / "int8", tiny_models["tflite_int8"], precision="int8"
-    )
-
-
 def _workdirs() -> set:
     return set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "edgexray-bench.*")))
 
 
 @pytest.mark.slow
-def test_remote_bench_end_to_end(sshd_server, artifact, clean_venv, tmp_path):
+def test_remote_bench_end_to_end(sshd_server, int8_artifact, clean_venv, tmp_path):
     data = png_eval_set(tmp_path / "data", per_class=2)
     before = _workdirs()
     target = parse_ssh_url(
@@ -146,7 +139,9 @@ def test_remote_bench_end_to_end(sshd_server, artifact, clean_venv, tmp_path):
         options=sshd_server["options"],
         connect_timeout=5,
     )
-    doc = remote_bench(artifact, target, data=data, remote_python=str(clean_venv), seconds=0.3, threads=1)
+    doc = remote_bench(
+        int8_artifact, target, data=data, remote_python=str(clean_venv), seconds=0.3, threads=1
+    )
     assert schema_problems(doc) == []
     assert doc["producer"].startswith("run.py") and doc["remote"]["url"] == str(target)
     (entry,) = doc["results"]
@@ -159,11 +154,11 @@ def test_remote_bench_end_to_end(sshd_server, artifact, clean_venv, tmp_path):
 
 @pytest.mark.slow
 def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(
-    sshd_server, artifact, clean_venv, tmp_path
+    sshd_server, int8_artifact, clean_venv, tmp_path
 ):
     args = [
         "bench",
-        str(artifact),
+        str(int8_artifact),
         "--remote",
         sshd_server["url"],
         "--identity",
@@ -183,7 +178,7 @@ def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(
     assert (out / "report.html").is_file() and "| artifact | litert 2.1.0 |" in result.output
 
     tampered = tmp_path / "tampered"
-    shutil.copytree(artifact, tampered)
+    shutil.copytree(int8_artifact, tampered)
     (tampered / "run.py").write_text((tampered / "run.py").read_text() + "\n# edited\n")
     before = _workdirs()
     result = CliRunner().invoke(main, args[:1] + [str(tampered)] + args[2:])
@@ -192,18 +187,18 @@ def test_remote_cli_writes_reports_and_refuses_a_tampered_artifact(
     assert _workdirs() == before
 
 
-def test_unreachable_host_fails_fast_with_a_clear_error(artifact):
+def test_unreachable_host_fails_fast_with_a_clear_error(int8_artifact):
     port = _free_port()  # nothing listens there
     t0 = time.monotonic()
     with pytest.raises(
         EdgeXrayError, match=rf"cannot reach ssh://.*127\.0\.0\.1:{port} .*check the host and port"
     ):
-        remote_bench(artifact, parse_ssh_url(f"ssh://nobody@127.0.0.1:{port}", connect_timeout=3))
+        remote_bench(int8_artifact, parse_ssh_url(f"ssh://nobody@127.0.0.1:{port}", connect_timeout=3))
     assert time.monotonic() - t0 < 20
     # a silent address (TEST-NET-1, RFC 5737): the connect timeout bounds the wait
     t0 = time.monotonic()
     with pytest.raises(EdgeXrayError, match="cannot reach"):
-        remote_bench(artifact, parse_ssh_url("ssh://pi@192.0.2.1:22", connect_timeout=2))
+        remote_bench(int8_artifact, parse_ssh_url("ssh://pi@192.0.2.1:22", connect_timeout=2))
     assert time.monotonic() - t0 < 20
 
 

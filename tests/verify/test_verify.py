@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 from pathlib import Path
 
@@ -36,45 +35,13 @@ from edgexray.fsutil import sha256_file
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.preprocess import Preprocess, decode_png, read_image_array
 
-CHEST = Path(__file__).resolve().parents[2] / "shared/data/chest-xray-pneumonia/train"
+CHEST = Path(__file__).resolve().parents[3] / "shared/data/chest-xray-pneumonia/train"
 CLASSES = ["normal", "pneumonia"]
 PRE = Preprocess(size=32, channels=1, mean=(0.5,), std=(0.25,))
 
-# Two full-INT8 TFLite models with the same shape and different weights (seeds 0 and 1).
-TFLITE_SCRIPT = textwrap.dedent("""
-    import sys, numpy as np, tensorflow as tf
-    for seed, out in ((0, sys.argv[1]), (1, sys.argv[2])):
-        tf.keras.utils.set_random_seed(seed)
-        m = tf.keras.Sequential([tf.keras.Input((32, 32, 1)),
-                                 tf.keras.layers.Conv2D(4, 3, activation="relu"),
-                                 tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                                 tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(2)])
-        rng = np.random.default_rng(seed)
-        def rep():
-            for _ in range(16):
-                yield [rng.normal(0, 1, (1, 32, 32, 1)).astype(np.float32)]
-        c = tf.lite.TFLiteConverter.from_keras_model(m)
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = rep
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        c.inference_input_type = tf.int8
-        c.inference_output_type = tf.int8
-        open(out, "wb").write(c.convert())
-""")
-
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("models")
-    a, b = d / "a.tflite", d / "b.tflite"
-    subprocess.run(
-        [sys.executable, "-c", TFLITE_SCRIPT, str(a), str(b)], check=True, capture_output=True, timeout=300
-    )
-    return a, b
-
-
-@pytest.fixture(scope="module")
-def verified_artifact(tiny_models, tmp_path_factory) -> Path:
+def verified_artifact(tflite_pair, tmp_path_factory) -> Path:
     """The rpi4 artifact of model a, written by the bundle with verify_artifact as its check."""
     ok, why = arm_verification_available()
     if not ok:
@@ -85,7 +52,7 @@ def verified_artifact(tiny_models, tmp_path_factory) -> Path:
         target=load_profile("rpi4"),
         arch="aarch64",
         precision="int8",
-        model_files={"int8": tiny_models[0]},
+        model_files={"int8": tflite_pair[0]},
         manifest_fields={},
         class_names=CLASSES,
         preprocess=PRE,
@@ -139,10 +106,10 @@ def test_tiny_int8_artifact_verifies_on_emulated_cortex_a72(verified_artifact):
 
 
 @pytest.mark.slow
-def test_swapped_model_fails_verification(verified_artifact, tiny_models, tmp_path):
+def test_swapped_model_fails_verification(verified_artifact, tflite_pair, tmp_path):
     art = tmp_path / "swapped"
     shutil.copytree(verified_artifact, art)
-    shutil.copyfile(tiny_models[1], art / "model.tflite")
+    shutil.copyfile(tflite_pair[1], art / "model.tflite")
     # fix up the manifest (checksum, size, quantization) so that run.py accepts the new model:
     manifest = json.loads((art / "manifest.json").read_text())
     manifest["files"]["model.tflite"] = {
@@ -358,13 +325,13 @@ def test_cli_bad_input(tmp_path):
 
 
 @pytest.mark.slow
-def test_x86_target_is_skipped_not_passed(tiny_models, tmp_path):
+def test_x86_target_is_skipped_not_passed(tflite_pair, tmp_path):
     art = write_artifact(
         tmp_path,
         target=load_profile("rpi4"),
         arch="aarch64",
         precision="int8",
-        model_files={"int8": tiny_models[0]},
+        model_files={"int8": tflite_pair[0]},
         manifest_fields={},
         class_names=CLASSES,
         preprocess=PRE,
