@@ -52,20 +52,3 @@ def gradcam(
     cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam.detach().numpy()
     return (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32), target
-
-
-def gradcam_pairs(base, pruned, data, n: int = 3) -> dict:
-    """Grad-CAM of the original beside the deployed (pruned) checkpoint on the first `n` test
-    images, as report PNGs (the build shows them for synthetic images only)."""
-    from edgexray import plots
-
-    out = {}
-    for i in range(min(n, len(data.labels["test"]))):
-        gray = data.arrays["test"][i].astype(np.float32)
-        x = torch.from_numpy(base.preprocess.normalize(gray))[None]
-        for tag, ck in (("original", base), ("deployed", pruned)):
-            heat, cls = gradcam(ck.model, x)
-            out[f"image {i}: {tag} (pred {ck.class_names[cls]})"] = plots.overlay_heatmap(
-                gray, heat, title=f"{tag}: {ck.class_names[cls]}"
-            )
-    return out

@@ -43,6 +43,7 @@ _DRAWN = {
     "calibration",
     "decision",
     "warnings",
+    "saliency",
 }
 
 
@@ -57,7 +58,7 @@ def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: 
         _section("Confusion matrices (held-out split)", _confusions(models)),
         _section(
             "Grad-CAM: original beside deployed model",
-            _gradcam(assets.get("gradcam") or {}, images_are_synthetic),
+            _gradcam(assets.get("gradcam") or {}, images_are_synthetic, manifest.get("saliency")),
         ),
         _section("Parity of the exported files with PyTorch", _parity(manifest.get("parity"))),
         _section("ARM verification", _arm(manifest.get("arm_verification"))),
@@ -363,16 +364,58 @@ def _confusions(models: list) -> str:
     return _figures(figs) if figs else _missing("No confusion matrices were recorded.")
 
 
-def _gradcam(images: dict, synthetic: bool) -> str:
+def _saliency_numbers(block: dict | None) -> str:
+    """What the IoU means, and the per-image table of the manifest's "saliency" block."""
+    if not block:
+        return ""
+    top = block.get("top_fraction", 0.15)
+    occ = block.get("occlusion") or {}
+    return (
+        f'<p class="sub">Grad-CAM of the unpruned PyTorch model beside the occlusion map of the '
+        f"shipped file {html.escape(str(block.get('file')))} (run by {html.escape(str(block.get('runner')))}"
+        f", the class run.py uses; {occ.get('patch')} px patches, stride {occ.get('stride')}) for the "
+        f"class Grad-CAM explains. IoU = overlap of the two maps' top {top:.0%} pixels: 1 means the "
+        f"shipped file relies on the same regions as the original model, 0 on none of them. Mean "
+        f"IoU {_num(block.get('mean_iou'))} on {len(block.get('images') or [])} "
+        f"{html.escape(str(block.get('split', 'val')))} images.</p>"
+        + _table(block.get("images") or [], ["index", "class", "iou"])
+    )
+
+
+def _gradcam(images: dict, synthetic: bool, saliency: dict | None = None) -> str:
+    numbers = _saliency_numbers(saliency)
     if images and synthetic:
-        return '<p class="sub">Computed on synthetic images (no patient data).</p>' + _figures(images)
-    if images:
+        return (
+            '<p class="sub">Computed on synthetic images (no patient data).</p>' + numbers + _figures(images)
+        )
+    if images or saliency:
+        where = f" ({html.escape(saliency['overlays'])})" if saliency and saliency.get("overlays") else ""
         return (
             '<p class="note">Grad-CAM overlays are derived from patient images, so they were '
-            "left out of this artifact for privacy. They are in the build's own report, "
-            "outside the artifact.</p>"
+            f"left out of this artifact for privacy. They are in the build's own report{where}, "
+            "outside the artifact.</p>" + numbers
         )
     return _missing("Grad-CAM was not computed for this build.")
+
+
+def saliency_page(block: dict, images: dict) -> str:
+    """The build's own saliency report (build-<target>/saliency/report.html, never shipped):
+    the overlays and the numbers, self-contained."""
+    from datetime import UTC, datetime
+
+    from edgexray import __version__
+
+    return Template(
+        (Path(__file__).resolve().parent / "templates" / "report.html.tmpl").read_text(encoding="utf-8")
+    ).substitute(
+        name="saliency of the shipped file",
+        subtitle=html.escape(str(block.get("method", ""))),
+        cards="",
+        sections=_section("Grad-CAM beside the shipped file's occlusion map", _saliency_numbers(block))
+        + _figures(images),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        edgexray_version=html.escape(__version__),
+    )
 
 
 def _parity(parity) -> str:

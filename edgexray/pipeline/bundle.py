@@ -1,6 +1,7 @@
 """The build's last stage: the artifact folder (export.bundle.write_artifact) with the build's
-manifest fields (export.build_manifest), report plots, Grad-CAM (synthetic images only), the
-Tasks-ready variant for LiteRT targets and, before sealing, the emulated-ARM and external checks."""
+manifest fields (export.build_manifest), report plots, the saliency of the shipped file beside
+Grad-CAM (overlays in the artifact for synthetic images only), the Tasks-ready variant for LiteRT
+targets and, before sealing, the emulated-ARM and external checks."""
 
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ class Bundled:
 def bundle(state: BuildState) -> Bundled:
     from edgexray.export.build_manifest import manifest_fields, tasks_row
     from edgexray.export.bundle import write_artifact
-    from edgexray.gradcam import gradcam_pairs
     from edgexray.review import models2warnings
 
     cfg, base, data, steps = state.cfg, state.base, state.data, state.steps
     fields = manifest_fields(state)
-    gradcam_assets = gradcam_pairs(base, state.pruned.checkpoint, data) if state.synthetic else {}
+    fields["saliency"], gradcam_assets = _saliency(state)
     test_files = data.splits["test"]  # real held-out images: ARM rounding is judged on them too
     verify = _arm_verifier(
         state, [Path(data.index.root) / rel for rel in test_files[:: max(1, len(test_files) // 6)][:6]]
@@ -61,6 +61,7 @@ def bundle(state: BuildState) -> Bundled:
         images_are_synthetic=state.synthetic,
         verify=verify,
         tasks_model=tasks and tasks[0],
+        main_model=state.profile.main_model if tasks else "int8-io",
         force=cfg.force,
     )
     return Bundled(artifact, holder.get("external"))
@@ -96,10 +97,46 @@ def _report_plots(state: BuildState) -> dict:
     return assets
 
 
+SALIENCY_IMAGES = 4  # seeded val images; occlusion costs ~226 runs of the shipped file each
+
+
+def _saliency(state: BuildState) -> tuple[dict, dict]:
+    """Grad-CAM of the unpruned model beside the occlusion map of the shipped file (through its
+    runner) on seeded val images: the manifest's "saliency" block, and {caption: PNG} for the
+    artifact's report (synthetic images only). The overlays and the numbers are also written to
+    build-<target>/saliency/ (report.html + PNGs), which never ships."""
+    from edgexray.export.report_html import saliency_page
+    from edgexray.fsutil import atomic_write_bytes, atomic_write_text
+    from edgexray.saliency import deployed_saliency, sample_indices
+
+    gray = state.data.arrays["val"]
+    block, figures = deployed_saliency(
+        state.base,
+        state.shipped_file,
+        state.pruned.checkpoint.preprocess,
+        gray,
+        sample_indices(len(gray), SALIENCY_IMAGES, state.cfg.seed),
+    )
+    folder = state.work / "saliency"
+    block["overlays"] = f"{state.work.name}/saliency/report.html"
+    images = dict(figures.values())
+    for name, (_, png) in figures.items():
+        atomic_write_bytes(folder / name, png)
+    atomic_write_text(folder / "report.html", saliency_page(block, images))
+    state.steps.say(
+        f"saliency: Grad-CAM (unpruned) vs occlusion of {block['file']}: mean IoU of the top "
+        f"{block['top_fraction']:.0%} pixels {block['mean_iou']} on {len(block['images'])} val "
+        f"images ({folder / 'report.html'})"
+    )
+    return block, images if state.synthetic else {}
+
+
 def _tasks_model(state: BuildState):
     """(path, measured) of the Tasks-ready INT8 variant (MediaPipe / LiteRT Task Library) for
     LiteRT targets, measured on the test split against the shipped int8-I/O file; None, said,
-    when the converter cannot make it (the build goes on without it)."""
+    when the converter cannot make it (the build goes on without it, and a profile whose
+    main_model is "tasks" ships the int8-I/O file instead). Its softmax takes the build's
+    temperature, so its probabilities are run.py's calibrated ones."""
     if state.profile.model_format != "tflite":
         return None
     from edgexray.export.calibration import train_calibration
@@ -114,6 +151,7 @@ def _tasks_model(state: BuildState):
             preprocess=pruned.preprocess,
             calib=train_calibration(data, pruned.preprocess, cfg.calib_count, cfg.seed),
             class_names=list(pruned.class_names),
+            temperature=state.calibrated.calibration["temperature"],
         )
     except EdgeXrayError as e:
         steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")

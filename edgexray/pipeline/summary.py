@@ -42,9 +42,9 @@ def summary_record(state: BuildState, artifact: Path, external: dict | None) -> 
         "calibration": state.calibrated.calibration,
         "decision": state.calibrated.decision,
     }
-    summary["warnings"] = (
-        json.loads((Path(artifact) / "manifest.json").read_text(encoding="utf-8")).get("warnings") or []
-    )
+    manifest = json.loads((Path(artifact) / "manifest.json").read_text(encoding="utf-8"))
+    summary["warnings"] = manifest.get("warnings") or []
+    summary["saliency"] = manifest.get("saliency")  # Grad-CAM vs the shipped file: IoU per image
     return summary
 
 
