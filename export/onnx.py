@@ -8,12 +8,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
-import torch
 
 from edgexray.fsutil import atomic_write_bytes
 from edgexray.runtime.errors import EdgeXrayError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ def torch2onnx(
     slower and adds nothing. If onnxsim fails, the raw graph is kept with a warning; parity
     decides whether the file is usable.
     """
+    import torch  # here, so that `edgexray export --help` and the INT8/TFLite stages stay torch-free
+
     if len(input_shape) != 4:
         raise EdgeXrayError(f"input_shape {input_shape}; expected (batch, channels, height, width)")
     if not 11 <= int(opset) <= 21:

@@ -2,17 +2,26 @@
 
 `prune_model(model, example_input, PruneConfig(...), calib_loader, finetune)` prunes a module;
 `prune_checkpoint(ckpt, out_dir, cfg, data_dir)` is the file-level stage behind `edgexray prune`.
+The names below load their submodule (and torch) on first use, so `edgexray prune --help` stays fast.
 """
 
-from edgexray.prune.importance import get_importance, list_importances
-from edgexray.prune.prune import PruneConfig, PruneResult, prune_model
-from edgexray.prune.stage import prune_checkpoint
+from __future__ import annotations
 
-__all__ = [
-    "PruneConfig",
-    "PruneResult",
-    "prune_model",
-    "prune_checkpoint",
-    "get_importance",
-    "list_importances",
-]
+import importlib
+
+_EXPORTS = {
+    "PruneConfig": "prune",
+    "PruneResult": "prune",
+    "prune_model": "prune",
+    "prune_checkpoint": "stage",
+    "get_importance": "importance",
+    "list_importances": "importance",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

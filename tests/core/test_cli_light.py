@@ -35,7 +35,16 @@ def _probe(args: list[str]) -> dict:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["build", "--help"], ["devices", "list"], ["verify", "--help"]], ids=" ".join
+    "args",
+    [
+        ["--help"],
+        ["build", "--help"],
+        ["prune", "--help"],
+        ["export", "--help"],
+        ["devices", "list"],
+        ["verify", "--help"],
+    ],
+    ids=" ".join,
 )
 def test_light_commands_never_import_torch_or_tensorflow(args):
     result = _probe(args)
