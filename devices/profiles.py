@@ -23,6 +23,9 @@ ARCHES = ("aarch64", "x86_64")
 RUNTIMES = profile_runtimes()  # litert, onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, torch
 PRECISIONS = ("int8", "fp16", "fp32", "dynamic")  # dynamic = dynamic-range (int8 weights only)
 SCHEDULES = ("progressive", "one-shot")  # edgexray.prune.schedules names
+# what an artifact ships as model.<ext>: "int8-io" the exported file (int8 in and out for int8),
+# "tasks" the Tasks-ready TFLite (uint8 RGB pixels in, probabilities out; export/tasks_variant.py)
+MAIN_MODELS = ("int8-io", "tasks")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class DeviceProfile:
     gpu: str | None = None  # GPU, or None when inference never uses one
     delegate: str | None = None  # LiteRT delegate (xnnpack, gpu, ...)
     execution_provider: str | None = None  # ONNX Runtime execution provider
+    main_model: str = "int8-io"  # MAIN_MODELS: "tasks" for apps (MediaPipe Tasks), LiteRT only
     prune: PruneSettings = field(default_factory=PruneSettings)
     source: str = ""  # path of the TOML file (filled by the loader)
 
@@ -188,6 +192,10 @@ def _check_values(path: Path, raw: str, p: DeviceProfile) -> None:
             "default_precision",
             f"is {p.default_precision!r}; must be one of precisions {list(p.precisions)}",
         )
+    if p.main_model not in MAIN_MODELS:
+        raise bad(None, "main_model", f"is {p.main_model!r}; allowed: {', '.join(MAIN_MODELS)}")
+    if p.main_model == "tasks" and p.model_format != "tflite":
+        raise bad(None, "main_model", f"is 'tasks' but runtime {p.runtime!r} does not load .tflite files")
     s = p.prune
     if s.schedule not in SCHEDULES:
         raise bad("prune", "schedule", f"is {s.schedule!r}; allowed: {', '.join(SCHEDULES)}")

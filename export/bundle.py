@@ -148,6 +148,7 @@ def write_artifact(
     output_kind: str = "logits",
     verify: Callable[[Path], dict] | None = None,
     tasks_model: str | os.PathLike | None = None,
+    main_model: str = "int8-io",
     force: bool = False,
 ) -> Path:
     """Write <out_root>/<target>-<arch>-<precision>/ and its .zip; return the folder.
@@ -159,6 +160,9 @@ def write_artifact(
                     "gradcam": {title: PNG bytes | Figure}} (Grad-CAM kept only when
         images_are_synthetic; otherwise the report says it was left out for privacy).
     tasks_model: the Tasks-ready variant (export/tasks_variant.py), shipped as model_tasks.tflite.
+    main_model: "int8-io" ships model_files[precision] as model.<ext>; "tasks" (the profile's
+        main_model, e.g. android-arm64) ships tasks_model as model.tflite, run.py running it,
+        and the exported files as model_<precision>.tflite.
     verify: called with the finished temporary folder before the report is written (e.g. the
         emulated-ARM check); its result appears in the report, and whatever it stored in
         manifest.json is kept.
@@ -169,6 +173,13 @@ def write_artifact(
     refuse_existing(final_dir, force, "artifact")
     refuse_existing(final_zip, force, "artifact zip")
     _check_inputs(target, precision, model_files, manifest_fields, class_names, output_kind)
+    if main_model not in ("int8-io", "tasks"):
+        raise ValueError(f"main_model {main_model!r}; allowed: int8-io, tasks")
+    if main_model == "tasks" and tasks_model is None:
+        raise EdgeXrayError(
+            f"target {target.name!r} ships the Tasks-ready model as {name}/model.tflite, but none "
+            "was given (tasks_model); make it with edgexray.export.tasks_variant.torch2tasks_tflite"
+        )
     preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess)
     report_assets = dict(report_assets or {})
     unknown = set(report_assets) - {"plots", "gradcam"}
@@ -192,8 +203,9 @@ def write_artifact(
             list(class_names),
             preprocess,
             output_kind,
+            main_model,
         )
-        _add_mobile_files(tmp, manifest, tasks_model)
+        _add_mobile_files(tmp, manifest, tasks_model, main_model)
         _write_text(tmp / "labels.txt", "".join(f"{c}\n" for c in class_names))
         _write_text(tmp / "README.md", render_readme(manifest))
         seal_artifact(tmp, manifest)  # verify() runs run.py, which checks the seal
@@ -224,14 +236,16 @@ def write_artifact(
 # ----------------------------------------------------------------------------- manifest
 
 
-def _add_mobile_files(tmp: Path, manifest: dict, tasks_model=None) -> None:
-    """The Tasks-ready variant, TFLite Model Metadata in every .tflite, .ort files for ONNX
-    Runtime; before the seal."""
+def _add_mobile_files(tmp: Path, manifest: dict, tasks_model=None, main_model="int8-io") -> None:
+    """The Tasks-ready variant (beside the shipped model, or as it), TFLite Model Metadata in
+    every .tflite, .ort files for ONNX Runtime; before the seal."""
     from edgexray.export.ort_mobile import embed_ort
-    from edgexray.export.tasks_variant import add_tasks_variant
+    from edgexray.export.tasks_variant import add_tasks_variant, ship_tasks_as_main
     from edgexray.export.tflite_metadata import embed_metadata
 
-    if tasks_model is not None:
+    if main_model == "tasks":
+        ship_tasks_as_main(tmp, manifest, tasks_model)
+    elif tasks_model is not None:
         add_tasks_variant(tmp, manifest, tasks_model)
     embed_metadata(tmp, manifest)
     embed_ort(tmp, manifest)  # .ort + operator config where the runtime is ONNX Runtime
@@ -263,7 +277,17 @@ def _check_inputs(target, precision, model_files, manifest_fields, class_names, 
 
 
 def _assemble(
-    tmp: Path, name, target, arch, precision, model_files, fields, class_names, preprocess, output_kind
+    tmp: Path,
+    name,
+    target,
+    arch,
+    precision,
+    model_files,
+    fields,
+    class_names,
+    preprocess,
+    output_kind,
+    main_model="int8-io",
 ) -> dict:
     from edgexray.export.formats import file_name
 
@@ -271,7 +295,7 @@ def _assemble(
     for prec, src in sorted(model_files.items(), key=lambda kv: kv[0] != precision):
         fname = (
             f"model{_SUFFIX[target.model_format]}"
-            if prec == precision
+            if prec == precision and main_model == "int8-io"
             else file_name(target.model_format, prec)
         )
         shutil.copyfile(src, tmp / fname)
@@ -435,7 +459,9 @@ def render_readme(manifest: dict) -> str:
     pre = manifest["preprocess"]
     names = manifest["class_names"]
     qin, qout = inp.get("quantization"), out.get("quantization")
-    model_bytes = manifest["variants"][model["precision"]]["bytes"]
+    raw_pixels = pre.get("pixels", "unit") == "raw"  # model.tflite is the Tasks-ready file
+    shipped = manifest["tasks_variant"] if raw_pixels else manifest["variants"][model["precision"]]
+    model_bytes = shipped["bytes"]
     install = (
         prof["install"]
         if prof["install"].startswith("pip ")
@@ -489,14 +515,19 @@ def render_readme(manifest: dict) -> str:
         size=pre["size"],
         channels=pre["channels"],
         mean=pre["mean"],
-        std=pre["std"],
+        std=pre["std"]
+        if not raw_pixels
+        else f"{pre['std']}, where g is 255 x the gray value (raw pixels 0-255: the model "
+        "averages the channels and normalizes inside)",
         quant_step=quant_step,
         layout=inp["layout"],
         input_shape=inp["shape"],
         input_dtype=inp["dtype"],
         output_step=output_step,
     )
-    if model["runtime"] == "litert":
+    if raw_pixels:
+        mobile = ""  # the MediaPipe Tasks section below is for this very file
+    elif model["runtime"] == "litert":
         mobile = Template((TEMPLATES / "mobile_tflite.md.tmpl").read_text()).substitute(
             name=manifest["name"],
             model_file=model["file"],

@@ -156,11 +156,16 @@ def readme_section(manifest: dict) -> str:
     if not manifest.get("tasks_variant"):
         return ""
     v = snippet_values(manifest)
+    role = (
+        "the shipped model, Tasks-ready (`run.py` runs it too)"
+        if v["file"] == manifest["model"]["file"]
+        else "the Tasks-ready twin of the shipped model"
+    )
     rule = f"the top class (scores are probabilities; threshold {v['threshold']})"
     return f"""
 ## MediaPipe Tasks and LiteRT Task Library: `{v["file"]}`
 
-`{v["file"]}` is the Tasks-ready twin of the shipped model: uint8 RGB `[1, {v["size"]}, {v["size"]}, 3]`
+`{v["file"]}` is {role}: uint8 RGB `[1, {v["size"]}, {v["size"]}, 3]`
 in (raw pixel values; a gray X-ray as R = G = B), float32 probabilities `[1, {v["n"]}]` out, full-INT8
 compute inside (channel average, normalization and softmax are part of the model). Its TFLite
 metadata names the classes ({", ".join(v["labels"])}), so MediaPipe's ImageClassifier reports

@@ -6,9 +6,11 @@ Library take as they are.
             normalization, the network, softmax; full-INT8 compute
     output  float32 probabilities [1, classes]
 
-The int8-I/O file stays the shipped model of run.py; this one spares an app every constant
-(no normalization, quantization or gray conversion app-side), at the price of MediaPipe's
-own resize (bilinear) instead of run.py's triangle filter.
+The int8-I/O file stays the shipped model of run.py, and this one rides along as
+model_tasks.tflite; a profile with main_model = "tasks" (android-arm64) ships this one as
+model.tflite instead (ship_tasks_as_main), run.py feeding it raw pixels ("pixels": "raw").
+It spares an app every constant (no normalization, quantization or gray conversion app-side),
+at the price of MediaPipe's own resize (bilinear) instead of run.py's triangle filter.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ TASKS_FILE = "model_tasks.tflite"
 DEFAULT_TIMEOUT_S = 900  # export.tflite.DEFAULT_TIMEOUT_S; this module imports torch lazily
 
 
-def pixels2probabilities(model, preprocess: Preprocess):
-    """`model` (normalized input, logits out) behind RGB pixels 0-255 in, probabilities out."""
+def pixels2probabilities(model, preprocess: Preprocess, temperature: float = 1.0):
+    """`model` (normalized input, logits out) behind RGB pixels 0-255 in, probabilities out;
+    `temperature` (the build's, fitted on val) divides the logits as run.py does."""
     import torch
 
     class PixelsToProbabilities(torch.nn.Module):
@@ -41,10 +44,14 @@ def pixels2probabilities(model, preprocess: Preprocess):
             # (pixel / 255 - mean) / std as one multiply-add
             self.register_buffer("scale", 1.0 / (255.0 * std))
             self.register_buffer("shift", -mean / std)
+            self.inv_temperature = 1.0 / float(temperature)
 
         def forward(self, rgb):
             x = rgb.mean(dim=1, keepdim=True) if self.channels == 1 else rgb
-            return torch.softmax(self.model(x * self.scale + self.shift), dim=1)
+            logits = self.model(x * self.scale + self.shift)
+            if self.inv_temperature != 1.0:
+                logits = logits * self.inv_temperature
+            return torch.softmax(logits, dim=1)
 
     return PixelsToProbabilities().eval()
 
@@ -65,6 +72,7 @@ def torch2tasks_tflite(
     preprocess: Preprocess,
     calib,
     class_names: Sequence[str] = (),
+    temperature: float = 1.0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     launcher: Sequence[str] = (),
 ) -> Path:
@@ -77,7 +85,7 @@ def torch2tasks_tflite(
     from .tflite import onnx2tflite, tflite_io_details
 
     out_path = Path(out_path)
-    wrapped = pixels2probabilities(model, preprocess)
+    wrapped = pixels2probabilities(model, preprocess, temperature)
     size = preprocess.size
     with tempfile.TemporaryDirectory(prefix="edgexray-tasks-") as tmp:
         onnx_path = Path(tmp) / "tasks.onnx"
@@ -119,8 +127,10 @@ def torch2tasks_tflite(
     return out_path
 
 
-def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.PathLike) -> None:
-    """Copy the variant into an artifact being built as TASKS_FILE and describe it in
+def add_tasks_variant(
+    folder: str | os.PathLike, manifest: dict, src: str | os.PathLike, name: str = TASKS_FILE
+) -> None:
+    """Copy the variant into an artifact being built as `name` and describe it in
     manifest["tasks_variant"] (torch-free: the bundle calls it)."""
     from .bundle import model_io_spec
 
@@ -130,8 +140,8 @@ def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.P
             f"Tasks-ready model {str(src)!r} is not a .tflite file; make it with "
             "edgexray.export.tasks_variant.torch2tasks_tflite"
         )
-    shutil.copyfile(src, folder / TASKS_FILE)
-    spec = model_io_spec(folder / TASKS_FILE)
+    shutil.copyfile(src, folder / name)
+    spec = model_io_spec(folder / name)
     size, n = manifest["preprocess"]["size"], len(manifest["class_names"])
     inp, out = spec["input"], spec["output"]
     if (
@@ -147,12 +157,28 @@ def add_tasks_variant(folder: str | os.PathLike, manifest: dict, src: str | os.P
         )
     out["kind"] = "probabilities"
     manifest["tasks_variant"] = {
-        "file": TASKS_FILE,
-        "bytes": (folder / TASKS_FILE).stat().st_size,
+        "file": name,
+        "bytes": (folder / name).stat().st_size,
         **spec,
         "for": "MediaPipe Tasks ImageClassifier / LiteRT Task Library: RGB pixels 0-255 in "
         "(gray as R=G=B), probabilities out, full-INT8 compute inside",
     }
+
+
+def ship_tasks_as_main(folder: str | os.PathLike, manifest: dict, src: str | os.PathLike) -> None:
+    """The variant as the artifact's model.tflite, the one run.py runs: manifest model, input and
+    output become its own, and "preprocess" gives it raw pixels (gray * 255 as R = G = B, what
+    MediaPipe passes; the normalization is inside the model). The exported files stay in
+    "variants", each with the preprocess it takes."""
+    main = f"model{Path(src).suffix}"
+    add_tasks_variant(folder, manifest, src, name=main)
+    tv, pre = manifest["tasks_variant"], Preprocess.from_dict(manifest["preprocess"])
+    for var in manifest["variants"].values():
+        var["preprocess"] = pre.to_dict()
+    manifest["model"]["file"] = main
+    manifest["input"], manifest["output"] = dict(tv["input"]), dict(tv["output"])
+    raw = Preprocess(size=pre.size, channels=3, mean=(0.0,), std=(1.0,), resize=pre.resize, pixels="raw")
+    manifest["preprocess"] = raw.to_dict()
 
 
 def gray2rgb_pixels(gray: np.ndarray) -> np.ndarray:

@@ -84,7 +84,7 @@ def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
     variant TASKS (pure)."""
     tasks = variant == TASKS
     var = manifest["tasks_variant"] if tasks else manifest["variants"][variant]
-    pre = manifest["preprocess"]
+    pre = var.get("preprocess") or manifest["preprocess"]  # its own where model.tflite is Tasks-ready
     names = tuple(manifest["class_names"])
     inp, out = var["input"], var["output"]
     mean = tuple(255.0 * m for m in pre["mean"])
@@ -138,6 +138,7 @@ def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
     )
     subset = {k: manifest[k] for k in MANIFEST_SUBSET if k in manifest}
     subset.update(
+        preprocess=pre,
         input=inp,
         output=out,
         precision=precision,

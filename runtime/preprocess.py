@@ -18,6 +18,7 @@ import numpy as np
 NATIVE_SUFFIXES = (".png", ".npy", ".pgm")
 # RGB -> gray weights (ITU-R BT.601 luma), applied in float so no rounding differs by decoder.
 LUMA = (0.299, 0.587, 0.114)
+PIXEL_SCALES = {"unit": 1.0, "raw": 255.0}  # Preprocess.pixels -> the factor on gray in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,13 @@ class Preprocess:
     mean: tuple = (0.5,)  # per channel, on the [0, 1] scale
     std: tuple = (0.25,)  # per channel, on the [0, 1] scale
     resize: str = "triangle"  # separable triangle filter, antialiased when shrinking
+    # "unit": gray in [0, 1] is normalized; "raw": 0-255 pixel values (gray * 255), for a model
+    # with the normalization inside it (the Tasks-ready file): mean and std are on that scale
+    pixels: str = "unit"
 
     def __post_init__(self):
+        if self.pixels not in PIXEL_SCALES:
+            raise ValueError(f"pixels is {self.pixels!r}; allowed: {list(PIXEL_SCALES)}")
         for name in ("mean", "std"):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) == 1 and self.channels > 1:
@@ -40,7 +46,11 @@ class Preprocess:
             object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """The manifest's "preprocess"; "pixels" only when not "unit" (as in older artifacts)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        if d["pixels"] == "unit":
+            del d["pixels"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
@@ -53,8 +63,8 @@ class Preprocess:
 
     def normalize(self, gray: np.ndarray) -> np.ndarray:
         """(size, size) or a batch (N, size, size) in [0, 1] -> float32 (channels, size, size)
-        or (N, channels, size, size), normalized."""
-        gray = np.asarray(gray, np.float32)
+        or (N, channels, size, size), normalized (on the 0-255 scale when pixels is "raw")."""
+        gray = np.asarray(gray, np.float32) * np.float32(PIXEL_SCALES[self.pixels])
         x = np.repeat(gray[..., None, :, :], self.channels, axis=-3)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
