@@ -187,6 +187,7 @@ def compare_archs(
                     train_cfg,
                     splits=shared.splits_path,
                     progress=progress,
+                    final_dir=Path(os.path.abspath(out_dir)) / arch,  # where `work` is moved
                 )
             if run.data.splits != shared.splits:  # train_folder read the one splits.json
                 raise EdgeXrayError(f"{arch} was trained on other splits than {shared.splits_path}")

@@ -371,6 +371,16 @@ class TrainedModel:
     result: TrainResult
 
 
+def recorded_splits_path(splits_path, out_dir, final_dir=None) -> str | None:
+    """The splits file as a checkpoint records it: absolute, and under `final_dir` when it sits
+    in `out_dir` and the caller moves out_dir there afterwards."""
+    if splits_path is None:
+        return None
+    if final_dir is not None and Path(splits_path).parent == Path(out_dir):
+        splits_path = Path(final_dir) / Path(splits_path).name
+    return str(Path(splits_path).resolve())
+
+
 def train_folder(
     data_dir,
     out_dir,
@@ -382,9 +392,12 @@ def train_folder(
     strict: bool = False,
     force: bool = False,
     progress: bool = True,
+    final_dir=None,
 ) -> TrainedModel:
     """The train stage: split and decode the folder, train, save out_dir/model.pt (+ splits.json,
     metrics.csv, TensorBoard logs). Returns the checkpoint path and the prepared data.
+    `final_dir`: where the caller moves out_dir afterwards (compare-archs trains inside its own
+    staged folder); the checkpoint records its splits.json there, so `evaluate` finds it.
 
     Under torchrun every rank trains (edgexray.distributed) on the splits rank 0 made; only
     rank 0 writes files."""
@@ -522,7 +535,7 @@ def train_folder(
             metrics={"monitor": train_cfg.monitor, **result.history[result.best_epoch - 1]},
             extra={
                 "data_dir": str(Path(data_dir).resolve()),
-                "splits_path": str(data.splits_path.resolve()) if data.splits_path else None,
+                "splits_path": recorded_splits_path(data.splits_path, out_dir, final_dir),
                 "history": result.history,
             },
             force=force,
