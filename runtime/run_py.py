@@ -36,7 +36,8 @@ Unknown top-level keys are allowed and ignored; the keys below are required unle
                  "quantization": {"scale": 0.1, "zero_point": 3},        # null for float32
                  "kind": "logits"},             # optional: "logits" (default) | "probabilities"
       "preprocess": {"size": 224, "channels": 1, "mean": [0.5], "std": [0.25],
-                     "resize": "triangle"},     # Preprocess.to_dict(); matches input shape
+                     "resize": "triangle"},     # Preprocess.to_dict(); matches input shape;
+                     # optional "pixels": "raw": gray x 255 instead of [0, 1] (Tasks-ready model)
       "class_names": ["NORMAL", "PNEUMONIA"],   # output index order
       "threads": 4,                             # optional default thread count
       # optional, onnxruntime only: model.execution_provider "CPUExecutionProvider" (default) |
