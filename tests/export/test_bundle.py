@@ -258,7 +258,7 @@ def test_killed_build_leaves_nothing_that_looks_finished(tmp_path, onnx_model):
     """SIGKILL in the middle of a build: no artifact folder, no zip; only a hidden .partial."""
     code = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_bundle import write
         from pathlib import Path
         def slow(folder):
