@@ -377,7 +377,9 @@ def test_tasks_variant_in_artifact(android_artifact):
     assert "CONV_2D" in ops and "SOFTMAX" in ops and "DEQUANTIZE" in ops  # INT8 compute inside
 
 
-def mediapipe_vs_run_py(mediapipe_python, folder: Path, images, size: int, tmp_path: Path):
+def mediapipe_vs_run_py(
+    mediapipe_python, folder: Path, images, size: int, tmp_path: Path, model_file="model_tasks.tflite"
+):
     """(run.py's predictions, MediaPipe's score rows, MediaPipe's top-1 labels) on `images`.
     MediaPipe gets each image already resized by edgexray's resize (uint8 gray as R = G = B), so
     both see the same pixels."""
@@ -393,7 +395,7 @@ def mediapipe_vs_run_py(mediapipe_python, folder: Path, images, size: int, tmp_p
     gray = np.stack([resize_square(read_gray(p), size) for p in images])
     rgb = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
     np.save(tmp_path / "rgb.npy", rgb)
-    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / "model_tasks.tflite", tmp_path / "rgb.npy")
+    out = mediapipe_run(mediapipe_python, MP_CLASSIFY, folder / model_file, tmp_path / "rgb.npy")
     assert out["torch_or_tf"] == []  # only mediapipe in that venv
     return ref, out["rows"], [max(row, key=row.get) for row in out["rows"]]
 
@@ -521,3 +523,170 @@ def test_measure_tasks_variant(android_artifact, chest_images):
     assert m["n"] == N_IMAGES and m["top1_agreement_with_shipped"] >= 0.9
     assert abs(m["accuracy"] - m["shipped_accuracy"]) <= 0.1 and m["accuracy"] > 0.5
     assert 0 < m["latency_ms_p50"] < 1000 and 0 < m["shipped_latency_ms_p50"] < 1000
+
+
+# ------------------------------------------------------------------------ Tasks-ready as model.tflite
+# A profile with main_model = "tasks" (android-arm64) ships the Tasks-ready file as model.tflite:
+# run.py runs it on raw pixels (preprocess "pixels": "raw") and MediaPipe loads it as it is. Both
+# run the same file on the same uint8 pixels, so only the two LiteRT builds' kernels differ.
+MAIN_SCORE_TOLERANCE = 0.005  # |MediaPipe probability - run.py probability|, one INT8 file
+
+
+def clear_main_decisions(predictions: list) -> list[int]:
+    """Indices whose top probability beats the runner-up by more than twice the tolerance."""
+    margins = [np.diff(sorted(p["probabilities"].values())[-2:])[0] for p in predictions]
+    return [i for i, m in enumerate(margins) if m > 2 * MAIN_SCORE_TOLERANCE]
+
+
+def assert_mediapipe_runs_model_tflite(mediapipe_python, folder: Path, images, tmp_path: Path):
+    """MediaPipe's ImageClassifier on the shipped model.tflite agrees with `run.py predict`;
+    run.py verify passes. Returns (agreeing top-1, images with a clear decision)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    size, names = manifest["preprocess"]["size"], manifest["class_names"]
+    ref, rows, top1_mp = mediapipe_vs_run_py(
+        mediapipe_python, folder, images, size, tmp_path, model_file="model.tflite"
+    )
+    assert len(rows) == len(ref) == len(images) and set(rows[0]) == set(names)
+    diff = max(abs(row[c] - p["probabilities"][c]) for row, p in zip(rows, ref) for c in names)
+    clear = clear_main_decisions(ref)
+    same = sum(a == p["label"] for a, p in zip(top1_mp, ref))
+    print(
+        f"{manifest['name']}: MediaPipe on model.tflite vs run.py predict on {len(images)} real "
+        f"X-rays: top-1 equal on {same}, {len(clear)} with a clear decision (margin > "
+        f"{2 * MAIN_SCORE_TOLERANCE}); max |probability difference| {diff:.5f}"
+    )
+    assert diff <= MAIN_SCORE_TOLERANCE, diff
+    assert len(clear) >= 50
+    assert [top1_mp[i] for i in clear] == [ref[i]["label"] for i in clear]
+    assert len({p["label"] for p in ref}) == 2  # both classes occur: the comparison means something
+    r = subprocess.run(
+        [sys.executable, "run.py", "verify"], cwd=folder, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return same, clear
+
+
+def assert_tasks_main_manifest(folder: Path, size: int, names: list) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["profile"]["main_model"] == "tasks"
+    assert manifest["model"]["file"] == "model.tflite" == manifest["tasks_variant"]["file"]
+    assert manifest["input"]["dtype"] == "uint8" and manifest["input"]["shape"] == [1, size, size, 3]
+    assert manifest["input"]["layout"] == "NHWC"
+    assert manifest["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert manifest["output"]["dtype"] == "float32" and manifest["output"]["kind"] == "probabilities"
+    assert manifest["preprocess"]["pixels"] == "raw" and manifest["preprocess"]["channels"] == 3
+    assert manifest["preprocess"]["mean"] == [0.0] * 3 and manifest["preprocess"]["std"] == [1.0] * 3
+    int8 = manifest["variants"]["int8"]
+    assert int8["file"] == "model_int8.tflite" and int8["input"]["dtype"] == "int8"
+    assert "pixels" not in int8["preprocess"] and int8["preprocess"]["size"] == size
+    assert not (folder / "model_tasks.tflite").exists()
+    assert manifest["files"]["model.tflite"]["bytes"] == (folder / "model.tflite").stat().st_size
+    md = read_tflite_metadata((folder / "model.tflite").read_bytes())
+    assert md["input"]["color_space"] == "RGB" and md["files"][LABELS_FILE].decode().splitlines() == names
+    assert json.loads(md["files"][MANIFEST_FILE])["tasks_ready"] is True
+    md8 = read_tflite_metadata((folder / "model_int8.tflite").read_bytes())
+    assert md8["input"]["color_space"] == "GRAYSCALE"  # its own preprocess, not model.tflite's
+    readme = (folder / "README.md").read_text()
+    assert "`model.tflite` is the shipped model, Tasks-ready" in readme
+    assert 'const val MODEL = "model.tflite"' in readme
+
+
+@pytest.fixture(scope="module")
+def android_tasks_main(tmp_path_factory, int8_model, tasks_model) -> Path:
+    return write_artifact(
+        tmp_path_factory.mktemp("tasks-main"),
+        target=load_profile("android-arm64"),
+        arch="tiny_cbam",
+        precision="int8",
+        model_files={"int8": int8_model},
+        manifest_fields={},
+        class_names=CLASSES,
+        preprocess=PRE,
+        tasks_model=tasks_model,
+        main_model=load_profile("android-arm64").main_model,
+    )
+
+
+def test_android_profile_ships_tasks_ready_model():
+    assert load_profile("android-arm64").main_model == "tasks"
+    assert load_profile("rpi4").main_model == "int8-io"  # the default: the int8-I/O file
+
+
+def test_tasks_main_model_in_artifact(android_tasks_main):
+    assert_tasks_main_manifest(android_tasks_main, SIZE, CLASSES)
+
+
+def test_run_py_feeds_tasks_main_model_raw_pixels(android_tasks_main, chest_images):
+    """run.py's input tensor for model.tflite is what MediaPipe gets: round(255 x gray), R = G = B."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("artifact_run_py", android_tasks_main / "run.py")
+    artifact_run_py = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = artifact_run_py  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(artifact_run_py)
+    finally:
+        del sys.modules[spec.name]
+    manifest = artifact_run_py.checked_manifest(android_tasks_main)
+    runner = artifact_run_py.load_model(android_tasks_main, manifest, threads=1)
+    pre = artifact_run_py._preprocess(manifest)
+    x = runner.prepare(artifact_run_py.load_batch(chest_images[:4], pre))
+    gray = np.stack([resize_square(read_gray(p), SIZE) for p in chest_images[:4]])
+    want = np.repeat(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)[..., None], 3, -1)
+    assert x.dtype == np.uint8
+    np.testing.assert_array_equal(x, want)
+
+
+def test_mediapipe_runs_shipped_model_tflite(android_tasks_main, chest_images, mediapipe_python, tmp_path):
+    assert_mediapipe_runs_model_tflite(mediapipe_python, android_tasks_main, chest_images, tmp_path)
+
+
+def _patient(name: str) -> str:
+    return name.split("_")[0] if name.startswith("person") else name.rsplit("-", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def android_chest_build(chest_dir, tmp_path_factory):
+    """`edgexray build --target android-arm64` on a small real-chest slice (64 px, 1 epoch);
+    (artifact folder, 100 other patients' X-rays for the comparison)."""
+    from edgexray.pipeline import BuildConfig, build
+
+    base = tmp_path_factory.mktemp("android-chest")
+    held_out = []
+    for cls in CLASSES:
+        names = sorted(os.listdir(chest_dir / cls))
+        train = names[::9][:90]
+        (base / "train" / cls).mkdir(parents=True)
+        taken = {_patient(n) for n in train}
+        for n in names:
+            if _patient(n) in taken:
+                (base / "train" / cls / n).symlink_to(chest_dir / cls / n)
+        held_out += [chest_dir / cls / n for n in names[1::5] if _patient(n) not in taken][:50]
+    summary = build(
+        BuildConfig(
+            target="android-arm64",
+            data_dir=str(base / "train"),
+            out=str(base / "out"),
+            size=64,
+            width=0.25,
+            epochs=1,
+            finetune_epochs=1,
+            calib_count=40,
+            max_accuracy_drop=100.0,
+            bench_seconds=0.2,
+            verify_arm=False,
+        )
+    )
+    return Path(summary["artifact"]), held_out
+
+
+@pytest.mark.slow  # a real build (a few minutes)
+def test_android_build_ships_model_mediapipe_loads(android_chest_build, mediapipe_python, tmp_path):
+    """An android-arm64 build's shipped model.tflite is Tasks-ready: MediaPipe Tasks'
+    ImageClassifier (only mediapipe installed) loads it and its top-1 equals `run.py predict` on
+    every one of >= 50 real X-rays with a clear decision; run.py verify passes."""
+    folder, images = android_chest_build
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert_tasks_main_manifest(folder, 64, manifest["class_names"])
+    assert len(images) == 100
+    assert_mediapipe_runs_model_tflite(mediapipe_python, folder, images, tmp_path)
