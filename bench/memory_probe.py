@@ -15,16 +15,13 @@ import subprocess
 import sys
 
 
-def import_runtime(kind: str) -> None:
+def load_runtime_only(kind: str) -> None:
     """What the 'empty' baseline holds: the runtime imported (and a CUDA context for torch)."""
     from edgexray.runtime.registry import get_runtime
-    from edgexray.runtime.runner_base import missing_runtime
+    from edgexray.runtime.runner_base import import_runtime
 
-    info = get_runtime(kind)
-    try:
-        __import__("ai_edge_litert.interpreter" if info.module == "ai_edge_litert" else info.module)
-    except ImportError:
-        raise missing_runtime(info.module, info.package, kind) from None
+    module = get_runtime(kind).module
+    import_runtime(kind, "ai_edge_litert.interpreter" if module == "ai_edge_litert" else None)
     if kind.startswith("torch"):
         import edgexray.checkpoint  # noqa: F401  (loading a checkpoint needs it; not the model)
 
@@ -65,7 +62,7 @@ def main(argv=None) -> int:
     device_peak = None
     try:
         if args.empty:
-            import_runtime(args.kind)
+            load_runtime_only(args.kind)
         else:
             import numpy as np
 

@@ -22,7 +22,7 @@ import numpy as np
 from edgexray.runtime import runners
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.registry import RUNTIMES, get_runtime, list_runtimes, runtime_for_suffix
-from edgexray.runtime.runner_base import Runner, TensorSpec, missing_runtime
+from edgexray.runtime.runner_base import Runner, TensorSpec
 
 __all__ = [
     "TorchRunner",
@@ -43,12 +43,7 @@ class TorchRunner(Runner):
 
     def __init__(self, model_path, threads=None, kind="torch-cpu"):
         super().__init__(model_path, threads)
-        info = get_runtime(kind)
-        self.kind, self.device = kind, info.device
-        try:
-            import torch
-        except ImportError:
-            raise missing_runtime(info.module, info.package, kind) from None
+        torch = self._import_runtime(kind)
         from edgexray.checkpoint import load_checkpoint  # imports torch
 
         if self.device == "cuda" and not torch.cuda.is_available():

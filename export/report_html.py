@@ -13,22 +13,12 @@ import json
 from pathlib import Path
 from string import Template
 
-# manifest keys this report draws itself; every other build key is listed as JSON at the end
+from edgexray.export.bundle import RESERVED
+
+# manifest keys this report draws itself (those write_artifact sets, and the build's); every other
+# build key is listed as JSON at the end
 _DRAWN = {
-    "schema",
-    "name",
-    "created",
-    "model",
-    "input",
-    "output",
-    "preprocess",
-    "class_names",
-    "threads",
-    "profile",
-    "arch",
-    "variants",
-    "tool_versions",
-    "files",
+    *RESERVED,
     "models",
     "channels_kept",
     "parity",

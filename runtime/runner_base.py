@@ -7,12 +7,14 @@ which needs torch, in bench/runtimes.py).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
+from edgexray.runtime.registry import get_runtime
 
 QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 CHANNEL_COUNTS = (1, 3, 4)
@@ -86,6 +88,16 @@ def missing_runtime(module: str, pip_name: str, kind: str) -> EdgeXrayError:
     )
 
 
+def import_runtime(kind: str, module: str | None = None):
+    """Runtime `kind`'s module (or `module`, a part of it), imported; a missing package is an
+    EdgeXrayError naming what to install."""
+    info = get_runtime(kind)
+    try:
+        return importlib.import_module(module or info.module)
+    except ImportError:
+        raise missing_runtime(info.module, info.package, kind) from None
+
+
 class Runner:
     """A loaded model. Subclasses set kind, device, version, input_spec, output_spec."""
 
@@ -95,6 +107,11 @@ class Runner:
     def __init__(self, model_path, threads=None):
         self.model_path = str(model_path)
         self.threads = int(threads) if threads else default_threads()
+
+    def _import_runtime(self, kind: str, module: str | None = None):
+        """Set kind and device from the runtime registry; import_runtime(kind, module)."""
+        self.kind, self.device = kind, get_runtime(kind).device
+        return import_runtime(kind, module)
 
     def prepare(self, x_nchw: np.ndarray) -> np.ndarray:
         """Normalized NCHW float32 -> the model's own layout and dtype."""

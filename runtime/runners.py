@@ -23,7 +23,6 @@ from edgexray.runtime.runner_base import (
     Runner,
     TensorSpec,
     guess_layout,
-    missing_runtime,
     model_load_error,
 )
 
@@ -35,14 +34,10 @@ class LiteRTRunner(Runner):
 
     def __init__(self, model_path, threads=None, kind="litert"):
         super().__init__(model_path, threads)
-        info = get_runtime(kind)
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise missing_runtime(info.module, info.package, self.kind) from None
+        Interpreter = self._import_runtime(kind, "ai_edge_litert.interpreter").Interpreter
         from importlib import metadata
 
-        self.version = metadata.version(info.package)
+        self.version = metadata.version(get_runtime(kind).package)
         if not os.path.isfile(self.model_path):
             raise EdgeXrayError(f"model file {self.model_path!r} does not exist")
         try:
@@ -91,11 +86,7 @@ class OrtRunner(Runner):
     def __init__(self, model_path, threads=None, kind="onnxruntime-cpu"):
         super().__init__(model_path, threads)
         info = get_runtime(kind)
-        self.kind, self.device = kind, info.device
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise missing_runtime(info.module, info.package, kind) from None
+        ort = self._import_runtime(kind)
         self.version = ort.__version__
         providers = list(info.providers)
         if providers[0] not in ort.get_available_providers():
