@@ -14,7 +14,7 @@ Submodules (imported on first use, so `edgexray --help` stays fast):
 
 from __future__ import annotations
 
-import importlib
+from edgexray.lazy import lazy_names
 
 _EXPORTS = {
     "torch2onnx": "onnx",
@@ -38,9 +38,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _EXPORTS)

@@ -7,7 +7,7 @@ The names below load their submodule (and torch) on first use, so `edgexray prun
 
 from __future__ import annotations
 
-import importlib
+from edgexray.lazy import lazy_names
 
 _EXPORTS = {
     "PruneConfig": "prune",
@@ -19,9 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _EXPORTS)
