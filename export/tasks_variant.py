@@ -203,10 +203,12 @@ def measure_tasks_variant(
     preprocess: Preprocess,
     threads: int | None = None,
     runs: int = 50,
+    reference_top1: np.ndarray | None = None,
 ) -> dict:
     """Accuracy of the Tasks-ready variant on `gray` (N, S, S in [0, 1]) / `labels`, its top-1
-    agreement with the int8-I/O file `shipped_path` on the same images, and both files' p50
-    latency (LiteRT, batch 1, `runs` invokes each, measured back to back)."""
+    agreement with the int8-I/O file `shipped_path` on the same images (and with PyTorch's
+    `reference_top1` when given), and both files' p50 latency (LiteRT, batch 1, `runs` invokes
+    each, measured back to back)."""
     from edgexray.runtime.runners import open_runner
 
     rgb = gray2rgb_pixels(gray)
@@ -217,12 +219,16 @@ def measure_tasks_variant(
     shipped_top1 = np.argmax(shipped.predict_all(preprocess.normalize(gray)), 1)
     x_shipped = np.zeros(shipped.input_spec.shape, shipped.input_spec.dtype)
     labels = np.asarray(labels)
+    versus_pytorch = {}
+    if reference_top1 is not None:
+        versus_pytorch["top1_agreement_with_pytorch"] = float(np.mean(tasks_top1 == reference_top1))
     return {
         "n": int(len(labels)),
         "split": "test",
         "accuracy": float(np.mean(tasks_top1 == labels)),
         "shipped_accuracy": float(np.mean(shipped_top1 == labels)),
         "top1_agreement_with_shipped": float(np.mean(tasks_top1 == shipped_top1)),
+        **versus_pytorch,
         "latency_ms_p50": _p50_ms(tasks, rgb[:1], runs),
         "shipped_latency_ms_p50": _p50_ms(shipped, x_shipped, runs),
         "threads": threads,

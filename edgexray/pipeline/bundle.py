@@ -156,11 +156,19 @@ def _tasks_model(state: BuildState):
     except EdgeXrayError as e:
         steps.say(f"Tasks-ready variant not made ({e}); the artifact ships without it")
         return None
-    m = measure_tasks_variant(path, shipped_file, data.arrays["test"], data.labels["test"], pruned.preprocess)
+    from edgexray.models.predict import predict_logits
+
+    gray = data.arrays["test"]
+    pytorch_top1 = predict_logits(pruned.model, pruned.preprocess.normalize(gray)).argmax(1)
+    m = measure_tasks_variant(
+        path, shipped_file, gray, data.labels["test"], pruned.preprocess, reference_top1=pytorch_top1
+    )
     steps.say(
-        f"Tasks-ready variant {path.name} (uint8 RGB in, float32 probabilities out): test "
+        f"Tasks-ready variant {path.name} (uint8 RGB in, float32 probabilities out"
+        f"{', shipped as model.tflite' if state.profile.main_model == 'tasks' else ''}): test "
         f"accuracy {m['accuracy']:.4f} vs {m['shipped_accuracy']:.4f} int8-I/O, top-1 "
-        f"agreement {m['top1_agreement_with_shipped']:.4f}, host p50 "
+        f"agreement {m['top1_agreement_with_shipped']:.4f} with it and "
+        f"{m['top1_agreement_with_pytorch']:.4f} with PyTorch, host p50 "
         f"{m['latency_ms_p50']:.2f} vs {m['shipped_latency_ms_p50']:.2f} ms"
     )
     return path, m
