@@ -5,6 +5,7 @@ targets and, before sealing, the emulated-ARM and external checks."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def _saliency(state: BuildState) -> tuple[dict, dict]:
     from edgexray.fsutil import atomic_write_bytes, atomic_write_text
     from edgexray.saliency import deployed_saliency, sample_indices
 
-    gray = state.data.arrays["val"]
+    gray, start = state.data.arrays["val"], time.perf_counter()
     block, figures = deployed_saliency(
         state.base,
         state.shipped_file,
@@ -118,15 +119,16 @@ def _saliency(state: BuildState) -> tuple[dict, dict]:
         sample_indices(len(gray), SALIENCY_IMAGES, state.cfg.seed),
     )
     folder = state.work / "saliency"
-    block["overlays"] = f"{state.work.name}/saliency/report.html"
+    block["precision"], block["overlays"] = state.shipped, f"{state.work.name}/saliency/report.html"
     images = dict(figures.values())
     for name, (_, png) in figures.items():
         atomic_write_bytes(folder / name, png)
+    block["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(folder / "report.html", saliency_page(block, images))
     state.steps.say(
         f"saliency: Grad-CAM (unpruned) vs occlusion of {block['file']}: mean IoU of the top "
         f"{block['top_fraction']:.0%} pixels {block['mean_iou']} on {len(block['images'])} val "
-        f"images ({folder / 'report.html'})"
+        f"images in {block['seconds']} s ({folder / 'report.html'})"
     )
     return block, images if state.synthetic else {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -158,9 +159,9 @@ def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp
     manifest = json.loads((artifact / "manifest.json").read_text())
     block = manifest["saliency"]
     assert summary["saliency"] == block and not summary["synthetic"]
-    assert block["file"] == manifest["model"]["file"] and len(block["images"]) == 4
+    assert block["precision"] == manifest["model"]["precision"] and len(block["images"]) == 4
     assert all(0.0 <= r["iou"] <= 1.0 for r in block["images"]) and 0.0 <= block["mean_iou"] <= 1.0
-    assert summary["stage_seconds"]["bundle"] < 60
+    assert block["seconds"] < 30  # ~4 s at 64 px on an idle 2-core host
     report = (artifact / "report.html").read_text()
     assert "left out of this artifact for privacy" in report and "top 15% pixels" in report
     assert block["overlays"] in report
@@ -177,8 +178,12 @@ def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp
     # the artifact's own run.py loads the shipped file with the class the build's map came from
     spec = importlib.util.spec_from_file_location("artifact_run_py", artifact / "run.py")
     run_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_py)
-    runner = run_py.load_model(artifact, manifest, threads=1)
+    sys.modules[spec.name] = run_py  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(run_py)
+        runner = run_py.load_model(artifact, manifest, threads=1)
+    finally:
+        sys.modules.pop(spec.name, None)
     assert type(runner).__name__ == block["runner"]
     x = PRE.normalize(np.full((SIZE, SIZE), 0.5, np.float32))
     occ = occlusion_for_size(SIZE)
