@@ -529,7 +529,11 @@ def test_measure_tasks_variant(android_artifact, chest_images):
 # A profile with main_model = "tasks" (android-arm64) ships the Tasks-ready file as model.tflite:
 # run.py runs it on raw pixels (preprocess "pixels": "raw") and MediaPipe loads it as it is. Both
 # run the same file on the same uint8 pixels, so only the two LiteRT builds' kernels differ.
-MAIN_SCORE_TOLERANCE = 0.005  # |MediaPipe probability - run.py probability|, one INT8 file
+# |MediaPipe probability - run.py probability|, one INT8 file on the same bytes: what is left
+# is INT8 kernel rounding, which LiteRT shows against itself: on the android build's file and
+# these 100 X-rays XNNPACK and the reference kernels part by up to 0.043 (11 steps of the
+# softmax's 1/256 output scale), MediaPipe and run.py by up to 0.039
+MAIN_SCORE_TOLERANCE = 0.05
 
 
 def clear_main_decisions(predictions: list) -> list[int]:
@@ -647,20 +651,25 @@ def _patient(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def android_chest_build(chest_dir, tmp_path_factory):
-    """`edgexray build --target android-arm64` on a small real-chest slice (64 px, 1 epoch);
-    (artifact folder, 100 other patients' X-rays for the comparison)."""
+    """`edgexray build --target android-arm64` on a small real-chest slice (whole patients, about
+    100 images per class, 64 px, 6 epochs of batch 16: fewer give a one-class model); (artifact
+    folder, 100 other patients' X-rays for the comparison)."""
     from edgexray.pipeline import BuildConfig, build
 
     base = tmp_path_factory.mktemp("android-chest")
     held_out = []
     for cls in CLASSES:
         names = sorted(os.listdir(chest_dir / cls))
-        train = names[::9][:90]
         (base / "train" / cls).mkdir(parents=True)
-        taken = {_patient(n) for n in train}
-        for n in names:
-            if _patient(n) in taken:
-                (base / "train" / cls / n).symlink_to(chest_dir / cls / n)
+        taken, count = set(), 0
+        for name in names[::9]:
+            if count >= 100:
+                break
+            if _patient(name) not in taken:
+                taken.add(_patient(name))
+                for n in (n for n in names if _patient(n) == _patient(name)):
+                    (base / "train" / cls / n).symlink_to(chest_dir / cls / n)
+                    count += 1
         held_out += [chest_dir / cls / n for n in names[1::5] if _patient(n) not in taken][:50]
     summary = build(
         BuildConfig(
@@ -669,7 +678,8 @@ def android_chest_build(chest_dir, tmp_path_factory):
             out=str(base / "out"),
             size=64,
             width=0.25,
-            epochs=1,
+            epochs=6,
+            batch_size=16,
             finetune_epochs=1,
             calib_count=40,
             max_accuracy_drop=100.0,
@@ -688,5 +698,10 @@ def test_android_build_ships_model_mediapipe_loads(android_chest_build, mediapip
     folder, images = android_chest_build
     manifest = json.loads((folder / "manifest.json").read_text())
     assert_tasks_main_manifest(folder, 64, manifest["class_names"])
+    measured = manifest["tasks_variant_measured"]  # the shipped file against PyTorch, test split
+    print(
+        f"model.tflite vs PyTorch on the test split: top-1 agreement {measured['top1_agreement_with_pytorch']}"
+    )
+    assert measured["top1_agreement_with_pytorch"] >= 0.9 and measured["n"] == manifest["accuracy"]["n"]
     assert len(images) == 100
     assert_mediapipe_runs_model_tflite(mediapipe_python, folder, images, tmp_path)
