@@ -25,7 +25,7 @@ from edgexray.pipeline.export_stage import export_and_check
 from edgexray.pipeline.held_out import external_rows, operating_point, test_report
 from edgexray.pipeline.host_bench import host_bench
 from edgexray.pipeline.start import BuildConfig, is_demo, started
-from edgexray.pipeline.state import BuildState, Exported, Progress, logits_metrics
+from edgexray.pipeline.state import BuildState, Progress, logits_metrics
 from edgexray.pipeline.summary import format_summary, summary_record
 from edgexray.prune.budget import AccuracyBudget, BudgetSearch, prune_within_budget
 from edgexray.runtime.errors import EdgeXrayError
@@ -89,24 +89,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
     # 3. export + parity (val) --------------------------------------------------------------
     with steps.stage("export + parity"):
-        state = replace(
-            state,
-            exported=Exported(
-                *export_and_check(
-                    cfg,
-                    profile,
-                    state.pruned.checkpoint,
-                    data,
-                    state.work,
-                    state.precisions,
-                    state.pruned.val_logits,
-                    val_x,
-                    val_y,
-                    state.budget,
-                    steps,
-                )
-            ),
-        )
+        state = replace(state, exported=export_and_check(state))
 
     # 4. choose what ships -------------------------------------------------------------------
     precision = choose_precision(

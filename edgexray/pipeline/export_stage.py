@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from edgexray.export.calibration import train_calibration
 from edgexray.fsutil import atomic_write_json
-from edgexray.pipeline.state import jsonable
+from edgexray.pipeline.state import BuildState, Exported, jsonable
 from edgexray.runtime.errors import EdgeXrayError
 
 
-def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, val_x, val_y, judge, steps):
-    """Export every precision through export_model (what `edgexray export` runs), its choices
-    made on the validation split; then each file's parity with the pruned PyTorch model and its
-    accuracy budget against the unpruned model, on the validation split too."""
+def export_and_check(state: BuildState) -> Exported:
+    """Export every precision of the pruned model through export_model (what `edgexray export`
+    runs), its choices made on the validation split; then each file's parity with the pruned
+    PyTorch model and its accuracy budget against the unpruned model, on the validation split too."""
+    cfg, profile, work, steps = state.cfg, state.profile, state.work, state.steps
+    pruned, precisions = state.pruned.checkpoint, state.precisions
     from edgexray.export.exporter import export_model
     from edgexray.runtime.metrics import budget_text
 
@@ -30,18 +32,18 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
         work / "export",
         class_names=pruned.class_names,
         preprocess=pruned.preprocess,
-        eval_inputs=val_x,
-        eval_labels=val_y,
+        eval_inputs=state.val_x,
+        eval_labels=state.val_y,
         formats=fmt,
         precisions=precisions,
-        reference_logits=ref_logits,
-        calib=train_calibration(data, pruned.preprocess, cfg.calib_count, cfg.seed),
+        reference_logits=state.pruned.val_logits,
+        calib=train_calibration(state.data, pruned.preprocess, cfg.calib_count, cfg.seed),
         max_accuracy_drop=cfg.max_accuracy_drop,
         metadata={"arch": pruned.arch, "model_options": pruned.model_options},
         info={
             "checkpoint": str(pruned.path),
             "arch": pruned.arch,
-            "parity_data": {"split": "val", "root": str(data.index.root)},
+            "parity_data": {"split": "val", "root": str(state.data.index.root)},
         },
         force=True,
     )  # the build folder is the build's own
@@ -50,7 +52,7 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
     for p in precisions:  # the profile's order
         files[p], logits = result.files[(fmt, p)], result.logits[(fmt, p)]
         val_logits[p] = logits
-        results[p] = dict(entries[p]["parity"], split="val", budget=judge(logits))
+        results[p] = dict(entries[p]["parity"], split="val", budget=state.budget(logits))
         if "scheme_choice" in entries[p]:  # the ONNX INT8 scheme, measured on val on this CPU
             results[p]["int8_scheme"] = scheme = entries[p]["scheme_choice"]
             steps.say(
@@ -66,4 +68,4 @@ def export_and_check(cfg, profile, pruned, data, work, precisions, ref_logits, v
             f"{results[p]['max_abs_diff']:.2e}"
         )
     atomic_write_json(work / "export" / "parity_val.json", jsonable(results))
-    return files, results, val_logits
+    return Exported(files, results, val_logits)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -43,6 +44,7 @@ def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
     from edgexray.evaluate import held_out_data
     from edgexray.models.predict import predict_logits
     from edgexray.pipeline.export_stage import export_and_check
+    from edgexray.pipeline.state import BuildState
     from edgexray.runtime.metrics import budget_check
 
     ckpt = load_checkpoint(ckpt_path)
@@ -54,20 +56,21 @@ def _build_export(ckpt_path: Path, target: str, precisions: tuple, work: Path):
     def judge(logits):
         return budget_check(val_y, reference.argmax(1), logits.argmax(1), names, 100.0)
 
-    cfg = pipeline.BuildConfig(target=target, max_accuracy_drop=100.0)
-    files, val_parity, _ = export_and_check(
-        cfg,
-        load_profile(target),
-        ckpt,
-        data,
-        work,
-        precisions,
-        reference,
-        val_x,
-        val_y,
-        judge,
-        pipeline.Progress(),
+    state = BuildState(
+        cfg=pipeline.BuildConfig(target=target, max_accuracy_drop=100.0),
+        profile=load_profile(target),
+        precisions=tuple(precisions),
+        out=work.parent,
+        work=work,
+        steps=pipeline.Progress(),
+        data=data,
+        val_x=val_x,
+        val_y=val_y,
+        budget=judge,
+        pruned=SimpleNamespace(checkpoint=ckpt, val_logits=reference),  # what the prune stage hands on
     )
+    exported = export_and_check(state)
+    files, val_parity = exported.files, exported.val_parity
     return files, val_parity, json.loads((work / "export" / "parity.json").read_text())
 
 

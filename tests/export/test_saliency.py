@@ -161,7 +161,6 @@ def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp
     assert summary["saliency"] == block and not summary["synthetic"]
     assert block["precision"] == manifest["model"]["precision"] and len(block["images"]) == 4
     assert all(0.0 <= r["iou"] <= 1.0 for r in block["images"]) and 0.0 <= block["mean_iou"] <= 1.0
-    assert block["seconds"] < 30  # ~4 s at 64 px on an idle 2-core host
     report = (artifact / "report.html").read_text()
     assert "left out of this artifact for privacy" in report and "top 15% pixels" in report
     assert block["overlays"] in report
