@@ -7,6 +7,7 @@ import json
 import logging
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,6 +19,30 @@ log = logging.getLogger(__name__)
 
 _positive = click.IntRange(min=1)
 _seconds = click.FloatRange(min=0.0, min_open=True)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """`edgexray bench`'s options as click parsed them."""
+
+    target: Path  # artifact folder, its .zip, or a model file
+    data: Path | None  # evaluation images (adds accuracy)
+    runtime: str | None  # run a model file (or an artifact's model) with this runtime
+    seconds: float | None
+    runs: int | None
+    threads: int | None
+    limit: int | None  # evaluation images per class at most
+    no_memory: bool
+    timeout: float
+    remotes: tuple  # ssh:// URLs (--remote, repeatable)
+    hosts_file: Path | None  # one ssh:// URL per line
+    parallel: int  # fleet: devices measured at once
+    remote_python: str
+    identity: str | None
+    ssh_options: tuple  # KEY=VALUE
+    connect_timeout: int
+    out: Path | None
+    force: bool
 
 
 def _emit(doc: dict, out, force: bool) -> None:
@@ -120,26 +145,7 @@ def _emit(doc: dict, out, force: bool) -> None:
     help="Folder for results.json, results.md, plots and report.html (default: the JSON on stdout).",
 )
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def bench(
-    target,
-    data,
-    runtime,
-    seconds,
-    runs,
-    threads,
-    limit,
-    no_memory,
-    timeout,
-    remotes,
-    hosts_file,
-    parallel,
-    remote_python,
-    identity,
-    ssh_options,
-    connect_timeout,
-    out,
-    force,
-):
+def bench(**options):
     """Latency, memory and accuracy of an artifact (folder or .zip) or a model file.
 
     \b
@@ -157,86 +163,55 @@ def bench(
     """
     from edgexray.bench.fleet import hosts2urls
 
-    remotes = list(remotes) + (hosts2urls(hosts_file) if hosts_file else [])
-    fleet = len(remotes) > 1 or hosts_file is not None
+    req = BenchRequest(**options)
+    remotes = list(req.remotes) + (hosts2urls(req.hosts_file) if req.hosts_file else [])
+    fleet = len(remotes) > 1 or req.hosts_file is not None
+    target = req.target
     with contextlib.ExitStack() as stack:
         if target.is_file() and zipfile.is_zipfile(target):
             from edgexray.bench.local import unzip_artifact
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgexray-bench-zip-"))
             target = unzip_artifact(target, tmp)
-        _bench(
-            target,
-            data,
-            runtime,
-            seconds,
-            runs,
-            threads,
-            limit,
-            no_memory,
-            timeout,
-            remotes,
-            fleet,
-            parallel,
-            remote_python,
-            identity,
-            ssh_options,
-            connect_timeout,
-            out,
-            force,
-        )
+        _bench(req, target, remotes, fleet)
 
 
-def _bench(
-    target,
-    data,
-    runtime,
-    seconds,
-    runs,
-    threads,
-    limit,
-    no_memory,
-    timeout,
-    remotes,
-    fleet,
-    parallel,
-    remote_python,
-    identity,
-    ssh_options,
-    connect_timeout,
-    out,
-    force,
-):
+def _bench(req: BenchRequest, target: Path, remotes: list, fleet: bool) -> None:
+    """target: the artifact folder (a .zip already unpacked) or model file; remotes: ssh URLs."""
     from edgexray.bench import local
     from edgexray.bench.runtimes import runtime_for_suffix
 
-    if out:
-        refuse_existing(out, force, "bench output folder")
+    if req.out:
+        refuse_existing(req.out, req.force, "bench output folder")
     if local.is_artifact(target):
         from edgexray.runtime.integrity import checked_manifest
 
         checked_manifest(target)  # IntegrityError (exit 3) before anything runs
-    elif target.is_file() and not runtime and runtime_for_suffix(target.suffix) is None:
+    elif target.is_file() and not req.runtime and runtime_for_suffix(target.suffix) is None:
         raise EdgeXrayError(
             f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
             "its .zip, a model file (.pt, .onnx, .tflite), or --runtime"
         )
-    options = dict(seconds=seconds, runs=runs, threads=threads, limit=limit, memory=not no_memory)
+    options = dict(
+        seconds=req.seconds, runs=req.runs, threads=req.threads, limit=req.limit, memory=not req.no_memory
+    )
     if remotes:
         from edgexray.bench.remote import parse_ssh_url, remote_bench
 
-        if runtime:
+        if req.runtime:
             raise EdgeXrayError(
                 "--runtime cannot be combined with --remote: the device runs the "
                 "artifact's own run.py with the runtime its manifest names"
             )
-        for option in ssh_options:
+        for option in req.ssh_options:
             if "=" not in option:
                 raise EdgeXrayError(
                     f"--ssh-option {option!r} must be KEY=VALUE, e.g. StrictHostKeyChecking=accept-new"
                 )
         urls = [
-            parse_ssh_url(r, identity=identity, options=tuple(ssh_options), connect_timeout=connect_timeout)
+            parse_ssh_url(
+                r, identity=req.identity, options=tuple(req.ssh_options), connect_timeout=req.connect_timeout
+            )
             for r in remotes
         ]
         if fleet:
@@ -250,13 +225,13 @@ def _bench(
             doc = fleet_bench(
                 target,
                 urls,
-                max_parallel=parallel,
-                data=data,
-                remote_python=remote_python,
-                timeout=timeout,
+                max_parallel=req.parallel,
+                data=req.data,
+                remote_python=req.remote_python,
+                timeout=req.timeout,
                 **options,
             )
-            _emit(doc, out, force)
+            _emit(doc, req.out, req.force)
             failed = failed_hosts(doc)
             if failed:
                 from edgexray.runtime.errors import CheckFailed
@@ -267,20 +242,20 @@ def _bench(
                 )
             return
         doc = remote_bench(
-            target, urls[0], data=data, remote_python=remote_python, timeout=timeout, **options
+            target, urls[0], data=req.data, remote_python=req.remote_python, timeout=req.timeout, **options
         )
-    elif local.is_artifact(target) and not runtime:
-        doc = local.bench_artifact(target, data=data, timeout=timeout, **options)
+    elif local.is_artifact(target) and not req.runtime:
+        doc = local.bench_artifact(target, data=req.data, timeout=req.timeout, **options)
     elif local.is_artifact(target):
-        doc = local.single_document(local.bench_artifact_with(target, runtime, data=data, **options))
+        doc = local.single_document(local.bench_artifact_with(target, req.runtime, data=req.data, **options))
     elif target.is_file():
-        doc = local.single_document(local.bench_model(target, runtime, data=data, **options))
+        doc = local.single_document(local.bench_model(target, req.runtime, data=req.data, **options))
     else:
         raise EdgeXrayError(
             f"{str(target)!r} is neither an artifact folder (with manifest.json) "
             "nor a model file (.pt, .onnx, .tflite)"
         )
-    _emit(doc, out, force)
+    _emit(doc, req.out, req.force)
 
 
 def _int8_calibration(ckpt, calib, calib_count: int):

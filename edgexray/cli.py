@@ -22,7 +22,7 @@ from edgexray.runtime.errors import EdgeXrayError
 @dataclass(frozen=True)
 class CommandEntry:
     """Where a subcommand lives, and the first paragraph of its help: `edgexray --help` shows it
-    without importing the module (tests/test_cli_light.py checks it matches the command's own)."""
+    without importing the module (tests/core/test_cli_light.py checks it matches the command's own)."""
 
     name: str
     target: str  # "module:attribute"

@@ -147,7 +147,7 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
+def loader_logits(model: nn.Module, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels for every batch of `loader` (eval mode, no augmentation)."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -163,10 +163,10 @@ def validate(model, loader, loss_fn, class_names, device) -> dict:
     if ctx.active and isinstance(loader.sampler, distributed.ShardSampler):
         # every rank gets the metrics of the whole split
         logits, labels = distributed.gather_predictions(
-            ctx, lambda shard: predict_logits(model, shard, device), loader
+            ctx, lambda shard: loader_logits(model, shard, device), loader
         )
     else:
-        logits, labels = predict_logits(model, loader, device)
+        logits, labels = loader_logits(model, loader, device)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     m = classification_metrics(labels, probs, class_names or [str(i) for i in range(probs.shape[1])])

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import statistics
-import time
 
 import torch
 import torch_pruning as tp
 from torch import nn
+
+from edgexray.runtime.latency import first_and_warmup, summarize_ns, time_runs
 
 
 def count(model: nn.Module, example_input: torch.Tensor) -> dict:
@@ -49,24 +49,11 @@ def cpu_latency_ms(
     model = model.eval().cpu()
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                model(x)
-                times.append((time.perf_counter_ns() - t0) / 1e6)
+            first_and_warmup(lambda: model(x), warmup)
+            samples = time_runs(lambda: model(x), seconds=0.0, min_runs=runs, max_runs=runs)
     finally:
         torch.set_num_threads(old)
-    times.sort()
-    return {
-        "p50": statistics.median(times),
-        "p90": times[int(0.9 * (len(times) - 1))],
-        "mean": statistics.fmean(times),
-        "min": times[0],
-        "runs": runs,
-        "threads": threads or old,
-    }
+    return {**summarize_ns(samples), "runs": runs, "threads": threads or old}
 
 
 def onnx_count(path) -> dict:

@@ -98,10 +98,10 @@ def evaluate(model: nn.Module, loader, class_names) -> dict | None:
     if loader is None:
         return None
     from edgexray.runtime.metrics import classification_metrics
-    from edgexray.train import predict_logits
+    from edgexray.train import loader_logits
 
     with torch.no_grad():
-        logits, labels = predict_logits(model.eval(), loader, torch.device("cpu"))
+        logits, labels = loader_logits(model.eval(), loader, torch.device("cpu"))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     m = classification_metrics(labels, probs, list(class_names))
     return {

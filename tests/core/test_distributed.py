@@ -66,7 +66,7 @@ def _patients(relpaths) -> set:
 def test_torchrun_two_ranks_train_disjoint_shards_and_rank0_checkpoint(patient_set, tmp_path):
     from edgexray.checkpoint import load_checkpoint
     from edgexray.data import XrayDataset, make_loader, prepare
-    from edgexray.train import predict_logits
+    from edgexray.train import loader_logits
 
     debug = tmp_path / "ranks"
     env = dict(os.environ, OMP_NUM_THREADS="1", EDGEXRAY_DIST_DEBUG=str(debug))
@@ -129,7 +129,7 @@ def test_torchrun_two_ranks_train_disjoint_shards_and_rank0_checkpoint(patient_s
     loader = make_loader(
         XrayDataset(data.arrays["val"], data.labels["val"], ckpt.preprocess), 64, shuffle=False
     )
-    logits, labels = predict_logits(ckpt.model, loader)
+    logits, labels = loader_logits(ckpt.model, loader)
     assert len(labels) == len(val)
     accuracy = float((logits.argmax(1) == labels).mean())
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
