@@ -204,3 +204,36 @@ def clean_venv(pytestconfig):
             pytest.fail(f"cannot install numpy + ai-edge-litert into a clean venv: {proc.stderr[-2000:]}")
         (root / "READY").write_text("ok")
     return python
+
+
+@pytest.fixture(scope="session")
+def chest_build(chest_dir, tmp_path_factory):
+    """A real-data rpi4 build (32 px) on whole patients, with a patient-disjoint --test-data folder:
+    (summary, base folder with train/, external/, out/)."""
+    from model_factories import carve_patients
+
+    from edgexray.pipeline import BuildConfig, build
+
+    base = tmp_path_factory.mktemp("ext")
+    train_patients = carve_patients(chest_dir, base / "train", {"NORMAL": 70, "PNEUMONIA": 70})
+    test_patients = carve_patients(
+        chest_dir, base / "external", {"NORMAL": 30, "PNEUMONIA": 30}, skip_patients=train_patients
+    )
+    assert train_patients and test_patients and not train_patients & test_patients
+    summary = build(
+        BuildConfig(
+            target="rpi4",
+            data_dir=str(base / "train"),
+            out=str(base / "out"),
+            size=32,
+            width=0.25,
+            epochs=2,
+            finetune_epochs=1,
+            calib_count=30,
+            max_accuracy_drop=100.0,
+            bench_seconds=0.2,
+            verify_arm=False,
+            test_data=str(base / "external"),
+        )
+    )
+    return summary, base

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -274,3 +275,29 @@ def png_eval_set(root: Path, per_class: int = 2, size=(64, 48)) -> Path:
         for src in sorted((XRAYS / name).glob("*.jp*g"))[:per_class]:
             Image.open(src).convert("L").resize(size).save(root / name / f"{src.stem}.png")
     return root
+
+
+# Kermany's file names carry the patient: person123_bacteria_456.jpeg, IM-0115-0001.jpeg
+KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
+
+
+def patient_of(name: str) -> str:
+    return KERMANY.search(name.rsplit("/", 1)[-1]).group(1)
+
+
+def carve_patients(chest_dir: Path, root: Path, per_class: dict, skip_patients=frozenset()) -> set:
+    """Symlink whole patients' images into root/<class>/ until per_class images; their ids."""
+    taken = set()
+    for cls, want in per_class.items():
+        (root / cls).mkdir(parents=True)
+        names = sorted(os.listdir(chest_dir / cls))
+        n = 0
+        for name in names[::7]:  # spread over the folder
+            pid = patient_of(name)
+            if pid in skip_patients or pid in taken or n >= want:
+                continue
+            for other in (o for o in names if patient_of(o) == pid):
+                (root / cls / other).symlink_to(chest_dir / cls / other)
+                n += 1
+            taken.add(pid)
+    return taken

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,61 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from model_factories import KERMANY, patient_of
 
 from edgexray.cli import main
 from edgexray.pipeline import BuildConfig, build
 from edgexray.runtime.errors import EdgeXrayError
-
-KERMANY = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
-
-
-def _patient(name: str) -> str:
-    return KERMANY.search(name.rsplit("/", 1)[-1]).group(1)
-
-
-def _carve(chest_dir: Path, root: Path, per_class: dict, skip_patients=frozenset()) -> set:
-    """Symlink whole patients' images into root/<class>/ until per_class images; their ids."""
-    taken = set()
-    for cls, want in per_class.items():
-        (root / cls).mkdir(parents=True)
-        names = sorted(os.listdir(chest_dir / cls))
-        n = 0
-        for name in names[::7]:  # spread over the folder
-            pid = _patient(name)
-            if pid in skip_patients or pid in taken or n >= want:
-                continue
-            for other in (o for o in names if _patient(o) == pid):
-                (root / cls / other).symlink_to(chest_dir / cls / other)
-                n += 1
-            taken.add(pid)
-    return taken
-
-
-@pytest.fixture(scope="module")
-def chest_build(chest_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("ext")
-    train_patients = _carve(chest_dir, base / "train", {"NORMAL": 70, "PNEUMONIA": 70})
-    test_patients = _carve(
-        chest_dir, base / "external", {"NORMAL": 30, "PNEUMONIA": 30}, skip_patients=train_patients
-    )
-    assert train_patients and test_patients and not train_patients & test_patients
-    summary = build(
-        BuildConfig(
-            target="rpi4",
-            data_dir=str(base / "train"),
-            out=str(base / "out"),
-            size=32,
-            width=0.25,
-            epochs=2,
-            finetune_epochs=1,
-            calib_count=30,
-            max_accuracy_drop=100.0,
-            bench_seconds=0.2,
-            verify_arm=False,
-            test_data=str(base / "external"),
-        )
-    )
-    return summary, base
 
 
 @pytest.mark.slow
@@ -78,7 +26,7 @@ def test_build_splits_by_detected_patient_key(chest_build):
     splits = json.loads((base / "out" / "build-rpi4" / "train" / "splits.json").read_text())
     assert splits["grouping"]["key"] == KERMANY.pattern
     assert splits["grouping"]["source"].startswith("detected")
-    ids = {s: {_patient(r) for r in v} for s, v in splits["splits"].items()}
+    ids = {s: {patient_of(r) for r in v} for s, v in splits["splits"].items()}
     assert all(ids.values())
     assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
     assert splits["grouping"]["groups"] == len(set().union(*ids.values()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,35 +125,11 @@ def test_deployed_saliency_on_real_chest_xrays(chest_gray, chest_model):
     )
 
 
-def _carve(chest_dir: Path, root: Path, per_class: int) -> None:
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True)
-        for name in sorted(os.listdir(chest_dir / cls))[:per_class]:
-            (root / cls / name).symlink_to(chest_dir / cls / name)
-
-
 @pytest.mark.slow
-def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp_path):
+def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_build):
     """A real-data build: the manifest and summary carry the saliency block, the artifact's report
     its numbers (no overlays: patient images), the build folder the overlays."""
-    from edgexray.pipeline import BuildConfig, build
-
-    _carve(chest_dir, tmp_path / "chest", 40)
-    summary = build(
-        BuildConfig(
-            target="x86-64",
-            data_dir=str(tmp_path / "chest"),
-            out=str(tmp_path / "out"),
-            size=SIZE,
-            width=0.25,
-            epochs=1,
-            finetune_epochs=1,
-            calib_count=20,
-            max_accuracy_drop=100.0,
-            bench_seconds=0.2,
-            verify_arm=False,
-        )
-    )
+    summary, base = chest_build
     artifact = Path(summary["artifact"])
     manifest = json.loads((artifact / "manifest.json").read_text())
     block = manifest["saliency"]
@@ -164,7 +139,7 @@ def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp
     report = (artifact / "report.html").read_text()
     assert "left out of this artifact for privacy" in report and "top 15% pixels" in report
     assert block["overlays"] in report
-    build_dir = tmp_path / "out" / block["overlays"].split("/")[0]
+    build_dir = base / "out" / block["overlays"].split("/")[0]
     saliency_dir = build_dir / "saliency"
     assert (saliency_dir / "report.html").is_file()
     assert (
@@ -184,8 +159,9 @@ def test_build_reports_saliency_of_the_shipped_file_on_real_xrays(chest_dir, tmp
     finally:
         sys.modules.pop(spec.name, None)
     assert type(runner).__name__ == block["runner"]
-    x = PRE.normalize(np.full((SIZE, SIZE), 0.5, np.float32))
-    occ = occlusion_for_size(SIZE)
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    x = pre.normalize(np.full((pre.size, pre.size), 0.5, np.float32))
+    occ = occlusion_for_size(pre.size)
     np.testing.assert_array_equal(
         occlusion_map(runner.predict_all, x, 0, occ),
         file_occlusion(artifact / manifest["model"]["file"], x, 0, occ, threads=1),
