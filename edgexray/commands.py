@@ -187,6 +187,14 @@ def _list_archs(ctx, param, value):
     callback=number(0, 20, example="1.0"),
     help="Max augmentation blur sigma.",
 )
+@click.option(
+    "--cutout",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=number(0, 1, example="0.5"),
+    help="Coarse dropout: probability of filling one square (1/4 of the side) with the image mean.",
+)
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 @click.option(
     "--patience",
@@ -238,6 +246,7 @@ def train(
     mixup,
     noise,
     blur,
+    cutout,
     no_augment,
     patience,
     monitor,
@@ -288,7 +297,9 @@ def train(
         split_cfg=SplitConfig(
             train_frac, val_frac, test_frac, seed=seed, group_regex=group_regex, auto_group=not no_group
         ),
-        augment=None if no_augment else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup),
+        augment=None
+        if no_augment
+        else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup, cutout=cutout),
         splits=splits,
         strict=strict,
         force=force,
@@ -317,7 +328,13 @@ def train(
 )
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--out", type=click.Path(), help="Output folder (default: <ckpt folder>/eval-<split>).")
-@click.option("--tta", is_flag=True, help="Test-time augmentation (average with the mirror image).")
+@click.option("--tta", is_flag=True, help="Test-time augmentation (average over --tta-views).")
+@click.option(
+    "--tta-views",
+    default="mirror",
+    show_default=True,
+    help="TTA view set (edgexray.evaluate.TTA_SETS): mirror, shifts, shift-scale, all.",
+)
 @click.option(
     "--gradcam",
     type=int,
@@ -341,7 +358,7 @@ def train(
     "--shift-seed", type=int, default=0, show_default=True, help="Seed of the --shift perturbations."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
-def evaluate(ckpt, data_dir, split, out, tta, gradcam, test_data, shift, shift_seed, force):
+def evaluate(ckpt, data_dir, split, out, tta, tta_views, gradcam, test_data, shift, shift_seed, force):
     """Accuracy, macro F1, per-class sensitivity/specificity, ROC/PR-AUC, plots, Grad-CAM."""
     from edgexray.evaluate import evaluate_checkpoint
 
@@ -357,6 +374,7 @@ def evaluate(ckpt, data_dir, split, out, tta, gradcam, test_data, shift, shift_s
         test_data=test_data,
         shift=shift,
         shift_seed=shift_seed,
+        tta_views=tta_views,
     )
     click.echo(format_metrics(m))
     if shift:

@@ -17,15 +17,83 @@ from edgexray.runtime.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 
-def predict_proba(model, inputs: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-    """Class probabilities for normalized inputs (N, C, S, S); `tta` averages with the mirror."""
+def _shifted(dy: int, dx: int):
+    """A view that moves the image by (dy, dx) pixels, repeating the edge row/column into the gap."""
+
+    def view(x: np.ndarray) -> np.ndarray:
+        pad = [(0, 0)] * (x.ndim - 2) + [(abs(dy), abs(dy)), (abs(dx), abs(dx))]
+        padded = np.pad(x, pad, mode="edge")
+        h, w = x.shape[-2:]
+        y0, x0 = abs(dy) - dy, abs(dx) - dx
+        return padded[..., y0 : y0 + h, x0 : x0 + w]
+
+    return view
+
+
+def _zoomed(factor: float):
+    """A view scaled by `factor` about the centre (> 1 crops and enlarges, < 1 shrinks and pads
+    with the edge), resized back to the input side."""
+
+    def view(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        side = x.shape[-1]
+        inner = max(1, round(side / factor))
+        if inner <= side:  # zoom in: the centre inner x inner square
+            o = (side - inner) // 2
+            t = t[..., o : o + inner, o : o + inner]
+        else:  # zoom out: pad with the edge to inner x inner
+            p = (inner - side) // 2
+            t = torch.nn.functional.pad(t, (p, inner - side - p, p, inner - side - p), mode="replicate")
+        t = torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+        return t.numpy()
+
+    return view
+
+
+# Test-time views of a normalized (N, C, S, S) batch; each keeps the shape. Shifts are 1/32 of a
+# 128 px side (4 px) scaled to the input; zooms are +-10%, inside the training augmentation's range.
+TTA_VIEWS = {
+    "identity": lambda x: x,
+    "mirror": lambda x: x[..., ::-1],
+    "shift-left": lambda x: _shifted(0, -max(1, x.shape[-1] // 32))(x),
+    "shift-right": lambda x: _shifted(0, max(1, x.shape[-1] // 32))(x),
+    "shift-up": lambda x: _shifted(-max(1, x.shape[-1] // 32), 0)(x),
+    "shift-down": lambda x: _shifted(max(1, x.shape[-1] // 32), 0)(x),
+    "zoom-in": _zoomed(1.1),
+    "zoom-out": _zoomed(0.9),
+}
+
+# Named sets of views for `evaluate --tta --tta-views NAME`; "mirror" is what --tta always did.
+# A chest X-ray is not left-right symmetric (the heart), so only "mirror" and "all" use the mirror.
+TTA_SETS = {
+    "mirror": ("identity", "mirror"),
+    "shifts": ("identity", "shift-left", "shift-right", "shift-up", "shift-down"),
+    "shift-scale": ("identity", "shift-left", "shift-right", "shift-up", "shift-down", "zoom-in", "zoom-out"),
+    "all": tuple(TTA_VIEWS),
+}
+
+
+def tta_views_of(tta) -> tuple[str, ...]:
+    """The view names for `tta`: False/None -> identity only, True -> "mirror", or a TTA_SETS name."""
+    if not tta:
+        return ("identity",)
+    name = "mirror" if tta is True else tta
+    if name not in TTA_SETS:
+        raise EdgeXrayError(f"TTA views {name!r}; allowed: {', '.join(TTA_SETS)}")
+    return TTA_SETS[name]
+
+
+def predict_proba(model, inputs: np.ndarray, batch_size: int = 64, tta=False) -> np.ndarray:
+    """Class probabilities for normalized inputs (N, C, S, S). `tta`: False, True (average with
+    the mirror) or a TTA_SETS name: the mean of the softmax over those views."""
     from edgexray.models.predict import predict_logits
 
-    p = torch.softmax(torch.from_numpy(predict_logits(model, inputs, batch_size)), 1)
-    if tta:
-        mirrored = predict_logits(model, inputs[..., ::-1], batch_size)
-        p = (p + torch.softmax(torch.from_numpy(mirrored), 1)) / 2
-    return p.numpy()
+    views = tta_views_of(tta)
+    p = sum(
+        torch.softmax(torch.from_numpy(predict_logits(model, TTA_VIEWS[v](inputs), batch_size)), 1)
+        for v in views
+    )
+    return (p / len(views)).numpy()
 
 
 def held_out_data(ckpt: Checkpoint, data_dir=None, progress: bool = True, splits=None):
@@ -71,6 +139,7 @@ def evaluate_checkpoint(
     test_data=None,
     shift: bool = False,
     shift_seed: int = 0,
+    tta_views: str = "mirror",
 ) -> dict:
     """Write metrics.json and PNG plots (confusion, ROC, PR, training curves, class
     distribution) and `gradcam` Grad-CAM overlays; return the metrics. With `test_data` (an
@@ -106,7 +175,9 @@ def evaluate_checkpoint(
     if len(labels) == 0:
         raise EdgeXrayError(f"the {split} split is empty; choose --split val or re-split the data")
     inputs = ckpt.preprocess.normalize(arrays)
-    probs = predict_proba(ckpt.model, inputs, tta=tta)
+    tta_views_of(tta_views)  # refuse an unknown name before any work
+    views = tta_views if tta else False
+    probs = predict_proba(ckpt.model, inputs, tta=views)
     names = list(ckpt.class_names)
     from edgexray.data import split_group_ids
 
@@ -119,7 +190,7 @@ def evaluate_checkpoint(
         from edgexray.shift import ShiftConfig, shifted_block, shifted_probs
 
         cfg = ShiftConfig()
-        shifted = shifted_probs(ckpt.model, arrays, ckpt.preprocess, shift_seed, cfg, tta=tta)
+        shifted = shifted_probs(ckpt.model, arrays, ckpt.preprocess, shift_seed, cfg, tta=views)
         shift_groups = groups if ext is None else ext.groups
         metrics["shifted"] = dict(
             shifted_block(labels, probs, shifted, names, shift_seed, cfg, shift_groups),
@@ -128,6 +199,7 @@ def evaluate_checkpoint(
     metrics.update(
         split=split,
         tta=tta,
+        tta_views=list(tta_views_of(views)),
         checkpoint=str(Path(ckpt_path).resolve()),
         arch=ckpt.arch,
         synthetic=(Path(data.index.root) / "SYNTHETIC.txt").exists(),

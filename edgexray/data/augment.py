@@ -26,6 +26,12 @@ class AugmentConfig:
     noise: float = 0.0  # std of added Gaussian noise on the [0, 1] scale (0 = off)
     blur: float = 0.0  # max Gaussian blur sigma in pixels, sigma uniform in [0, blur] (0 = off)
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) in the trainer (0 = off; 0.2 typical)
+    # coarse dropout (cutout, DeVries & Taylor 2017): with probability `cutout`, `cutout_holes`
+    # squares of side `cutout_size` x the image side are filled with the image mean (0 = off;
+    # off by default: on the chest folder it did not measurably help, README "Cutout and TTA")
+    cutout: float = 0.0
+    cutout_holes: int = 1
+    cutout_size: float = 0.25
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -37,6 +43,13 @@ class AugmentConfig:
                 f"augment scale={self.scale}, brightness={self.brightness}; "
                 "each must be < 1, e.g. 0.1 and 0.2"
             )
+        if self.cutout > 1 or not 0 < self.cutout_size <= 1:
+            raise EdgeXrayError(
+                f"augment cutout={self.cutout}, cutout_size={self.cutout_size}; "
+                "cutout is a probability in [0, 1], cutout_size a fraction of the side in (0, 1]"
+            )
+        if self.cutout_holes != int(self.cutout_holes) or self.cutout_holes < 1:
+            raise EdgeXrayError(f"augment cutout_holes={self.cutout_holes!r}; must be a whole number >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,6 +61,27 @@ class AugmentConfig:
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def cutout_boxes(side: int, holes: int, size: float, g: torch.Generator) -> list[tuple[int, int, int, int]]:
+    """`holes` random squares (y0, x0, y1, x1) of side round(size * side), centres anywhere in the
+    image, clipped to it (so a hole at the border is smaller, as in the original cutout)."""
+    half = max(1, round(size * side)) / 2
+    boxes = []
+    for _ in range(int(holes)):
+        cy, cx = (int(torch.randint(0, side, (), generator=g)) for _ in range(2))
+        y0, x0 = max(0, int(cy - half)), max(0, int(cx - half))
+        boxes.append((y0, x0, min(side, int(cy + half)), min(side, int(cx + half))))
+    return boxes
+
+
+def cutout_image(x: torch.Tensor, boxes) -> torch.Tensor:
+    """A copy of `x` (..., S, S) with each box filled with the image mean (no black edge to learn)."""
+    out = x.clone()
+    fill = x.mean()
+    for y0, x0, y1, x1 in boxes:
+        out[..., y0:y1, x0:x1] = fill
+    return out
 
 
 def augment_image(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -86,6 +120,8 @@ def augment_image(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
             x = F.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
     if cfg.noise:
         x = x + cfg.noise * torch.randn(x.shape, generator=g)
+    if cfg.cutout and float(torch.rand((), generator=g)) < cfg.cutout:
+        x = cutout_image(x.clamp(0.0, 1.0), cutout_boxes(size, cfg.cutout_holes, cfg.cutout_size, g))
     return x.clamp_(0.0, 1.0)
 
 
