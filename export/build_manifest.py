@@ -205,7 +205,78 @@ def budgets(state) -> dict:
             "measured": host,
             "passed": host <= cfg.latency_budget_ms,
         }
+    bench = state.bench
+    out.update(
+        device_budgets(
+            state.profile,
+            bench.measured(bench.models.shipped),
+            bench.document["environment"],
+            bench.summary["shipped_runner"],
+        )
+    )
     return out
+
+
+# platform.machine() spellings -> the profiles' arch names
+_ARCH_NAMES = {
+    "amd64": "x86_64",
+    "x86_64": "x86_64",
+    "x64": "x86_64",
+    "arm64": "aarch64",
+    "aarch64": "aarch64",
+}
+
+
+def device_budgets(profile, measured: dict, env: dict, runner: str) -> dict:
+    """The profile's device budgets (latency p50 per image, batch 1; peak RSS) against the
+    shipped file as the host benchmark measured it (`measured`: latency_ms, memory_mb) with
+    `runner` on the machine `env` describes. Status "passed" | "failed" | "not measured": the
+    host is the device only for host-class targets, else the reason says how to measure it."""
+    reason = not_the_device(profile, env, runner)
+    where = f"this host ({env.get('cpu_model')}, {env.get('machine')}), {runner}"
+    checks = (
+        ("latency_budget_ms", profile.latency_budget_ms, "latency_ms", "p50", "p50 per image, batch 1"),
+        ("memory_budget_mb", profile.memory_budget_mb, "memory_mb", "peak_rss", "peak RSS, fresh process"),
+    )
+    out = {}
+    for key, limit, block, stat, what in checks:
+        value = (measured.get(block) or {}).get(stat)
+        entry = {"limit": limit, "what": f"shipped file, {what}"}
+        if reason is None and value is not None:
+            status = "passed" if value <= limit else "failed"
+            entry.update(status=status, measured=float(value), measured_on=where)
+        else:
+            entry.update(status="not measured", reason=reason or "the host benchmark did not measure it")
+        out[key] = entry
+    return out
+
+
+def not_the_device(profile, env: dict, runner: str) -> str | None:
+    """Why this host's measurements are not the target device's (None when they are): boards
+    (aarch64 profiles) never are; x86-64 targets on an x86-64 host are, GPU targets only when
+    the GPU runner was the one used."""
+    from edgexray.runtime.registry import get_runtime
+
+    host = _ARCH_NAMES.get(str(env.get("machine")).lower(), env.get("machine"))
+    remote = "run `edgexray bench ARTIFACT --remote ssh://user@host[:port]` on the device"
+    if host != profile.arch:
+        return f"{profile.name} is {profile.arch}; this host is {host}: {remote}"
+    if profile.arch != "x86_64":
+        return (
+            f"{profile.name} is a board ({profile.cpu}); this host ({env.get('cpu_model')}) is not: {remote}"
+        )
+    if get_runtime(profile.runner).device == "cuda" and runner != profile.runner:
+        return f"{profile.name} runs {profile.runner} on a GPU; this host timed it with {runner}: {remote}"
+    return None
+
+
+def budget_warnings(budgets: dict) -> list[str]:
+    """A failed device budget is a warning (the build still ships)."""
+    return [
+        f"{key} failed: the shipped file measured {b['measured']:.1f} > {b['limit']:g} on {b['measured_on']}"
+        for key, b in budgets.items()
+        if isinstance(b, dict) and b.get("status") == "failed"
+    ]
 
 
 def manifest_fields(state) -> dict:

@@ -24,6 +24,10 @@ RUNTIME_DISTRIBUTIONS = {
     "tflite-runtime": "tflite_runtime",
 }
 
+# Every ONNX Runtime session (runtime.runners.OrtRunner): worker threads that spin while idle
+# would steal cores from the next model timed in an interleaved comparison.
+ORT_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+
 
 def package_version(dist: str):
     try:
@@ -164,6 +168,11 @@ def environment() -> dict:
         "python": platform.python_version(),
         "numpy": package_version("numpy"),
         "runtimes": runtimes,
+        **(
+            {"onnxruntime_session_config": dict(ORT_SESSION_CONFIG)}
+            if {"onnxruntime", "onnxruntime_gpu"} & set(runtimes)
+            else {}
+        ),
         "gpu": gpu_name(),
     }
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgexray.runtime.environment import ORT_SESSION_CONFIG
 from edgexray.runtime.errors import EdgeXrayError
 from edgexray.runtime.registry import get_runtime, manifest_runtimes, model_suffixes, runtime_for_suffix
 from edgexray.runtime.runner_base import (
@@ -102,6 +103,8 @@ class OrtRunner(Runner):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        for key, value in ORT_SESSION_CONFIG.items():  # no idle spinning: timings stay clean
+            options.add_session_config_entry(key, value)
         try:
             self._session = ort.InferenceSession(self.model_path, options, providers=providers)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf classes

@@ -20,7 +20,7 @@ class Bundled:
 
 
 def bundle(state: BuildState) -> Bundled:
-    from edgexray.export.build_manifest import manifest_fields, tasks_row
+    from edgexray.export.build_manifest import budget_warnings, manifest_fields, tasks_row
     from edgexray.export.bundle import write_artifact
     from edgexray.review import models2warnings
 
@@ -48,7 +48,8 @@ def bundle(state: BuildState) -> Bundled:
             state.external_rows[fields["models"][-1]["label"]] = pixels_model_metrics(
                 state.external_set, tasks[0]
             )
-    fields["warnings"] = models2warnings(fields["models"])  # + external: the hook
+    # + external: the hook
+    fields["warnings"] = models2warnings(fields["models"]) + budget_warnings(fields["budgets"])
     artifact = write_artifact(
         state.out,
         target=state.profile,

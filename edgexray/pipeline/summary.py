@@ -45,6 +45,7 @@ def summary_record(state: BuildState, artifact: Path, external: dict | None) -> 
     manifest = json.loads((Path(artifact) / "manifest.json").read_text(encoding="utf-8"))
     summary["warnings"] = manifest.get("warnings") or []
     summary["saliency"] = manifest.get("saliency")  # Grad-CAM vs the shipped file: IoU per image
+    summary["budgets"] = manifest.get("budgets")
     return summary
 
 
@@ -79,6 +80,21 @@ def calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
     return [("calibration", text)]
 
 
+def budget_lines(budgets: dict | None) -> list[tuple[str, str]]:
+    """The profile's device budgets: passed / failed with the value, or why not measured."""
+    rows = []
+    for key, b in (budgets or {}).items():
+        if not isinstance(b, dict) or "status" not in b:
+            continue
+        if b["status"] == "not measured":
+            rows.append((f"budget {key}", f"{b['limit']:g}: not measured ({b['reason']})"))
+        else:
+            rows.append(
+                (f"budget {key}", f"{b['limit']:g}: {b['status']}, {b['measured']:.2f} on {b['measured_on']}")
+            )
+    return rows
+
+
 def format_summary(summary: dict) -> str:
     red = summary["reduction"]
     b = summary["bench"]
@@ -105,6 +121,7 @@ def format_summary(summary: dict) -> str:
         *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
         ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
         ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
+        *budget_lines(summary.get("budgets")),
         *calibration_lines(summary.get("calibration")),
         *([("operating point", decision_text(summary["decision"]))] if summary.get("decision") else []),
         ("stage times (s)", ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items())),
