@@ -155,10 +155,14 @@ def model_rows(state) -> list[dict]:
         if p == state.shipped:
             row.update(bench.measured(models.shipped), shipped=True)
         rows.append(row)
+    from edgexray.pipeline.host_bench import gmac_per_s
+
     for row in rows:  # 95% bootstrap intervals on the test split
         ci = row["metrics"]["ci95"]
         row["accuracy_ci95"] = ci["accuracy"]
         row["per_class_ci95"] = ci["per_class"]
+        if rate := gmac_per_s(row.get("macs"), (row.get("latency_ms") or {}).get("p50")):
+            row["gmac_per_s"] = rate
     return rows
 
 

@@ -55,10 +55,19 @@ def host_bench(state: BuildState) -> HostBench:
     by_label = {e["label"]: e for e in doc["results"]}
     p50 = {c.label: by_label[c.label]["latency_ms"]["p50"] for c in models.timed()}
     shipped_p50 = p50[models.shipped.label]
+    report = state.pruned.report
+    macs = {c.label: report["before"].get("macs") for c in models.timed()[:3]}
+    macs.update({c.label: report["after"].get("macs") for c in models.timed()[3:]})
     summary = {
         "label": "host latency (this build machine, not the device)",
         "cpu": doc["environment"].get("cpu_model"),
         "p50_ms": p50,
+        # min/p50/p90 and how many timed runs each figure rests on
+        "latency_ms": {
+            c.label: {k: by_label[c.label]["latency_ms"][k] for k in ("min", "p50", "p90", "runs")}
+            for c in models.timed()
+        },
+        "gmac_per_s": {k: rate for k, v in p50.items() if (rate := gmac_per_s(macs[k], v))},
         "speedup_vs_unpruned_torch": p50[models.unpruned_torch.label] / shipped_p50,
         "speedup_vs_unpruned_ort_int8": p50[models.unpruned_ort_int8.label] / shipped_p50,
         "shipped_runner": runner,
@@ -76,3 +85,8 @@ def host_bench(state: BuildState) -> HostBench:
         for c in (models.unpruned_ort, models.unpruned_ort_int8)
     }
     return HostBench(models, summary, doc, onnx_metrics)
+
+
+def gmac_per_s(macs, p50_ms) -> float | None:
+    """Achieved multiply-accumulates per second (GMAC/s) of one batch-1 call at its p50."""
+    return macs / (p50_ms / 1e3) / 1e9 if macs and p50_ms else None

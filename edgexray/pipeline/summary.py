@@ -80,6 +80,16 @@ def calibration_lines(cal: dict | None) -> list[tuple[str, str]]:
     return [("calibration", text)]
 
 
+def host_latency_text(bench: dict, label: str) -> str:
+    """p50, then min/p90 over the timed runs and the achieved GMAC/s where known."""
+    text = f"{bench['p50_ms'][label]:.2f} ms"
+    if lat := (bench.get("latency_ms") or {}).get(label):
+        text += f" (min {lat['min']:.2f}, p90 {lat['p90']:.2f}, {lat['runs']} runs)"
+    if rate := (bench.get("gmac_per_s") or {}).get(label):
+        text += f", {rate:.2f} GMAC/s"
+    return text
+
+
 def budget_lines(budgets: dict | None) -> list[tuple[str, str]]:
     """The profile's device budgets: passed / failed with the value, or why not measured."""
     rows = []
@@ -118,7 +128,7 @@ def format_summary(summary: dict) -> str:
         ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
         ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
         *[(f"test accuracy exported {p}", acc(a, ci[p])) for p, a in summary["exported"].items()],
-        *[(f"host p50 {k}", f"{v:.2f} ms") for k, v in b["p50_ms"].items()],
+        *[(f"host p50 {k}", host_latency_text(b, k)) for k in b["p50_ms"]],
         ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
         ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),
         *budget_lines(summary.get("budgets")),
