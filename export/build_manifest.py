@@ -155,7 +155,7 @@ def model_rows(state) -> list[dict]:
         if p == state.shipped:
             row.update(bench.measured(models.shipped), shipped=True)
         rows.append(row)
-    from edgexray.pipeline.host_bench import gmac_per_s
+    from edgexray.runtime.latency import gmac_per_s
 
     for row in rows:  # 95% bootstrap intervals on the test split
         ci = row["metrics"]["ci95"]

@@ -88,3 +88,8 @@ class Stopwatch:
     def __exit__(self, *exc):
         self.ms = (time.perf_counter_ns() - self._t0) / 1e6
         return False
+
+
+def gmac_per_s(macs, p50_ms) -> float | None:
+    """Achieved multiply-accumulates per second (GMAC/s) of one batch-1 call at its p50."""
+    return macs / (p50_ms / 1e3) / 1e9 if macs and p50_ms else None

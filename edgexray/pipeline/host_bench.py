@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from edgexray import data as data_mod
 from edgexray.fsutil import atomic_write_json
 from edgexray.pipeline.state import BuildState, logits_metrics
+from edgexray.runtime.latency import gmac_per_s
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,8 +86,3 @@ def host_bench(state: BuildState) -> HostBench:
         for c in (models.unpruned_ort, models.unpruned_ort_int8)
     }
     return HostBench(models, summary, doc, onnx_metrics)
-
-
-def gmac_per_s(macs, p50_ms) -> float | None:
-    """Achieved multiply-accumulates per second (GMAC/s) of one batch-1 call at its p50."""
-    return macs / (p50_ms / 1e3) / 1e9 if macs and p50_ms else None
