@@ -299,7 +299,7 @@ def comparison2csv(rows: list[dict]) -> str:
 
 def plot_comparison(rows: list[dict], path=None) -> bytes:
     """Test accuracy with its 95% interval per architecture, and accuracy against latency."""
-    plt, fig = plots._figure((9, 3.8))
+    plt, fig = plots.new_figure((9, 3.8))
     names = [r["arch"] for r in rows]
     acc = np.array([r["test_accuracy"] for r in rows])
     lo = np.array([(r["test_accuracy_ci95"] or [a, a])[0] for r, a in zip(rows, acc)])
@@ -318,7 +318,7 @@ def plot_comparison(rows: list[dict], path=None) -> bytes:
     ax.set_xlabel("host p50 latency (ms, batch 1)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs latency (size: params)")
-    return plots._save(plt, fig, path)
+    return plots.save_figure(plt, fig, path)
 
 
 def format_comparison(doc: dict) -> str:

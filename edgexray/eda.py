@@ -246,17 +246,17 @@ def folder2eda(
 
 
 def plot_class_balance(counts: dict, path=None) -> bytes:
-    plt, fig = plots._figure((5, 3.5))
+    plt, fig = plots.new_figure((5, 3.5))
     ax = fig.add_subplot()
     bars = ax.bar(list(counts), list(counts.values()), color="#27a")
     ax.bar_label(bars)
     ax.set_ylabel("images")
     ax.set_title("Class balance")
-    return plots._save(plt, fig, path)
+    return plots.save_figure(plt, fig, path)
 
 
 def plot_sizes(rows: list[dict], class_names, path=None) -> bytes:
-    plt, fig = plots._figure((5, 4))
+    plt, fig = plots.new_figure((5, 4))
     ax = fig.add_subplot()
     for name in class_names:
         w = [r["width"] for r in rows if r["class"] == name]
@@ -266,11 +266,11 @@ def plot_sizes(rows: list[dict], class_names, path=None) -> bytes:
     ax.set_ylabel("height (px)")
     ax.set_title("Stored image sizes")
     ax.legend()
-    return plots._save(plt, fig, path)
+    return plots.save_figure(plt, fig, path)
 
 
 def plot_intensity(intensity: dict, rows: list[dict], class_names, path=None) -> bytes:
-    plt, fig = plots._figure((9, 3.5))
+    plt, fig = plots.new_figure((9, 3.5))
     edges = np.asarray(intensity["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
     ax = fig.add_subplot(1, 2, 1)
@@ -287,11 +287,11 @@ def plot_intensity(intensity: dict, rows: list[dict], class_names, path=None) ->
     ax.set_ylabel("images")
     ax.set_title("Brightness per image")
     ax.legend()
-    return plots._save(plt, fig, path)
+    return plots.save_figure(plt, fig, path)
 
 
 def plot_groups(groups: dict, path=None) -> bytes:
-    plt, fig = plots._figure((5, 3.5))
+    plt, fig = plots.new_figure((5, 3.5))
     ax = fig.add_subplot()
     counts = groups.get("images_per_group_counts") or {}
     sizes = sorted(counts, key=int)
@@ -299,7 +299,7 @@ def plot_groups(groups: dict, path=None) -> bytes:
     ax.set_xlabel("images per group")
     ax.set_ylabel("groups")
     ax.set_title(f"Patient groups ({groups.get('groups', 0)})")
-    return plots._save(plt, fig, path)
+    return plots.save_figure(plt, fig, path)
 
 
 # ---- report --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 from edgexray.runtime.metrics import pr_curve, roc_curve
 
 
-def _figure(figsize=(5, 4)):
+def new_figure(figsize=(5, 4)):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _figure(figsize=(5, 4)):
     return plt, plt.figure(figsize=figsize, dpi=100)
 
 
-def _save(plt, fig, path) -> bytes:
+def save_figure(plt, fig, path) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -33,7 +33,7 @@ def _save(plt, fig, path) -> bytes:
 
 
 def plot_confusion(cm, class_names, path=None, title="Confusion matrix") -> bytes:
-    plt, fig = _figure()
+    plt, fig = new_figure()
     ax = fig.add_subplot()
     cm = np.asarray(cm)
     ax.imshow(cm, cmap="Blues")
@@ -44,11 +44,11 @@ def plot_confusion(cm, class_names, path=None, title="Confusion matrix") -> byte
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     ax.set_title(title)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def _one_vs_rest(y_true, probs, class_names, curve, xlabel, ylabel, title, path, diagonal=False):
-    plt, fig = _figure()
+    plt, fig = new_figure()
     ax = fig.add_subplot()
     for i, name in enumerate(class_names):
         ax.plot(*curve(np.asarray(y_true) == i, np.asarray(probs)[:, i]), label=name)
@@ -58,7 +58,7 @@ def _one_vs_rest(y_true, probs, class_names, curve, xlabel, ylabel, title, path,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_roc(y_true, probs, class_names, path=None) -> bytes:
@@ -77,7 +77,7 @@ def plot_roc(y_true, probs, class_names, path=None) -> bytes:
 
 def plot_roc_point(is_pos, score, point: tuple[float, float], label: str, path=None) -> bytes:
     """ROC of one class with the operating point (sensitivity, specificity) marked."""
-    plt, fig = _figure()
+    plt, fig = new_figure()
     ax = fig.add_subplot()
     ax.plot(*roc_curve(np.asarray(is_pos, bool), np.asarray(score)), label="test ROC")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
@@ -86,7 +86,7 @@ def plot_roc_point(is_pos, score, point: tuple[float, float], label: str, path=N
     ax.set_ylabel("sensitivity")
     ax.set_title("Operating point (chosen on val), test split")
     ax.legend(loc="lower right")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_pr(y_true, probs, class_names, path=None) -> bytes:
@@ -96,7 +96,7 @@ def plot_pr(y_true, probs, class_names, path=None) -> bytes:
 
 
 def plot_history(history: list[dict], path=None) -> bytes:
-    plt, fig = _figure((8, 3.5))
+    plt, fig = new_figure((8, 3.5))
     epochs = [r["epoch"] for r in history]
     ax = fig.add_subplot(1, 2, 1)
     ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
@@ -108,12 +108,12 @@ def plot_history(history: list[dict], path=None) -> bytes:
     ax.plot(epochs, [r["val_macro_f1"] for r in history], label="val macro F1")
     ax.set_xlabel("epoch")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_class_distribution(counts: dict[str, dict[str, int]], path=None) -> bytes:
     """counts: {split: {class: n}}."""
-    plt, fig = _figure()
+    plt, fig = new_figure()
     ax = fig.add_subplot()
     splits = list(counts)
     classes = list(next(iter(counts.values())))
@@ -124,26 +124,26 @@ def plot_class_distribution(counts: dict[str, dict[str, int]], path=None) -> byt
     ax.set_ylabel("images")
     ax.set_title("Class distribution")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def bar_before_after(values: dict[str, float], ylabel: str, title: str, path=None) -> bytes:
-    plt, fig = _figure((5, 3.5))
+    plt, fig = new_figure((5, 3.5))
     ax = fig.add_subplot()
     names = list(values)
     bars = ax.bar(names, [values[n] for n in names], color=["#888", "#2a7", "#27a", "#a72"][: len(names)])
     ax.bar_label(bars, fmt="%.3g")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, path=None, title: str = "") -> bytes:
-    plt, fig = _figure((3, 3))
+    plt, fig = new_figure((3, 3))
     ax = fig.add_subplot()
     ax.imshow(gray, cmap="gray")
     ax.imshow(heat, cmap="jet", alpha=0.4)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
-    return _save(plt, fig, Path(path) if path else None)
+    return save_figure(plt, fig, Path(path) if path else None)

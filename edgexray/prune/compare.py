@@ -110,9 +110,9 @@ def compare_methods(
 
 
 def plot_compare(rep: dict, path) -> bytes:
-    from edgexray.plots import _figure, _save
+    from edgexray.plots import new_figure, save_figure
 
-    plt, fig = _figure((6, 4))
+    plt, fig = new_figure((6, 4))
     ax = fig.add_subplot()
     for r in rep["rows"]:
         if r.get("error"):
@@ -129,4 +129,4 @@ def plot_compare(rep: dict, path) -> bytes:
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("val accuracy (%)")
     ax.set_title("Pruning methods at the same target")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -63,9 +63,9 @@ def stage_sensitivity(
 
 
 def plot_sensitivity(rep: dict, path) -> bytes:
-    from edgexray.plots import _figure, _save
+    from edgexray.plots import new_figure, save_figure
 
-    plt, fig = _figure((5.5, 4))
+    plt, fig = new_figure((5.5, 4))
     ax = fig.add_subplot()
     for stage, rows in rep["stages"].items():
         ax.plot(
@@ -80,7 +80,7 @@ def plot_sensitivity(rep: dict, path) -> bytes:
     ax.set_ylabel("val accuracy (%)")
     ax.set_title(f"Sensitivity ({rep['method']}, no fine-tuning)")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def layer_sensitivity(
@@ -152,9 +152,9 @@ def stage_ratios_from(rep: dict, max_drop: float) -> tuple[float, ...]:
 
 
 def plot_layer_sensitivity(rep: dict, path) -> bytes:
-    from edgexray.plots import _figure, _save
+    from edgexray.plots import new_figure, save_figure
 
-    plt, fig = _figure((7.5, 4.5))
+    plt, fig = new_figure((7.5, 4.5))
     ax = fig.add_subplot()
     cmap = plt.get_cmap("viridis")
     start = ([0.0], [100 * rep["baseline"]["accuracy"]]) if rep["baseline"] else ([], [])
@@ -174,4 +174,4 @@ def plot_layer_sensitivity(rep: dict, path) -> bytes:
     ax.set_ylabel("val accuracy (%)")
     ax.set_title(f"Per-layer sensitivity ({rep['method']}, no fine-tuning)")
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
