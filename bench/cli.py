@@ -27,6 +27,7 @@ class BenchRequest:
 
     target: Path  # artifact folder, its .zip, or a model file
     data: Path | None  # evaluation images (adds accuracy)
+    test_data: Path | None  # an external folder of other patients (adds the "external" block)
     runtime: str | None  # run a model file (or an artifact's model) with this runtime
     seconds: float | None
     runs: int | None
@@ -50,8 +51,12 @@ def _emit(doc: dict, out, force: bool) -> None:
     from edgexray.bench.results import markdown_table, write_results
 
     if out:
+        from edgexray.bench.external import table_lines
+
         written = write_results(doc, out, force=force)
         click.echo(markdown_table(doc), nl=False)
+        for line in table_lines(doc.get("external")):
+            click.echo(line)
         click.echo(f"wrote {', '.join(sorted(written))} to {out}", err=True)
     else:
         click.echo(json.dumps(doc, indent=2))
@@ -63,6 +68,13 @@ def _emit(doc: dict, out, force: bool) -> None:
     "--data",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Evaluation images, one subfolder per class (adds accuracy).",
+)
+@click.option(
+    "--test-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An external folder of other patients (same class folders): the model's figures on it with "
+    "95% intervals (over patients when file names carry a patient key) and its overlap with --data.",
 )
 @click.option(
     "--runtime",
@@ -150,6 +162,7 @@ def bench(**options):
 
     \b
     edgexray bench artifacts/rpi4-resnet18_cbam-int8 --data xrays/test --out bench/
+    edgexray bench artifacts/rpi4-... --data xrays/test --test-data other-site/ --out bench/
     edgexray bench artifacts/rpi4-resnet18_cbam-int8.zip
     edgexray bench artifacts/rpi4-... --remote ssh://pi@raspberrypi.local
     edgexray bench model.onnx --runtime onnxruntime-cuda
@@ -192,6 +205,11 @@ def _bench(req: BenchRequest, target: Path, remotes: list, fleet: bool) -> None:
             f"cannot tell how to run {str(target)!r}: pass an artifact folder or "
             "its .zip, a model file (.pt, .onnx, .tflite), or --runtime"
         )
+    external = None
+    if req.test_data is not None:  # scored before timing: a class mismatch stops the bench at once
+        from edgexray.bench.external import bench_external
+
+        external = bench_external(target, req.test_data, req.data, req.runtime, req.threads, bool(remotes))
     options = dict(
         seconds=req.seconds, runs=req.runs, threads=req.threads, limit=req.limit, memory=not req.no_memory
     )
@@ -231,7 +249,7 @@ def _bench(req: BenchRequest, target: Path, remotes: list, fleet: bool) -> None:
                 timeout=req.timeout,
                 **options,
             )
-            _emit(doc, req.out, req.force)
+            _emit(_with_external(doc, external), req.out, req.force)
             failed = failed_hosts(doc)
             if failed:
                 from edgexray.runtime.errors import CheckFailed
@@ -255,7 +273,11 @@ def _bench(req: BenchRequest, target: Path, remotes: list, fleet: bool) -> None:
             f"{str(target)!r} is neither an artifact folder (with manifest.json) "
             "nor a model file (.pt, .onnx, .tflite)"
         )
-    _emit(doc, req.out, req.force)
+    _emit(_with_external(doc, external), req.out, req.force)
+
+
+def _with_external(doc: dict, external: dict | None) -> dict:
+    return doc if external is None else {**doc, "external": external}
 
 
 def _int8_calibration(ckpt, calib, calib_count: int):
@@ -273,6 +295,20 @@ def _int8_calibration(ckpt, calib, calib_count: int):
         return train_calibration(recorded_data(ckpt, need), ckpt.preprocess, calib_count)
 
     return images
+
+
+def _baseline_validation(ckpt, int8_path) -> tuple:
+    """(inputs, labels) of the val split the checkpoint records, on which the ONNX Runtime INT8
+    baseline's scheme is chosen; (None, None) when the file is given or there is no val split
+    (the baseline then uses the scheme accurate on every CPU)."""
+    from edgexray.export.calibration import recorded_data, records_data
+
+    if int8_path is not None or not records_data(ckpt):
+        return None, None
+    data = recorded_data(ckpt, "choosing the INT8 baseline's scheme needs the val split")
+    if len(data.labels["val"]) == 0:
+        return None, None
+    return ckpt.preprocess.normalize(data.arrays["val"]), data.labels["val"]
 
 
 @click.command("compare")
@@ -381,9 +417,19 @@ def compare(
         refuse_existing(out, force, "compare output folder")
     with tempfile.TemporaryDirectory(prefix="edgexray-compare-") as tmp:
         ckpt = load_checkpoint(baseline_ckpt)
+        val_x, val_y = _baseline_validation(ckpt, int8_path)
         baselines = unpruned_onnx(
-            ckpt, Path(tmp), _int8_calibration(ckpt, calib, calib_count), onnx_path, int8_path
+            ckpt,
+            Path(tmp),
+            _int8_calibration(ckpt, calib, calib_count),
+            onnx_path,
+            int8_path,
+            val_inputs=val_x,
+            val_labels=val_y,
         )
+        if baselines.int8_scheme:
+            how = "chosen on the val split" if baselines.scheme_choice else "no val split to choose on"
+            click.echo(f"unpruned ONNX Runtime INT8: scheme {baselines.int8_scheme} ({how})", err=True)
         models = compare_set(ckpt, baselines, artifact_contender(artifact), pruned=pruned, device=device)
         doc = compare_models(
             models.timed_entries(),
@@ -394,4 +440,6 @@ def compare(
             limit=limit,
             memory=not no_memory,
         )
+    doc["unpruned_ort_int8_scheme"] = baselines.int8_scheme  # None: --int8-onnx was given
+    doc["unpruned_ort_int8_scheme_choice"] = baselines.scheme_choice
     _emit(doc, out, force)

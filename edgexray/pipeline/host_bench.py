@@ -42,9 +42,11 @@ def host_bench(state: BuildState) -> HostBench:
     def calib():
         return train_calibration(state.data, base.preprocess, min(cfg.calib_count, 100), cfg.seed)
 
+    # the INT8 baseline's scheme chosen on val as a careful user would (export.baselines)
+    baselines = unpruned_onnx(base, bdir, calib, val_inputs=state.val_x, val_labels=state.val_y)
     models = compare_set(
         base,
-        unpruned_onnx(base, bdir, calib),
+        baselines,
         shipped_contender(state.shipped, state.shipped_file, runner),
         pruned=state.pruned.checkpoint.path,
         exported=state.exported.files,
@@ -72,6 +74,8 @@ def host_bench(state: BuildState) -> HostBench:
         "speedup_vs_unpruned_torch": p50[models.unpruned_torch.label] / shipped_p50,
         "speedup_vs_unpruned_ort_int8": p50[models.unpruned_ort_int8.label] / shipped_p50,
         "shipped_runner": runner,
+        "unpruned_ort_int8_scheme": baselines.int8_scheme,
+        "unpruned_ort_int8_scheme_choice": baselines.scheme_choice,
         **({"gpu": gpu_note} if gpu_note else {}),
     }
     steps.say(
