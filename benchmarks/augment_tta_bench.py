@@ -13,41 +13,13 @@ intervals) with the CPU ISA flags; everything else lands in --out.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest-xray-pneumonia" / "train"
-# Kermany's file names carry the patient: person123_bacteria_456.jpeg, IM-0115-0001.jpeg
-PATIENT = re.compile(r"((?:person\d+)|(?:NORMAL2-)?IM-\d+)[-_]")
-
-
-def whole_patients(data: Path, per_class: int, into: Path) -> Path:
-    """Symlinks to whole patients' images, spread over each class folder, ~per_class per class."""
-    for cls in sorted(p for p in data.iterdir() if p.is_dir()):
-        names = sorted(n for n in os.listdir(cls) if PATIENT.search(n))
-        by_patient: dict[str, list[str]] = {}
-        for n in names:
-            by_patient.setdefault(PATIENT.search(n).group(1), []).append(n)
-        patients = sorted(by_patient)
-        step = max(1, len(patients) * 2 // max(1, per_class))
-        (into / cls.name).mkdir(parents=True)
-        n = 0
-        for pid in patients[::step]:
-            if n >= per_class:
-                break
-            for name in by_patient[pid]:
-                (into / cls.name / name).symlink_to(cls / name)
-                n += 1
-    return into
+from chest_subset import DEFAULT_DATA, cell, whole_patients
 
 
 def row(label: str, tta: str, m: dict) -> str:
-    def cell(value, interval):
-        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
-
     ci = m["ci95"]
     sens = " | ".join(
         cell(m["per_class"][c]["sensitivity"], ci["per_class"][c]["sensitivity"]) for c in m["per_class"]

@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from edgexray.cliparams import SEED, SIZE, WIDTH, number
+from edgexray.recipes import RECIPES
 from edgexray.runtime.errors import EdgeXrayError
+
+RECIPE_NAMES = list(RECIPES)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -143,6 +146,21 @@ def _list_archs(ctx, param, value):
 @click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision.")
 @click.option("--weights", type=click.Path(), help="Local ImageNet state-dict file (offline).")
 @click.option("--norm", type=click.Choice(["zscore", "imagenet"]), default="zscore", show_default=True)
+@click.option(
+    "--intensity",
+    type=click.Choice(["none", "standardize", "equalize"]),
+    default="none",
+    show_default=True,
+    help="Per-image intensity step before --norm (run.py applies it too): standardize "
+    "(mean/std of each image) or equalize (histogram equalization).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(RECIPE_NAMES),
+    default="default",
+    show_default=True,
+    help="Named training defaults (README 'Defaults that generalize'); options given here win.",
+)
 @click.option("--epochs", type=int, default=8, show_default=True, callback=number(1, 10000, example="8"))
 @click.option(
     "--batch-size", type=int, default=32, show_default=True, callback=number(1, 65536, example="32")
@@ -195,6 +213,15 @@ def _list_archs(ctx, param, value):
     callback=number(0, 1, example="0.5"),
     help="Coarse dropout: probability of filling one square (1/4 of the side) with the image mean.",
 )
+@click.option(
+    "--photometric",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=number(0, 4, example="2"),
+    help="Factor on the brightness/contrast/gamma jitter (0 = none).",
+)
+@click.option("--no-flip", is_flag=True, help="No random left-right flip (chest films are not symmetric).")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 @click.option(
     "--patience",
@@ -234,6 +261,8 @@ def train(
     pretrained,
     weights,
     norm,
+    intensity,
+    recipe,
     epochs,
     batch_size,
     lr,
@@ -247,6 +276,8 @@ def train(
     noise,
     blur,
     cutout,
+    photometric,
+    no_flip,
     no_augment,
     patience,
     monitor,
@@ -262,13 +293,13 @@ def train(
     """Train a classifier on an image folder; writes OUT/model.pt and its splits."""
     from edgexray.data import AugmentConfig, SplitConfig
     from edgexray.models import model_info
+    from edgexray.recipes import recipe2configs
     from edgexray.train import ModelConfig, TrainConfig, train_folder
 
     model_info(arch)  # unknown names fail before any image is read
     train_frac, val_frac, test_frac = _fractions(split)
-    run = train_folder(
-        data_dir,
-        out,
+    model_cfg, train_cfg, augment = recipe2configs(
+        recipe,
         ModelConfig(
             arch=arch,
             size=size,
@@ -277,6 +308,7 @@ def train(
             pretrained=pretrained,
             weights=weights,
             norm=norm,
+            intensity=intensity,
         ),
         TrainConfig(
             epochs=epochs,
@@ -294,12 +326,26 @@ def train(
             seed=seed,
             device=device,
         ),
+        None
+        if no_augment
+        else AugmentConfig(
+            noise=noise,
+            blur=blur,
+            mixup_alpha=mixup,
+            cutout=cutout,
+            photometric=photometric,
+            hflip=not no_flip,
+        ),
+    )
+    run = train_folder(
+        data_dir,
+        out,
+        model_cfg,
+        train_cfg,
         split_cfg=SplitConfig(
             train_frac, val_frac, test_frac, seed=seed, group_regex=group_regex, auto_group=not no_group
         ),
-        augment=None
-        if no_augment
-        else AugmentConfig(noise=noise, blur=blur, mixup_alpha=mixup, cutout=cutout),
+        augment=augment,
         splits=splits,
         strict=strict,
         force=force,
@@ -524,6 +570,13 @@ def format_metrics(m: dict) -> str:
     type=float,
     help="Sensitivity in (0, 1] the positive class's threshold reaches on val, e.g. 0.95.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(RECIPE_NAMES),
+    default="default",
+    show_default=True,
+    help="Named training defaults (README 'Defaults that generalize'); ignored with --checkpoint.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(
@@ -549,6 +602,7 @@ def build(
     test_data,
     positive_class,
     target_sensitivity,
+    recipe,
     seed,
     force,
 ):
@@ -579,6 +633,7 @@ def build(
         test_data=test_data,
         positive_class=positive_class,
         target_sensitivity=target_sensitivity,
+        recipe=recipe,
         seed=seed,
         force=force,
     )

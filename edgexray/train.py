@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision, used on CUDA only
     device: str = "auto"  # auto | cpu | cuda
+    recipe: str = "default"  # the edgexray.recipes entry these settings came from (a record)
 
     def __post_init__(self):
         for name, allowed in (
@@ -309,6 +310,7 @@ class ModelConfig:
     pretrained: bool = False  # ImageNet weights from torchvision (cache or download)
     weights: str | None = None  # local ImageNet state-dict file, for offline machines
     norm: str = "zscore"  # zscore (training-split statistics) | imagenet
+    intensity: str = "none"  # per-image step before norm: none | standardize | equalize (Preprocess)
 
     def __post_init__(self):
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -324,6 +326,13 @@ class ModelConfig:
             )
         if self.norm not in ("zscore", "imagenet"):
             raise EdgeXrayError(f"norm={self.norm!r}; allowed: zscore, imagenet")
+        from edgexray.runtime.preprocess import INTENSITIES
+
+        if self.intensity not in INTENSITIES:
+            raise EdgeXrayError(
+                f"intensity={self.intensity!r}; allowed: {', '.join(INTENSITIES)} "
+                "(per-image, before the mean/std normalization)"
+            )
         if (self.pretrained or self.weights) and self.width != 1.0:
             raise EdgeXrayError(
                 f"ImageNet weights need width 1.0, got width {self.width}; "
@@ -362,6 +371,18 @@ def check_model_config(cfg: ModelConfig) -> None:
             pretrained=cfg.pretrained,
             weights=cfg.weights,
         )
+
+
+def _intensity_adjusted(arrays: np.ndarray, intensity: str) -> np.ndarray:
+    """The training arrays after the per-image intensity step (float16, as load_arrays keeps
+    them), so that the z-score statistics describe what the model sees."""
+    if intensity == "none" or len(arrays) == 0:
+        return arrays
+    from edgexray.runtime.preprocess import Preprocess
+
+    adjust = Preprocess(size=arrays.shape[-1], intensity=intensity).adjust_intensity
+    chunks = np.array_split(np.asarray(arrays), max(1, len(arrays) // 256))
+    return np.concatenate([adjust(c).astype(np.float16) for c in chunks])
 
 
 @dataclass(frozen=True)
@@ -476,9 +497,15 @@ def train_folder(
                 else (IMAGENET_MEAN, IMAGENET_STD)
             )
         else:
-            m, s = norm_stats(data.arrays["train"])
+            m, s = norm_stats(_intensity_adjusted(data.arrays["train"], model_cfg.intensity))
             mean, std = (m,) * model_cfg.channels, (s,) * model_cfg.channels
-        preprocess = Preprocess(size=model_cfg.size, channels=model_cfg.channels, mean=mean, std=std)
+        preprocess = Preprocess(
+            size=model_cfg.size,
+            channels=model_cfg.channels,
+            mean=mean,
+            std=std,
+            intensity=model_cfg.intensity,
+        )
         n_classes = len(data.class_names)
         model = create_model(
             model_cfg.arch,

@@ -128,8 +128,10 @@ class CalibrationSet:
         return np.ascontiguousarray(self.arrays().transpose(0, 2, 3, 1))
 
     def unit_nhwc(self) -> np.ndarray:
-        """float32 (N, S, S, C) in [0, 1], before normalization (onnx2tf -cind data)."""
-        return np.ascontiguousarray(np.repeat(self.gray[..., None], self.preprocess.channels, -1))
+        """float32 (N, S, S, C) in [0, 1] (after the per-image intensity step, if any), before
+        the mean/std normalization (onnx2tf -cind data)."""
+        gray = self.preprocess.adjust_intensity(self.gray)
+        return np.ascontiguousarray(np.repeat(gray[..., None], self.preprocess.channels, -1))
 
     def mean_std_nhwc(self) -> tuple[np.ndarray, np.ndarray]:
         """(1, 1, 1, C) mean and std, broadcastable over `unit_nhwc()`."""

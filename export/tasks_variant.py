@@ -84,6 +84,12 @@ def torch2tasks_tflite(
     from .onnx import onnx_metadata, torch2onnx
     from .tflite import onnx2tflite, tflite_io_details
 
+    if preprocess.intensity != "none":
+        raise EdgeXrayError(
+            f"the model was trained with the per-image intensity step {preprocess.intensity!r}, "
+            "which the Tasks-ready graph (pixels in, a fixed mean/std inside) cannot carry; "
+            "run.py and the int8-I/O file apply it. For this variant train with --intensity none"
+        )
     out_path = Path(out_path)
     wrapped = pixels2probabilities(model, preprocess, temperature)
     size = preprocess.size

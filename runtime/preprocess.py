@@ -33,10 +33,15 @@ class Preprocess:
     # "unit": gray in [0, 1] is normalized; "raw": 0-255 pixel values (gray * 255), for a model
     # with the normalization inside it (the Tasks-ready file): mean and std are on that scale
     pixels: str = "unit"
+    # per-image intensity step on the [0, 1] gray before mean/std (INTENSITIES): "standardize"
+    # or "equalize" take out a film's own exposure and tone curve, as another site's would differ
+    intensity: str = "none"
 
     def __post_init__(self):
         if self.pixels not in PIXEL_SCALES:
             raise ValueError(f"pixels is {self.pixels!r}; allowed: {list(PIXEL_SCALES)}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity is {self.intensity!r}; allowed: {list(INTENSITIES)}")
         for name in ("mean", "std"):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) == 1 and self.channels > 1:
@@ -46,10 +51,13 @@ class Preprocess:
             object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
-        """The manifest's "preprocess"; "pixels" only when not "unit" (as in older artifacts)."""
+        """The manifest's "preprocess"; "pixels" only when not "unit", "intensity" only when not
+        "none" (as in older artifacts)."""
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
         if d["pixels"] == "unit":
             del d["pixels"]
+        if d["intensity"] == "none":
+            del d["intensity"]
         return d
 
     @classmethod
@@ -64,15 +72,61 @@ class Preprocess:
     def normalize(self, gray: np.ndarray) -> np.ndarray:
         """(size, size) or a batch (N, size, size) in [0, 1] -> float32 (channels, size, size)
         or (N, channels, size, size), normalized (on the 0-255 scale when pixels is "raw")."""
-        gray = np.asarray(gray, np.float32) * np.float32(PIXEL_SCALES[self.pixels])
+        gray = self.adjust_intensity(gray) * np.float32(PIXEL_SCALES[self.pixels])
         x = np.repeat(gray[..., None, :, :], self.channels, axis=-3)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return (x - mean) / std
 
+    def adjust_intensity(self, gray: np.ndarray) -> np.ndarray:
+        """(size, size) or (N, size, size) gray in [0, 1] -> float32 after the `intensity` step
+        (unchanged for "none"); training applies it after augmentation, as here."""
+        return INTENSITIES[self.intensity](np.asarray(gray, np.float32))
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Any decoded image array -> normalized float32 (channels, size, size)."""
         return self.normalize(resize_square(to_unit_gray(image), self.size))
+
+
+def standardize_images(gray: np.ndarray) -> np.ndarray:
+    """Each HxW image (of HxW or NxHxW) shifted and scaled to mean 0.5 and std 0.25 (not clipped):
+    a film's exposure and contrast no longer matter. A flat image becomes 0.5."""
+    gray = np.asarray(gray, np.float32)
+    mean = gray.mean(axis=(-2, -1), keepdims=True)
+    std = gray.std(axis=(-2, -1), keepdims=True)
+    return (np.float32(0.5) + np.float32(0.25) * (gray - mean) / np.maximum(std, np.float32(1e-6))).astype(
+        np.float32
+    )
+
+
+EQUALIZE_LEVELS = 256  # histogram bins of "equalize": the gray is quantized to 8 bits first
+
+
+def equalize_images(gray: np.ndarray) -> np.ndarray:
+    """Histogram equalization of each HxW image (of HxW or NxHxW) in [0, 1]: every pixel becomes
+    the fraction of the image's pixels at or below its 8-bit level, rescaled so the darkest
+    level is 0 and the brightest 1. Any monotonic tone curve (gamma, exposure, contrast) of the
+    film gives (nearly) the same result. A flat image becomes 0.5."""
+    gray = np.asarray(gray, np.float32)
+    batch = gray.reshape((-1,) + gray.shape[-2:])
+    n, levels = len(batch), EQUALIZE_LEVELS
+    q = np.clip(np.floor(batch * np.float32(levels - 1) + np.float32(0.5)), 0, levels - 1).astype(np.int64)
+    flat = q.reshape(n, -1)
+    offsets = (np.arange(n, dtype=np.int64) * levels)[:, None]
+    hist = np.bincount((flat + offsets).ravel(), minlength=n * levels).reshape(n, levels)
+    cdf = np.cumsum(hist, axis=1).astype(np.float64)
+    lowest = cdf[np.arange(n), np.argmax(hist > 0, axis=1)][:, None]  # pixels at the darkest level
+    span = cdf[:, -1:] - lowest
+    lut = np.where(span > 0, (cdf - lowest) / np.maximum(span, 1.0), 0.5).astype(np.float32)
+    return np.take_along_axis(lut, flat, axis=1).reshape(gray.shape)
+
+
+# Preprocess.intensity -> the per-image step on gray in [0, 1], applied before mean/std
+INTENSITIES = {
+    "none": lambda gray: gray,
+    "standardize": standardize_images,
+    "equalize": equalize_images,
+}
 
 
 def to_unit_gray(arr: np.ndarray) -> np.ndarray:

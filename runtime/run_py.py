@@ -38,6 +38,7 @@ Unknown top-level keys are allowed and ignored; the keys below are required unle
       "preprocess": {"size": 224, "channels": 1, "mean": [0.5], "std": [0.25],
                      "resize": "triangle"},     # Preprocess.to_dict(); matches input shape;
                      # optional "pixels": "raw": gray x 255 instead of [0, 1] (Tasks-ready model)
+                     # optional "intensity": "standardize" | "equalize": per image, before mean/std
       "class_names": ["NORMAL", "PNEUMONIA"],   # output index order
       "threads": 4,                             # optional default thread count
       # optional, onnxruntime only: model.execution_provider "CPUExecutionProvider" (default) |

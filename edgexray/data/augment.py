@@ -23,6 +23,9 @@ class AugmentConfig:
     scale: float = 0.1  # zoom factor in [1 - s, 1 + s]
     brightness: float = 0.2  # multiply by a factor in [1 - b, 1 + b]
     contrast: float = 0.2  # blend with the mean by a factor in [1 - c, 1 + c]
+    gamma: float = 0.0  # raise to a power log-uniform in [1 / (1 + g), 1 + g] (0 = off)
+    # one factor on the photometric jitter (brightness, contrast, gamma): 0 = none, 2 = twice as strong
+    photometric: float = 1.0
     noise: float = 0.0  # std of added Gaussian noise on the [0, 1] scale (0 = off)
     blur: float = 0.0  # max Gaussian blur sigma in pixels, sigma uniform in [0, blur] (0 = off)
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) in the trainer (0 = off; 0.2 typical)
@@ -38,10 +41,10 @@ class AugmentConfig:
             v = getattr(self, f.name)
             if f.name != "hflip" and (not isinstance(v, (int, float)) or not 0 <= v < math.inf):
                 raise EdgeXrayError(f"augment {f.name}={v!r}; must be a number >= 0, and finite")
-        if self.scale >= 1 or self.brightness >= 1:
+        if self.scale >= 1 or self.brightness * self.photometric >= 1:
             raise EdgeXrayError(
-                f"augment scale={self.scale}, brightness={self.brightness}; "
-                "each must be < 1, e.g. 0.1 and 0.2"
+                f"augment scale={self.scale}, brightness={self.brightness} x photometric="
+                f"{self.photometric}; each must be < 1, e.g. 0.1 and 0.2 x 1"
             )
         if self.cutout > 1 or not 0 < self.cutout_size <= 1:
             raise EdgeXrayError(
@@ -108,11 +111,14 @@ def augment_image(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
             interpolation=InterpolationMode.BILINEAR,
             fill=fill,
         )
-    if cfg.brightness:
-        x = x * _uniform(g, 1 - cfg.brightness, 1 + cfg.brightness)
-    if cfg.contrast:
+    brightness, contrast, gamma = (v * cfg.photometric for v in (cfg.brightness, cfg.contrast, cfg.gamma))
+    if brightness:
+        x = x * _uniform(g, 1 - brightness, 1 + brightness)
+    if contrast:
         mean = x.mean()
-        x = (x - mean) * _uniform(g, 1 - cfg.contrast, 1 + cfg.contrast) + mean
+        x = (x - mean) * _uniform(g, 1 - contrast, 1 + contrast) + mean
+    if gamma:
+        x = x.clamp(0.0, 1.0) ** math.exp(_uniform(g, -math.log1p(gamma), math.log1p(gamma)))
     if cfg.blur:
         sigma = _uniform(g, 0.0, cfg.blur)
         if sigma > 0.1:

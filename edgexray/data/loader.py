@@ -62,6 +62,8 @@ class XrayDataset(Dataset):
         x = torch.from_numpy(np.asarray(self.arrays[i], dtype=np.float32))[None]
         if self.augment is not None:
             x = augment_image(x, self.augment, self._generator())
+        if self.preprocess.intensity != "none":  # after augmentation, as on the device
+            x = torch.from_numpy(self.preprocess.adjust_intensity(x.numpy()))
         x = x.expand(self.preprocess.channels, -1, -1)
         return ((x - self._mean) / self._std).contiguous(), int(self.labels[i])
 

@@ -172,17 +172,24 @@ def _trained_model(cfg: BuildConfig, profile, given, work: Path, demo: bool, pro
         return given, held_out_data(given, data_dir, progress)
     from edgexray.checkpoint import load_checkpoint
     from edgexray.data import SplitConfig
+    from edgexray.recipes import recipe2configs
     from edgexray.train import ModelConfig, TrainConfig, train_folder
 
     size = cfg.size or profile.input_size
-    run = train_folder(
-        data_dir,
-        work / "train",
+    model_cfg, train_cfg, augment = recipe2configs(
+        cfg.recipe,
         ModelConfig(
             arch=cfg.arch, size=size, width=cfg.width, pretrained=cfg.pretrained, weights=cfg.weights
         ),
         TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+    )
+    run = train_folder(
+        data_dir,
+        work / "train",
+        model_cfg,
+        train_cfg,
         split_cfg=SplitConfig(group_regex=cfg.group_regex, auto_group=cfg.group),
+        augment=augment,
         force=True,
         progress=progress,
     )

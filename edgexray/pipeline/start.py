@@ -52,6 +52,7 @@ class BuildConfig:
     test_data: str | None = None  # external test folder: scored at the end, never for a choice
     positive_class: str | None = None  # operating point: this class's threshold, chosen on val
     target_sensitivity: float | None = None  # ... the highest one reaching this val sensitivity
+    recipe: str = "default"  # training defaults (edgexray.recipes) when the build trains
     seed: int = 0
     force: bool = False  # replace an existing artifact / build folder
 

@@ -82,8 +82,9 @@ def loaders_for(ckpt, data, batch_size: int = 32) -> PruneData:
             seed=0,
         )
 
+    stored = (ckpt.train_config or {}).get("augment")  # the training run's own augmentation
     return PruneData(
-        train=loader("train", AugmentConfig(), True),
+        train=loader("train", AugmentConfig.from_dict(stored) if stored else AugmentConfig(), True),
         calib=loader("train", None, True),
         val=loader("val"),
         test=loader("test"),
