@@ -461,10 +461,12 @@ def format_shifted(normal: dict, shifted: dict) -> str:
 
 
 def format_metrics(m: dict) -> str:
+    from edgexray.runtime.metrics import rule_brief
+
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     lines = [
         f"{m['split']} split, {m['n']} images: accuracy {m['accuracy']:.4f}, "
-        f"macro F1 {m['macro_f1']:.4f}, ROC-AUC {auc}",
+        f"macro F1 {m['macro_f1']:.4f}, ROC-AUC {auc} (labels by {rule_brief(m.get('decision_rule'))})",
         f"{'class':<16}{'sensitivity':>12}{'specificity':>12}{'support':>9}",
     ]
     for name, c in m["per_class"].items():

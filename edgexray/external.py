@@ -182,12 +182,22 @@ def warnings(overlap: dict | None) -> list[str]:
     return out
 
 
-def metrics_of(ext: ExternalSet, probs: np.ndarray, seed: int = 0) -> dict:
-    """classification_metrics with 95% bootstrap intervals (over patients when grouped)."""
+def metrics_of(
+    ext: ExternalSet, probs: np.ndarray, seed: int = 0, y_pred=None, decision_rule: str | None = None
+) -> dict:
+    """classification_metrics with 95% bootstrap intervals (over patients when grouped); the
+    label-based figures at `y_pred` when given (with `decision_rule`), else at the argmax."""
     from edgexray.runtime.metrics import classification_metrics
 
     return classification_metrics(
-        ext.labels, probs, list(ext.class_names), intervals=True, groups=ext.groups, seed=seed
+        ext.labels,
+        probs,
+        list(ext.class_names),
+        intervals=True,
+        groups=ext.groups,
+        seed=seed,
+        y_pred=y_pred,
+        decision_rule=decision_rule,
     )
 
 
@@ -235,19 +245,46 @@ def _import_run_py(folder: Path):
     return module
 
 
-def artifact_probs(folder, ext: ExternalSet) -> np.ndarray:
-    """Class probabilities of the external images from the artifact's own run.py `predict`
-    code (integrity-checked manifest, run.py's decoder, pre-processing and runtime)."""
+@dataclass(frozen=True)
+class ArtifactPredictions:
+    """What the artifact's run.py `predict` gives for the external images."""
+
+    probs: np.ndarray  # (N, K) run.py's (calibrated) probabilities
+    labels: np.ndarray  # (N,) the class index run.py prints (its operating point, if any)
+    decision_rule: str  # how run.py decided the labels
+
+
+def artifact_predictions(folder, ext: ExternalSet) -> ArtifactPredictions:
+    """The external images through the artifact's own run.py `predict` code (integrity-checked
+    manifest, run.py's decoder, pre-processing, runtime, temperature and operating point)."""
+    from edgexray.runtime.metrics import ARGMAX_RULE, threshold_rule
+
     run = _import_run_py(Path(folder))
     manifest = run.checked_manifest(Path(folder))
     if tuple(manifest["class_names"]) != ext.class_names:
         raise EdgeXrayError(
             f"the artifact's classes {manifest['class_names']} differ from the "
-            f"external test set's {list(ext.class_names)}"
+            f"external test set's {list(ext.class_names)}; pass a --test-data folder with one "
+            "sub-folder per class of the artifact, named the same"
         )
     paths = [str(ext.root / r) for r in ext.relpaths]
-    rows = run.predictions(Path(folder), manifest, paths)["predictions"]
-    return np.asarray([[row["probabilities"][c] for c in ext.class_names] for row in rows])
+    result = run.predictions(Path(folder), manifest, paths)
+    rows = result["predictions"]
+    d = result.get("decision")
+    return ArtifactPredictions(
+        probs=np.asarray([[row["probabilities"][c] for c in ext.class_names] for row in rows]),
+        labels=np.asarray([row["index"] for row in rows], int),
+        decision_rule=threshold_rule(d["positive_class"], d["threshold"]) if d else ARGMAX_RULE,
+    )
+
+
+def artifact_metrics(folder, ext: ExternalSet, seed: int = 0) -> dict:
+    """The artifact's figures on the external set, equal to what `python run.py predict` gives:
+    accuracy, sensitivity and specificity from the labels run.py prints (at its operating
+    point when the build has one), AUCs from run.py's probabilities."""
+    pred = artifact_predictions(folder, ext)
+    m = metrics_of(ext, pred.probs, seed, y_pred=pred.labels, decision_rule=pred.decision_rule)
+    return {**m, "scored_by": "the artifact's run.py predict code"}
 
 
 def block(ext: ExternalSet, rows: dict, shipped_label: str | None = None) -> dict:
@@ -272,15 +309,17 @@ def artifact_hook(ext: ExternalSet, rows: dict, shipped_label: str, inner=None, 
     to manifest.json and an "external" entry to every row of its "models" table. The block is
     also put in `holder["external"]` for the summary."""
     from edgexray.fsutil import atomic_write_json
+    from edgexray.runtime.metrics import rule_brief
 
     def hook(folder: Path):
         folder = Path(folder)
-        shipped = metrics_of(ext, artifact_probs(folder, ext))
+        shipped = artifact_metrics(folder, ext)
         all_rows = {**rows, shipped_label: shipped}
         say(
             f"external test set: shipped artifact through run.py: accuracy "
             f"{shipped['accuracy']:.4f} (95% CI {shipped['ci95']['accuracy'][0]:.4f}-"
-            f"{shipped['ci95']['accuracy'][1]:.4f}) on {len(ext.labels)} images"
+            f"{shipped['ci95']['accuracy'][1]:.4f}) on {len(ext.labels)} images, labels by "
+            f"{rule_brief(shipped['decision_rule'])} (what run.py predict prints)"
         )
         result = inner(folder) if inner is not None else None
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -305,6 +344,7 @@ def _brief(m: dict) -> dict:
     ci = m.get("ci95") or {}
     return {
         "n": m["n"] if "n" in m else None,
+        "decision_rule": m.get("decision_rule"),
         "accuracy": m["accuracy"],
         "accuracy_ci95": ci.get("accuracy"),
         "roc_auc": m.get("roc_auc"),
@@ -319,6 +359,8 @@ def _brief(m: dict) -> dict:
 
 def format_lines(doc: dict | None) -> list[tuple[str, str]]:
     """(key, value) lines for the build summary."""
+    from edgexray.runtime.metrics import rule_brief
+
     if not doc:
         return []
     out = [
@@ -337,7 +379,7 @@ def format_lines(doc: dict | None) -> list[tuple[str, str]]:
             (
                 f"external {label}{tag}",
                 f"accuracy {m['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
-                f"AUC {auc}, sensitivity {sens}",
+                f"AUC {auc}, sensitivity {sens}; labels by {rule_brief(m.get('decision_rule'))}",
             )
         )
     out += [("external WARNING", w) for w in doc.get("warnings") or []]

@@ -64,9 +64,16 @@ def decision_record(
     positive_class, target, class_names, val_probs, val_y, test_probs, test_y, test_groups=None, seed: int = 0
 ) -> dict:
     """The manifest's "decision" block: threshold chosen on val, its val and test rates."""
+    from edgexray.runtime.metrics import bootstrap_intervals, threshold_labels
+
     i = list(class_names).index(positive_class)
     t = probs2threshold(np.asarray(val_probs)[:, i], np.asarray(val_y) == i, target)
     test_pos, test_is = np.asarray(test_probs)[:, i], np.asarray(test_y) == i
+    # the labels run.py prints at this point: accuracy over every class, not only the positive's
+    test_labels = threshold_labels(test_probs, i, t)
+    accuracy_ci = bootstrap_intervals(
+        test_y, test_probs, class_names, test_groups, seed=seed, y_pred=test_labels
+    )["accuracy"]
     return {
         "positive_class": positive_class,
         "threshold": t,
@@ -77,6 +84,7 @@ def decision_record(
         "val": rates(np.asarray(val_probs)[:, i], np.asarray(val_y) == i, t),
         "test": {
             **rates(test_pos, test_is, t),
-            "ci95": rate_intervals(test_pos, test_is, t, test_groups, seed),
+            "accuracy": float(np.mean(test_labels == np.asarray(test_y))) if len(test_labels) else None,
+            "ci95": {**rate_intervals(test_pos, test_is, t, test_groups, seed), "accuracy": accuracy_ci},
         },
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from string import Template
 
 from edgexray.export.bundle import RESERVED
+from edgexray.runtime.metrics import rule_brief
 
 # manifest keys this report draws itself (those write_artifact sets, and the build's); every other
 # build key is listed as JSON at the end
@@ -532,6 +533,7 @@ def _external(manifest: dict, models: list) -> str:
                 "95% CI": _ci(e.get("accuracy_ci95")),
                 "external ROC-AUC": e.get("roc_auc"),
                 "AUC 95% CI": _ci(e.get("roc_auc_ci95")),
+                "labels by": rule_brief(e.get("decision_rule")),
                 "sensitivity (95% CI)": "; ".join(
                     f"{c} {100 * v['sensitivity']:.1f}% ({_ci((pci.get(c) or {}).get('sensitivity'))})"
                     for c, v in pc.items()

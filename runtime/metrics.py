@@ -53,17 +53,56 @@ def _safe_div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 
 
+ARGMAX_RULE = "argmax (the most probable class)"
+
+
+def threshold_labels(probs, positive_index: int, threshold: float) -> np.ndarray:
+    """run.py predict's labels at an operating point: the positive class when its probability
+    is >= `threshold`, else the most probable other class."""
+    probs = np.asarray(probs, np.float64)
+    others = probs.copy()
+    others[:, positive_index] = -np.inf
+    return np.where(probs[:, positive_index] >= threshold, positive_index, others.argmax(1))
+
+
+def threshold_rule(positive_class: str, threshold: float) -> str:
+    """The text of an operating point's rule, as the metrics' "decision_rule" states it."""
+    return f"operating point: {positive_class} when p >= {threshold:.4f}, else the most probable other class"
+
+
+def rule_brief(rule: str | None) -> str:
+    """A metrics' decision_rule, short for a table: "argmax" or "PNEUMONIA at p >= 0.4123"."""
+    if rule is None or rule == ARGMAX_RULE:
+        return "argmax"
+    return rule.removeprefix("operating point: ").split(", else")[0].replace(" when ", " at ")
+
+
 def classification_metrics(
-    y_true, probs, class_names, intervals: bool = False, groups=None, seed: int = 0
+    y_true,
+    probs,
+    class_names,
+    intervals: bool = False,
+    groups=None,
+    seed: int = 0,
+    y_pred=None,
+    decision_rule: str | None = None,
 ) -> dict:
     """accuracy, macro precision/recall/F1, per-class sensitivity/specificity, ROC-AUC, PR-AUC
     (one-vs-rest, macro), confusion matrix. `probs` is (N, K) class probabilities.
     `intervals` adds "ci95": bootstrap intervals (over `groups` when given, see
-    bootstrap_intervals)."""
+    bootstrap_intervals). The label-based figures use `y_pred` when given (e.g. the labels an
+    operating point gives, with `decision_rule` saying so), else the argmax of `probs`; the
+    AUCs always use `probs`. "decision_rule" in the result names which."""
     y_true = np.asarray(y_true, int)
     probs = np.asarray(probs, np.float64)
     k = len(class_names)
-    y_pred = probs.argmax(axis=1)
+    if y_pred is None:
+        y_pred, decision_rule = probs.argmax(axis=1), ARGMAX_RULE
+    else:
+        y_pred = np.asarray(y_pred, int)
+        if y_pred.shape != y_true.shape:
+            raise ValueError(f"y_pred has shape {y_pred.shape}, y_true {y_true.shape}; one label per image")
+        decision_rule = decision_rule or "labels given by the caller"
     cm = confusion_matrix(y_true, y_pred, k)
     per_class = {}
     for i, name in enumerate(class_names):
@@ -97,9 +136,10 @@ def classification_metrics(
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
+        "decision_rule": decision_rule,
     }
     if intervals:
-        out["ci95"] = bootstrap_intervals(y_true, probs, class_names, groups, seed=seed)
+        out["ci95"] = bootstrap_intervals(y_true, probs, class_names, groups, seed=seed, y_pred=y_pred)
     return out
 
 
@@ -187,14 +227,22 @@ def _interval(samples: np.ndarray, level: float = LEVEL, scale: float = 1.0):
 
 
 def bootstrap_intervals(
-    y_true, probs, class_names, groups=None, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+    y_true,
+    probs,
+    class_names,
+    groups=None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+    y_pred=None,
 ) -> dict:
     """95% percentile-bootstrap intervals of accuracy, macro ROC-AUC and, per class, sensitivity,
-    specificity and ROC-AUC (one-vs-rest). Over groups when `groups` is given."""
+    specificity and ROC-AUC (one-vs-rest). Over groups when `groups` is given. Label-based
+    figures use `y_pred` when given, else the argmax of `probs`."""
     y = np.asarray(y_true, int)
     probs = np.asarray(probs, np.float64)
     k = len(class_names)
-    pred = probs.argmax(1)
+    pred = probs.argmax(1) if y_pred is None else np.asarray(y_pred, int)
     correct = (pred == y).astype(np.float64)
     acc, aucs = [], []
     sens, spec = [[] for _ in range(k)], [[] for _ in range(k)]

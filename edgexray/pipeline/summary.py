@@ -26,6 +26,8 @@ def summary_record(state: BuildState, artifact: Path, external: dict | None) -> 
         "unpruned": test.base_metrics["accuracy"],
         "pruned": test.pruned_metrics["accuracy"],
         "exported": {p: parity[p]["candidate"]["accuracy"] for p in parity},
+        # unpruned/pruned/exported: labels by argmax; at the operating point: "decision"
+        "test_accuracy_labels_by": "argmax",
         "intervals": {
             "unpruned": test.base_metrics["ci95"]["accuracy"],
             "pruned": test.pruned_metrics["ci95"]["accuracy"],
@@ -59,12 +61,17 @@ def decision_text(d: dict) -> str:
             f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else ""
         )
 
+    accuracy = (
+        f", accuracy {pct(test['accuracy'], ci.get('accuracy'))} (run.py's labels)"
+        if "accuracy" in test
+        else ""
+    )
     return (
         f"{d['positive_class']} when p >= {d['threshold']:.4f} (chosen on val for "
         f"sensitivity >= {d['target_sensitivity']}: val sensitivity "
         f"{pct(d['val']['sensitivity'])}, specificity {pct(d['val']['specificity'])}); test "
         f"sensitivity {pct(test['sensitivity'], ci['sensitivity'])}, specificity "
-        f"{pct(test['specificity'], ci['specificity'])}"
+        f"{pct(test['specificity'], ci['specificity'])}{accuracy}"
     )
 
 
@@ -114,6 +121,9 @@ def format_summary(summary: dict) -> str:
     def acc(value, interval):
         return f"{value:.4f} (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
 
+    # with an operating point run.py labels by its threshold; these comparison rows are argmax
+    by = " (argmax)" if summary.get("decision") else ""
+
     rows = [
         *[("WARNING", w) for w in summary.get("warnings") or []],
         ("artifact", summary["artifact"]),
@@ -125,9 +135,9 @@ def format_summary(summary: dict) -> str:
         *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
         ("params removed", f"{100 * red['params']:.1f}%"),
         ("MACs removed", f"{100 * red['macs']:.1f}%"),
-        ("test accuracy unpruned FP32", acc(summary["unpruned"], ci["unpruned"])),
-        ("test accuracy pruned FP32", acc(summary["pruned"], ci["pruned"])),
-        *[(f"test accuracy exported {p}", acc(a, ci[p])) for p, a in summary["exported"].items()],
+        (f"test accuracy unpruned FP32{by}", acc(summary["unpruned"], ci["unpruned"])),
+        (f"test accuracy pruned FP32{by}", acc(summary["pruned"], ci["pruned"])),
+        *[(f"test accuracy exported {p}{by}", acc(a, ci[p])) for p, a in summary["exported"].items()],
         *[(f"host p50 {k}", host_latency_text(b, k)) for k in b["p50_ms"]],
         ("host speed-up vs unpruned PyTorch", f"{b['speedup_vs_unpruned_torch']:.1f}x"),
         ("host speed-up vs unpruned ORT INT8", f"{b['speedup_vs_unpruned_ort_int8']:.1f}x"),

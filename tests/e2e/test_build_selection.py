@@ -243,19 +243,26 @@ def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
 
 @pytest.fixture(scope="module")
 def calibrated_build(tiny_run, fast_bench, tmp_path_factory):
+    """A build with an operating point and an external folder (other synthetic images)."""
+    from edgexray.synth import synthesize
+
     data, ckpt = tiny_run
     positive = sorted(d.name for d in Path(data).iterdir() if d.is_dir())[0]
+    root = tmp_path_factory.mktemp("cal")
+    external = synthesize(root / "external", classes=3, per_class=12, size=(48, 64), seed=9, progress=False)
     return _build(
         "x86-64",
         data,
         ckpt,
-        tmp_path_factory.mktemp("cal"),
+        root / "out",
         "--finetune-epochs",
         "0",
         "--positive-class",
         positive,
         "--target-sensitivity",
         "0.9",
+        "--test-data",
+        str(external),
     )
 
 
@@ -291,7 +298,8 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
     manifest, output, folder = calibrated_build
     d = manifest["decision"]
     assert d["chosen_on"] == "val" and d["target_sensitivity"] == 0.9
-    assert d["val"]["sensitivity"] >= 0.9 and set(d["test"]["ci95"]) == {"sensitivity", "specificity"}
+    assert d["val"]["sensitivity"] >= 0.9
+    assert set(d["test"]["ci95"]) == {"sensitivity", "specificity", "accuracy"}
     report = (folder / "report.html").read_text()
     assert "operating point" in output and "test sensitivity / specificity" in report
     assert "ROC with the operating point (test)" in report
@@ -318,6 +326,58 @@ def test_operating_point_is_chosen_on_val_and_applied_by_run_py(calibrated_build
     again = run.predictions(folder, lowered, [r["image"]])["predictions"][0]
     assert again["label"] == d["positive_class"] and again["index"] == pos
     assert names[int(np.argmax([again["probabilities"][n] for n in names]))] != again["label"]
+
+
+def test_external_shipped_row_is_run_py_predict_at_the_operating_point(calibrated_build, tmp_path):
+    """Accuracy, sensitivity and specificity of the shipped row come from the labels run.py
+    predict prints (its threshold), not from the argmax of its probabilities."""
+    import csv
+    import subprocess
+    import sys
+
+    manifest, output, folder = calibrated_build
+    d, names = manifest["decision"], manifest["class_names"]
+    shipped = next(row for row in manifest["models"] if row.get("shipped"))["external"]
+    assert shipped["decision_rule"].startswith(f"operating point: {d['positive_class']} when p >= ")
+    others = [
+        m for label, m in manifest["external"]["models"].items() if label != "shipped artifact (run.py)"
+    ]
+    assert others and all(m["decision_rule"].startswith("argmax") for m in others)
+    assert f"{d['positive_class']} at p >= {d['threshold']:.4f}" in output  # the summary says so
+    assert "(argmax)" in output and "accuracy" in d["test"] and "run.py's labels" in output
+
+    out = tmp_path / "pred.csv"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "predict",
+            manifest["external"]["data"],
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == manifest["external"]["n"]
+    truth = np.asarray([names.index(Path(row["image"]).parent.name) for row in rows])
+    said = np.asarray([names.index(row["label"]) for row in rows])
+    argmax = np.asarray([int(np.argmax([float(row[f"p_{n}"]) for n in names])) for row in rows])
+    assert (said != argmax).any(), "the threshold changes no label here: the test would not tell"
+    assert shipped["accuracy"] == pytest.approx(np.mean(said == truth))
+    for i, cls in enumerate(names):
+        sens = np.mean(said[truth == i] == i)
+        spec = np.mean(said[truth != i] != i)
+        assert shipped["per_class"][cls]["sensitivity"] == pytest.approx(sens), cls
+        assert shipped["per_class"][cls]["specificity"] == pytest.approx(spec), cls
+        lo, hi = shipped["per_class_ci95"][cls]["sensitivity"]
+        assert lo <= sens <= hi
 
 
 @pytest.mark.parametrize(
