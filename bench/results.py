@@ -192,8 +192,11 @@ def markdown_report(doc) -> str:
             f"{entry['label']}). Memory: peak RSS of a fresh process that loads and runs the "
             "model; +RSS is its excess over a fresh process with only the runtime imported.\n"
         )
+    from edgexray.bench.external import table_lines
+
+    external = "".join(line + "\n" for line in table_lines(doc.get("external")))
     return (
-        f"# Benchmark\n\n{markdown_table(doc)}\n{timing}\n"
+        f"# Benchmark\n\n{markdown_table(doc)}{external}\n{timing}\n"
         f"Machine: {env.get('cpu_model')} ({env.get('cpu_cores_logical')} logical cores, "
         f"{env.get('memory_total_mb')} MB), {env.get('os')}, Python {env.get('python')}; "
         f"{runtimes}. GPU: {env.get('gpu') or 'none'}. Measured {doc['created']} by "
