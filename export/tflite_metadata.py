@@ -123,6 +123,11 @@ def manifest2metadata(manifest: dict, variant: str) -> TfliteMetadata:
         f"{inp.get('layout', 'NHWC')} {inp['shape']}: pixel values 0-255, normalized as "
         f"(pixel - mean) / std with the NormalizationOptions below (0-255 scale).{quant}"
     )
+    if pre.get("intensity", "none") != "none":  # run.py's Preprocess.adjust_intensity
+        input_description += (
+            f" First, per image: {pre['intensity']} the gray values in [0, 1] (histogram "
+            "equalization or mean 0.5 / std 0.25), as run.py's preprocess does, then x 255."
+        )
     if tasks:  # normalization, gray conversion and quantization are inside the model
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         input_description = (

@@ -34,6 +34,25 @@ def test_device_preprocess_matches_the_training_dataset(intensity):
     assert np.abs(device - plain).max() > 0.1  # the step really changes what the model sees
 
 
+def test_rendered_run_py_applies_the_manifest_intensity(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    from edgexray.export.run_py_render import render_run_py
+
+    path = tmp_path / "run.py"
+    path.write_text(render_run_py("0" * 64), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("rendered_run_py_intensity", path)
+    run_py = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run_py)
+    spec.loader.exec_module(run_py)
+    pre = Preprocess(size=24, mean=(0.45,), std=(0.2,), intensity="equalize")
+    on_device = run_py.Preprocess.from_dict(pre.to_dict())  # what run.py reads from manifest.json
+    films = _films().astype(np.float32)
+    np.testing.assert_array_equal(on_device.normalize(films), pre.normalize(films))
+    assert on_device.intensity == "equalize"
+
+
 def test_standardize_takes_out_exposure_and_contrast():
     films = _films().astype(np.float32)
     out = standardize_images(films)
