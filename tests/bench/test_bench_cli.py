@@ -233,3 +233,74 @@ def test_readme_compare_line_runs_as_written(tiny_build, tmp_path):
         "unpruned INT8 ONNX Runtime",
         f"artifact {artifact.name}",
     ]
+
+
+def test_bench_test_data_adds_an_external_block(int8_artifact, xray_eval_set, chest_dir, tmp_path):
+    """`bench --data --test-data`: the artifact's figures on other patients (through run.py, equal
+    to what run.py predict prints), intervals over patients, overlap with --data, classes checked."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from model_factories import carve_patients, patient_of
+
+    from edgexray.bench.external import bench_external
+
+    seen = {patient_of(p.name) for p in xray_eval_set.rglob("*.jp*g")}
+    ext_dir = tmp_path / "external"
+    carve_patients(chest_dir, ext_dir, {"NORMAL": 3, "PNEUMONIA": 3}, skip_patients=seen)
+    n = len(list(ext_dir.rglob("*.jp*g")))
+    out = tmp_path / "bench"
+    args = ["--data", xray_eval_set, "--test-data", ext_dir, "--runs", "3", "--no-memory"]
+    result = invoke("bench", int8_artifact, *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    ext = read_results(out)["external"]
+    assert ext["n"] == n and ext["intervals"].endswith("over patients") and ext["used_for_choices"] is False
+    assert ext["overlap_with_training_folder"]["external_images_duplicating_training_folder"] == 0
+    assert ext["overlap_checked_against"].endswith(str(xray_eval_set.resolve())) and not ext["warnings"]
+    m = ext["models"]["artifact (run.py)"]
+    lo, hi = m["ci95"]["accuracy"]
+    assert (
+        lo <= m["accuracy"] <= hi and m["ci95"]["unit"] == "group" and m["decision_rule"].startswith("argmax")
+    )
+    assert "| artifact (run.py) | argmax |" in result.output
+    assert "External test set" in (out / "results.md").read_text()
+
+    pred = tmp_path / "pred.csv"
+    r = subprocess.run(
+        [sys.executable, "run.py", "predict", str(ext_dir), "--format", "csv", "--out", str(pred)],
+        cwd=int8_artifact,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(pred.open()))
+    assert m["accuracy"] == pytest.approx(np.mean([Path(x["image"]).parent.name == x["label"] for x in rows]))
+
+    # the same file through a host runner (the bench's --runtime) scores the same on the same images
+    host = invoke("bench", int8_artifact, *args, "--runtime", "litert")
+    assert host.exit_code == 0, host.output
+    ((label, h),) = json.loads(host.output)["external"]["models"].items()
+    assert label.endswith("(litert)") and h["accuracy"] == pytest.approx(m["accuracy"])
+
+    # an external image that is also in --data is reported loudly
+    leak = next(xray_eval_set.rglob("*.jp*g"))
+    (ext_dir / leak.parent.name / leak.name).symlink_to(leak.resolve())
+    warned = bench_external(int8_artifact, ext_dir, xray_eval_set)
+    assert warned["overlap_with_training_folder"]["external_images_duplicating_training_folder"] == 1
+    assert warned["warnings"] and "optimistic" in warned["warnings"][0]
+
+    # other class names: one clear error before anything is timed
+    bad = tmp_path / "bad"
+    for cls in ("cats", "dogs"):
+        (bad / cls).mkdir(parents=True)
+        (bad / cls / leak.name).symlink_to(leak.resolve())
+    refused = invoke("bench", int8_artifact, "--test-data", bad, "--runs", "3", "--no-memory")
+    assert refused.exit_code == 2 and "has classes ['cats', 'dogs']" in refused.output
+    assert "NORMAL" in refused.output and "Traceback" not in refused.output
+    same = invoke(
+        "bench", int8_artifact, "--data", xray_eval_set, "--test-data", xray_eval_set, "--runs", "3"
+    )
+    assert same.exit_code == 2 and "is the --data folder" in same.output
