@@ -379,6 +379,30 @@ def test_external_shipped_row_is_run_py_predict_at_the_operating_point(calibrate
         lo, hi = shipped["per_class_ci95"][cls]["sensitivity"]
         assert lo <= sens <= hi
 
+    # `edgexray bench --test-data` scores the artifact the same way, through run.py or a host runner
+    runtime = {".tflite": "litert", ".onnx": "onnxruntime-cpu"}[Path(manifest["model"]["file"]).suffix]
+    for extra in ([], ["--runtime", runtime]):
+        r = CliRunner().invoke(
+            main,
+            [
+                "bench",
+                str(folder),
+                "--test-data",
+                manifest["external"]["data"],
+                "--runs",
+                "2",
+                "--no-memory",
+                *extra,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        ((label, b),) = json.loads(r.output)["external"]["models"].items()
+        assert b["decision_rule"] == shipped["decision_rule"], label
+        assert b["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-9), label
+        assert b["per_class"][d["positive_class"]]["specificity"] == pytest.approx(
+            shipped["per_class"][d["positive_class"]]["specificity"]
+        ), label
+
 
 @pytest.mark.parametrize(
     "extra, message",
