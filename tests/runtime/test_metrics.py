@@ -140,3 +140,30 @@ def test_a_small_split_says_the_budget_cannot_be_resolved():
     ref[3:5] = 1 - ref[3:5]
     r = budget_check(y, ref, cand, ["a", "b"], 1.0)
     assert r["too_small"] and "too small" in r["note"] and not r["passed"]
+
+
+def test_given_labels_drive_the_label_figures_and_aucs_stay_on_probabilities():
+    from edgexray.runtime.metrics import ARGMAX_RULE, threshold_labels, threshold_rule
+    from edgexray.runtime.run_py import _label_index
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    probs = rng.dirichlet(np.ones(3), 200) * 0.5 + 0.5 * np.eye(3)[y]
+    names = ["a", "b", "c"]
+    labels = threshold_labels(probs, 1, 0.2)  # run.py's rule: b when p_b >= 0.2, else argmax of a, c
+    assert labels.tolist() == [_label_index(p, (1, 0.2)) for p in probs]
+    assert (labels != probs.argmax(1)).any()
+    plain = classification_metrics(y, probs, names, intervals=True, seed=1)
+    at = classification_metrics(
+        y, probs, names, intervals=True, seed=1, y_pred=labels, decision_rule=threshold_rule("b", 0.2)
+    )
+    assert plain["decision_rule"] == ARGMAX_RULE and at["decision_rule"].startswith("operating point: b when")
+    assert at["accuracy"] == pytest.approx(np.mean(labels == y)) != plain["accuracy"]
+    assert at["per_class"]["b"]["sensitivity"] == pytest.approx(np.mean(labels[y == 1] == 1))
+    assert at["per_class"]["b"]["specificity"] == pytest.approx(np.mean(labels[y != 1] != 1))
+    assert at["roc_auc"] == plain["roc_auc"] and at["ci95"]["roc_auc"] == plain["ci95"]["roc_auc"]
+    lo, hi = at["ci95"]["per_class"]["b"]["sensitivity"]
+    assert (
+        lo <= at["per_class"]["b"]["sensitivity"] <= hi
+        and at["ci95"]["accuracy"] != plain["ci95"]["accuracy"]
+    )
