@@ -40,15 +40,17 @@ class CompareSet:
     unpruned_ort_int8: Contender
     pruned: Contender | None  # `edgexray compare` without --pruned
     shipped: Contender
-    exported: tuple = ()  # Contender of every exported file of the pruned model (not timed)
+    exported: tuple = ()  # Contender of every exported file of the pruned model
 
     def timed(self) -> list[Contender]:
-        """What the interleaved benchmark measures, in its order."""
+        """What the interleaved benchmark measures, in its order: the baselines, then every
+        exported file (the shipped one as `shipped`, by its host runner) so all are compared."""
         return [
             self.unpruned_torch,
             self.unpruned_ort,
             self.unpruned_ort_int8,
             *([self.pruned] if self.pruned else []),
+            *[c for c in self.exported if c.path != self.shipped.path],
             self.shipped,
         ]
 

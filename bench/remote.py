@@ -9,6 +9,7 @@ afterwards whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
@@ -117,6 +118,54 @@ def scp(target: SshTarget, sources: list, dest: str, what: str, timeout: float, 
     return proc
 
 
+@contextlib.contextmanager
+def remote_workdir(target: SshTarget, keep: bool = False):
+    """A fresh temporary folder on the device (its path), removed afterwards whatever happened
+    unless `keep`."""
+    _require_client()
+    quick = 30 + 2 * target.connect_timeout
+    proc = ssh(target, 'mktemp -d "${TMPDIR:-/tmp}/edgexray-bench.XXXXXX"', "creating a work folder", quick)
+    workdir = proc.stdout.strip()
+    if proc.returncode != 0 or not workdir.startswith("/"):
+        raise EdgeXrayError(f"could not create a temporary folder on {target}: {proc.stderr.strip()}")
+    try:
+        yield workdir
+    finally:
+        if not keep:
+            try:
+                cleanup = ssh(target, f"rm -rf {shlex.quote(workdir)}", "removing the work folder", quick)
+                problem = cleanup.stderr.strip() if cleanup.returncode else None
+            except EdgeXrayError as e:  # never hide the error that got us here
+                problem = str(e)
+            if problem:
+                log.warning("could not remove %s on %s: %s", workdir, target, problem)
+
+
+def _run_py_remotely(target: SshTarget, folder: str, args: list, remote_python: str, timeout: float) -> dict:
+    """`python run.py ARGS --out results.json` in the device folder `folder`, as a checked bench
+    document (the run.py error, or a clear message when python is missing)."""
+    out = f"{folder}/results.json"
+    command = f"cd {shlex.quote(folder)} && {shlex.quote(remote_python)} run.py " + " ".join(
+        shlex.quote(a) for a in [*args, "--out", out]
+    )
+    proc = ssh(target, command, f"running run.py {args[0]}", timeout)
+    if proc.returncode == 127:
+        raise EdgeXrayError(
+            f"{remote_python!r} was not found on {target}; pass "
+            "--remote-python with the device's Python 3 (with numpy and the "
+            "runtime installed)"
+        )
+    text = None
+    if proc.returncode == 0:
+        with tempfile.TemporaryDirectory(prefix="edgexray-remote-") as tmp:
+            quick = 30 + 2 * target.connect_timeout
+            scp(target, [out], tmp, "fetching results", quick, upload=False)
+            text = (Path(tmp) / "results.json").read_text(encoding="utf-8")
+    doc = parse_run_py_output(proc, str(target), text)
+    doc["remote"] = {"url": str(target), "python": remote_python}
+    return doc
+
+
 def remote_bench(
     artifact,
     target: SshTarget | str,
@@ -141,12 +190,7 @@ def remote_bench(
         )
     if data is not None and not Path(data).is_dir():
         raise EdgeXrayError(f"evaluation data {str(data)!r} is not a directory")
-    quick = 30 + 2 * target.connect_timeout
-    proc = ssh(target, 'mktemp -d "${TMPDIR:-/tmp}/edgexray-bench.XXXXXX"', "creating a work folder", quick)
-    workdir = proc.stdout.strip()
-    if proc.returncode != 0 or not workdir.startswith("/"):
-        raise EdgeXrayError(f"could not create a temporary folder on {target}: {proc.stderr.strip()}")
-    try:
+    with remote_workdir(target, keep) as workdir:
         scp(target, [artifact.resolve()], f"{workdir}/artifact", "copying the artifact", timeout, upload=True)
         remote_data = None
         if data is not None:
@@ -159,32 +203,34 @@ def remote_bench(
                 upload=True,
             )
             remote_data = f"{workdir}/data"
-        args = run_py_args(data=remote_data, **options) + ["--out", f"{workdir}/results.json"]
-        command = (
-            f"cd {shlex.quote(workdir + '/artifact')} && {shlex.quote(remote_python)} run.py bench "
-            + " ".join(shlex.quote(a) for a in args)
+        args = ["bench", *run_py_args(data=remote_data, **options)]
+        return _run_py_remotely(target, f"{workdir}/artifact", args, remote_python, timeout)
+
+
+def remote_time(
+    folder,
+    files: list,
+    target: SshTarget | str,
+    *,
+    remote_python: str = "python3",
+    timeout: float = 1800,
+    **options,
+) -> dict:
+    """Copy `folder` (a run.py and the model `files` in it) to the device and run `run.py time
+    FILES` there: each file timed in its own process. options: seconds, runs, threads, rounds."""
+    _require_client()
+    target = parse_ssh_url(target) if isinstance(target, str) else target
+    with remote_workdir(target) as workdir:
+        scp(
+            target,
+            [Path(folder).resolve()],
+            f"{workdir}/candidates",
+            "copying the candidates",
+            timeout,
+            upload=True,
         )
-        proc = ssh(target, command, "running run.py bench", timeout)
-        if proc.returncode == 127:
-            raise EdgeXrayError(
-                f"{remote_python!r} was not found on {target}; pass "
-                "--remote-python with the device's Python 3 (with numpy and the "
-                "runtime installed)"
-            )
-        text = None
-        if proc.returncode == 0:
-            with tempfile.TemporaryDirectory(prefix="edgexray-remote-") as tmp:
-                scp(target, [f"{workdir}/results.json"], tmp, "fetching results", quick, upload=False)
-                text = (Path(tmp) / "results.json").read_text(encoding="utf-8")
-        doc = parse_run_py_output(proc, str(target), text)
-        doc["remote"] = {"url": str(target), "python": remote_python}
-        return doc
-    finally:
-        if not keep:
-            try:
-                cleanup = ssh(target, f"rm -rf {shlex.quote(workdir)}", "removing the work folder", quick)
-                problem = cleanup.stderr.strip() if cleanup.returncode else None
-            except EdgeXrayError as e:  # never hide the error that got us here
-                problem = str(e)
-            if problem:
-                log.warning("could not remove %s on %s: %s", workdir, target, problem)
+        args = ["time", *[Path(f).name for f in files]]
+        for name, value in options.items():
+            if value is not None:
+                args += [f"--{name}", str(value)]
+        return _run_py_remotely(target, f"{workdir}/candidates", args, remote_python, timeout)

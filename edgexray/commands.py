@@ -579,6 +579,26 @@ def format_metrics(m: dict) -> str:
     show_default=True,
     help="Named training defaults (README 'Defaults that generalize'); ignored with --checkpoint.",
 )
+@click.option(
+    "--remote",
+    metavar="ssh://user@host[:port]",
+    help="The target device: every candidate file is timed there (run.py time over SSH) and "
+    "the fastest within the budget ships.",
+)
+@click.option(
+    "--remote-python",
+    default="python3",
+    show_default=True,
+    help="Python on the device (with numpy and the runtime installed).",
+)
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key for --remote.")
+@click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra ssh -o option for --remote (repeatable).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(
@@ -605,6 +625,10 @@ def build(
     positive_class,
     target_sensitivity,
     recipe,
+    remote,
+    remote_python,
+    identity,
+    ssh_options,
     seed,
     force,
 ):
@@ -636,6 +660,10 @@ def build(
         positive_class=positive_class,
         target_sensitivity=target_sensitivity,
         recipe=recipe,
+        remote=remote,
+        remote_python=remote_python,
+        identity=identity,
+        ssh_options=tuple(ssh_options),
         seed=seed,
         force=force,
     )

@@ -21,6 +21,8 @@ def selection_record(state) -> dict:
     cfg, data, prune_report = state.cfg, state.data, state.pruned.report
     val_parity, shipped = state.exported.val_parity, state.shipped
     groups = split_group_ids(data, "val")
+    timed = state.candidates
+    timed_rows = {r.pop("precision"): r for r in timed.rows(shipped)}
     notes = [t.get("note") for t in prune_report["attempts"]] + [
         r["budget"]["note"] for r in val_parity.values()
     ]
@@ -65,6 +67,9 @@ def selection_record(state) -> dict:
                 "what": "precision",
                 "split": "val",
                 "chosen": shipped,
+                "by": state.shipped_by,
+                "latency_measured_on": timed.where,
+                **({"latency_not_measured": timed.reason} if timed.where is None else {}),
                 "candidates": [
                     {
                         "precision": p,
@@ -73,6 +78,7 @@ def selection_record(state) -> dict:
                         "accuracy_drop_pp": r["budget"]["accuracy_drop_pp"],
                         "accuracy_drop_interval_pp": r["budget"]["accuracy_drop_interval_pp"],
                         "failures": r["budget"]["failures"],
+                        **timed_rows.get(p, {}),
                     }
                     for p, r in val_parity.items()
                 ],
@@ -154,6 +160,8 @@ def model_rows(state) -> list[dict]:
         }
         if p == state.shipped:
             row.update(bench.measured(models.shipped), shipped=True)
+        else:
+            row.update(bench.measured(c))
         rows.append(row)
     from edgexray.runtime.latency import gmac_per_s
 
@@ -209,7 +217,18 @@ def budgets(state) -> dict:
             "measured": host,
             "passed": host <= cfg.latency_budget_ms,
         }
-    bench = state.bench
+    bench, timed = state.bench, state.candidates
+    if state.cfg.remote is not None and timed.where is not None:  # timed on the device itself
+        out.update(
+            device_budgets(
+                state.profile,
+                timed.measured(state.shipped),
+                timed.environment,
+                state.profile.runner,
+                timed.where,
+            )
+        )
+        return out
     out.update(
         device_budgets(
             state.profile,
@@ -231,13 +250,14 @@ _ARCH_NAMES = {
 }
 
 
-def device_budgets(profile, measured: dict, env: dict, runner: str) -> dict:
+def device_budgets(profile, measured: dict, env: dict, runner: str, on_device: str | None = None) -> dict:
     """The profile's device budgets (latency p50 per image, batch 1; peak RSS) against the
-    shipped file as the host benchmark measured it (`measured`: latency_ms, memory_mb) with
-    `runner` on the machine `env` describes. Status "passed" | "failed" | "not measured": the
-    host is the device only for host-class targets, else the reason says how to measure it."""
-    reason = not_the_device(profile, env, runner)
-    where = f"this host ({env.get('cpu_model')}, {env.get('machine')}), {runner}"
+    shipped file as measured (`measured`: latency_ms, memory_mb) with `runner` on the machine
+    `env` describes: this host, or the device itself when `on_device` names it (build --remote).
+    Status "passed" | "failed" | "not measured": the host is the device only for host-class
+    targets, else the reason says how to measure it."""
+    reason = None if on_device else not_the_device(profile, env, runner)
+    where = on_device or f"this host ({env.get('cpu_model')}, {env.get('machine')}), {runner}"
     checks = (
         ("latency_budget_ms", profile.latency_budget_ms, "latency_ms", "p50", "p50 per image, batch 1"),
         ("memory_budget_mb", profile.memory_budget_mb, "memory_mb", "peak_rss", "peak RSS, fresh process"),

@@ -45,6 +45,7 @@ def render(manifest: dict, assets: dict, images_are_synthetic: bool, templates: 
         _section("Before and after", _comparison(models)),
         _section("External test set (other patients)", _external(manifest, models)),
         _section("Budgets", _budgets(manifest.get("budgets"), manifest.get("fallbacks"))),
+        _section("Candidates: what ships and why", _candidates(manifest.get("selection"))),
         _section("Channels kept per layer", _channels(manifest.get("channels_kept"))),
         _section("Confusion matrices (held-out split)", _confusions(models)),
         _section(
@@ -116,6 +117,32 @@ def _img(image, caption: str) -> str:
 
 def _figures(images: dict) -> str:
     return '<div class="figs">' + "".join(_img(v, k) for k, v in images.items()) + "</div>"
+
+
+def _candidates(selection) -> str:
+    """Every exported precision: its val budget check, its latency on the target when timed there."""
+    choice = next((d for d in (selection or {}).get("decisions", []) if d.get("what") == "precision"), None)
+    if choice is None:
+        return _missing("No precision choice was recorded.")
+    where = choice.get("latency_measured_on")
+    rows = [
+        {
+            "precision": c["precision"] + (" (shipped)" if c["precision"] == choice["chosen"] else ""),
+            "within val budget": bool(c["passed"] and c["parity_passed"]),
+            "accuracy drop pp (95% upper)": (c.get("accuracy_drop_interval_pp") or [None, None])[1],
+            **{f"{k} ms": (c.get("latency_ms") or {}).get(k) for k in ("min", "p50", "p90")},
+            "runs": (c.get("latency_ms") or {}).get("runs"),
+            "peak RSS MB": c.get("peak_rss_mb"),
+            "x shipped p50": c.get("vs_shipped"),
+        }
+        for c in choice["candidates"]
+    ]
+    said = (
+        f"Timed on {where}."
+        if where
+        else f"Device latency not measured: {choice.get('latency_not_measured')}."
+    )
+    return f"<p>{html.escape(str(choice.get('by')))}. {html.escape(said)}</p>" + _table(rows)
 
 
 def _num(v, digits=4) -> str:

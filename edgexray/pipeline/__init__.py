@@ -21,6 +21,7 @@ from edgexray.export.selection import choose_precision
 from edgexray.fsutil import atomic_write_json
 from edgexray.models.predict import predict_logits
 from edgexray.pipeline.bundle import bundle
+from edgexray.pipeline.candidates import measure_candidates
 from edgexray.pipeline.export_stage import export_and_check
 from edgexray.pipeline.held_out import external_rows, operating_point, test_report
 from edgexray.pipeline.host_bench import host_bench
@@ -91,13 +92,30 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     with steps.stage("export + parity"):
         state = replace(state, exported=export_and_check(state))
 
-    # 4. choose what ships -------------------------------------------------------------------
+    # 4. choose what ships: the fastest candidate on the target within the budget, when the
+    # target can be timed (this host for host-class targets, or --remote); else the profile's order
+    with steps.stage("time candidates on the target"):
+        state = replace(state, candidates=measure_candidates(state))
+    candidates = state.candidates
+    if candidates.where is None:
+        steps.say(f"device latency not measured ({candidates.reason}); the profile's order decides")
+    else:
+        steps.say(
+            f"candidates timed on {candidates.where}: "
+            + ", ".join(f"{p} {ms:.2f} ms" for p, ms in candidates.p50().items())
+        )
     precision = choose_precision(
-        profile.default_precision, state.precisions, state.exported.val_parity, cfg.max_accuracy_drop
+        profile.default_precision,
+        state.precisions,
+        state.exported.val_parity,
+        cfg.max_accuracy_drop,
+        candidates.p50(),
+        candidates.where,
     )
+    steps.say(f"shipping {precision.precision}: {precision.by}")
     for text in precision.fallbacks:
         steps.fallback(text)
-    state = replace(state, shipped=precision.precision)
+    state = replace(state, shipped=precision.precision, shipped_by=precision.by)
     state = replace(state, selection=selection_record(state))
 
     # 5. the test split, read once: every model of the comparison, for the report -------------

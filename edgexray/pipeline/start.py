@@ -53,8 +53,17 @@ class BuildConfig:
     positive_class: str | None = None  # operating point: this class's threshold, chosen on val
     target_sensitivity: float | None = None  # ... the highest one reaching this val sensitivity
     recipe: str = "default"  # training defaults (edgexray.recipes) when the build trains
+    remote: str | None = None  # ssh://user@host[:port]: the device the candidates are timed on
+    remote_python: str = "python3"  # Python on the device (numpy and the runtime installed)
+    identity: str | None = None  # SSH private key for --remote
+    ssh_options: tuple = ()  # extra ssh -o KEY=VALUE options for --remote
     seed: int = 0
     force: bool = False  # replace an existing artifact / build folder
+
+    @property
+    def remote_options(self) -> dict:
+        """bench.remote.SshTarget's keyword arguments for --remote."""
+        return {"identity": self.identity, "options": tuple(self.ssh_options)}
 
 
 def is_demo(cfg: BuildConfig) -> bool:
@@ -79,6 +88,10 @@ def started(cfg: BuildConfig) -> tuple[BuildState, object]:
             f"its profile allows {list(profile.precisions)}"
         )
     check_options(cfg.positive_class, cfg.target_sensitivity)
+    if cfg.remote is not None:
+        from edgexray.bench.remote import parse_ssh_url
+
+        parse_ssh_url(cfg.remote)  # a malformed URL fails now, not after training
     if cfg.max_accuracy_drop < 0:
         raise EdgeXrayError(
             f"--max-accuracy-drop {cfg.max_accuracy_drop}; must be >= 0 percentage points, e.g. 1.0"

@@ -75,7 +75,9 @@ class BuildState:
     budget: object = None  # prune.budget.AccuracyBudget: val logits -> budget check
     pruned: object = None  # prune.budget.BudgetChoice: checkpoint, report, val_logits
     exported: Exported | None = None
+    candidates: object = None  # candidates.Candidates: the exported files timed on the target
     shipped: str | None = None  # the precision that ships
+    shipped_by: str | None = None  # what ordered the candidates (selection.PrecisionChoice.by)
     selection: dict | None = None  # what decided what (manifest "selection")
     test: object = None  # held_out.TestReport
     calibrated: object = None  # held_out.OperatingPoint

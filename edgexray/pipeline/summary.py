@@ -112,6 +112,31 @@ def budget_lines(budgets: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
+def candidate_lines(selection: dict) -> list[tuple[str, str]]:
+    """Every exported precision: its val budget check and, when timed on the target, its
+    latency, peak RSS and ratio to the shipped file."""
+    choice = next(d for d in selection["decisions"] if d["what"] == "precision")
+    where = choice.get("latency_measured_on")
+    rows = [("shipped because", choice.get("by") or "the profile's precision order")]
+    if where is None:
+        rows.append(("device latency", f"not measured ({choice.get('latency_not_measured')})"))
+    for c in choice["candidates"]:
+        text = "within the val budget" if c["passed"] and c["parity_passed"] else "outside the val budget"
+        if lat := c.get("latency_ms"):
+            text += (
+                f"; {lat['p50']:.2f} ms p50 (min {lat['min']:.2f}, p90 {lat['p90']:.2f}, {lat['runs']} runs)"
+                f", {c['vs_shipped']:.2f}x the shipped p50"
+                + (f", peak RSS {c['peak_rss_mb']:.0f} MB" if c.get("peak_rss_mb") else "")
+            )
+        rows.append(
+            (
+                f"candidate {c['precision']}" + (" (shipped)" if c["precision"] == choice["chosen"] else ""),
+                text,
+            )
+        )
+    return rows
+
+
 def format_summary(summary: dict) -> str:
     red = summary["reduction"]
     b = summary["bench"]
@@ -131,6 +156,7 @@ def format_summary(summary: dict) -> str:
         ("pruning level", summary["pruning_level"]),
         ("shipped precision", summary["shipped_precision"]),
         ("chosen on", f"val split ({sel['n_images']} images); test read once, for the report"),
+        *candidate_lines(sel),
         *[("fallback", f) for f in summary["fallbacks"]],
         *([("budget note", sel["budget"]["note"])] if sel["budget"]["note"] else []),
         ("params removed", f"{100 * red['params']:.1f}%"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +96,21 @@ def _scramble_test_labels(monkeypatch):
 
 @pytest.fixture(scope="module")
 def x86_builds(tiny_run, fast_bench, tmp_path_factory):
+    """Two x86-64 builds, the second with scrambled test labels. The candidates' latency is
+    measured (noise) by the first; the second sees the same figures, so that any difference
+    between them comes from the test labels."""
     data, ckpt = tiny_run
     out = tmp_path_factory.mktemp("x86")
-    plain = _build("x86-64", data, ckpt, out / "plain", "--finetune-epochs", "1")
+    timed, real = [], pipeline.measure_candidates
+
+    def timed_once(state):
+        if not timed:
+            timed.append(real(state))
+        return timed[0]
+
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "measure_candidates", timed_once)
+        plain = _build("x86-64", data, ckpt, out / "plain", "--finetune-epochs", "1")
         _scramble_test_labels(mp)
         scrambled = _build("x86-64", data, ckpt, out / "scrambled", "--finetune-epochs", "1")
     return out, plain, scrambled
@@ -172,6 +185,35 @@ def test_manifest_and_summary_show_intervals_and_the_budget_rule(x86_builds):
     assert budget["split"] == "val" and budget["passed"] and budget["upper_95"] <= budget["limit"]
     assert "95% CI" in output and "chosen on" in output and "pruning level" in output
     assert "accuracy 95% CI" in (folder / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_x86_ships_the_fastest_candidate_within_the_budget_by_a_re_measurement(x86_builds, tmp_path):
+    out, (plain, output, folder), _ = x86_builds
+    choice = next(d for d in plain["selection"]["decisions"] if d["what"] == "precision")
+    assert choice["latency_measured_on"].startswith("this host") and "avx2" in choice["latency_measured_on"]
+    work = out / "plain" / "build-x86-64"
+    doc = json.loads((work / "candidates" / "results.json").read_text())
+    p50 = {e["model_file"]: e["latency_ms"]["p50"] for e in doc["results"]}
+    assert {c["file"] for c in choice["candidates"]} == set(p50) and len(p50) == 2
+    for c in choice["candidates"]:  # the manifest cites what was measured
+        assert c["latency_ms"]["p50"] == p50[c["file"]] and c["latency_ms"]["runs"] > 0
+        assert c["peak_rss_mb"] > 0
+    passing = [c for c in choice["candidates"] if c["passed"] and c["parity_passed"]]
+    fastest = min(passing, key=lambda c: c["latency_ms"]["p50"])
+    assert choice["chosen"] == fastest["precision"] == plain["model"]["precision"]
+    assert "fastest within the budget" in choice["by"] and "candidate fp32" in output
+    # re-measured now by the artifact's own run.py, each file in a fresh process: the shipped file
+    # is the fastest within measurement noise
+    files = [str(work / "export" / c["file"]) for c in passing]
+    proc = subprocess.run(
+        [sys.executable, str(folder / "run.py"), "time", *files, "--rounds", "3", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    again = {e["model_file"]: e["latency_ms"]["p50"] for e in json.loads(proc.stdout)["results"]}
+    assert again[fastest["file"]] <= 1.5 * min(again.values()), (again, p50)
 
 
 def _every_profile():
@@ -402,6 +444,24 @@ def test_external_shipped_row_is_run_py_predict_at_the_operating_point(calibrate
         assert b["per_class"][d["positive_class"]]["specificity"] == pytest.approx(
             shipped["per_class"][d["positive_class"]]["specificity"]
         ), label
+        # and its --data figures are those of the labels run.py predict prints
+        r = CliRunner().invoke(
+            main,
+            [
+                "bench",
+                str(folder),
+                "--data",
+                manifest["external"]["data"],
+                "--runs",
+                "2",
+                "--no-memory",
+                *extra,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        acc = json.loads(r.output)["results"][0]["accuracy"]["metrics"]
+        assert acc["decision_rule"] == shipped["decision_rule"], extra
+        assert acc["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-9), extra
 
 
 @pytest.mark.parametrize(
