@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgexray.runtime.errors import EdgeXrayError
 
 
@@ -47,23 +45,19 @@ def _host_runner_metrics(ext, runner, pre, manifest: dict | None) -> dict:
     """A model file through the bench's host runner, decoded as the bench decodes --data. Inside
     an artifact (`manifest`), its temperature and operating point apply as run.py applies them."""
     from edgexray import external
-    from edgexray.runtime.accuracy import load_batch
-    from edgexray.runtime.metrics import softmax, threshold_labels, threshold_rule
+    from edgexray.bench.local import artifact_decision
+    from edgexray.runtime.accuracy import predict_probs
+    from edgexray.runtime.metrics import threshold_labels, threshold_rule
 
-    manifest = manifest or {}
-    kind = manifest.get("output", {}).get("kind", "logits")
-    t = float((manifest.get("calibration") or {}).get("temperature", 1.0))
-    probs = []
-    for r in ext.relpaths:
-        out = np.asarray(runner.predict(load_batch([ext.root / r], pre)), np.float64)
-        probs.append(out if kind == "probabilities" else softmax(out / t))
-    probs = np.concatenate(probs).astype(np.float64)
-    d = manifest.get("decision")
-    if not d:
+    how = artifact_decision(manifest) if manifest else {"temperature": 1.0, "decision": None}
+    kind = (manifest or {}).get("output", {}).get("kind", "logits")
+    paths = [ext.root / r for r in ext.relpaths]
+    probs = predict_probs(runner, paths, pre, kind, temperature=how["temperature"])
+    if how["decision"] is None:
         return external.metrics_of(ext, probs)
-    labels = threshold_labels(probs, list(manifest["class_names"]).index(d["positive_class"]), d["threshold"])
-    rule = threshold_rule(d["positive_class"], d["threshold"])
-    return external.metrics_of(ext, probs, y_pred=labels, decision_rule=rule)
+    pos, t = how["decision"]
+    rule = threshold_rule(ext.class_names[pos], t)
+    return external.metrics_of(ext, probs, y_pred=threshold_labels(probs, pos, t), decision_rule=rule)
 
 
 def bench_external(

@@ -199,8 +199,12 @@ def bench_model(
     class_names=None,
     output_kind="logits",
     precision: str | None = None,
+    temperature: float = 1.0,
+    decision: tuple | None = None,
 ) -> dict:
-    """One bench entry for a model file measured in this process (memory in fresh ones)."""
+    """One bench entry for a model file measured in this process (memory in fresh ones).
+    `temperature` and `decision` (positive class index, threshold): an artifact's, applied to
+    the --data figures as its run.py predict applies them."""
     path = Path(path)
     kind = kind or runtime_for_suffix(path.suffix)
     with Stopwatch() as load:
@@ -226,7 +230,16 @@ def bench_model(
     )
     accuracy = None
     if items:
-        accuracy, _ = evaluate(runner, items, preprocess, class_names, output_kind, data_label=str(data))
+        accuracy, _ = evaluate(
+            runner,
+            items,
+            preprocess,
+            class_names,
+            output_kind,
+            data_label=str(data),
+            temperature=temperature,
+            decision=decision,
+        )
     mem = measure_memory(kind, path, runner.threads) if memory else None
     return bench_entry(
         label=label or path.name,
@@ -260,8 +273,20 @@ def bench_artifact_with(artifact, kind: str, **options) -> dict:
         class_names=manifest["class_names"],
         precision=model.get("precision"),
         output_kind=manifest["output"].get("kind", "logits"),
+        **artifact_decision(manifest),
         **options,
     )
+
+
+def artifact_decision(manifest: dict) -> dict:
+    """{temperature, decision}: how the artifact's run.py predict turns outputs into labels."""
+    d = manifest.get("decision")
+    return {
+        "temperature": float((manifest.get("calibration") or {}).get("temperature", 1.0)),
+        "decision": (manifest["class_names"].index(d["positive_class"]), float(d["threshold"]))
+        if d
+        else None,
+    }
 
 
 def single_document(entry: dict) -> dict:

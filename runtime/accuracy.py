@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.runtime.errors import EdgeXrayError
-from edgexray.runtime.metrics import classification_metrics, softmax
+from edgexray.runtime.metrics import classification_metrics, softmax, threshold_labels, threshold_rule
 from edgexray.runtime.preprocess import read_image_array
 
 try:  # Pillow refuses images of over twice its pixel limit with its own exception class
@@ -71,11 +71,15 @@ def load_batch(paths, preprocess) -> np.ndarray:
     return np.stack(arrays).astype(np.float32)
 
 
-def predict_probs(runner, paths, preprocess, output_kind="logits", batch=1) -> np.ndarray:
+def predict_probs(runner, paths, preprocess, output_kind="logits", batch=1, temperature=1.0) -> np.ndarray:
+    """Class probabilities; logits are divided by `temperature` (the build's calibration) first."""
     out = []
     for i in range(0, len(paths), batch):
         logits = runner.predict(load_batch(paths[i : i + batch], preprocess))
-        out.append(logits if output_kind == "probabilities" else softmax(logits))
+        if output_kind == "probabilities":
+            out.append(logits)
+        else:
+            out.append(softmax(np.asarray(logits, np.float64) / temperature))
     return np.concatenate(out).astype(np.float64)
 
 
@@ -104,12 +108,20 @@ def evaluate(
     data_label="",
     reference=None,
     reference_label="reference",
+    temperature=1.0,
+    decision=None,
 ) -> tuple:
-    """Score a runner on [(path, label)] -> (accuracy dict for the bench schema, probs)."""
+    """Score a runner on [(path, label)] -> (accuracy dict for the bench schema, probs). An
+    artifact's `temperature` and `decision` (positive class index, threshold) apply as run.py
+    predict applies them, so the label figures are those of the labels it prints."""
     paths = [p for p, _ in items]
     y_true = np.asarray([label for _, label in items])
-    probs = predict_probs(runner, paths, preprocess, output_kind)
-    metrics = classification_metrics(y_true, probs, list(class_names))
+    probs = predict_probs(runner, paths, preprocess, output_kind, temperature=temperature)
+    y_pred = rule = None
+    if decision is not None:
+        y_pred = threshold_labels(probs, decision[0], decision[1])
+        rule = threshold_rule(class_names[decision[0]], decision[1])
+    metrics = classification_metrics(y_true, probs, list(class_names), y_pred=y_pred, decision_rule=rule)
     result = {
         "n": int(len(items)),
         "data": data_label or os.path.commonpath([str(p) for p in paths]),

@@ -442,6 +442,8 @@ def bench_result(
             manifest["class_names"],
             manifest["output"].get("kind", "logits"),
             data_label=str(data),
+            temperature=_temperature(manifest),  # the labels `predict` prints
+            decision=_decision(manifest),
         )
     model_file = manifest["model"]["file"]
     return bench_entry(
