@@ -16,15 +16,38 @@ def snippet_values(manifest: dict) -> dict:
     """Everything the snippets name, read from the manifest."""
     tv = manifest["tasks_variant"]
     names = list(manifest["class_names"])
-    threshold = manifest.get("decision_threshold")
+    decision = manifest.get("decision") or {}  # the operating point run.py applies, if any
     return {
         "file": tv["file"],
         "stem": Path(tv["file"]).stem,
         "labels": names,
         "size": int(tv["input"]["shape"][1]),
         "n": len(names),
-        "threshold": float(threshold) if isinstance(threshold, (int, float)) else 0.0,
+        "positive": decision.get("positive_class"),
+        "threshold": float(decision["threshold"]) if decision else None,
     }
+
+
+def decision_rule_text(v: dict) -> str:
+    if v["positive"] is None:
+        return "the top class (scores are probabilities)"
+    return (
+        f"{v['positive']} when its probability is >= {v['threshold']:.4f} (the build's operating point, "
+        "chosen on validation), else the most probable other class: what `run.py predict` prints"
+    )
+
+
+def kotlin_label(v: dict) -> str:
+    """A Kotlin function: run.py's decision rule over probabilities in LABELS order."""
+    if v["positive"] is None:
+        return """    /** run.py's rule: the most probable class. */
+    fun label(probs: FloatArray): String = LABELS[probs.indices.maxByOrNull { probs[it] }!!]"""
+    return f"""    /** run.py's rule: {v["positive"]} at p >= {v["threshold"]:.4f}, else the most probable other class. */
+    fun label(probs: FloatArray): String {{
+        val pos = LABELS.indexOf("{v["positive"]}")
+        if (probs[pos] >= {v["threshold"]:.6f}f) return LABELS[pos]
+        return LABELS[probs.indices.filter {{ it != pos }}.maxByOrNull {{ probs[it] }}!!]
+    }}"""
 
 
 def kotlin_mediapipe(v: dict) -> str:
@@ -44,7 +67,6 @@ class XrayTasksClassifier(context: Context) : AutoCloseable {{
         const val MODEL = "{v["file"]}"
         const val SIZE = {v["size"]}   // the model's input side; MediaPipe resizes to it
         val LABELS = listOf({labels})   // also inside the model (metadata), in this order
-        const val SCORE_THRESHOLD = {v["threshold"]}f
     }}
 
     private val classifier = ImageClassifier.createFromOptions(
@@ -52,18 +74,22 @@ class XrayTasksClassifier(context: Context) : AutoCloseable {{
         ImageClassifier.ImageClassifierOptions.builder()
             .setBaseOptions(BaseOptions.builder().setModelAssetPath(MODEL).build())
             .setRunningMode(RunningMode.IMAGE)
-            .setMaxResults(LABELS.size)
-            .setScoreThreshold(SCORE_THRESHOLD)
+            .setMaxResults(LABELS.size)   // every class's probability
             .build())
 
-    /** (label, probability) of the top class. Gray or color bitmaps alike. */
-    fun classify(bitmap: Bitmap): Pair<String, Float> {{
+    /** (label, probabilities in LABELS order). Gray or color bitmaps alike. */
+    fun classify(bitmap: Bitmap): Pair<String, FloatArray> {{
         // scaling with filtering first comes closest to run.py's antialiased resize
         val scaled = Bitmap.createScaledBitmap(bitmap, SIZE, SIZE, true)
         val result = classifier.classify(BitmapImageBuilder(scaled).build())
-        val top = result.classificationResult().classifications()[0].categories()[0]
-        return top.categoryName() to top.score()
+        val probs = FloatArray(LABELS.size)
+        for (c in result.classificationResult().classifications()[0].categories()) {{
+            probs[LABELS.indexOf(c.categoryName())] = c.score()
+        }}
+        return label(probs) to probs
     }}
+
+{kotlin_label(v)}
 
     override fun close() = classifier.close()
 }}
@@ -113,6 +139,8 @@ class XrayTasksInterpreter(context: Context) : AutoCloseable {{
         return output[0]   // probabilities, in the order of LABELS
     }}
 
+{kotlin_label(v)}
+
     override fun close() = interpreter.close()
 }}
 ```"""
@@ -136,19 +164,38 @@ final class XrayTasksClassifier {{
         options.baseOptions.modelAssetPath =
             Bundle.main.path(forResource: Self.model, ofType: "tflite")!
         options.runningMode = .image
-        options.maxResults = Self.labels.count
-        options.scoreThreshold = {v["threshold"]}
+        options.maxResults = Self.labels.count   // every class's probability
         classifier = try ImageClassifier(options: options)
     }}
 
-    /// (label, probability) of the top class.
-    func classify(_ image: UIImage) throws -> (String, Float) {{
+    /// (label, probabilities in `labels` order); the label by run.py's rule.
+    func classify(_ image: UIImage) throws -> (String, [Float]) {{
         let result = try classifier.classify(image: try MPImage(uiImage: image))
-        let top = result.classificationResult.classifications[0].categories[0]
-        return (top.categoryName ?? "", top.score)
+        var probs = [Float](repeating: 0, count: Self.labels.count)
+        for c in result.classificationResult.classifications[0].categories {{
+            if let i = Self.labels.firstIndex(of: c.categoryName ?? "") {{ probs[i] = c.score }}
+        }}
+        return (Self.label(probs), probs)
     }}
+
+{swift_label(v)}
 }}
 ```"""
+
+
+def swift_label(v: dict) -> str:
+    """A Swift function: run.py's decision rule over probabilities in `labels` order."""
+    if v["positive"] is None:
+        return """    /// run.py's rule: the most probable class.
+    static func label(_ probs: [Float]) -> String {
+        labels[probs.indices.max { probs[$0] < probs[$1] }!]
+    }"""
+    return f"""    /// run.py's rule: {v["positive"]} at p >= {v["threshold"]:.4f}, else the most probable other class.
+    static func label(_ probs: [Float]) -> String {{
+        let pos = labels.firstIndex(of: "{v["positive"]}")!
+        if probs[pos] >= {v["threshold"]:.6f} {{ return labels[pos] }}
+        return labels[probs.indices.filter {{ $0 != pos }}.max {{ probs[$0] < probs[$1] }}!]
+    }}"""
 
 
 def readme_section(manifest: dict) -> str:
@@ -161,7 +208,7 @@ def readme_section(manifest: dict) -> str:
         if v["file"] == manifest["model"]["file"]
         else "the Tasks-ready twin of the shipped model"
     )
-    rule = f"the top class (scores are probabilities; threshold {v['threshold']})"
+    rule = decision_rule_text(v)
     return f"""
 ## MediaPipe Tasks and LiteRT Task Library: `{v["file"]}`
 

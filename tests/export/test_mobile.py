@@ -486,7 +486,12 @@ def test_readme_snippets_match_the_shipped_file(android_artifact):
         assert 'const val MODEL = "model_tasks.tflite"' in code
         assert f"const val SIZE = {SIZE}" in code and f"listOf({labels})" in code
     assert "ImageClassifier.createFromOptions" in blocks["kotlin-mp"]
-    assert "const val SCORE_THRESHOLD = 0.0f" in blocks["kotlin-mp"]
+    # no operating point in this build: the label is the most probable class, in every snippet
+    assert "ScoreThreshold" not in section and "scoreThreshold" not in section
+    assert "fun label(probs: FloatArray): String = LABELS[" in blocks["kotlin-mp"]
+    assert (
+        "fun label(probs: FloatArray)" in blocks["kotlin-litert"] and "static func label" in blocks["swift"]
+    )
     assert "SIZE * SIZE * 3" in blocks["kotlin-litert"]  # uint8 RGB, as the model's input
     swift = blocks["swift"]
     assert 'static let model = "model_tasks"' in swift and 'ofType: "tflite"' in swift
@@ -494,6 +499,24 @@ def test_readme_snippets_match_the_shipped_file(android_artifact):
     # the numbers named are the file's: input side and class count from the model itself
     assert manifest["tasks_variant"]["input"]["shape"] == [1, SIZE, SIZE, 3]
     assert manifest["tasks_variant"]["output"]["shape"] == [1, len(CLASSES)]
+
+
+def test_snippets_apply_the_operating_point_run_py_applies():
+    """With a decision in the manifest, every snippet labels as run.py predict does: the positive
+    class at p >= threshold, else the most probable other class (not MediaPipe's score filter)."""
+    from edgexray.export.mobile_snippets import readme_section
+
+    manifest = {
+        "class_names": ["NORMAL", "PNEUMONIA"],
+        "model": {"file": "model.tflite"},
+        "tasks_variant": {"file": "model.tflite", "input": {"shape": [1, 64, 64, 3]}},
+        "decision": {"positive_class": "PNEUMONIA", "threshold": 0.3125},
+    }
+    section = readme_section(manifest)
+    assert section.count("if (probs[pos] >= 0.312500f) return LABELS[pos]") == 2  # both Kotlin snippets
+    assert 'let pos = labels.firstIndex(of: "PNEUMONIA")!' in section and "probs[pos] >= 0.312500" in section
+    assert "PNEUMONIA when its probability is >= 0.3125" in section
+    assert "ScoreThreshold" not in section and "scoreThreshold" not in section
 
 
 def test_readme_has_no_tasks_section_without_variant(x86_artifact):
