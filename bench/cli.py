@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from edgexray.cliparams import ssh_client_options
 from edgexray.fsutil import refuse_existing
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -124,25 +125,7 @@ def _emit(doc: dict, out, force: bool) -> None:
     show_default=True,
     help="At most this many devices at a time in a fleet bench.",
 )
-@click.option(
-    "--remote-python",
-    default="python3",
-    show_default=True,
-    help="Python on the device (with numpy and the runtime installed).",
-)
-@click.option(
-    "--identity",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="SSH private key for --remote.",
-)
-@click.option(
-    "--ssh-option",
-    "ssh_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra ssh -o option for --remote (repeatable).",
-)
+@ssh_client_options
 @click.option(
     "--connect-timeout",
     type=_positive,

@@ -1,9 +1,12 @@
 """Click callbacks that check numeric options while the command line is parsed, before any
-work: a bad value is one `error:` line (EdgeXrayError, exit 2), not a failure minutes later."""
+work: a bad value is one `error:` line (EdgeXrayError, exit 2), not a failure minutes later;
+and option groups that several commands share."""
 
 from __future__ import annotations
 
 import math
+
+import click
 
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -42,3 +45,32 @@ POSITIVE = number(0, lo_open=True)
 AT_LEAST_ONE = number(1)
 NON_NEGATIVE = number(0)
 SEED = number(0, SEED_MAX, example="0")
+
+
+def ssh_client_options(command):
+    """--remote-python, --identity and --ssh-option: how a command that takes --remote reaches
+    the device and runs run.py there (bench, build)."""
+    for option in reversed(
+        (
+            click.option(
+                "--remote-python",
+                default="python3",
+                show_default=True,
+                help="Python on the device (with numpy and the runtime installed).",
+            ),
+            click.option(
+                "--identity",
+                type=click.Path(exists=True, dir_okay=False),
+                help="SSH private key for --remote.",
+            ),
+            click.option(
+                "--ssh-option",
+                "ssh_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Extra ssh -o option for --remote (repeatable).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command

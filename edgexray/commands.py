@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgexray.cliparams import SEED, SIZE, WIDTH, number
+from edgexray.cliparams import SEED, SIZE, WIDTH, number, ssh_client_options
 from edgexray.recipes import RECIPES
 from edgexray.runtime.errors import EdgeXrayError
 
@@ -585,20 +585,7 @@ def format_metrics(m: dict) -> str:
     help="The target device: every candidate file is timed there (run.py time over SSH) and "
     "the fastest within the budget ships.",
 )
-@click.option(
-    "--remote-python",
-    default="python3",
-    show_default=True,
-    help="Python on the device (with numpy and the runtime installed).",
-)
-@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key for --remote.")
-@click.option(
-    "--ssh-option",
-    "ssh_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra ssh -o option for --remote (repeatable).",
-)
+@ssh_client_options
 @click.option("--seed", type=int, default=0, show_default=True, callback=SEED)
 @click.option("--force", is_flag=True, help="Replace an existing artifact and build folder.")
 def build(
