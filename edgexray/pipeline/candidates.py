@@ -55,13 +55,13 @@ class Candidates:
 
 def measure_candidates(state) -> Candidates:
     """Time every exported file on the target (see the module doc); writes
-    <build>/candidates/results.json. One candidate only: nothing to choose, nothing timed."""
+    <build>/candidates/results.json. One candidate and no device: nothing to choose or time."""
     from edgexray.export.build_manifest import not_the_device
     from edgexray.export.run_py_render import render_run_py
     from edgexray.runtime.environment import cpu_isa, cpu_model, environment
 
     cfg, profile, files = state.cfg, state.profile, state.exported.files
-    if len(files) < 2:
+    if cfg.remote is None and len(files) < 2:
         return Candidates(None, "one candidate: nothing to choose", {})
     if cfg.remote is None:
         reason = not_the_device(profile, environment(), profile.runner)
