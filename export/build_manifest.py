@@ -282,7 +282,10 @@ def not_the_device(profile, env: dict, runner: str) -> str | None:
     from edgexray.runtime.registry import get_runtime
 
     host = _ARCH_NAMES.get(str(env.get("machine")).lower(), env.get("machine"))
-    remote = "run `edgexray bench ARTIFACT --remote ssh://user@host[:port]` on the device"
+    remote = (
+        "build with --remote ssh://user@host[:port] to time the candidates there, or run "
+        "`edgexray bench ARTIFACT --remote ssh://user@host[:port]`"
+    )
     if host != profile.arch:
         return f"{profile.name} is {profile.arch}; this host is {host}: {remote}"
     if profile.arch != "x86_64":
