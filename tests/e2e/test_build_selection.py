@@ -268,6 +268,33 @@ def test_a_precision_whose_minority_class_collapses_is_not_shipped():
     assert "rare sensitivity drop 50.00 pp" in choice.fallbacks[0]
 
 
+def test_measured_latency_orders_the_candidates_and_the_budget_still_gates():
+    from edgexray.export.selection import choose_precision
+    from edgexray.runtime.metrics import budget_check
+
+    y = np.r_[np.zeros(500, int), np.ones(500, int)]
+    wrong = y.copy()
+    wrong[:100] = 1  # 10 points worse: outside a 1-point budget
+
+    def parity(bad=()):
+        return {
+            p: {"passed": True, "budget": budget_check(y, y, wrong if p in bad else y, ["a", "b"], 1.0)}
+            for p in ("int8", "fp16", "fp32")
+        }
+
+    order = ("int8", "fp16", "fp32")
+    # an AVX2-only host: the float files are faster than INT8, so FP32 ships
+    timed = {"int8": 4.69, "fp16": 2.94, "fp32": 2.93}
+    choice = choose_precision("int8", order, parity(), 1.0, timed, "this host")
+    assert choice.precision == "fp32" and choice.fallbacks == () and "timed on this host" in choice.by
+    # the fastest breaks the budget: the next fastest ships, and the build says why
+    choice = choose_precision("int8", order, parity(bad=("fp32",)), 1.0, timed, "this host")
+    assert choice.precision == "fp16" and "fp32 breaks the budget" in choice.fallbacks[0]
+    # nothing measured (a board without --remote): the profile's order decides
+    choice = choose_precision("int8", order, parity(), 1.0, {}, None)
+    assert choice.precision == "int8" and choice.by == "the profile's precision order"
+
+
 def test_every_plain_pruning_plan_ends_with_the_unpruned_model():
     from edgexray.devices import load_profile
     from edgexray.prune.budget import pruning_attempts
