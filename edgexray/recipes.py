@@ -1,7 +1,8 @@
 """Named training recipes (`--recipe`): sets of training defaults chosen by a measured ablation.
 
 A recipe changes only the settings still at their plain default: an option given on the command
-line (or a config field set by the caller) wins. The recipe's name is stored in the checkpoint's
+line (or a config field set by the caller) wins; to set one of its settings back to the plain
+value, use `--recipe default` with the options wanted. The recipe's name is stored in the checkpoint's
 train config ("recipe"), and so reaches the build's manifest. The evidence behind each recipe is
 README "Defaults that generalize: the ablation" (benchmarks/defaults_ablation.py).
 """

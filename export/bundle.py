@@ -453,6 +453,16 @@ def _f32(x) -> str:
     return np.format_float_positional(np.float32(x), unique=True, trim="0")
 
 
+# manifest preprocess "intensity" -> what the README's normalization step adds (runtime.preprocess)
+INTENSITY_STEPS = {
+    "standardize": "; before that, per image: g = 0.5 + 0.25 (g - mean(g)) / std(g) over all its "
+    "pixels (a flat image: 0.5)",
+    "equalize": "; before that, per image: histogram equalization of g quantized to 256 levels "
+    "(floor(255 g + 0.5)): each level becomes (cdf(level) - cdf(darkest)) / (pixels - cdf(darkest)) "
+    "(a flat image: 0.5), as run.py's `equalize_images`",
+}
+
+
 def render_readme(manifest: dict) -> str:
     """README.md of an artifact, from its manifest (pure)."""
     prof, model, inp, out = manifest["profile"], manifest["model"], manifest["input"], manifest["output"]
@@ -515,10 +525,13 @@ def render_readme(manifest: dict) -> str:
         size=pre["size"],
         channels=pre["channels"],
         mean=pre["mean"],
-        std=pre["std"]
-        if not raw_pixels
-        else f"{pre['std']}, where g is 255 x the gray value (raw pixels 0-255: the model "
-        "averages the channels and normalizes inside)",
+        std=(
+            str(pre["std"])
+            if not raw_pixels
+            else f"{pre['std']}, where g is 255 x the gray value (raw pixels 0-255: the model "
+            "averages the channels and normalizes inside)"
+        )
+        + INTENSITY_STEPS.get(pre.get("intensity", "none"), ""),
         quant_step=quant_step,
         layout=inp["layout"],
         input_shape=inp["shape"],

@@ -88,7 +88,8 @@ def torch2tasks_tflite(
         raise EdgeXrayError(
             f"the model was trained with the per-image intensity step {preprocess.intensity!r}, "
             "which the Tasks-ready graph (pixels in, a fixed mean/std inside) cannot carry; "
-            "run.py and the int8-I/O file apply it. For this variant train with --intensity none"
+            "run.py applies it before the int8-I/O file. For this variant train without one "
+            "(--recipe default --intensity none)"
         )
     out_path = Path(out_path)
     wrapped = pixels2probabilities(model, preprocess, temperature)
