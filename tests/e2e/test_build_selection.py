@@ -450,43 +450,22 @@ def test_external_shipped_row_is_run_py_predict_at_the_operating_point(calibrate
 
     # `edgexray bench --test-data` scores the artifact the same way, through run.py or a host runner
     runtime = {".tflite": "litert", ".onnx": "onnxruntime-cpu"}[Path(manifest["model"]["file"]).suffix]
-    for extra in ([], ["--runtime", runtime]):
-        r = CliRunner().invoke(
-            main,
-            [
-                "bench",
-                str(folder),
-                "--test-data",
-                manifest["external"]["data"],
-                "--runs",
-                "2",
-                "--no-memory",
-                *extra,
-            ],
-        )
+
+    def bench(flag: str, extra: list) -> dict:
+        args = ["bench", str(folder), flag, manifest["external"]["data"], "--runs", "2", "--no-memory"]
+        r = CliRunner().invoke(main, [*args, *extra])
         assert r.exit_code == 0, r.output
-        ((label, b),) = json.loads(r.output)["external"]["models"].items()
+        return json.loads(r.output)
+
+    for extra in ([], ["--runtime", runtime]):
+        ((label, b),) = bench("--test-data", extra)["external"]["models"].items()
         assert b["decision_rule"] == shipped["decision_rule"], label
         assert b["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-9), label
         assert b["per_class"][d["positive_class"]]["specificity"] == pytest.approx(
             shipped["per_class"][d["positive_class"]]["specificity"]
         ), label
         # and its --data figures are those of the labels run.py predict prints
-        r = CliRunner().invoke(
-            main,
-            [
-                "bench",
-                str(folder),
-                "--data",
-                manifest["external"]["data"],
-                "--runs",
-                "2",
-                "--no-memory",
-                *extra,
-            ],
-        )
-        assert r.exit_code == 0, r.output
-        acc = json.loads(r.output)["results"][0]["accuracy"]["metrics"]
+        acc = bench("--data", extra)["results"][0]["accuracy"]["metrics"]
         assert acc["decision_rule"] == shipped["decision_rule"], extra
         assert acc["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-9), extra
 
