@@ -127,16 +127,18 @@ def bench_artifact(artifact, *, python: str | None = None, timeout: float = 1800
         )
     if options.get("data"):
         options["data"] = Path(options["data"]).resolve()
+    return run_py_here(
+        artifact / "run.py", ["bench", *run_py_args(**options)], python=python, timeout=timeout
+    )
+
+
+def run_py_here(run_py, args: list, *, python: str | None = None, timeout: float = 1800) -> dict:
+    """`python RUN_PY ARGS --out results.json` in a fresh process here, in run.py's folder, as a
+    checked bench document (`run.py bench` of an artifact, `run.py time` of bare files)."""
+    run_py = Path(run_py).resolve()
     with tempfile.TemporaryDirectory(prefix="edgexray-bench-") as tmp:
         out = Path(tmp) / "results.json"
-        cmd = [
-            python or sys.executable,
-            str((artifact / "run.py").resolve()),
-            "bench",
-            *run_py_args(**options),
-            "--out",
-            str(out),
-        ]
+        cmd = [python or sys.executable, str(run_py), *args, "--out", str(out)]
         log.info("running %s", " ".join(cmd))
         try:
             proc = subprocess.run(
@@ -144,12 +146,12 @@ def bench_artifact(artifact, *, python: str | None = None, timeout: float = 1800
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                cwd=artifact,
+                cwd=run_py.parent,
                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
             )
         except subprocess.TimeoutExpired:
             raise EdgeXrayError(
-                f"run.py bench did not finish within {timeout:.0f} s; raise --timeout or lower --seconds"
+                f"run.py {args[0]} did not finish within {timeout:.0f} s; raise --timeout or lower --seconds"
             ) from None
         text = out.read_text(encoding="utf-8") if out.is_file() else None
         return parse_run_py_output(proc, "this machine", text)

@@ -219,24 +219,11 @@ def budgets(state) -> dict:
         }
     bench, timed = state.bench, state.candidates
     if state.cfg.remote is not None and timed.where is not None:  # timed on the device itself
-        out.update(
-            device_budgets(
-                state.profile,
-                timed.measured(state.shipped),
-                timed.environment,
-                state.profile.runner,
-                timed.where,
-            )
-        )
-        return out
-    out.update(
-        device_budgets(
-            state.profile,
-            bench.measured(bench.models.shipped),
-            bench.document["environment"],
-            bench.summary["shipped_runner"],
-        )
-    )
+        measured = (timed.measured(state.shipped), timed.environment, state.profile.runner, timed.where)
+    else:
+        shipped_runner = bench.summary["shipped_runner"]
+        measured = (bench.measured(bench.models.shipped), bench.document["environment"], shipped_runner)
+    out.update(device_budgets(state.profile, *measured))
     return out
 
 

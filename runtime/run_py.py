@@ -351,28 +351,40 @@ def cmd_predict(folder, args) -> int:
     return 0
 
 
+def _fresh_process(args: list, what: str, timeout: float | None = None) -> dict:
+    """Run this file with `args` in a new interpreter; -> the JSON of its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise EdgeXrayError(f"{what} failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def probe_memory(folder, threads: int, runs: int = 20, timeout: float = 600) -> dict:
     """Peak RSS of a fresh process that loads and runs the model, and of one with only the
     runtime imported; both are new interpreters started from this file."""
-    figures = {}
-    for mode in ("empty", "model"):
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--dir",
-            str(folder),
-            "_memprobe",
-            "--mode",
-            mode,
-            "--threads",
-            str(threads),
-            "--runs",
-            str(runs),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise EdgeXrayError(f"memory probe ({mode}) failed: {proc.stderr.strip()[-500:]}")
-        figures[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    figures = {
+        mode: _fresh_process(
+            [
+                "--dir",
+                str(folder),
+                "_memprobe",
+                "--mode",
+                mode,
+                "--threads",
+                str(threads),
+                "--runs",
+                str(runs),
+            ],
+            f"memory probe ({mode})",
+            timeout,
+        )["peak_rss_mb"]
+        for mode in ("empty", "model")
+    }
     return {
         "peak_rss": figures["model"],
         "baseline_rss": figures["empty"],
@@ -531,22 +543,22 @@ def cmd_time(folder, args) -> int:
     for f in args.files:
         if not Path(f).is_file():
             raise EdgeXrayError(f"model file {f!r} does not exist; pass .tflite or .onnx files")
-    kept = {}
+    options = ["--warmup", str(args.warmup)]
+    options += ["--runs", str(args.runs)] if args.runs else ["--seconds", str(args.seconds)]
+    options += ["--threads", str(args.threads)] if args.threads else []
+    rounds = {f: [] for f in args.files}
     for _ in range(args.rounds):
         for f in args.files:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "_time1", f, "--warmup", str(args.warmup)]
-            cmd += ["--runs", str(args.runs)] if args.runs else ["--seconds", str(args.seconds)]
-            cmd += ["--threads", str(args.threads)] if args.threads else []
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise EdgeXrayError(f"timing {f} failed: {proc.stderr.strip()[-500:]}")
-            entry = json.loads(proc.stdout)
-            p50s = kept.get(f, {}).get("round_p50_ms", []) + [entry["latency_ms"]["p50"]]
-            if f not in kept or entry["latency_ms"]["p50"] < kept[f]["latency_ms"]["p50"]:
-                kept[f] = entry
-            kept[f]["round_p50_ms"] = p50s
+            rounds[f].append(_fresh_process(["_time1", f, *options], f"timing {f}"))
+    results = [
+        {
+            **min(entries, key=lambda e: e["latency_ms"]["p50"]),
+            "round_p50_ms": [e["latency_ms"]["p50"] for e in entries],
+        }
+        for entries in rounds.values()
+    ]
     producer = f"run.py time (edgexray {EDGEXRAY_VERSION})" if EDGEXRAY_VERSION else "run.py time"
-    doc = bench_document([kept[f] for f in args.files], environment(), producer)
+    doc = bench_document(results, environment(), producer)
     _write_text(args.out, json.dumps(doc, indent=2) + "\n")
     return 0
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgexray.fsutil import atomic_write_json
-from edgexray.runtime.errors import EdgeXrayError
 
 ROUNDS = 3  # each file timed this many times, interleaved; the least disturbed round counts
 
@@ -56,6 +52,7 @@ class Candidates:
 def measure_candidates(state) -> Candidates:
     """Time every exported file on the target (see the module doc); writes
     <build>/candidates/results.json. One candidate and no device: nothing to choose or time."""
+    from edgexray.bench.local import run_py_here
     from edgexray.export.build_manifest import not_the_device
     from edgexray.export.run_py_render import render_run_py
     from edgexray.runtime.environment import cpu_isa, cpu_model, environment
@@ -85,30 +82,9 @@ def measure_candidates(state) -> Candidates:
         where = f"{target} ({env.get('cpu_model')}, {env.get('machine')})"
     else:
         options["threads"] = min(profile.threads, os.cpu_count() or 1)  # this host's cores at most
-        doc = _time_here(folder, list(names), options)
+        args = ["time", *names, *[f"--{k}={v}" for k, v in options.items()]]
+        doc = run_py_here(folder / "run.py", args)
         where = f"this host ({cpu_model()}; {', '.join(cpu_isa()) or 'no ISA flags read'})"
     atomic_write_json(folder / "results.json", doc)
     entries = {names[e["model_file"]]: e for e in doc["results"]}
     return Candidates(where, None, {p: entries[p] for p in files}, doc["environment"])
-
-
-def _time_here(folder: Path, names: list, options: dict) -> dict:
-    from edgexray.bench.local import parse_run_py_output
-
-    args = [f"--{k}={v}" for k, v in options.items()]
-    cmd = [sys.executable, "run.py", "time", *names, *args, "--out", "results.json"]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=600 + 10 * len(names) * options["rounds"] * options["seconds"],
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        )
-    except subprocess.TimeoutExpired:
-        raise EdgeXrayError("timing the candidates did not finish; lower --bench-seconds") from None
-    out = folder / "results.json"
-    return parse_run_py_output(
-        proc, "this machine", out.read_text(encoding="utf-8") if out.is_file() else None
-    )
